@@ -1,0 +1,119 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+let strict: [SwiftSetting] = [.enableUpcomingFeature("ExistentialAny")]
+
+let package = Package(
+    name: "flashsale",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "Edge", targets: ["Edge"]),
+        .executable(name: "QuotaService", targets: ["QuotaService"]),
+        .executable(name: "InventoryService", targets: ["InventoryService"]),
+        .executable(name: "flashsale", targets: ["FlashSaleCLI"]),
+        .library(name: "FlashSaleClient", targets: ["FlashSaleClient"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras.git", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-atomics.git", from: "1.3.0"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+    ],
+    targets: [
+        // C libraries from Debian, each behind a one-line shim.
+        .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
+        .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
+        .systemLibrary(name: "CZooKeeper", providers: [.apt(["libzookeeper-mt-dev"])]),
+
+        // Messages: protobuf-c's generated C, and the Swift types bridged to it (both from scripts/gen-proto.sh).
+        .target(name: "ProtoC", dependencies: ["CProtobufC"]),
+        .target(
+            name: "Proto",
+            dependencies: ["ProtoC", "CProtobufC", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict),
+
+        // The wire runtime: framing, multiplexed calls, status, deadlines, server and client.
+        .target(
+            name: "Wire",
+            dependencies: [
+                "Proto",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOExtras", package: "swift-nio-extras"),
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+
+        // Blocking C clients wrapped for async Swift; C stays inside these modules.
+        .target(
+            name: "PostgresClient",
+            dependencies: ["CLibPQ", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
+        .target(
+            name: "ZooKeeperClient",
+            dependencies: ["CZooKeeper", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
+            swiftSettings: strict),
+
+        // Typed clients of the three services, for other Swift services, the CLI and the tests.
+        .target(name: "FlashSaleClient", dependencies: ["Wire", "Proto"], swiftSettings: strict),
+
+        .executableTarget(
+            name: "Edge",
+            dependencies: [
+                "Wire", "Proto", "FlashSaleClient", "ZooKeeperClient",
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "QuotaService",
+            dependencies: [
+                "Wire", "Proto", "FlashSaleClient", "ZooKeeperClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "InventoryService",
+            dependencies: [
+                "Wire", "Proto", "FlashSaleClient", "PostgresClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+        .executableTarget(
+            name: "FlashSaleCLI",
+            dependencies: [
+                "Wire", "Proto", "FlashSaleClient", "PostgresClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strict),
+
+        // Shared by the test targets: starting the real servers and the real executables.
+        .target(
+            name: "TestSupport",
+            dependencies: ["Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient"],
+            path: "Tests/TestSupport",
+            swiftSettings: strict),
+        .testTarget(
+            name: "WireTests",
+            dependencies: [
+                "Wire", "Proto", "TestSupport",
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
+            swiftSettings: strict),
+        .testTarget(
+            name: "IntegrationTests",
+            dependencies: ["TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient"],
+            swiftSettings: strict),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,4 @@
+@main
+struct EdgeMain {
+    static func main() async throws {}
+}

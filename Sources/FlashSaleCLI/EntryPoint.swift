@@ -1,0 +1,4 @@
+@main
+struct FlashSaleCLIMain {
+    static func main() async throws {}
+}

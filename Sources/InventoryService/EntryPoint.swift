@@ -1,0 +1,4 @@
+@main
+struct InventoryServiceMain {
+    static func main() async throws {}
+}

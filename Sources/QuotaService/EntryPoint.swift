@@ -1,0 +1,4 @@
+@main
+struct QuotaServiceMain {
+    static func main() async throws {}
+}
