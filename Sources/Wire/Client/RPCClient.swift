@@ -1,0 +1,252 @@
+import Atomics
+import Logging
+import NIOCore
+import NIOPosix
+import Proto
+
+public struct RPCClientConfiguration: Sendable {
+    public var host: String
+    public var port: Int
+    /// Connections in the pool; calls are spread over them (and prefer one on the caller's event loop).
+    public var connections: Int
+    public var maxFrameSize: Int
+    public var connectTimeout: TimeAmount
+    /// Used when a call names no timeout of its own. Nil: no deadline.
+    public var defaultTimeout: TimeAmount?
+    public var initialBackoff: TimeAmount
+    public var maxBackoff: TimeAmount
+    /// Sent with every call; operator methods need it.
+    public var token: String
+
+    public init(
+        host: String = "127.0.0.1", port: Int, connections: Int = 1,
+        maxFrameSize: Int = Framing.defaultMaxFrameSize, connectTimeout: TimeAmount = .seconds(2),
+        defaultTimeout: TimeAmount? = .seconds(10), initialBackoff: TimeAmount = .milliseconds(20),
+        maxBackoff: TimeAmount = .seconds(1), token: String = ""
+    ) {
+        self.host = host
+        self.port = port
+        self.connections = max(1, connections)
+        self.maxFrameSize = maxFrameSize
+        self.connectTimeout = connectTimeout
+        self.defaultTimeout = defaultTimeout
+        self.initialBackoff = initialBackoff
+        self.maxBackoff = maxBackoff
+        self.token = token
+    }
+}
+
+/// A pool of multiplexed connections to one server. Calls in flight fail with UNAVAILABLE when their
+/// connection drops; the connection comes back by itself, with exponential backoff.
+public final class RPCClient: Sendable {
+    public let configuration: RPCClientConfiguration
+    private let connections: [ClientConnection]
+    private let roundRobin = ManagedAtomic<Int>(0)
+
+    public init(
+        configuration: RPCClientConfiguration,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.connections = (0..<configuration.connections).map { index in
+            ClientConnection(configuration: configuration, eventLoop: group.next(), logger: logger, index: index)
+        }
+    }
+
+    /// Calls `method` and waits for its answer; a non-OK status is thrown as `RPCError`.
+    public func call<Request: ProtoMessage, Response: ProtoMessage>(
+        _ method: String, _ request: Request, as: Response.Type = Response.self,
+        timeout: TimeAmount? = nil, token: String? = nil
+    ) async throws -> Response {
+        try await self.callFuture(method, request, as: Response.self, timeout: timeout, token: token).get()
+    }
+
+    /// The future-returning form, for callers on an event loop (the edge forwarding a purchase).
+    public func callFuture<Request: ProtoMessage, Response: ProtoMessage>(
+        _ method: String, _ request: Request, as: Response.Type = Response.self,
+        timeout: TimeAmount? = nil, token: String? = nil
+    ) -> EventLoopFuture<Response> {
+        let connection = self.pickConnection()
+        let promise = connection.eventLoop.makePromise(of: WireResponse.self)
+        let call = OutgoingCall(
+            method: method, payload: request.serializedBuffer(),
+            timeout: timeout ?? self.configuration.defaultTimeout,
+            token: token ?? self.configuration.token, promise: promise)
+        connection.send(call)
+        return promise.futureResult.flatMapThrowing { response in
+            guard response.status == .ok else {
+                throw RPCError(RPCError.Code(rawValue: response.status.rawValue), response.message)
+            }
+            do {
+                return try Response(decoding: response.payload)
+            } catch {
+                throw RPCError(.internal, "response is not a valid \(Response.self)", cause: error)
+            }
+        }
+    }
+
+    /// Prefers a ready connection on the caller's own event loop (no thread hop), then any ready one.
+    private func pickConnection() -> ClientConnection {
+        let start = self.roundRobin.loadThenWrappingIncrement(ordering: .relaxed)
+        let count = self.connections.count
+        if count == 1 { return self.connections[0] }
+        if let current = MultiThreadedEventLoopGroup.currentEventLoop {
+            for offset in 0..<count {
+                let connection = self.connections[(start &+ offset) % count]
+                if connection.isReady && connection.eventLoop === current { return connection }
+            }
+        }
+        for offset in 0..<count {
+            let connection = self.connections[(start &+ offset) % count]
+            if connection.isReady { return connection }
+        }
+        return self.connections[start % count]
+    }
+
+    /// Closes every connection; calls in flight fail with UNAVAILABLE.
+    public func shutdown() async {
+        for connection in self.connections { await connection.shutdown() }
+    }
+}
+
+/// One pooled connection, its state confined to its event loop.
+final class ClientConnection: Sendable {
+    private enum State {
+        case idle
+        case connecting(waiting: [OutgoingCall])
+        case ready(any Channel)
+        case backoff
+        case shutdown
+    }
+
+    let eventLoop: any EventLoop
+    private let configuration: RPCClientConfiguration
+    private let logger: Logger
+    private let state: NIOLoopBoundBox<State>
+    private let backoff: NIOLoopBoundBox<TimeAmount>
+    private let flushPending: NIOLoopBoundBox<Bool>
+    private let ready = ManagedAtomic<Bool>(false)
+
+    init(configuration: RPCClientConfiguration, eventLoop: any EventLoop, logger: Logger, index: Int) {
+        self.eventLoop = eventLoop
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "upstream"] = "\(configuration.host):\(configuration.port)#\(index)"
+        self.logger = logger
+        self.state = NIOLoopBoundBox(.idle, eventLoop: eventLoop)
+        self.backoff = NIOLoopBoundBox(configuration.initialBackoff, eventLoop: eventLoop)
+        self.flushPending = NIOLoopBoundBox(false, eventLoop: eventLoop)
+    }
+
+    var isReady: Bool { self.ready.load(ordering: .relaxed) }
+
+    func send(_ call: OutgoingCall) {
+        if self.eventLoop.inEventLoop {
+            self.sendOnLoop(call)
+        } else {
+            self.eventLoop.execute { self.sendOnLoop(call) }
+        }
+    }
+
+    private func sendOnLoop(_ call: OutgoingCall) {
+        switch self.state.value {
+        case .ready(let channel):
+            channel.write(call, promise: nil)
+            // One flush per loop tick for every call written in it: pipelined callers share a syscall.
+            if !self.flushPending.value {
+                self.flushPending.value = true
+                self.eventLoop.execute {
+                    self.flushPending.value = false
+                    channel.flush()
+                }
+            }
+        case .idle:
+            self.state.value = .connecting(waiting: [call])
+            self.connect()
+        case .connecting(var waiting):
+            waiting.append(call)
+            self.state.value = .connecting(waiting: waiting)
+        case .backoff:
+            call.promise.fail(RPCError(.unavailable, "\(self.configuration.host):\(self.configuration.port) is unreachable; reconnecting"))
+        case .shutdown:
+            call.promise.fail(RPCError(.unavailable, "client is shut down"))
+        }
+    }
+
+    private func connect() {
+        let configuration = self.configuration
+        let logger = self.logger
+        ClientBootstrap(group: self.eventLoop)
+            .connectTimeout(configuration.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize)))
+                    try channel.pipeline.syncOperations.addHandler(RPCClientHandler(logger: logger))
+                }
+            }
+            .connect(host: configuration.host, port: configuration.port)
+            .hop(to: self.eventLoop)
+            .whenComplete { result in self.connected(result) }
+    }
+
+    private func connected(_ result: Result<any Channel, any Error>) {
+        guard case .connecting(let waiting) = self.state.value else {
+            if case .success(let channel) = result { channel.close(promise: nil) }  // shut down meanwhile
+            return
+        }
+        switch result {
+        case .success(let channel):
+            self.state.value = .ready(channel)
+            self.ready.store(true, ordering: .relaxed)
+            self.backoff.value = self.configuration.initialBackoff
+            channel.closeFuture.hop(to: self.eventLoop).whenComplete { _ in self.disconnected(channel) }
+            for call in waiting { self.sendOnLoop(call) }
+        case .failure(let error):
+            self.logger.debug("connect failed", metadata: ["error": "\(error)"])
+            for call in waiting {
+                call.promise.fail(RPCError(.unavailable, "cannot connect to \(self.configuration.host):\(self.configuration.port)", cause: error))
+            }
+            self.scheduleReconnect()
+        }
+    }
+
+    private func disconnected(_ channel: any Channel) {
+        guard case .ready(let current) = self.state.value, current === channel else { return }
+        self.ready.store(false, ordering: .relaxed)
+        self.logger.debug("connection lost; reconnecting")
+        self.scheduleReconnect()
+    }
+
+    private func scheduleReconnect() {
+        self.state.value = .backoff
+        let delay = self.backoff.value
+        self.backoff.value = min(delay * 2, self.configuration.maxBackoff)
+        // Jitter keeps a fleet of clients from reconnecting in lock-step after a server restart.
+        let jittered = TimeAmount.nanoseconds(Int64(Double(delay.nanoseconds) * Double.random(in: 0.8...1.2)))
+        self.eventLoop.scheduleTask(in: jittered) {
+            guard case .backoff = self.state.value else { return }
+            self.state.value = .connecting(waiting: [])
+            self.connect()
+        }
+    }
+
+    func shutdown() async {
+        let channel: (any Channel)? = try? await self.eventLoop.submit { () -> (any Channel)? in
+            defer {
+                self.state.value = .shutdown
+                self.ready.store(false, ordering: .relaxed)
+            }
+            switch self.state.value {
+            case .ready(let channel): return channel
+            case .connecting(let waiting):
+                for call in waiting { call.promise.fail(RPCError(.unavailable, "client is shut down")) }
+                return nil
+            default: return nil
+            }
+        }.get()
+        try? await channel?.close()
+    }
+}

@@ -1,0 +1,66 @@
+import NIOCore
+
+/// Frames on every port: a 4-byte big-endian length, then that many bytes of one protobuf message.
+public enum Framing {
+    /// Default upper bound of one frame's payload; requests and responses of the platform are far smaller.
+    public static let defaultMaxFrameSize = 1 << 20
+    static let headerSize = 4
+
+    /// Appends one frame to `buffer`: the header is reserved first and patched once the payload is written,
+    /// so the message is serialized exactly once, straight into the outgoing buffer.
+    public static func writeFrame(into buffer: inout ByteBuffer, _ writePayload: (inout ByteBuffer) -> Void) {
+        let headerIndex = buffer.writerIndex
+        buffer.writeInteger(UInt32(0))
+        writePayload(&buffer)
+        let length = buffer.writerIndex - headerIndex - headerSize
+        buffer.setInteger(UInt32(length), at: headerIndex)
+    }
+}
+
+/// The stream is broken: the connection is closed.
+public enum FrameError: Error, Equatable, Sendable {
+    /// A length header over the limit; raised from the header alone, before any of the payload is buffered.
+    case frameTooLarge(length: Int, limit: Int)
+    /// The peer closed in the middle of a frame; the partial frame is discarded, never delivered.
+    case truncatedFrame(bufferedBytes: Int)
+}
+
+/// Splits the byte stream into frame payloads, refusing an oversized frame from its length header
+/// (as grpc-swift-nio-transport's GRPCMessageDecoder does) so that a hostile peer cannot make us buffer it.
+public struct FrameDecoder: ByteToMessageDecoder {
+    public typealias InboundOut = ByteBuffer
+
+    public let maxFrameSize: Int
+
+    public init(maxFrameSize: Int = Framing.defaultMaxFrameSize) {
+        self.maxFrameSize = maxFrameSize
+    }
+
+    public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
+        guard let frame = try self.nextFrame(&buffer) else { return .needMoreData }
+        context.fireChannelRead(Self.wrapInboundOut(frame))
+        return .continue
+    }
+
+    public mutating func decodeLast(
+        context: ChannelHandlerContext, buffer: inout ByteBuffer, seenEOF: Bool
+    ) throws -> DecodingState {
+        while try self.decode(context: context, buffer: &buffer) == .continue {}
+        if buffer.readableBytes > 0 {
+            let missing = buffer.readableBytes
+            buffer.moveReaderIndex(forwardBy: missing)
+            throw FrameError.truncatedFrame(bufferedBytes: missing)
+        }
+        return .needMoreData
+    }
+
+    mutating func nextFrame(_ buffer: inout ByteBuffer) throws -> ByteBuffer? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
+        guard length <= self.maxFrameSize else {
+            throw FrameError.frameTooLarge(length: Int(length), limit: self.maxFrameSize)
+        }
+        guard buffer.readableBytes >= Framing.headerSize + Int(length) else { return nil }
+        buffer.moveReaderIndex(forwardBy: Framing.headerSize)
+        return buffer.readSlice(length: Int(length))
+    }
+}

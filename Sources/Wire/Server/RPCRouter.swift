@@ -1,0 +1,96 @@
+import Logging
+import NIOCore
+import Proto
+
+/// What a handler knows about the call it serves.
+public struct ServerCallContext: Sendable {
+    public let method: String
+    public let callID: UInt64
+    /// Set when the caller sent a budget; handlers that queue work check it before starting.
+    public let deadline: NIODeadline?
+    public let eventLoop: any EventLoop
+    public let logger: Logger
+
+    public var isExpired: Bool {
+        guard let deadline else { return false }
+        return deadline <= .now()
+    }
+}
+
+/// Completes one call exactly once, from any thread. Later completions are ignored.
+public struct RPCResponder<Response: ProtoMessage>: Sendable {
+    let raw: RawResponder
+
+    public func succeed(_ response: Response) {
+        self.raw.complete(.success(response.serializedBuffer()))
+    }
+
+    public func fail(_ error: RPCError) {
+        self.raw.complete(.failure(error))
+    }
+
+    public func complete(_ result: Result<Response, RPCError>) {
+        switch result {
+        case .success(let response): self.succeed(response)
+        case .failure(let error): self.fail(error)
+        }
+    }
+}
+
+/// The methods a server answers. Built before the server starts; immutable once it runs.
+public struct RPCRouter: Sendable {
+    struct Route: Sendable {
+        let operatorOnly: Bool
+        let invoke: @Sendable (ByteBuffer, ServerCallContext, RawResponder) -> Void
+    }
+
+    private(set) var routes: [String: Route] = [:]
+
+    public init(serviceName: String) {
+        self.register("Ping") { (request: WirePingRequest, _: ServerCallContext, responder: RPCResponder<WirePingResponse>) in
+            responder.succeed(WirePingResponse(data: request.data, service: serviceName))
+        }
+    }
+
+    public var methods: [String] { routes.keys.sorted() }
+
+    /// An async handler: runs in a task of its own; its thrown `RPCError` becomes the call's status.
+    public mutating func register<Request: ProtoMessage, Response: ProtoMessage>(
+        _ method: String,
+        operatorOnly: Bool = false,
+        _ handler: @escaping @Sendable (Request, ServerCallContext) async throws -> Response
+    ) {
+        self.routes[method] = Route(operatorOnly: operatorOnly) { payload, context, raw in
+            guard let request: Request = Self.decode(payload, raw) else { return }
+            Task {
+                do {
+                    raw.complete(.success(try await handler(request, context).serializedBuffer()))
+                } catch {
+                    raw.complete(.failure(RPCError.wrapping(error)))
+                }
+            }
+        }
+    }
+
+    /// A handler called on the connection's event loop, for hot paths where a task hop per call costs too much
+    /// (measured by `scripts/bench.sh wire`). It must not block; it completes the responder now or later.
+    public mutating func register<Request: ProtoMessage, Response: ProtoMessage>(
+        _ method: String,
+        operatorOnly: Bool = false,
+        onEventLoop handler: @escaping @Sendable (Request, ServerCallContext, RPCResponder<Response>) -> Void
+    ) {
+        self.routes[method] = Route(operatorOnly: operatorOnly) { payload, context, raw in
+            guard let request: Request = Self.decode(payload, raw) else { return }
+            handler(request, context, RPCResponder(raw: raw))
+        }
+    }
+
+    private static func decode<Request: ProtoMessage>(_ payload: ByteBuffer, _ raw: RawResponder) -> Request? {
+        do {
+            return try Request(decoding: payload)
+        } catch {
+            raw.complete(.failure(RPCError(.invalidArgument, "payload is not a valid \(Request.self)")))
+            return nil
+        }
+    }
+}

@@ -1,0 +1,108 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOExtras
+import NIOPosix
+import ServiceLifecycle
+
+/// A TCP server of multiplexed calls, run as a `Service`: on graceful shutdown it stops accepting, lets every
+/// connection finish the calls it has in flight, then returns.
+public final class RPCServer: Service, Sendable {
+    private let configuration: RPCServerConfiguration
+    private let router: RPCRouter
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let bound: EventLoopPromise<SocketAddress>
+    private let connections = NIOLockedValueBox(Connections())
+
+    private struct Connections {
+        var open: [ObjectIdentifier: any Channel] = [:]
+        var draining = false
+    }
+
+    public init(
+        configuration: RPCServerConfiguration,
+        router: RPCRouter,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+        logger: Logger
+    ) {
+        self.configuration = configuration
+        self.router = router
+        self.group = group
+        self.logger = logger
+        self.bound = group.next().makePromise()
+    }
+
+    /// The address the server listens on, once it does (or the error that stopped it from binding).
+    public func localAddress() async throws -> SocketAddress {
+        try await self.bound.futureResult.get()
+    }
+
+    public var connectionCount: Int { self.connections.withLockedValue { $0.open.count } }
+
+    public func run() async throws {
+        let server: NIOAsyncChannel<any Channel, Never>
+        do {
+            server = try await self.bind()
+        } catch {
+            self.bound.fail(error)
+            throw error
+        }
+        let address = server.channel.localAddress!
+        self.bound.succeed(address)
+        self.logger.info("server listening", metadata: ["address": "\(address)", "methods": "\(router.methods)"])
+
+        try await withGracefulShutdownHandler {
+            try await withThrowingDiscardingTaskGroup { group in
+                try await server.executeThenClose { inbound in
+                    for try await connection in inbound {
+                        group.addTask { await self.serve(connection) }
+                    }
+                }
+            }
+        } onGracefulShutdown: {
+            self.logger.info("server draining")
+            server.channel.close(promise: nil)
+            let open = self.connections.withLockedValue { state in
+                state.draining = true
+                return Array(state.open.values)
+            }
+            for channel in open { channel.triggerUserOutboundEvent(RPCServerHandler.Drain(), promise: nil) }
+        }
+        self.logger.info("server stopped")
+    }
+
+    private func bind() async throws -> NIOAsyncChannel<any Channel, Never> {
+        let configuration = self.configuration
+        let router = self.router
+        let logger = self.logger
+        return try await ServerBootstrap(group: self.group)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(.backlog, value: 4096)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .bind(host: configuration.host, port: configuration.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    if let idle = configuration.idleTimeout {
+                        try sync.addHandler(IdleStateHandler(readTimeout: idle))
+                    }
+                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize)))
+                    try sync.addHandler(RPCServerHandler(router: router, configuration: configuration, logger: logger))
+                    return channel
+                }
+            }
+    }
+
+    /// One connection's lifetime. Never throws: one bad connection never stops the server.
+    private func serve(_ channel: any Channel) async {
+        let id = ObjectIdentifier(channel)
+        let draining = self.connections.withLockedValue { state in
+            state.open[id] = channel
+            return state.draining
+        }
+        if draining { channel.triggerUserOutboundEvent(RPCServerHandler.Drain(), promise: nil) }
+        try? await channel.closeFuture.get()
+        _ = self.connections.withLockedValue { $0.open.removeValue(forKey: id) }
+    }
+}

@@ -1,0 +1,30 @@
+import NIOCore
+
+public struct RPCServerConfiguration: Sendable {
+    public var host: String
+    /// 0 picks a free port; the bound address is reported by `RPCServer.localAddress`.
+    public var port: Int
+    public var maxFrameSize: Int
+    /// Back-pressure: past this many calls in flight on one connection the server stops reading from it.
+    public var maxCallsInFlightPerConnection: Int
+    /// A connection with nothing read and nothing in flight for this long is closed.
+    public var idleTimeout: TimeAmount?
+    /// Calls to operator-only methods must carry this token. Nil: operator methods are refused.
+    public var operatorToken: String?
+
+    public init(
+        host: String = "127.0.0.1",
+        port: Int = 0,
+        maxFrameSize: Int = Framing.defaultMaxFrameSize,
+        maxCallsInFlightPerConnection: Int = 1024,
+        idleTimeout: TimeAmount? = .seconds(300),
+        operatorToken: String? = nil
+    ) {
+        self.host = host
+        self.port = port
+        self.maxFrameSize = maxFrameSize
+        self.maxCallsInFlightPerConnection = maxCallsInFlightPerConnection
+        self.idleTimeout = idleTimeout
+        self.operatorToken = operatorToken
+    }
+}

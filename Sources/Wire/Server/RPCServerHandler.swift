@@ -1,0 +1,238 @@
+import Logging
+import NIOCore
+import Proto
+
+/// Completes one server call from any thread by hopping to the connection's event loop.
+struct RawResponder: Sendable {
+    let handler: NIOLoopBound<RPCServerHandler>
+    let serial: UInt64
+
+    func complete(_ result: Result<ByteBuffer, RPCError>) {
+        if self.handler.eventLoop.inEventLoop {
+            self.handler.value.complete(serial: self.serial, result)
+        } else {
+            let handler = self.handler
+            let serial = self.serial
+            handler.eventLoop.execute { handler.value.complete(serial: serial, result) }
+        }
+    }
+}
+
+/// The server side of one connection: decodes request envelopes, dispatches them to the router, writes the
+/// responses in whatever order they complete, and applies back-pressure by not reading past the in-flight cap.
+final class RPCServerHandler: ChannelDuplexHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = Never
+    typealias OutboundOut = ByteBuffer
+
+    /// Sent by the server on graceful shutdown: stop reading, finish the calls in flight, then close.
+    struct Drain: Sendable {}
+
+    private let router: RPCRouter
+    private let configuration: RPCServerConfiguration
+    private var logger: Logger
+    private var context: ChannelHandlerContext?
+    private var loopBoundSelf: NIOLoopBound<RPCServerHandler>?
+
+    /// Calls started and not yet answered, by server-side serial (call ids are the client's and may repeat).
+    private var inFlight: [UInt64: UInt64] = [:]
+    private var nextSerial: UInt64 = 0
+    /// Requests decoded while at the cap: at most what one read produced, since reading stops at the cap.
+    private var queued = CircularBuffer<(WireRequest, NIODeadline)>()
+    private var readPending = false
+    private var inReadBurst = false
+    private var needsFlush = false
+    private var draining = false
+
+    init(router: RPCRouter, configuration: RPCServerConfiguration, logger: Logger) {
+        self.router = router
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        self.loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
+        if let remote = context.channel.remoteAddress {
+            self.logger[metadataKey: "peer"] = "\(remote)"
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        self.loopBoundSelf = nil
+    }
+
+    private var isAtCapacity: Bool {
+        self.inFlight.count + self.queued.count >= self.configuration.maxCallsInFlightPerConnection
+    }
+
+    // MARK: inbound
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        self.inReadBurst = true
+        let frame = Self.unwrapInboundIn(data)
+        let arrival = NIODeadline.now()
+        let request: WireRequest
+        do {
+            request = try WireRequest(decoding: frame)
+        } catch {
+            // The frame boundary is intact, so the stream is still usable: answer with call id 0.
+            self.writeResponse(callID: 0, .failure(RPCError(.invalidArgument, "frame is not a valid request envelope")))
+            return
+        }
+        if self.inFlight.count >= self.configuration.maxCallsInFlightPerConnection {
+            self.queued.append((request, arrival))
+        } else {
+            self.start(request, arrival: arrival)
+        }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        self.inReadBurst = false
+        self.flushIfNeeded()
+        context.fireChannelReadComplete()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // Framing errors break the stream: nothing after them can be trusted, so the connection closes.
+        self.logger.debug("closing connection after stream error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        self.queued.removeAll()
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            if self.inFlight.isEmpty && self.queued.isEmpty {
+                self.logger.debug("closing idle connection")
+                context.close(promise: nil)
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    // MARK: outbound
+
+    func read(context: ChannelHandlerContext) {
+        if self.isAtCapacity || self.draining {
+            self.readPending = true
+        } else {
+            context.read()
+        }
+    }
+
+    func triggerUserOutboundEvent(context: ChannelHandlerContext, event: Any, promise: EventLoopPromise<Void>?) {
+        guard event is Drain else {
+            context.triggerUserOutboundEvent(event, promise: promise)
+            return
+        }
+        self.draining = true
+        self.closeIfDrained()
+        promise?.succeed()
+    }
+
+    // MARK: calls
+
+    private func start(_ request: WireRequest, arrival: NIODeadline) {
+        guard request.callId != 0 else {
+            return self.writeResponse(callID: 0, .failure(RPCError(.invalidArgument, "call_id is required")))
+        }
+        guard !request.method.isEmpty else {
+            return self.writeResponse(callID: request.callId, .failure(RPCError(.invalidArgument, "method is required")))
+        }
+        guard let route = self.router.routes[request.method] else {
+            return self.writeResponse(
+                callID: request.callId, .failure(RPCError(.unimplemented, "unknown method \(request.method)")))
+        }
+        if route.operatorOnly, let refusal = self.checkOperatorToken(request.token) {
+            return self.writeResponse(callID: request.callId, .failure(refusal))
+        }
+        var deadline: NIODeadline?
+        if request.timeoutUs < 0 {
+            return self.writeResponse(callID: request.callId, .failure(RPCError(.deadlineExceeded, "deadline already passed")))
+        } else if request.timeoutUs > 0 {
+            let expiry = arrival + .microseconds(request.timeoutUs)
+            guard expiry > .now() else {
+                return self.writeResponse(
+                    callID: request.callId, .failure(RPCError(.deadlineExceeded, "deadline passed before the call started")))
+            }
+            deadline = expiry
+        }
+        guard let context = self.context, let loopBoundSelf = self.loopBoundSelf else { return }
+        let serial = self.nextSerial
+        self.nextSerial &+= 1
+        self.inFlight[serial] = request.callId
+        let callContext = ServerCallContext(
+            method: request.method, callID: request.callId, deadline: deadline,
+            eventLoop: context.eventLoop, logger: self.logger)
+        route.invoke(request.payload, callContext, RawResponder(handler: loopBoundSelf, serial: serial))
+    }
+
+    private func checkOperatorToken(_ token: String) -> RPCError? {
+        guard !token.isEmpty else { return RPCError(.unauthenticated, "this method needs an operator token") }
+        guard let expected = self.configuration.operatorToken, constantTimeEquals(token, expected) else {
+            return RPCError(.permissionDenied, "operator token refused")
+        }
+        return nil
+    }
+
+    func complete(serial: UInt64, _ result: Result<ByteBuffer, RPCError>) {
+        guard let callID = self.inFlight.removeValue(forKey: serial) else { return }  // answered already
+        self.writeResponse(callID: callID, result)
+        while self.inFlight.count < self.configuration.maxCallsInFlightPerConnection, let (request, arrival) = self.queued.popFirst() {
+            self.start(request, arrival: arrival)
+        }
+        if self.readPending && !self.isAtCapacity && !self.draining {
+            self.readPending = false
+            self.context?.read()
+        }
+        self.closeIfDrained()
+    }
+
+    private func writeResponse(callID: UInt64, _ result: Result<ByteBuffer, RPCError>) {
+        guard let context = self.context, context.channel.isActive else { return }
+        var response = WireResponse(callId: callID)
+        switch result {
+        case .success(let payload):
+            response.status = .ok
+            response.payload = payload
+        case .failure(let error):
+            response.status = WireStatusCode(rawValue: error.code.rawValue)
+            response.message = error.message
+        }
+        var buffer = context.channel.allocator.buffer(capacity: 32 + response.payload.readableBytes)
+        Framing.writeFrame(into: &buffer) { response.serialize(into: &$0) }
+        context.write(Self.wrapOutboundOut(buffer), promise: nil)
+        if self.inReadBurst {
+            self.needsFlush = true  // flushed once at channelReadComplete: one syscall for a burst of answers
+        } else {
+            context.flush()
+        }
+    }
+
+    private func flushIfNeeded() {
+        if self.needsFlush {
+            self.needsFlush = false
+            self.context?.flush()
+        }
+    }
+
+    private func closeIfDrained() {
+        if self.draining && self.inFlight.isEmpty && self.queued.isEmpty {
+            self.flushIfNeeded()
+            self.context?.close(promise: nil)
+        }
+    }
+}
+
+func constantTimeEquals(_ a: String, _ b: String) -> Bool {
+    let x = Array(a.utf8), y = Array(b.utf8)
+    var difference = UInt8(x.count == y.count ? 0 : 1)
+    for index in 0..<min(x.count, y.count) { difference |= x[index] ^ y[index] }
+    return difference == 0
+}
