@@ -11,6 +11,7 @@ let package = Package(
         .executable(name: "QuotaService", targets: ["QuotaService"]),
         .executable(name: "InventoryService", targets: ["InventoryService"]),
         .executable(name: "flashsale", targets: ["FlashSaleCLI"]),
+        .executable(name: "flashsale-bench", targets: ["FlashSaleBench"]),
         .library(name: "FlashSaleClient", targets: ["FlashSaleClient"]),
     ],
     dependencies: [
@@ -94,6 +95,17 @@ let package = Package(
                 "Wire", "Proto", "FlashSaleClient", "PostgresClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strict),
+
+        // Load generators behind scripts/bench.sh: one subcommand per benchmark, each printing a report.
+        .executableTarget(
+            name: "FlashSaleBench",
+            dependencies: [
+                "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Atomics", package: "swift-atomics"),
             ],
             swiftSettings: strict),
 
