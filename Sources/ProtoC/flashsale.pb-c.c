@@ -1312,7 +1312,7 @@ void   flashsale__quota_status_response__free_unpacked
   assert(message->base.descriptor == &flashsale__quota_status_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor flashsale__purchase_request__field_descriptors[4] =
+static const ProtobufCFieldDescriptor flashsale__purchase_request__field_descriptors[6] =
 {
   {
     "request_id",
@@ -1362,17 +1362,43 @@ static const ProtobufCFieldDescriptor flashsale__purchase_request__field_descrip
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "retry",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__PurchaseRequest, retry),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "lookup_only",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__PurchaseRequest, lookup_only),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__purchase_request__field_indices_by_name[] = {
   3,   /* field[3] = edge_id */
+  5,   /* field[5] = lookup_only */
   2,   /* field[2] = product_id */
   0,   /* field[0] = request_id */
+  4,   /* field[4] = retry */
   1,   /* field[1] = user_id */
 };
 static const ProtobufCIntRange flashsale__purchase_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor flashsale__purchase_request__descriptor =
 {
@@ -1382,14 +1408,14 @@ const ProtobufCMessageDescriptor flashsale__purchase_request__descriptor =
   "Flashsale__PurchaseRequest",
   "flashsale",
   sizeof(Flashsale__PurchaseRequest),
-  4,
+  6,
   flashsale__purchase_request__field_descriptors,
   flashsale__purchase_request__field_indices_by_name,
   1,  flashsale__purchase_request__number_ranges,
   (ProtobufCMessageInit) flashsale__purchase_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flashsale__purchase_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor flashsale__purchase_response__field_descriptors[3] =
 {
   {
     "outcome",
@@ -1415,15 +1441,28 @@ static const ProtobufCFieldDescriptor flashsale__purchase_response__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "replayed",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__PurchaseResponse, replayed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__purchase_response__field_indices_by_name[] = {
   1,   /* field[1] = order_id */
   0,   /* field[0] = outcome */
+  2,   /* field[2] = replayed */
 };
 static const ProtobufCIntRange flashsale__purchase_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor flashsale__purchase_response__descriptor =
 {
@@ -1433,7 +1472,7 @@ const ProtobufCMessageDescriptor flashsale__purchase_response__descriptor =
   "Flashsale__PurchaseResponse",
   "flashsale",
   sizeof(Flashsale__PurchaseResponse),
-  2,
+  3,
   flashsale__purchase_response__field_descriptors,
   flashsale__purchase_response__field_indices_by_name,
   1,  flashsale__purchase_response__number_ranges,

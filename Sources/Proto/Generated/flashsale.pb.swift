@@ -30,14 +30,18 @@ public struct PurchaseRequest: ProtoMessage, Equatable {
     public var userId: UInt64 = 0
     public var productId: String = ""
     public var edgeId: UInt32 = 0
+    public var retry: Bool = false
+    public var lookupOnly: Bool = false
 
     public init() {}
 
-    public init(requestId: UInt64 = 0, userId: UInt64 = 0, productId: String = "", edgeId: UInt32 = 0) {
+    public init(requestId: UInt64 = 0, userId: UInt64 = 0, productId: String = "", edgeId: UInt32 = 0, retry: Bool = false, lookupOnly: Bool = false) {
         self.requestId = requestId
         self.userId = userId
         self.productId = productId
         self.edgeId = edgeId
+        self.retry = retry
+        self.lookupOnly = lookupOnly
     }
 }
 
@@ -59,6 +63,8 @@ extension PurchaseRequest: ProtoBridged {
         c.user_id = self.userId
         c.product_id = arena.cString(self.productId)
         c.edge_id = self.edgeId
+        c.retry = (self.retry ? 1 : 0)
+        c.lookup_only = (self.lookupOnly ? 1 : 0)
     }
 
     init(c: UnsafePointer<Flashsale__PurchaseRequest>) {
@@ -67,6 +73,8 @@ extension PurchaseRequest: ProtoBridged {
         self.userId = c.pointee.user_id
         self.productId = ProtoRuntime.string(c.pointee.product_id)
         self.edgeId = c.pointee.edge_id
+        self.retry = (c.pointee.retry != 0)
+        self.lookupOnly = (c.pointee.lookup_only != 0)
     }
 }
 
@@ -74,12 +82,14 @@ extension PurchaseRequest: ProtoBridged {
 public struct PurchaseResponse: ProtoMessage, Equatable {
     public var outcome: PurchaseOutcome = .init(rawValue: 0)
     public var orderId: UInt64 = 0
+    public var replayed: Bool = false
 
     public init() {}
 
-    public init(outcome: PurchaseOutcome = .init(rawValue: 0), orderId: UInt64 = 0) {
+    public init(outcome: PurchaseOutcome = .init(rawValue: 0), orderId: UInt64 = 0, replayed: Bool = false) {
         self.outcome = outcome
         self.orderId = orderId
+        self.replayed = replayed
     }
 }
 
@@ -99,12 +109,14 @@ extension PurchaseResponse: ProtoBridged {
         flashsale__purchase_response__init(&c)
         c.outcome = .init(rawValue: numericCast(self.outcome.rawValue))
         c.order_id = self.orderId
+        c.replayed = (self.replayed ? 1 : 0)
     }
 
     init(c: UnsafePointer<Flashsale__PurchaseResponse>) {
         self.init()
         self.outcome = .init(rawValue: numericCast(c.pointee.outcome.rawValue))
         self.orderId = c.pointee.order_id
+        self.replayed = (c.pointee.replayed != 0)
     }
 }
 

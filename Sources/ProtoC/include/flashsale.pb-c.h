@@ -84,10 +84,19 @@ struct  Flashsale__PurchaseRequest
    * set by the edge that forwards it; clients leave it 0
    */
   uint32_t edge_id;
+  /*
+   * Set by a client retrying a request whose first outcome it never received (timeout, dropped connection).
+   * Such a request is never shed or refused SOLD_OUT at the edge without asking the inventory for its first outcome.
+   */
+  protobuf_c_boolean retry;
+  /*
+   * Set by the edge: report this request id's existing outcome, but buy nothing (SOLD_OUT when it has none).
+   */
+  protobuf_c_boolean lookup_only;
 };
 #define FLASHSALE__PURCHASE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__purchase_request__descriptor) \
-    , 0, 0, (char *)protobuf_c_empty_string, 0 }
+    , 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0 }
 
 
 struct  Flashsale__PurchaseResponse
@@ -95,10 +104,14 @@ struct  Flashsale__PurchaseResponse
   ProtobufCMessage base;
   Flashsale__PurchaseOutcome outcome;
   uint64_t order_id;
+  /*
+   * True when this answer repeats the request id's first outcome: this call took no unit of stock.
+   */
+  protobuf_c_boolean replayed;
 };
 #define FLASHSALE__PURCHASE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__purchase_response__descriptor) \
-    , FLASHSALE__PURCHASE_OUTCOME__OUTCOME_UNSPECIFIED, 0 }
+    , FLASHSALE__PURCHASE_OUTCOME__OUTCOME_UNSPECIFIED, 0, 0 }
 
 
 struct  Flashsale__Product
