@@ -974,11 +974,13 @@ extension ReleaseQuotaRequest: ProtoBridged {
 /// `flashsale.ReleaseQuotaResponse`
 public struct ReleaseQuotaResponse: ProtoMessage, Equatable {
     public var released: Int64 = 0
+    public var releasedTotal: Int64 = 0
 
     public init() {}
 
-    public init(released: Int64 = 0) {
+    public init(released: Int64 = 0, releasedTotal: Int64 = 0) {
         self.released = released
+        self.releasedTotal = releasedTotal
     }
 }
 
@@ -997,11 +999,13 @@ extension ReleaseQuotaResponse: ProtoBridged {
     func fill(_ c: inout Flashsale__ReleaseQuotaResponse, arena: ProtoArena) {
         flashsale__release_quota_response__init(&c)
         c.released = self.released
+        c.released_total = self.releasedTotal
     }
 
     init(c: UnsafePointer<Flashsale__ReleaseQuotaResponse>) {
         self.init()
         self.released = c.pointee.released
+        self.releasedTotal = c.pointee.released_total
     }
 }
 

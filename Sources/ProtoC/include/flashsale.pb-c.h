@@ -446,10 +446,14 @@ struct  Flashsale__ReleaseQuotaResponse
    * units now no longer usable by the edge
    */
   int64_t released;
+  /*
+   * all units this edge has handed back for the product (lets the caller record it idempotently)
+   */
+  int64_t released_total;
 };
 #define FLASHSALE__RELEASE_QUOTA_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__release_quota_response__descriptor) \
-    , 0 }
+    , 0, 0 }
 
 
 struct  Flashsale__SetShedRequest
