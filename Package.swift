@@ -62,7 +62,14 @@ let package = Package(
             swiftSettings: strict),
 
         // Typed clients of the three services, for other Swift services, the CLI and the tests.
-        .target(name: "FlashSaleClient", dependencies: ["Wire", "Proto"], swiftSettings: strict),
+        .target(
+            name: "FlashSaleClient",
+            dependencies: [
+                "Wire", "Proto",
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strict),
 
         .executableTarget(
             name: "Edge",
