@@ -62,7 +62,14 @@ let package = Package(
             swiftSettings: strict),
 
         // Typed clients of the three services, for other Swift services, the CLI and the tests.
-        .target(name: "FlashSaleClient", dependencies: ["Wire", "Proto"], swiftSettings: strict),
+        .target(
+            name: "FlashSaleClient",
+            dependencies: [
+                "Wire", "Proto",
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strict),
 
         .executableTarget(
             name: "Edge",
@@ -92,9 +99,10 @@ let package = Package(
         .executableTarget(
             name: "FlashSaleCLI",
             dependencies: [
-                "Wire", "Proto", "FlashSaleClient", "PostgresClient",
+                "Wire", "Proto", "FlashSaleClient", "PostgresClient", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Atomics", package: "swift-atomics"),
             ],
             swiftSettings: strict),
 
@@ -109,10 +117,14 @@ let package = Package(
             ],
             swiftSettings: strict),
 
-        // Shared by the test targets: starting the real servers and the real executables.
+        // Starting and stopping the platform's processes: the server scripts and the service executables.
+        // Used by the `flashsale` tool and by the tests.
+        .target(name: "Cluster", swiftSettings: strict),
+
+        // Shared by the test targets: the real servers and executables, per-test databases.
         .target(
             name: "TestSupport",
-            dependencies: ["Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient"],
+            dependencies: ["Cluster", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient"],
             path: "Tests/TestSupport",
             swiftSettings: strict),
         .testTarget(
