@@ -62,7 +62,12 @@ let package = Package(
             swiftSettings: strict),
 
         // Typed clients of the three services, for other Swift services, the CLI and the tests.
-        .target(name: "FlashSaleClient", dependencies: ["Wire", "Proto"], swiftSettings: strict),
+        .target(
+            name: "FlashSaleClient",
+            dependencies: [
+                "Wire", "Proto", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
 
         .executableTarget(
             name: "Edge",
@@ -87,6 +92,9 @@ let package = Package(
                 "Wire", "Proto", "FlashSaleClient", "PostgresClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
         .executableTarget(
