@@ -132,6 +132,10 @@ let package = Package(
             ],
             swiftSettings: strict),
         .testTarget(
+            name: "EdgeTests",
+            dependencies: ["Edge", "Proto", "Wire", .product(name: "NIOEmbedded", package: "swift-nio")],
+            swiftSettings: strict),
+        .testTarget(
             name: "IntegrationTests",
             dependencies: ["TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient"],
             swiftSettings: strict),

@@ -1312,7 +1312,97 @@ void   flashsale__quota_status_response__free_unpacked
   assert(message->base.descriptor == &flashsale__quota_status_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor flashsale__purchase_request__field_descriptors[4] =
+void   flashsale__edge_stats_request__init
+                     (Flashsale__EdgeStatsRequest         *message)
+{
+  static const Flashsale__EdgeStatsRequest init_value = FLASHSALE__EDGE_STATS_REQUEST__INIT;
+  *message = init_value;
+}
+size_t flashsale__edge_stats_request__get_packed_size
+                     (const Flashsale__EdgeStatsRequest *message)
+{
+  assert(message->base.descriptor == &flashsale__edge_stats_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t flashsale__edge_stats_request__pack
+                     (const Flashsale__EdgeStatsRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &flashsale__edge_stats_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t flashsale__edge_stats_request__pack_to_buffer
+                     (const Flashsale__EdgeStatsRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &flashsale__edge_stats_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Flashsale__EdgeStatsRequest *
+       flashsale__edge_stats_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Flashsale__EdgeStatsRequest *)
+     protobuf_c_message_unpack (&flashsale__edge_stats_request__descriptor,
+                                allocator, len, data);
+}
+void   flashsale__edge_stats_request__free_unpacked
+                     (Flashsale__EdgeStatsRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &flashsale__edge_stats_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   flashsale__edge_stats_response__init
+                     (Flashsale__EdgeStatsResponse         *message)
+{
+  static const Flashsale__EdgeStatsResponse init_value = FLASHSALE__EDGE_STATS_RESPONSE__INIT;
+  *message = init_value;
+}
+size_t flashsale__edge_stats_response__get_packed_size
+                     (const Flashsale__EdgeStatsResponse *message)
+{
+  assert(message->base.descriptor == &flashsale__edge_stats_response__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t flashsale__edge_stats_response__pack
+                     (const Flashsale__EdgeStatsResponse *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &flashsale__edge_stats_response__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t flashsale__edge_stats_response__pack_to_buffer
+                     (const Flashsale__EdgeStatsResponse *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &flashsale__edge_stats_response__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Flashsale__EdgeStatsResponse *
+       flashsale__edge_stats_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Flashsale__EdgeStatsResponse *)
+     protobuf_c_message_unpack (&flashsale__edge_stats_response__descriptor,
+                                allocator, len, data);
+}
+void   flashsale__edge_stats_response__free_unpacked
+                     (Flashsale__EdgeStatsResponse *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &flashsale__edge_stats_response__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+static const ProtobufCFieldDescriptor flashsale__purchase_request__field_descriptors[6] =
 {
   {
     "request_id",
@@ -1362,17 +1452,43 @@ static const ProtobufCFieldDescriptor flashsale__purchase_request__field_descrip
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "retry",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__PurchaseRequest, retry),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "lookup_only",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__PurchaseRequest, lookup_only),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__purchase_request__field_indices_by_name[] = {
   3,   /* field[3] = edge_id */
+  5,   /* field[5] = lookup_only */
   2,   /* field[2] = product_id */
   0,   /* field[0] = request_id */
+  4,   /* field[4] = retry */
   1,   /* field[1] = user_id */
 };
 static const ProtobufCIntRange flashsale__purchase_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor flashsale__purchase_request__descriptor =
 {
@@ -1382,14 +1498,14 @@ const ProtobufCMessageDescriptor flashsale__purchase_request__descriptor =
   "Flashsale__PurchaseRequest",
   "flashsale",
   sizeof(Flashsale__PurchaseRequest),
-  4,
+  6,
   flashsale__purchase_request__field_descriptors,
   flashsale__purchase_request__field_indices_by_name,
   1,  flashsale__purchase_request__number_ranges,
   (ProtobufCMessageInit) flashsale__purchase_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flashsale__purchase_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor flashsale__purchase_response__field_descriptors[3] =
 {
   {
     "outcome",
@@ -1415,15 +1531,28 @@ static const ProtobufCFieldDescriptor flashsale__purchase_response__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "replayed",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__PurchaseResponse, replayed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__purchase_response__field_indices_by_name[] = {
   1,   /* field[1] = order_id */
   0,   /* field[0] = outcome */
+  2,   /* field[2] = replayed */
 };
 static const ProtobufCIntRange flashsale__purchase_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor flashsale__purchase_response__descriptor =
 {
@@ -1433,7 +1562,7 @@ const ProtobufCMessageDescriptor flashsale__purchase_response__descriptor =
   "Flashsale__PurchaseResponse",
   "flashsale",
   sizeof(Flashsale__PurchaseResponse),
-  2,
+  3,
   flashsale__purchase_response__field_descriptors,
   flashsale__purchase_response__field_indices_by_name,
   1,  flashsale__purchase_response__number_ranges,
@@ -2990,6 +3119,179 @@ const ProtobufCMessageDescriptor flashsale__quota_status_response__descriptor =
   flashsale__quota_status_response__field_indices_by_name,
   1,  flashsale__quota_status_response__number_ranges,
   (ProtobufCMessageInit) flashsale__quota_status_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+#define flashsale__edge_stats_request__field_descriptors NULL
+#define flashsale__edge_stats_request__field_indices_by_name NULL
+#define flashsale__edge_stats_request__number_ranges NULL
+const ProtobufCMessageDescriptor flashsale__edge_stats_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "flashsale.EdgeStatsRequest",
+  "EdgeStatsRequest",
+  "Flashsale__EdgeStatsRequest",
+  "flashsale",
+  sizeof(Flashsale__EdgeStatsRequest),
+  0,
+  flashsale__edge_stats_request__field_descriptors,
+  flashsale__edge_stats_request__field_indices_by_name,
+  0,  flashsale__edge_stats_request__number_ranges,
+  (ProtobufCMessageInit) flashsale__edge_stats_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor flashsale__edge_stats_response__field_descriptors[10] =
+{
+  {
+    "edge_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__EdgeStatsResponse, edge_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "attempts",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__EdgeStatsResponse, attempts),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "shed",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__EdgeStatsResponse, shed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "sold_out",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__EdgeStatsResponse, sold_out),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "purchased",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__EdgeStatsResponse, purchased),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "already_purchased",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__EdgeStatsResponse, already_purchased),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "errors",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__EdgeStatsResponse, errors),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "forwarded",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__EdgeStatsResponse, forwarded),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "in_doubt",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__EdgeStatsResponse, in_doubt),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "keep_per_million",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__EdgeStatsResponse, keep_per_million),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned flashsale__edge_stats_response__field_indices_by_name[] = {
+  5,   /* field[5] = already_purchased */
+  1,   /* field[1] = attempts */
+  0,   /* field[0] = edge_id */
+  6,   /* field[6] = errors */
+  7,   /* field[7] = forwarded */
+  8,   /* field[8] = in_doubt */
+  9,   /* field[9] = keep_per_million */
+  4,   /* field[4] = purchased */
+  2,   /* field[2] = shed */
+  3,   /* field[3] = sold_out */
+};
+static const ProtobufCIntRange flashsale__edge_stats_response__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 10 }
+};
+const ProtobufCMessageDescriptor flashsale__edge_stats_response__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "flashsale.EdgeStatsResponse",
+  "EdgeStatsResponse",
+  "Flashsale__EdgeStatsResponse",
+  "flashsale",
+  sizeof(Flashsale__EdgeStatsResponse),
+  10,
+  flashsale__edge_stats_response__field_descriptors,
+  flashsale__edge_stats_response__field_indices_by_name,
+  1,  flashsale__edge_stats_response__number_ranges,
+  (ProtobufCMessageInit) flashsale__edge_stats_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCEnumValue flashsale__purchase_outcome__enum_values_by_number[5] =

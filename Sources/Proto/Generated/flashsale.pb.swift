@@ -30,14 +30,18 @@ public struct PurchaseRequest: ProtoMessage, Equatable {
     public var userId: UInt64 = 0
     public var productId: String = ""
     public var edgeId: UInt32 = 0
+    public var retry: Bool = false
+    public var lookupOnly: Bool = false
 
     public init() {}
 
-    public init(requestId: UInt64 = 0, userId: UInt64 = 0, productId: String = "", edgeId: UInt32 = 0) {
+    public init(requestId: UInt64 = 0, userId: UInt64 = 0, productId: String = "", edgeId: UInt32 = 0, retry: Bool = false, lookupOnly: Bool = false) {
         self.requestId = requestId
         self.userId = userId
         self.productId = productId
         self.edgeId = edgeId
+        self.retry = retry
+        self.lookupOnly = lookupOnly
     }
 }
 
@@ -59,6 +63,8 @@ extension PurchaseRequest: ProtoBridged {
         c.user_id = self.userId
         c.product_id = arena.cString(self.productId)
         c.edge_id = self.edgeId
+        c.retry = (self.retry ? 1 : 0)
+        c.lookup_only = (self.lookupOnly ? 1 : 0)
     }
 
     init(c: UnsafePointer<Flashsale__PurchaseRequest>) {
@@ -67,6 +73,8 @@ extension PurchaseRequest: ProtoBridged {
         self.userId = c.pointee.user_id
         self.productId = ProtoRuntime.string(c.pointee.product_id)
         self.edgeId = c.pointee.edge_id
+        self.retry = (c.pointee.retry != 0)
+        self.lookupOnly = (c.pointee.lookup_only != 0)
     }
 }
 
@@ -74,12 +82,14 @@ extension PurchaseRequest: ProtoBridged {
 public struct PurchaseResponse: ProtoMessage, Equatable {
     public var outcome: PurchaseOutcome = .init(rawValue: 0)
     public var orderId: UInt64 = 0
+    public var replayed: Bool = false
 
     public init() {}
 
-    public init(outcome: PurchaseOutcome = .init(rawValue: 0), orderId: UInt64 = 0) {
+    public init(outcome: PurchaseOutcome = .init(rawValue: 0), orderId: UInt64 = 0, replayed: Bool = false) {
         self.outcome = outcome
         self.orderId = orderId
+        self.replayed = replayed
     }
 }
 
@@ -99,12 +109,14 @@ extension PurchaseResponse: ProtoBridged {
         flashsale__purchase_response__init(&c)
         c.outcome = .init(rawValue: numericCast(self.outcome.rawValue))
         c.order_id = self.orderId
+        c.replayed = (self.replayed ? 1 : 0)
     }
 
     init(c: UnsafePointer<Flashsale__PurchaseResponse>) {
         self.init()
         self.outcome = .init(rawValue: numericCast(c.pointee.outcome.rawValue))
         self.orderId = c.pointee.order_id
+        self.replayed = (c.pointee.replayed != 0)
     }
 }
 
@@ -1195,6 +1207,103 @@ extension QuotaStatusResponse: ProtoBridged {
     init(c: UnsafePointer<Flashsale__QuotaStatusResponse>) {
         self.init()
         self.products = (0..<c.pointee.n_products).map { ProductQuotas(c: c.pointee.products[$0]!) }
+        self.keepPerMillion = c.pointee.keep_per_million
+    }
+}
+
+/// `flashsale.EdgeStatsRequest`
+public struct EdgeStatsRequest: ProtoMessage, Equatable {
+
+    public init() {}
+}
+
+extension EdgeStatsRequest: ProtoBridged {
+    typealias CMessage = Flashsale__EdgeStatsRequest
+    static func unpackC(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Flashsale__EdgeStatsRequest>? {
+        flashsale__edge_stats_request__unpack(nil, length, data)
+    }
+    static func freeC(_ message: UnsafeMutablePointer<Flashsale__EdgeStatsRequest>) { flashsale__edge_stats_request__free_unpacked(message, nil) }
+    static func packedSizeC(_ message: UnsafePointer<Flashsale__EdgeStatsRequest>) -> Int { flashsale__edge_stats_request__get_packed_size(message) }
+    static func packC(_ message: UnsafePointer<Flashsale__EdgeStatsRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int { flashsale__edge_stats_request__pack(message, out) }
+
+    public func serialize(into buffer: inout ByteBuffer) { ProtoRuntime.serialize(self, into: &buffer) }
+    public init(decoding bytes: UnsafeRawBufferPointer) throws { self = try ProtoRuntime.decode(bytes) }
+
+    func fill(_ c: inout Flashsale__EdgeStatsRequest, arena: ProtoArena) {
+        flashsale__edge_stats_request__init(&c)
+    }
+
+    init(c: UnsafePointer<Flashsale__EdgeStatsRequest>) {
+        self.init()
+    }
+}
+
+/// `flashsale.EdgeStatsResponse`
+public struct EdgeStatsResponse: ProtoMessage, Equatable {
+    public var edgeId: UInt32 = 0
+    public var attempts: UInt64 = 0
+    public var shed: UInt64 = 0
+    public var soldOut: UInt64 = 0
+    public var purchased: UInt64 = 0
+    public var alreadyPurchased: UInt64 = 0
+    public var errors: UInt64 = 0
+    public var forwarded: UInt64 = 0
+    public var inDoubt: UInt64 = 0
+    public var keepPerMillion: UInt32 = 0
+
+    public init() {}
+
+    public init(edgeId: UInt32 = 0, attempts: UInt64 = 0, shed: UInt64 = 0, soldOut: UInt64 = 0, purchased: UInt64 = 0, alreadyPurchased: UInt64 = 0, errors: UInt64 = 0, forwarded: UInt64 = 0, inDoubt: UInt64 = 0, keepPerMillion: UInt32 = 0) {
+        self.edgeId = edgeId
+        self.attempts = attempts
+        self.shed = shed
+        self.soldOut = soldOut
+        self.purchased = purchased
+        self.alreadyPurchased = alreadyPurchased
+        self.errors = errors
+        self.forwarded = forwarded
+        self.inDoubt = inDoubt
+        self.keepPerMillion = keepPerMillion
+    }
+}
+
+extension EdgeStatsResponse: ProtoBridged {
+    typealias CMessage = Flashsale__EdgeStatsResponse
+    static func unpackC(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Flashsale__EdgeStatsResponse>? {
+        flashsale__edge_stats_response__unpack(nil, length, data)
+    }
+    static func freeC(_ message: UnsafeMutablePointer<Flashsale__EdgeStatsResponse>) { flashsale__edge_stats_response__free_unpacked(message, nil) }
+    static func packedSizeC(_ message: UnsafePointer<Flashsale__EdgeStatsResponse>) -> Int { flashsale__edge_stats_response__get_packed_size(message) }
+    static func packC(_ message: UnsafePointer<Flashsale__EdgeStatsResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int { flashsale__edge_stats_response__pack(message, out) }
+
+    public func serialize(into buffer: inout ByteBuffer) { ProtoRuntime.serialize(self, into: &buffer) }
+    public init(decoding bytes: UnsafeRawBufferPointer) throws { self = try ProtoRuntime.decode(bytes) }
+
+    func fill(_ c: inout Flashsale__EdgeStatsResponse, arena: ProtoArena) {
+        flashsale__edge_stats_response__init(&c)
+        c.edge_id = self.edgeId
+        c.attempts = self.attempts
+        c.shed = self.shed
+        c.sold_out = self.soldOut
+        c.purchased = self.purchased
+        c.already_purchased = self.alreadyPurchased
+        c.errors = self.errors
+        c.forwarded = self.forwarded
+        c.in_doubt = self.inDoubt
+        c.keep_per_million = self.keepPerMillion
+    }
+
+    init(c: UnsafePointer<Flashsale__EdgeStatsResponse>) {
+        self.init()
+        self.edgeId = c.pointee.edge_id
+        self.attempts = c.pointee.attempts
+        self.shed = c.pointee.shed
+        self.soldOut = c.pointee.sold_out
+        self.purchased = c.pointee.purchased
+        self.alreadyPurchased = c.pointee.already_purchased
+        self.errors = c.pointee.errors
+        self.forwarded = c.pointee.forwarded
+        self.inDoubt = c.pointee.in_doubt
         self.keepPerMillion = c.pointee.keep_per_million
     }
 }

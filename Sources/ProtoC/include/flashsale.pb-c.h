@@ -44,6 +44,8 @@ typedef struct Flashsale__EdgeQuota Flashsale__EdgeQuota;
 typedef struct Flashsale__ProductQuotas Flashsale__ProductQuotas;
 typedef struct Flashsale__QuotaStatusRequest Flashsale__QuotaStatusRequest;
 typedef struct Flashsale__QuotaStatusResponse Flashsale__QuotaStatusResponse;
+typedef struct Flashsale__EdgeStatsRequest Flashsale__EdgeStatsRequest;
+typedef struct Flashsale__EdgeStatsResponse Flashsale__EdgeStatsResponse;
 
 
 /* --- enums --- */
@@ -84,10 +86,19 @@ struct  Flashsale__PurchaseRequest
    * set by the edge that forwards it; clients leave it 0
    */
   uint32_t edge_id;
+  /*
+   * Set by a client retrying a request whose first outcome it never received (timeout, dropped connection).
+   * Such a request is never shed or refused SOLD_OUT at the edge without asking the inventory for its first outcome.
+   */
+  protobuf_c_boolean retry;
+  /*
+   * Set by the edge: report this request id's existing outcome, but buy nothing (SOLD_OUT when it has none).
+   */
+  protobuf_c_boolean lookup_only;
 };
 #define FLASHSALE__PURCHASE_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__purchase_request__descriptor) \
-    , 0, 0, (char *)protobuf_c_empty_string, 0 }
+    , 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0 }
 
 
 struct  Flashsale__PurchaseResponse
@@ -95,10 +106,14 @@ struct  Flashsale__PurchaseResponse
   ProtobufCMessage base;
   Flashsale__PurchaseOutcome outcome;
   uint64_t order_id;
+  /*
+   * True when this answer repeats the request id's first outcome: this call took no unit of stock.
+   */
+  protobuf_c_boolean replayed;
 };
 #define FLASHSALE__PURCHASE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__purchase_response__descriptor) \
-    , FLASHSALE__PURCHASE_OUTCOME__OUTCOME_UNSPECIFIED, 0 }
+    , FLASHSALE__PURCHASE_OUTCOME__OUTCOME_UNSPECIFIED, 0, 0 }
 
 
 struct  Flashsale__Product
@@ -499,6 +514,40 @@ struct  Flashsale__QuotaStatusResponse
 #define FLASHSALE__QUOTA_STATUS_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__quota_status_response__descriptor) \
     , 0,NULL, 0 }
+
+
+struct  Flashsale__EdgeStatsRequest
+{
+  ProtobufCMessage base;
+};
+#define FLASHSALE__EDGE_STATS_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&flashsale__edge_stats_request__descriptor) \
+     }
+
+
+struct  Flashsale__EdgeStatsResponse
+{
+  ProtobufCMessage base;
+  uint32_t edge_id;
+  uint64_t attempts;
+  uint64_t shed;
+  uint64_t sold_out;
+  uint64_t purchased;
+  uint64_t already_purchased;
+  uint64_t errors;
+  /*
+   * attempts sent on to the inventory
+   */
+  uint64_t forwarded;
+  /*
+   * forwarded attempts whose outcome is still being resolved
+   */
+  uint64_t in_doubt;
+  uint32_t keep_per_million;
+};
+#define FLASHSALE__EDGE_STATS_RESPONSE__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&flashsale__edge_stats_response__descriptor) \
+    , 0, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 /* Flashsale__PurchaseRequest methods */
@@ -1052,6 +1101,44 @@ Flashsale__QuotaStatusResponse *
 void   flashsale__quota_status_response__free_unpacked
                      (Flashsale__QuotaStatusResponse *message,
                       ProtobufCAllocator *allocator);
+/* Flashsale__EdgeStatsRequest methods */
+void   flashsale__edge_stats_request__init
+                     (Flashsale__EdgeStatsRequest         *message);
+size_t flashsale__edge_stats_request__get_packed_size
+                     (const Flashsale__EdgeStatsRequest   *message);
+size_t flashsale__edge_stats_request__pack
+                     (const Flashsale__EdgeStatsRequest   *message,
+                      uint8_t             *out);
+size_t flashsale__edge_stats_request__pack_to_buffer
+                     (const Flashsale__EdgeStatsRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Flashsale__EdgeStatsRequest *
+       flashsale__edge_stats_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   flashsale__edge_stats_request__free_unpacked
+                     (Flashsale__EdgeStatsRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Flashsale__EdgeStatsResponse methods */
+void   flashsale__edge_stats_response__init
+                     (Flashsale__EdgeStatsResponse         *message);
+size_t flashsale__edge_stats_response__get_packed_size
+                     (const Flashsale__EdgeStatsResponse   *message);
+size_t flashsale__edge_stats_response__pack
+                     (const Flashsale__EdgeStatsResponse   *message,
+                      uint8_t             *out);
+size_t flashsale__edge_stats_response__pack_to_buffer
+                     (const Flashsale__EdgeStatsResponse   *message,
+                      ProtobufCBuffer     *buffer);
+Flashsale__EdgeStatsResponse *
+       flashsale__edge_stats_response__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   flashsale__edge_stats_response__free_unpacked
+                     (Flashsale__EdgeStatsResponse *message,
+                      ProtobufCAllocator *allocator);
 /* --- per-message closures --- */
 
 typedef void (*Flashsale__PurchaseRequest_Closure)
@@ -1141,6 +1228,12 @@ typedef void (*Flashsale__QuotaStatusRequest_Closure)
 typedef void (*Flashsale__QuotaStatusResponse_Closure)
                  (const Flashsale__QuotaStatusResponse *message,
                   void *closure_data);
+typedef void (*Flashsale__EdgeStatsRequest_Closure)
+                 (const Flashsale__EdgeStatsRequest *message,
+                  void *closure_data);
+typedef void (*Flashsale__EdgeStatsResponse_Closure)
+                 (const Flashsale__EdgeStatsResponse *message,
+                  void *closure_data);
 
 /* --- services --- */
 
@@ -1177,6 +1270,8 @@ extern const ProtobufCMessageDescriptor flashsale__edge_quota__descriptor;
 extern const ProtobufCMessageDescriptor flashsale__product_quotas__descriptor;
 extern const ProtobufCMessageDescriptor flashsale__quota_status_request__descriptor;
 extern const ProtobufCMessageDescriptor flashsale__quota_status_response__descriptor;
+extern const ProtobufCMessageDescriptor flashsale__edge_stats_request__descriptor;
+extern const ProtobufCMessageDescriptor flashsale__edge_stats_response__descriptor;
 
 PROTOBUF_C__END_DECLS
 

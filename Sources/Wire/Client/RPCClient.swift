@@ -112,7 +112,7 @@ public final class RPCClient: Sendable {
 
 /// One pooled connection, its state confined to its event loop.
 final class ClientConnection: Sendable {
-    private enum State {
+    private enum State: Sendable {
         case idle
         case connecting(waiting: [OutgoingCall])
         case ready(any Channel)
@@ -134,9 +134,9 @@ final class ClientConnection: Sendable {
         var logger = logger
         logger[metadataKey: "upstream"] = "\(configuration.host):\(configuration.port)#\(index)"
         self.logger = logger
-        self.state = NIOLoopBoundBox(.idle, eventLoop: eventLoop)
-        self.backoff = NIOLoopBoundBox(configuration.initialBackoff, eventLoop: eventLoop)
-        self.flushPending = NIOLoopBoundBox(false, eventLoop: eventLoop)
+        self.state = .makeBoxSendingValue(.idle, eventLoop: eventLoop)
+        self.backoff = .makeBoxSendingValue(configuration.initialBackoff, eventLoop: eventLoop)
+        self.flushPending = .makeBoxSendingValue(false, eventLoop: eventLoop)
     }
 
     var isReady: Bool { self.ready.load(ordering: .relaxed) }

@@ -3,7 +3,7 @@ import NIOCore
 import Proto
 
 /// One call on its way out: the connection handler gives it a call id and remembers its promise.
-struct OutgoingCall {
+struct OutgoingCall: Sendable {
     var method: String
     var payload: ByteBuffer
     var timeout: TimeAmount?

@@ -102,7 +102,12 @@ public final class RPCServer: Service, Sendable {
             return state.draining
         }
         if draining { channel.triggerUserOutboundEvent(RPCServerHandler.Drain(), promise: nil) }
-        try? await channel.closeFuture.get()
+        // Cancellation is the hard stop (graceful shutdown drains instead): close at once.
+        await withTaskCancellationHandler {
+            try? await channel.closeFuture.get()
+        } onCancel: {
+            channel.close(promise: nil)
+        }
         _ = self.connections.withLockedValue { $0.open.removeValue(forKey: id) }
     }
 }

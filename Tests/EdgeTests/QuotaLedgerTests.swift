@@ -1,0 +1,63 @@
+import Testing
+
+@testable import Edge
+
+@Suite struct QuotaLedgerTests {
+    @Test func takesExactlyWhatWasGrantedUnderContention() async {
+        let ledger = QuotaLedger()
+        ledger.applyGrant("tv", granted: 1_000)
+        let taken = await withTaskGroup(of: Int.self) { group in
+            for _ in 0..<8 {
+                group.addTask {
+                    var mine = 0
+                    for _ in 0..<500 where ledger.take("tv") == .taken { mine += 1 }
+                    return mine
+                }
+            }
+            return await group.reduce(0, +)
+        }
+        #expect(taken == 1_000)
+        #expect(ledger.take("tv") == .dry)
+        #expect(ledger.usage(of: "tv") == .init(product: "tv", granted: 1_000, used: 1_000, released: 0, available: 0))
+    }
+
+    @Test func grantsOnlyGrowAndStaleWatchesChangeNothing() {
+        let ledger = QuotaLedger()
+        #expect(ledger.applyGrant("tv", granted: 10) == 10)
+        #expect(ledger.applyGrant("tv", granted: 10) == 0)
+        #expect(ledger.applyGrant("tv", granted: 7) == 0)
+        #expect(ledger.applyGrant("tv", granted: 15) == 5)
+        #expect(ledger.usage(of: "tv")?.available == 15)
+    }
+
+    @Test func givenBackUnitsCanBeSoldAgain() {
+        let ledger = QuotaLedger()
+        ledger.applyGrant("tv", granted: 1)
+        #expect(ledger.take("tv") == .taken)
+        #expect(ledger.take("tv") == .dry)
+        ledger.giveBack("tv")
+        #expect(ledger.take("tv") == .taken)
+        #expect(ledger.usage(of: "tv")?.used == 1)
+    }
+
+    @Test func releaseHandsBackOnlyUnusedUnits() {
+        let ledger = QuotaLedger()
+        ledger.applyGrant("tv", granted: 10)
+        for _ in 0..<4 { _ = ledger.take("tv") }
+        #expect(ledger.release("tv", maxUnits: 100) == 6)
+        #expect(ledger.release("tv", maxUnits: 100) == 0)
+        #expect(ledger.take("tv") == .dry)
+        let usage = ledger.usage(of: "tv")!
+        #expect(usage.granted == usage.used + usage.released + usage.available)
+    }
+
+    @Test func soldOutUntilTheNextGrant() {
+        let ledger = QuotaLedger()
+        #expect(ledger.take("tv") == .unknownProduct)
+        ledger.markSoldOut("tv")
+        #expect(ledger.take("tv") == .soldOut)
+        ledger.applyGrant("tv", granted: 1)
+        #expect(ledger.take("tv") == .taken)
+        #expect(ledger.take("tv") == .dry)
+    }
+}
