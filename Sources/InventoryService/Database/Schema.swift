@@ -46,6 +46,8 @@ CREATE UNIQUE INDEX orders_product_user ON orders (product_id, user_id);
 
     /// `purchase_batch` is the only statement of the purchase path: one call per batch, one transaction.
     static let procedures = #"""
+-- Outcomes: 1 PURCHASED (a new order), 5 PURCHASED replayed (the request id's existing order: no unit taken),
+-- 4 ALREADY_PURCHASED (the buyer's existing order), 2 SOLD_OUT, 0 not served yet (queue it again).
 CREATE OR REPLACE FUNCTION purchase_batch(p_product integer, p_requests bigint[], p_users bigint[], p_edges integer[])
 RETURNS TABLE (r_request bigint, r_outcome smallint, r_order bigint)
 LANGUAGE plpgsql AS $fn$
@@ -68,10 +70,13 @@ BEGIN
     IF cardinality(p_users) IS DISTINCT FROM n OR cardinality(p_edges) IS DISTINCT FROM n THEN
         RAISE EXCEPTION 'purchase_batch: arrays of different lengths' USING ERRCODE = '22023';
     END IF;
-    -- The fullest free slots first; slots other batches hold are skipped, not waited for.
-    FOR s IN SELECT ss.slot, ss.remaining FROM stock_slot ss
-             WHERE ss.product_id = p_product AND ss.remaining > 0
-             ORDER BY ss.remaining DESC FOR UPDATE SKIP LOCKED LOOP
+    -- The fullest free slot first, then further ones for the rest; slots other batches hold are skipped, not waited
+    -- for. One row per statement: a FOR loop over the query would prefetch (and so lock) every slot at once.
+    LOOP
+        SELECT ss.slot, ss.remaining INTO s FROM stock_slot ss
+         WHERE ss.product_id = p_product AND ss.remaining > 0 AND ss.slot <> ALL (slot_ids)
+         ORDER BY ss.remaining DESC LIMIT 1 FOR UPDATE SKIP LOCKED;
+        EXIT WHEN NOT FOUND;
         slot_ids := slot_ids || s.slot;
         slot_takes := slot_takes || s.remaining;
         avail := avail + s.remaining;
@@ -95,13 +100,19 @@ BEGIN
         EXCEPTION WHEN unique_violation THEN
             -- Slow path: some request of the chunk exists already (or twice in it). Insert the others, then answer
             -- each from the row that holds its request id, else from the user's existing order.
-            INSERT INTO orders (request_id, product_id, user_id, edge_id)
-            SELECT t.r, p_product, t.u, t.e FROM unnest(p_requests[lo:hi], p_users[lo:hi], p_edges[lo:hi]) AS t(r, u, e)
-            ON CONFLICT DO NOTHING;
-            GET DIAGNOSTICS inserted = ROW_COUNT;
+            WITH ins AS (
+                INSERT INTO orders (request_id, product_id, user_id, edge_id)
+                SELECT t.r, p_product, t.u, t.e FROM unnest(p_requests[lo:hi], p_users[lo:hi], p_edges[lo:hi]) AS t(r, u, e)
+                ON CONFLICT DO NOTHING
+                RETURNING orders.request_id)
+            SELECT coalesce(array_agg(ins.request_id), '{}') INTO got_requests FROM ins;
+            inserted := cardinality(got_requests);
             RETURN QUERY
             SELECT DISTINCT ON (t.r) t.r,
-                   (CASE WHEN x.request_id = t.r THEN 1 WHEN x.request_id IS NULL THEN 0 ELSE 4 END)::smallint,
+                   (CASE WHEN x.request_id = t.r AND t.r = ANY(got_requests) THEN 1
+                         WHEN x.request_id = t.r THEN 5
+                         WHEN x.request_id IS NULL THEN 0
+                         ELSE 4 END)::smallint,
                    x.order_id
             FROM unnest(p_requests[lo:hi], p_users[lo:hi]) AS t(r, u)
             LEFT JOIN LATERAL (
@@ -129,7 +140,7 @@ BEGIN
     IF lo <= n THEN
         RETURN QUERY
         SELECT DISTINCT ON (t.r) t.r,
-               (CASE WHEN x.request_id = t.r THEN 1
+               (CASE WHEN x.request_id = t.r THEN 5
                      WHEN x.request_id IS NOT NULL THEN 4
                      WHEN EXISTS (SELECT 1 FROM stock_slot ss WHERE ss.product_id = p_product AND ss.remaining > 0) THEN 0
                      ELSE 2 END)::smallint,

@@ -7,6 +7,8 @@ struct PendingPurchase: Sendable {
     let requestId: Int64
     let userId: Int64
     let edgeId: Int32
+    /// The edge asks for this request id's existing outcome only: buy nothing.
+    let lookupOnly: Bool
     let deadline: NIODeadline?
     let responder: RPCResponder<PurchaseResponse>
 }
@@ -26,9 +28,13 @@ struct SoldOutLookup: Sendable {
     var orderByRequest: [Int64: Int64] = [:]
     var orderByUser: [Int64: Int64] = [:]
 
-    func answer(requestId: Int64, userId: Int64) -> PurchaseResponse {
-        if let order = orderByRequest[requestId] { return PurchaseResponse(outcome: .purchased, orderId: UInt64(order)) }
-        if let order = orderByUser[userId] { return PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order)) }
+    func answer(requestId: Int64, userId: Int64, lookupOnly: Bool) -> PurchaseResponse {
+        if let order = orderByRequest[requestId] {
+            return PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true)
+        }
+        if !lookupOnly, let order = orderByUser[userId] {
+            return PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order))
+        }
         return PurchaseResponse(outcome: .soldOut)
     }
 }
@@ -76,7 +82,7 @@ struct PurchaseLanes {
         var lane = lanes[product] ?? Lane()
         defer { lanes[product] = lane }
         if case .soldOut(let lookup) = lane.state {
-            return .answered(lookup.answer(requestId: purchase.requestId, userId: purchase.userId))
+            return .answered(lookup.answer(requestId: purchase.requestId, userId: purchase.userId, lookupOnly: purchase.lookupOnly))
         }
         guard lane.queue.count < queueLimit else {
             return .rejected(RPCError(.resourceExhausted, "too many purchases queued for this product; retry later"))

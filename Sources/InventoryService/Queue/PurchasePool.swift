@@ -26,6 +26,8 @@ final class PurchasePool: @unchecked Sendable {
         var purchases = 0
         var purchased = 0
         var failedBatches = 0
+        /// Purchases queued again because every unit they could take was locked by other batches.
+        var requeued = 0
     }
 
     let configuration: Configuration
@@ -102,7 +104,7 @@ final class PurchasePool: @unchecked Sendable {
         let statistics = currentStatistics
         logger.info("consumer pool stopped", metadata: [
             "batches": "\(statistics.batches)", "purchases": "\(statistics.purchases)",
-            "purchased": "\(statistics.purchased)", "failed_batches": "\(statistics.failedBatches)",
+            "purchased": "\(statistics.purchased)", "failed_batches": "\(statistics.failedBatches)", "requeued": "\(statistics.requeued)",
             "mean_batch": "\(statistics.batches == 0 ? 0 : statistics.purchases / statistics.batches)",
         ])
     }
@@ -144,8 +146,9 @@ final class PurchasePool: @unchecked Sendable {
         condition.withLock { lanes.soldOutLoadFailed(product: product, generation: generation) }
     }
 
-    fileprivate func record(batchSize: Int, purchased: Int, failed: Bool) {
+    fileprivate func record(batchSize: Int, purchased: Int, requeued: Int = 0, failed: Bool) {
         condition.withLock {
+            statistics.requeued += requeued
             statistics.batches += 1
             statistics.purchases += batchSize
             statistics.purchased += purchased
@@ -244,6 +247,39 @@ private final class Consumer: @unchecked Sendable {
     }
 
     private func process(_ batch: Batch, on connection: PostgresConnection) {
+        var buys = batch
+        buys.purchases = batch.purchases.filter { !$0.lookupOnly }
+        let lookups = batch.purchases.filter(\.lookupOnly)
+        if !buys.purchases.isEmpty { buy(buys, on: connection) }
+        // After the purchases: a lookup sees an order its own request's purchase made in this very batch.
+        if !lookups.isEmpty { lookUp(lookups, on: connection) }
+    }
+
+    /// Lookup-only requests (the edge resolving an attempt in doubt): the request id's order, or SOLD_OUT; nothing bought.
+    private func lookUp(_ lookups: [PendingPurchase], on connection: PostgresConnection) {
+        let ids = "{" + lookups.map { String($0.requestId) }.joined(separator: ",") + "}"
+        do {
+            let result = try connection.query(
+                "SELECT request_id, order_id FROM orders WHERE request_id = ANY($1::bigint[])", [ids])
+            var orders: [Int64: Int64] = [:]
+            for row in 0..<result.count {
+                if let request = result.int64(row, 0), let order = result.int64(row, 1) { orders[request] = order }
+            }
+            for lookup in lookups {
+                if let order = orders[lookup.requestId] {
+                    lookup.responder.succeed(PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true))
+                } else {
+                    lookup.responder.succeed(PurchaseResponse(outcome: .soldOut))
+                }
+            }
+        } catch {
+            logger.error("lookup failed", metadata: ["size": "\(lookups.count)", "error": "\(error)"])
+            let status = RPCError(.unavailable, "the lookup could not be completed; retry")
+            for lookup in lookups { lookup.responder.fail(status) }
+        }
+    }
+
+    private func buy(_ batch: Batch, on connection: PostgresConnection) {
         let parameters = Self.parameters(batch)
         var result: PostgresResult?
         var failure: PostgresError?
@@ -311,6 +347,7 @@ private final class Consumer: @unchecked Sendable {
         static let purchased: Int64 = 1
         static let soldOut: Int64 = 2
         static let alreadyPurchased: Int64 = 4
+        static let purchasedBefore: Int64 = 5
     }
 
     private func answer(_ batch: Batch, _ result: PostgresResult) {
@@ -330,8 +367,12 @@ private final class Consumer: @unchecked Sendable {
             }
             switch outcome {
             case Outcome.purchased:
+                // A request id twice in one batch: the second copy took no unit, so it is a replay.
                 purchased += 1
+                outcomes[purchase.requestId] = (Outcome.purchasedBefore, order)
                 purchase.responder.succeed(PurchaseResponse(outcome: .purchased, orderId: UInt64(order)))
+            case Outcome.purchasedBefore:
+                purchase.responder.succeed(PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true))
             case Outcome.alreadyPurchased:
                 purchase.responder.succeed(PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order)))
             case Outcome.soldOut:
@@ -343,7 +384,7 @@ private final class Consumer: @unchecked Sendable {
                 purchase.responder.fail(RPCError(.internal, "the purchase has an unknown outcome"))
             }
         }
-        pool.record(batchSize: batch.purchases.count, purchased: purchased, failed: false)
+        pool.record(batchSize: batch.purchases.count, purchased: purchased, requeued: retry.count, failed: false)
         if !retry.isEmpty {
             pool.requeue(retry, product: batch.productKey)
             // Every unit is locked by other batches: give them a moment to commit instead of spinning on the slots.
