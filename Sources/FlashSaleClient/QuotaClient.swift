@@ -50,21 +50,24 @@ public struct QuotaLayout: Sendable, Hashable {
     public func quotas(of product: String) -> String { quotas + "/" + product }
     public func quota(_ product: String, edge: String) -> String { quotas + "/" + product + "/" + edge }
 
-    /// The prefix of edges' sequential nodes: ZooKeeper appends a 10-digit sequence number, which is the edge id.
+    /// The prefix of edges' sequential nodes: ZooKeeper appends a 10-digit sequence number, from 0.
     public static let edgePrefix = "edge-"
 
-    /// "edge-0000000007" for 7: the name ZooKeeper gives the sequential node, re-used as is after a session expiry.
+    /// The edge id is the node's sequence number plus one: orders use 0 for "no edge", and the first sequence
+    /// number under a fresh `edges/` is 0. `edge-0000000000` is edge 1, `edge-0000000006` edge 7.
     public static func edgeName(id: UInt32) -> String {
-        let digits = String(id)
+        let digits = String(max(id, 1) - 1)
         return edgePrefix + String(repeating: "0", count: max(0, 10 - digits.count)) + digits
     }
 
-    /// 7 for "edge-0000000007"; nil for anything else (and for 0, which means "no edge" in orders).
+    /// 7 for "edge-0000000006"; nil for anything that is not an edge's node name.
     public static func edgeID(name: String) -> UInt32? {
         guard name.hasPrefix(edgePrefix) else { return nil }
         let digits = name.dropFirst(edgePrefix.count)
-        guard digits.count == 10, digits.allSatisfy(\.isASCII), let id = UInt32(digits), id > 0 else { return nil }
-        return id
+        guard digits.count == 10, digits.allSatisfy(\.isASCII), let sequence = UInt32(digits), sequence < UInt32.max else {
+            return nil
+        }
+        return sequence + 1
     }
 
     /// Product ids become node names: 1-128 bytes of letters, digits, `.`, `_`, `-`, and not `.` or `..`.

@@ -1,3 +1,4 @@
+import FlashSaleClient
 import Proto
 import Testing
 
@@ -8,7 +9,7 @@ import Testing
 @Suite struct QuotaBalanceTests {
     static func edge(_ id: UInt32, released: Int64 = 0) -> RegisteredEdge {
         RegisteredEdge(
-            name: "edge-\(String(repeating: "0", count: 10 - String(id).count))\(id)", id: id, address: "127.0.0.1:\(9000 + id)",
+            name: QuotaLayout.edgeName(id: id), id: id, address: "127.0.0.1:\(9000 + id)",
             released: ["tv": released], used: [:])
     }
 
@@ -189,7 +190,7 @@ import Testing
         }
     }
 
-    static func id(_ name: String) -> UInt32 { UInt32(name.dropFirst(5))! }
+    static func id(_ name: String) -> UInt32 { QuotaLayout.edgeID(name: name)! }
 }
 
 struct SplitMix: RandomNumberGenerator {

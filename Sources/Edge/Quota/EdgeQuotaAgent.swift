@@ -17,7 +17,8 @@ import ZooKeeperClient
 /// is created again under the same name and everything is re-read.
 public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     public let layout: QuotaLayout
-    public let address: String
+    private let resolveAddress: @Sendable () async throws -> String
+    private let advertised = Mutex("")
     private let zooKeeper: String
     private let ledger: QuotaLedger
     private let shedder: LoadShedder
@@ -41,19 +42,21 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     /// - Parameters:
     ///   - zooKeeper: connection string, `host:port[,host:port...]`.
     ///   - root: the flash sale's root node (default `/flashsale`).
-    ///   - address: `host:port` where this edge answers (purchases and `edge.ReleaseQuota`).
+    ///   - address: `host:port` where this edge answers (purchases and `edge.ReleaseQuota`); asked for once, when
+    ///     `run` starts, so a server bound to port 0 can tell it (`{ try await server.localAddress() ... }`).
     ///   - quotaService: `host:port` of the quota service.
     ///   - operatorToken: sent with calls to the quota service (not needed for `quota.GrantMore`).
     ///   - sessionTimeout: how long ZooKeeper keeps our node after it last heard from us (a killed edge's units are
     ///     reclaimed after this); 4 s is the least a default server grants.
     public init(
-        zooKeeper: String, root: String = QuotaLayout.defaultRoot, address: String, ledger: QuotaLedger,
+        zooKeeper: String, root: String = QuotaLayout.defaultRoot, address: @escaping @Sendable () async throws -> String,
+        ledger: QuotaLedger,
         shedder: LoadShedder, quotaService: String, operatorToken: String? = nil, logger: Logger,
         sessionTimeout: Duration = .seconds(4), reportInterval: Duration = .milliseconds(100)
     ) {
         self.zooKeeper = zooKeeper
         self.layout = QuotaLayout(root: root)
-        self.address = address
+        self.resolveAddress = address
         self.ledger = ledger
         self.shedder = shedder
         self.logger = logger
@@ -67,6 +70,21 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
                     token: operatorToken ?? ""),
                 logger: logger))
     }
+
+    /// The same, with an address known up front.
+    public convenience init(
+        zooKeeper: String, root: String = QuotaLayout.defaultRoot, address: String, ledger: QuotaLedger,
+        shedder: LoadShedder, quotaService: String, operatorToken: String? = nil, logger: Logger,
+        sessionTimeout: Duration = .seconds(4), reportInterval: Duration = .milliseconds(100)
+    ) {
+        self.init(
+            zooKeeper: zooKeeper, root: root, address: { address }, ledger: ledger, shedder: shedder,
+            quotaService: quotaService, operatorToken: operatorToken, logger: logger, sessionTimeout: sessionTimeout,
+            reportInterval: reportInterval)
+    }
+
+    /// `host:port` this edge advertises in its registration ("" until `run` resolved it).
+    public var address: String { advertised.withLock { $0 } }
 
     /// This edge's id (the sequence number of its node; orders record it). 0 until registered.
     public var edgeID: UInt32 { id.load(ordering: .acquiring) }
@@ -93,6 +111,8 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     public func run() async throws {
         defer { finishRegistration(.failure(CancellationError())) }
         try await cancelWhenGracefulShutdown {
+            let address = try await self.resolveAddress()
+            self.advertised.withLock { $0 = address }
             let zk = try await self.connect()
             let events = zk.events()  // before any watch is set
             var session = AgentSession(agent: self, zk: zk)
@@ -152,7 +172,9 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     fileprivate func registrationData() -> [UInt8] {
         EdgeRegistration(
             edgeId: edgeID, address: address,
-            usage: ledger.usage().map { ProductUsage(productId: $0.product, used: $0.used, released: $0.released) }
+            usage: ledger.usage().map {
+                ProductUsage(productId: $0.product, used: $0.used, released: $0.released, granted: $0.granted)
+            }
         ).serializedBytes()
     }
 

@@ -368,10 +368,14 @@ struct  Flashsale__ProductUsage
    * units handed back to the quota service
    */
   int64_t released;
+  /*
+   * the total grant this edge has applied (its quota node's value once the watch fired)
+   */
+  int64_t granted;
 };
 #define FLASHSALE__PRODUCT_USAGE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__product_usage__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, 0 }
 
 
 /*
