@@ -11,5 +11,6 @@ struct FlashSaleBench: AsyncParsableCommand {
             // One line per benchmark; each lives in a file of its own.
             WireServerCommand.self, WireLoadCommand.self,
             InventoryBench.self,
+            QuotaBench.self,
         ])
 }

@@ -22,6 +22,9 @@ public enum QuotaMethod {
 public enum EdgeQuotaMethod {
     /// Operator only: hand back up to `max_units` not yet used.
     public static let releaseQuota = "edge.ReleaseQuota"
+    /// `QuotaStatusRequest` (empty product: all) -> `EdgeRegistration`: the edge's id, address and counters as applied
+    /// now (not the last report in ZooKeeper). For operators, tests and the quota benchmark.
+    public static let quotaUsage = "edge.QuotaUsage"
 }
 
 /// Where things live in ZooKeeper under one root (default `/flashsale`); shared by the quota service and the edges.
