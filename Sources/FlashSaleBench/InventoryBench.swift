@@ -5,6 +5,7 @@ import Foundation
 import Histogram
 import Logging
 import NIOCore
+import NIOPosix
 import Proto
 import Wire
 
@@ -39,6 +40,9 @@ struct InventoryBench: AsyncParsableCommand {
     @Option(help: "Seconds of warm-up, not measured.")
     var warmup = 2.0
 
+    @Flag(help: "Create the product if missing, print its state, and exit.")
+    var prepareOnly = false
+
     mutating func run() async throws {
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
@@ -53,7 +57,23 @@ struct InventoryBench: AsyncParsableCommand {
                 CreateProductRequest(productId: product, totalStock: stock, slotCount: 8, hot: true))
         }
 
-        let run = LoadRun(client: client, product: product)
+        if prepareOnly {
+            let state = try await client.getStock(productId: product)
+            print("product=\(state.productId) total=\(state.totalStock) remaining=\(state.remaining) database=\(state.database)")
+            return
+        }
+
+        // The load's own clients: one per event loop (a client prefers connections on the caller's loop, so one
+        // client would keep every chain on one thread), and no per-call timer (a scheduled task per call costs).
+        let loops = Array(MultiThreadedEventLoopGroup.singleton.makeIterator())
+        let loadClients = loops.map { loop in
+            InventoryClient(rpc: RPCClient(
+                configuration: RPCClientConfiguration(
+                    host: host, port: port, connections: max(1, connections / loops.count), defaultTimeout: nil),
+                group: loop, logger: logger))
+        }
+        defer { Task { [loadClients] in for client in loadClients { await client.shutdown() } } }
+        let run = LoadRun(clients: loadClients, product: product)
         let lanes = connections * inFlight
         let started = DispatchTime.now().uptimeNanoseconds
         run.start(lanes: lanes)
@@ -89,7 +109,7 @@ private final class LoadRun: @unchecked Sendable {
         var latencies = Histogram<UInt64>(highestTrackableValue: 60_000_000)  // microseconds
     }
 
-    private let client: InventoryClient
+    private let clients: [InventoryClient]
     private let product: String
     private let nextId: ManagedAtomic<Int64>
     private let stopping = ManagedAtomic<Bool>(false)
@@ -99,8 +119,8 @@ private final class LoadRun: @unchecked Sendable {
     private var lanesRunning = 0
     private var finished: CheckedContinuation<Void, Never>?
 
-    init(client: InventoryClient, product: String) {
-        self.client = client
+    init(clients: [InventoryClient], product: String) {
+        self.clients = clients
         self.product = product
         // Ids unique across runs against the same database: seconds since 2020 in the high bits.
         let base = Int64(Date().timeIntervalSince1970 - 1_577_836_800) << 24
@@ -109,7 +129,7 @@ private final class LoadRun: @unchecked Sendable {
 
     func start(lanes: Int) {
         lock.withLock { lanesRunning = lanes }
-        for _ in 0..<lanes { fire() }
+        for lane in 0..<lanes { fire(clients[lane % clients.count]) }
     }
 
     func beginMeasuring() {
@@ -134,7 +154,7 @@ private final class LoadRun: @unchecked Sendable {
         }
     }
 
-    private func fire() {
+    private func fire(_ client: InventoryClient) {
         if stopping.load(ordering: .relaxed) {
             let waiter: CheckedContinuation<Void, Never>? = lock.withLock {
                 lanesRunning -= 1
@@ -148,7 +168,7 @@ private final class LoadRun: @unchecked Sendable {
         let id = nextId.wrappingIncrementThenLoad(ordering: .relaxed)
         let request = PurchaseRequest(requestId: UInt64(id), userId: UInt64(id), productId: product, edgeId: 1)
         let sent = DispatchTime.now().uptimeNanoseconds
-        let future = client.purchaseFuture(request, timeout: .seconds(30))
+        let future = client.purchaseFuture(request)
         future.whenComplete { result in
             if self.measuring.load(ordering: .relaxed) {
                 let micros = (DispatchTime.now().uptimeNanoseconds - sent) / 1000
@@ -167,9 +187,9 @@ private final class LoadRun: @unchecked Sendable {
             }
             if case .failure = result {
                 // A failure can complete at once (connection in backoff): pause instead of recursing.
-                future.eventLoop.scheduleTask(in: .milliseconds(10)) { self.fire() }
+                future.eventLoop.scheduleTask(in: .milliseconds(10)) { self.fire(client) }
             } else {
-                self.fire()
+                self.fire(client)
             }
         }
     }

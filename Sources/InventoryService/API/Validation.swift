@@ -14,7 +14,9 @@ enum Validation {
         guard id.utf8.count <= maxProductIdBytes else {
             throw RPCError(.invalidArgument, "product_id is longer than \(maxProductIdBytes) bytes")
         }
-        guard !id.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
+        // Printable ASCII (the usual case) needs no Unicode property lookups.
+        let printableASCII = id.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F }
+        guard printableASCII || !id.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
             throw RPCError(.invalidArgument, "product_id contains control characters")
         }
     }

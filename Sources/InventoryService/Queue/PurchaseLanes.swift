@@ -10,6 +10,8 @@ struct PendingPurchase: Sendable {
     /// The edge asks for this request id's existing outcome only: buy nothing.
     let lookupOnly: Bool
     let deadline: NIODeadline?
+    /// The connection's event loop: answers are delivered there in groups (see `Replies`).
+    let eventLoop: any EventLoop
     let responder: RPCResponder<PurchaseResponse>
 }
 
@@ -51,7 +53,9 @@ struct PurchaseLanes {
         case soldOut(SoldOutLookup)
     }
 
-    private struct Lane {
+    /// A class, so that queue operations mutate in place (a struct copied out of the dictionary would copy the
+    /// whole queue on every append).
+    private final class Lane {
         var queue = CircularBuffer<PendingPurchase>(initialCapacity: 64)
         var scheduled = false
         var state = SaleState.selling
@@ -77,10 +81,16 @@ struct PurchaseLanes {
 
     var hasWork: Bool { !ready.isEmpty }
 
+    private mutating func lane(_ product: Int32) -> Lane {
+        if let lane = lanes[product] { return lane }
+        let lane = Lane()
+        lanes[product] = lane
+        return lane
+    }
+
     /// Queues the purchase, or answers it at once (sold out), or refuses it (queue full).
     mutating func admit(_ purchase: PendingPurchase, product: Int32) -> Admission {
-        var lane = lanes[product] ?? Lane()
-        defer { lanes[product] = lane }
+        let lane = self.lane(product)
         if case .soldOut(let lookup) = lane.state {
             return .answered(lookup.answer(requestId: purchase.requestId, userId: purchase.userId, lookupOnly: purchase.lookupOnly))
         }
@@ -99,7 +109,7 @@ struct PurchaseLanes {
     /// The next product's batch (up to `maxBatch`, oldest first). A product with more queued goes back to the end
     /// of the list, so that another consumer can take its next batch at once and products share consumers fairly.
     mutating func nextBatch() -> Batch? {
-        guard let product = ready.popFirst(), var lane = lanes[product] else { return nil }
+        guard let product = ready.popFirst(), let lane = lanes[product] else { return nil }
         let count = min(maxBatch, lane.queue.count)
         var purchases: [PendingPurchase] = []
         purchases.reserveCapacity(count)
@@ -110,51 +120,45 @@ struct PurchaseLanes {
         } else {
             ready.append(product)
         }
-        lanes[product] = lane
         return Batch(productKey: product, generation: lane.generation, purchases: purchases)
     }
 
     /// Puts purchases the database could not serve yet (their units were locked by other batches) back in front.
     mutating func requeue(_ purchases: [PendingPurchase], product: Int32) {
         guard !purchases.isEmpty else { return }
-        var lane = lanes[product] ?? Lane()
+        let lane = self.lane(product)
         for purchase in purchases.reversed() { lane.queue.prepend(purchase) }
         queuedCount += purchases.count
         if !lane.scheduled {
             lane.scheduled = true
             ready.append(product)
         }
-        lanes[product] = lane
     }
 
     /// A batch of `generation` saw the product sold out. True when the caller should load the sold-out lookup.
     mutating func markSoldOut(product: Int32, generation: UInt64) -> Bool {
-        guard var lane = lanes[product], lane.generation == generation, case .selling = lane.state else { return false }
+        guard let lane = lanes[product], lane.generation == generation, case .selling = lane.state else { return false }
         lane.state = .soldOutLoading
-        lanes[product] = lane
         return true
     }
 
     /// Installs the lookup loaded after `markSoldOut` (nil: too large to keep), unless the stock changed meanwhile.
     mutating func soldOutLoaded(product: Int32, generation: UInt64, lookup: SoldOutLookup?) {
-        guard var lane = lanes[product], lane.generation == generation, case .soldOutLoading = lane.state else { return }
+        guard let lane = lanes[product], lane.generation == generation, case .soldOutLoading = lane.state else { return }
         lane.state = lookup.map { .soldOut($0) } ?? .soldOutUncached
-        lanes[product] = lane
     }
 
     /// The loading failed: back to the database path; a later SOLD_OUT tries again.
     mutating func soldOutLoadFailed(product: Int32, generation: UInt64) {
-        guard var lane = lanes[product], lane.generation == generation, case .soldOutLoading = lane.state else { return }
+        guard let lane = lanes[product], lane.generation == generation, case .soldOutLoading = lane.state else { return }
         lane.state = .selling
-        lanes[product] = lane
     }
 
     /// Stock was raised or limited: forget what was known about its sale.
     mutating func stockChanged(product: Int32) {
-        var lane = lanes[product] ?? Lane()
+        let lane = self.lane(product)
         lane.generation &+= 1
         lane.state = .selling
-        lanes[product] = lane
     }
 
     func state(of product: Int32) -> SaleState {

@@ -265,17 +265,21 @@ private final class Consumer: @unchecked Sendable {
             for row in 0..<result.count {
                 if let request = result.int64(row, 0), let order = result.int64(row, 1) { orders[request] = order }
             }
+            var replies = Replies()
             for lookup in lookups {
                 if let order = orders[lookup.requestId] {
-                    lookup.responder.succeed(PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true))
+                    replies.succeed(lookup, PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true))
                 } else {
-                    lookup.responder.succeed(PurchaseResponse(outcome: .soldOut))
+                    replies.succeed(lookup, PurchaseResponse(outcome: .soldOut))
                 }
             }
+            replies.send()
         } catch {
             logger.error("lookup failed", metadata: ["size": "\(lookups.count)", "error": "\(error)"])
             let status = RPCError(.unavailable, "the lookup could not be completed; retry")
-            for lookup in lookups { lookup.responder.fail(status) }
+            var replies = Replies()
+            for lookup in lookups { replies.fail(lookup, status) }
+            replies.send()
         }
     }
 
@@ -338,7 +342,9 @@ private final class Consumer: @unchecked Sendable {
         } else {
             status = RPCError(.internal, "the purchase failed; retry with the same request id")
         }
-        for purchase in batch.purchases { purchase.responder.fail(status) }
+        var replies = Replies()
+        for purchase in batch.purchases { replies.fail(purchase, status) }
+        replies.send()
         pool.record(batchSize: batch.purchases.count, purchased: 0, failed: true)
     }
 
@@ -357,12 +363,13 @@ private final class Consumer: @unchecked Sendable {
             guard let request = result.int64(row, 0), let outcome = result.int64(row, 1) else { continue }
             outcomes[request] = (outcome, result.int64(row, 2) ?? 0)
         }
+        var replies = Replies()
         var retry: [PendingPurchase] = []
         var purchased = 0
         var sawSoldOut = false
         for purchase in batch.purchases {
             guard let (outcome, order) = outcomes[purchase.requestId] else {
-                purchase.responder.fail(RPCError(.internal, "the purchase has no outcome"))
+                replies.fail(purchase, RPCError(.internal, "the purchase has no outcome"))
                 continue
             }
             switch outcome {
@@ -370,20 +377,21 @@ private final class Consumer: @unchecked Sendable {
                 // A request id twice in one batch: the second copy took no unit, so it is a replay.
                 purchased += 1
                 outcomes[purchase.requestId] = (Outcome.purchasedBefore, order)
-                purchase.responder.succeed(PurchaseResponse(outcome: .purchased, orderId: UInt64(order)))
+                replies.succeed(purchase, PurchaseResponse(outcome: .purchased, orderId: UInt64(order)))
             case Outcome.purchasedBefore:
-                purchase.responder.succeed(PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true))
+                replies.succeed(purchase, PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true))
             case Outcome.alreadyPurchased:
-                purchase.responder.succeed(PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order)))
+                replies.succeed(purchase, PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order)))
             case Outcome.soldOut:
                 sawSoldOut = true
-                purchase.responder.succeed(PurchaseResponse(outcome: .soldOut))
+                replies.succeed(purchase, PurchaseResponse(outcome: .soldOut))
             case Outcome.retry:
                 retry.append(purchase)
             default:
-                purchase.responder.fail(RPCError(.internal, "the purchase has an unknown outcome"))
+                replies.fail(purchase, RPCError(.internal, "the purchase has an unknown outcome"))
             }
         }
+        replies.send()
         pool.record(batchSize: batch.purchases.count, purchased: purchased, requeued: retry.count, failed: false)
         if !retry.isEmpty {
             pool.requeue(retry, product: batch.productKey)
