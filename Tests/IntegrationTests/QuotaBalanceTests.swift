@@ -102,6 +102,18 @@ import Testing
         #expect(raise.grants.values.sorted() == [100, 100, 100])
     }
 
+    @Test func raisedStockReachesEveryEdgeEvenOneAboveItsShare() {
+        var balance = Self.balance(capacity: 600, live: [Self.edge(1), Self.edge(2), Self.edge(3)])
+        balance.allotments = balance.plan(.settle, allowReleases: true).allotments  // 200 each
+        balance.soldByEdge = [1: 150]
+        balance.soldTotal = 150
+        balance.capacity = 900
+        let plan = balance.plan(.spread(300), allowReleases: true)
+        #expect(plan.releases.isEmpty)
+        #expect(plan.grants.values.sorted() == [100, 100, 100])
+        #expect(plan.pool == 0)
+    }
+
     @Test func theEdgesOwnCountOfReleasedUnitsIsTakenWhenAhead() {
         var balance = Self.balance(capacity: 100, live: [Self.edge(1, released: 7)])
         #expect(balance.allotments[0].reclaimed == 7)
@@ -173,8 +185,9 @@ import Testing
                 dead.insert(victim)
                 runRound(.settle)
             case 2:
-                balance.capacity += Int64(rng.next() % 200)
-                runRound(.settle)
+                let raise = Int64(rng.next() % 200)
+                balance.capacity += raise
+                runRound(rng.next() % 2 == 0 ? .spread(raise) : .settle)
             case 3:
                 balance.capacity = max(balance.soldTotal, balance.capacity - Int64(rng.next() % 200))
                 runRound(.settle)

@@ -185,6 +185,7 @@ final class QuotaCoordinator: Sendable {
         logger.info("stock adjusted", metadata: [
             "product": "\(productID)", "total": "\(product.totalStock)", "limit": "\(product.saleLimit)",
         ])
+        if case .raiseBy(let units)? = request.change { return try await round(productID, .spread(units)) }
         return try await round(productID, .settle)
     }
 

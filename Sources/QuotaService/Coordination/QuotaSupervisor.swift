@@ -67,6 +67,7 @@ final class QuotaSupervisor: Service, Sendable {
     private func lead() async {
         var knownEdges: Set<String> = []
         var lastSettle = ContinuousClock.now - settleInterval
+        var lastAttempt = ContinuousClock.now - .seconds(1)
         while !Task.isCancelled {
             do {
                 if sessionExpired.exchange(false, ordering: .relaxed) {
@@ -75,10 +76,13 @@ final class QuotaSupervisor: Service, Sendable {
                     try await zk.reconnect()
                     edgesChanged.store(true, ordering: .relaxed)
                 }
-                if !isLeader {
+                // A standby tries again when the leader node goes (its watch fires) or once a second.
+                if !isLeader && (edgesChanged.exchange(false, ordering: .relaxed) || ContinuousClock.now - lastAttempt >= .seconds(1)) {
+                    lastAttempt = .now
                     if try await acquireLeadership() {
                         leading.store(true, ordering: .relaxed)
                         knownEdges = []
+                        edgesChanged.store(true, ordering: .relaxed)
                         logger.info("leading: watching edges")
                         try await coordinator.store.ensureLayout()
                     }

@@ -41,6 +41,8 @@ struct QuotaBalance: Sendable, Equatable {
         case settle
         /// These edges must reach their fair share (they joined, or ran dry): ask others for their surplus if needed.
         case fill(Set<String>)
+        /// New stock: every live edge gets an even part of `units` (as far as the pool has them), then settle.
+        case spread(Int64)
     }
 
     struct Plan: Sendable, Equatable {
@@ -137,16 +139,30 @@ struct QuotaBalance: Sendable, Equatable {
             }
         }
 
-        // Grants from the pool: favoured edges first, then the largest deficits.
         var free = max(0, pool)
+        if case .spread(let units) = trigger, !live.isEmpty {
+            // Raised stock reaches every edge at once, even one above its fair share: the next rounds even it out.
+            let spread = min(free, max(0, units))
+            let count = Int64(live.count)
+            for (i, allotment) in live.enumerated() {
+                let share = spread / count + (Int64(i) < spread % count ? 1 : 0)
+                guard share > 0 else { continue }
+                free -= share
+                plan.grants[allotment.edge, default: 0] += share
+                if let j = plan.allotments.firstIndex(where: { $0.edge == allotment.edge }) { plan.allotments[j].granted += share }
+            }
+        }
+
+        // Grants from the pool: favoured edges first, then the largest deficits.
         let deficits = live.compactMap { allotment -> (String, Int64, Bool)? in
             let deficit = (targets[allotment.edge] ?? 0) - outstanding(allotment)
             return deficit > 0 ? (allotment.edge, deficit, favoured.contains(allotment.edge)) : nil
         }.sorted { a, b in a.2 != b.2 ? a.2 : (a.1 != b.1 ? a.1 > b.1 : a.0 < b.0) }
         for (edge, deficit, _) in deficits where free > 0 {
-            let units = min(deficit, free)
+            let units = min(deficit - (plan.grants[edge] ?? 0), free)
+            guard units > 0 else { continue }
             free -= units
-            plan.grants[edge] = units
+            plan.grants[edge, default: 0] += units
             if let i = plan.allotments.firstIndex(where: { $0.edge == edge }) { plan.allotments[i].granted += units }
         }
         plan.pool = pool - plan.grants.values.reduce(0, +)
