@@ -239,17 +239,14 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
 
     // MARK: - Calls from the quota service
 
-    /// Adds `edge.ReleaseQuota` (operator only): hands back up to `max_units` not yet used; and `edge.QuotaUsage`:
-    /// the counters as applied right now.
+    /// Adds `edge.ReleaseQuota` (operator only): hands back up to `max_units` not yet used.
     public func register(into router: inout RPCRouter) {
-        let ledger = self.ledger
-        router.register(EdgeQuotaMethod.quotaUsage) {
-            (request: QuotaStatusRequest, _: ServerCallContext) async throws -> EdgeRegistration in
-            let usage = request.productId.isEmpty ? ledger.usage() : ledger.usage(of: request.productId).map { [$0] } ?? []
-            return EdgeRegistration(
-                edgeId: self.edgeID, address: self.address,
-                usage: usage.map { ProductUsage(productId: $0.product, used: $0.used, released: $0.released, granted: $0.granted) })
-        }
+        Self.registerReleaseQuota(into: &router, ledger: self.ledger)
+    }
+
+    /// The same, before the agent exists: the edge registers its methods before it binds, and the agent needs
+    /// the bound address.
+    public static func registerReleaseQuota(into router: inout RPCRouter, ledger: QuotaLedger) {
         router.register(EdgeQuotaMethod.releaseQuota, operatorOnly: true) {
             (request: ReleaseQuotaRequest, _: ServerCallContext) async throws -> ReleaseQuotaResponse in
             guard !request.productId.isEmpty else { throw RPCError(.invalidArgument, "product_id is empty") }
