@@ -118,7 +118,7 @@ struct FaultCase {
         sweepConfiguration.requestIDBase = configuration.requestIDBase &+ 1 << 31
         let sweep = try await BuyerSwarm(configuration: sweepConfiguration, logger: logger).run()
 
-        let audit = try await inventory.audit()
+        let audit = try await retryingUnavailable { try await inventory.audit() }
         let line = audit.products.first { $0.productId == product }
         row.attempts = result.attempts
         row.retries = result.retries + sweep.retries
@@ -137,13 +137,27 @@ struct FaultCase {
             }
             orderOfRequest[purchase.requestID] = purchase.orderID
             if !holders.insert(purchase.userID).inserted { row.duplicated += 1 }
-            let lookup = try await inventory.purchase(PurchaseRequest(
-                requestId: purchase.requestID, userId: purchase.userID, productId: product, lookupOnly: true))
+            let lookup = try await retryingUnavailable {
+                try await inventory.purchase(PurchaseRequest(
+                    requestId: purchase.requestID, userId: purchase.userID, productId: product, lookupOnly: true))
+            }
             if lookup.outcome != .purchased || lookup.orderId != purchase.orderID { row.lost += 1 }
         }
-        let status = try await quota.status()
+        let status = try await retryingUnavailable { try await quota.status() }
         row.quotaInvariant = status.products.allSatisfy { $0.grantedUnused <= $0.sellable }
         if !row.quotaInvariant { say("  \(fault.rawValue): quota status \(status)") }
+    }
+
+    /// UNAVAILABLE means "try again" (a service reconnecting after the fault): as any careful client does.
+    private func retryingUnavailable<T: Sendable>(_ call: @Sendable () async throws -> T) async throws -> T {
+        for _ in 0..<40 {
+            do {
+                return try await call()
+            } catch let error as RPCError where error.code == .unavailable {
+                try await Task.sleep(for: .milliseconds(250))
+            }
+        }
+        return try await call()
     }
 
     private func inject(platform: Platform) async throws {
