@@ -12,7 +12,7 @@ import ZooKeeperClient
 ///
 /// Edges run as real `Edge` processes (the production binary), each with its own ZooKeeper session and watches.
 /// The benchmark plays the quota service: it writes each edge's quota node (one change = a new grant for every edge)
-/// or `config/shed`, then polls every edge (`edge.QuotaUsage`, `edge.Stats`, about every 0.5 ms) until each applied
+/// or `config/shed`, then polls every edge (`edge.QuotaUsage`, `edge.Stats`, every millisecond) until each applied
 /// it. A change's latency is the time from the first write until the last edge has applied it.
 struct QuotaBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -161,7 +161,7 @@ struct QuotaBench: AsyncParsableCommand {
                     let deadline = ContinuousClock.now + .seconds(10)
                     while try await !applied(rpc) {
                         guard ContinuousClock.now < deadline else { throw RPCError(.deadlineExceeded, "an edge never applied the change") }
-                        try await Task.sleep(for: .microseconds(500))
+                        try await Task.sleep(for: .milliseconds(1))
                     }
                 }
             }
