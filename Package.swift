@@ -113,7 +113,7 @@ let package = Package(
         .executableTarget(
             name: "FlashSaleBench",
             dependencies: [
-                "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient",
+                "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Atomics", package: "swift-atomics"),

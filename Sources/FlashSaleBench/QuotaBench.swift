@@ -93,11 +93,17 @@ struct QuotaBench: AsyncParsableCommand {
             let (host, port) = try Self.split(address)
             clients.append(("", RPCClient(configuration: RPCClientConfiguration(host: host, port: port), logger: logger)))
         }
-        // Which node is which edge: ask each edge for its id.
+        // Which node is which edge: the registration that names the edge's address.
+        var nodes: [String: String] = [:]
+        for name in try await zk.children(layout.edges) {
+            if let registration = try? EdgeRegistration(decoding: try await zk.get(layout.edge(name)).data) {
+                nodes[registration.address] = name
+            }
+        }
         for i in clients.indices {
-            let registration = try await clients[i].rpc.call(
-                EdgeQuotaMethod.quotaUsage, QuotaStatusRequest(), as: EdgeRegistration.self)
-            clients[i].node = QuotaLayout.edgeName(id: registration.edgeId)
+            let address = "\(clients[i].rpc.configuration.host):\(clients[i].rpc.configuration.port)"
+            guard let node = nodes[address] else { throw RPCError(.notFound, "no registration names \(address)") }
+            clients[i].node = node
         }
 
         var figures = Figures()

@@ -35,7 +35,8 @@ public final class BuyerSwarm: Sendable {
             self.connections = max(1, connections)
             self.depth = max(1, depth)
             self.seed = seed
-            self.requestIDBase = (UInt64.random(in: 1...0xFFFF_FFFF) << 32)
+            // Request ids are positive bigints in the database: keep below 2^63.
+            self.requestIDBase = (UInt64.random(in: 1...0x7FFF_FFFF) << 32)
         }
     }
 
