@@ -265,11 +265,6 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
         })
     }
 
-    /// Kept for EdgeMain: the same as `registerMethods` (it adds `edge.QuotaUsage` too, which the quota benchmark reads).
-    public static func registerReleaseQuota(into router: inout RPCRouter, ledger: QuotaLedger) {
-        registerMethods(into: &router, ledger: ledger)
-    }
-
     // MARK: - Applying what ZooKeeper says
 
     fileprivate func apply(quota data: [UInt8], product: String) {
