@@ -62,7 +62,14 @@ let package = Package(
             swiftSettings: strict),
 
         // Typed clients of the three services, for other Swift services, the CLI and the tests.
-        .target(name: "FlashSaleClient", dependencies: ["Wire", "Proto"], swiftSettings: strict),
+        .target(
+            name: "FlashSaleClient",
+            dependencies: [
+                "Wire", "Proto", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
+            swiftSettings: strict),
 
         .executableTarget(
             name: "Edge",
@@ -87,14 +94,18 @@ let package = Package(
                 "Wire", "Proto", "FlashSaleClient", "PostgresClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
         .executableTarget(
             name: "FlashSaleCLI",
             dependencies: [
-                "Wire", "Proto", "FlashSaleClient", "PostgresClient",
+                "Wire", "Proto", "FlashSaleClient", "PostgresClient", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Atomics", package: "swift-atomics"),
             ],
             swiftSettings: strict),
 
@@ -109,10 +120,14 @@ let package = Package(
             ],
             swiftSettings: strict),
 
-        // Shared by the test targets: starting the real servers and the real executables.
+        // Starting and stopping the platform's processes: the server scripts and the service executables.
+        // Used by the `flashsale` tool and by the tests.
+        .target(name: "Cluster", swiftSettings: strict),
+
+        // Shared by the test targets: the real servers and executables, per-test databases.
         .target(
             name: "TestSupport",
-            dependencies: ["Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient"],
+            dependencies: ["Cluster", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient"],
             path: "Tests/TestSupport",
             swiftSettings: strict),
         .testTarget(
@@ -129,7 +144,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient"],
+            dependencies: ["TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient", "QuotaService"],
             swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

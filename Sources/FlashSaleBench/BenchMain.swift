@@ -10,5 +10,7 @@ struct FlashSaleBench: AsyncParsableCommand {
         subcommands: [
             // One line per benchmark; each lives in a file of its own.
             WireServerCommand.self, WireLoadCommand.self,
+            InventoryBench.self,
+            QuotaBench.self,
         ])
 }

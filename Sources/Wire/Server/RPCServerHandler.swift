@@ -210,8 +210,12 @@ final class RPCServerHandler: ChannelDuplexHandler {
         context.write(Self.wrapOutboundOut(buffer), promise: nil)
         if self.inReadBurst {
             self.needsFlush = true  // flushed once at channelReadComplete: one syscall for a burst of answers
-        } else {
-            context.flush()
+        } else if !self.needsFlush {
+            // Answers completed from elsewhere (a queue's consumer answering a whole batch) come in bursts too:
+            // one flush at the end of this loop tick rather than a syscall per answer.
+            self.needsFlush = true
+            let loopBoundSelf = self.loopBoundSelf
+            context.eventLoop.execute { loopBoundSelf?.value.flushIfNeeded() }
         }
     }
 

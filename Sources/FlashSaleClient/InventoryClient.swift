@@ -1,0 +1,104 @@
+import Logging
+import NIOCore
+import Proto
+import Wire
+
+/// The inventory service's method names, shared by its server and its clients.
+public enum InventoryMethod {
+    public static let purchase = "inventory.Purchase"
+    /// Operator only.
+    public static let createProduct = "inventory.CreateProduct"
+    public static let getStock = "inventory.GetStock"
+    public static let listProducts = "inventory.ListProducts"
+    /// Operator only.
+    public static let adjustStock = "inventory.AdjustStock"
+    public static let soldCounts = "inventory.SoldCounts"
+    public static let audit = "inventory.Audit"
+}
+
+/// A typed client of the inventory service: one method per call. Errors are thrown as `RPCError` with the
+/// service's status (NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE, ...).
+public struct InventoryClient: Sendable {
+    public let rpc: RPCClient
+
+    public init(rpc: RPCClient) {
+        self.rpc = rpc
+    }
+
+    /// A pool of `connections` to the service at host:port; `token` is the operator token (needed by
+    /// `createProduct` and `adjustStock`).
+    public init(
+        host: String = "127.0.0.1", port: Int, connections: Int = 1, token: String = "",
+        group: (any EventLoopGroup)? = nil, logger: Logger
+    ) {
+        let configuration = RPCClientConfiguration(host: host, port: port, connections: connections, token: token)
+        if let group {
+            self.rpc = RPCClient(configuration: configuration, group: group, logger: logger)
+        } else {
+            self.rpc = RPCClient(configuration: configuration, logger: logger)  // the shared event loops
+        }
+    }
+
+    // MARK: - Purchases
+
+    /// Answered once the order committed (PURCHASED), or with SOLD_OUT / ALREADY_PURCHASED. Retrying with the same
+    /// request id returns the first outcome, never a second order.
+    public func purchase(_ request: PurchaseRequest, timeout: TimeAmount? = nil) async throws -> PurchaseResponse {
+        try await rpc.call(InventoryMethod.purchase, request, as: PurchaseResponse.self, timeout: timeout)
+    }
+
+    /// The future form, for callers on an event loop (the edge forwarding purchases).
+    public func purchaseFuture(_ request: PurchaseRequest, timeout: TimeAmount? = nil) -> EventLoopFuture<PurchaseResponse> {
+        rpc.callFuture(InventoryMethod.purchase, request, as: PurchaseResponse.self, timeout: timeout)
+    }
+
+    // MARK: - Products and stock
+
+    /// Operator only. ALREADY_EXISTS when the product id is taken.
+    public func createProduct(_ request: CreateProductRequest, timeout: TimeAmount? = nil) async throws -> Product {
+        try await rpc.call(InventoryMethod.createProduct, request, as: Product.self, timeout: timeout)
+    }
+
+    public func getStock(productId: String, timeout: TimeAmount? = nil) async throws -> Product {
+        try await rpc.call(InventoryMethod.getStock, ProductRequest(productId: productId), as: Product.self, timeout: timeout)
+    }
+
+    public func listProducts(timeout: TimeAmount? = nil) async throws -> [Product] {
+        try await rpc.call(InventoryMethod.listProducts, ListProductsRequest(), as: ProductList.self, timeout: timeout).products
+    }
+
+    /// Operator only. Returns the product after the change.
+    public func adjustStock(_ request: AdjustStockRequest, timeout: TimeAmount? = nil) async throws -> Product {
+        try await rpc.call(InventoryMethod.adjustStock, request, as: Product.self, timeout: timeout)
+    }
+
+    /// Operator only. Adds `units` (> 0) to the product's stock.
+    public func raiseStock(productId: String, by units: Int64, timeout: TimeAmount? = nil) async throws -> Product {
+        try await adjustStock(AdjustStockRequest(productId: productId, change: .raiseBy(units)), timeout: timeout)
+    }
+
+    /// Operator only. Stops the sale after `limit` units sold in total; a limit below what is sold already
+    /// becomes what is sold (the returned product shows the limit in force).
+    public func setSaleLimit(productId: String, limit: Int64, timeout: TimeAmount? = nil) async throws -> Product {
+        try await adjustStock(AdjustStockRequest(productId: productId, change: .saleLimit(limit)), timeout: timeout)
+    }
+
+    // MARK: - Sold counts and audit
+
+    /// Units sold per product and per forwarding edge; an empty product id means every product.
+    public func soldCounts(productId: String = "", timeout: TimeAmount? = nil) async throws -> [ProductSold] {
+        try await rpc.call(
+            InventoryMethod.soldCounts, SoldCountsRequest(productId: productId), as: SoldCountsResponse.self,
+            timeout: timeout
+        ).products
+    }
+
+    /// Per product: remaining + orders == total stock and no slot negative; an empty product id means every product.
+    public func audit(productId: String = "", timeout: TimeAmount? = nil) async throws -> AuditResponse {
+        try await rpc.call(InventoryMethod.audit, AuditRequest(productId: productId), as: AuditResponse.self, timeout: timeout)
+    }
+
+    public func shutdown() async {
+        await rpc.shutdown()
+    }
+}

@@ -1,4 +1,0 @@
-@main
-struct InventoryServiceMain {
-    static func main() async throws {}
-}

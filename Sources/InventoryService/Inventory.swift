@@ -1,0 +1,129 @@
+import Logging
+import Proto
+import ServiceLifecycle
+import Wire
+
+/// The service's state: the catalog, the two databases and their purchase pools. As a `Service` it runs the
+/// consumers until graceful shutdown, then lets them finish what is queued and in flight.
+final class Inventory: Service, Sendable {
+    let catalog: ProductCatalog
+    let main: ProductDatabase
+    let hot: ProductDatabase
+    let mainPool: PurchasePool
+    let hotPool: PurchasePool
+    private let logger: Logger
+
+    init(catalog: ProductCatalog, main: ProductDatabase, hot: ProductDatabase, mainPool: PurchasePool,
+         hotPool: PurchasePool, logger: Logger) {
+        self.catalog = catalog
+        self.main = main
+        self.hot = hot
+        self.mainPool = mainPool
+        self.hotPool = hotPool
+        self.logger = logger
+    }
+
+    func pool(for role: DatabaseRole) -> PurchasePool {
+        role == .hot ? hotPool : mainPool
+    }
+
+    func database(for role: DatabaseRole) -> ProductDatabase {
+        role == .hot ? hot : main
+    }
+
+    func run() async throws {
+        mainPool.start()
+        hotPool.start()
+        // Listed before the server in the service group, so this returns only after the server has drained.
+        try? await gracefulShutdown()
+        logger.info("inventory draining")
+        async let mainStopped: Void = mainPool.stop()
+        async let hotStopped: Void = hotPool.stop()
+        _ = await (mainStopped, hotStopped)
+    }
+
+    // MARK: - Operator and read methods
+
+    private func entry(named name: String) throws -> CatalogEntry {
+        guard let entry = catalog.entry(named: name) else { throw RPCError(.notFound, "unknown product") }
+        return entry
+    }
+
+    func createProduct(_ request: CreateProductRequest, slotCount: Int) async throws -> Product {
+        guard catalog.entry(named: request.productId) == nil else {
+            throw RPCError(.alreadyExists, "the product exists already")
+        }
+        let entry: CatalogEntry
+        if request.hot {
+            // The key comes from the main catalog's sequence; the stock goes to the hot database first, then the
+            // catalog entry. A crash in between leaves a product the next creation of the same name adopts.
+            let key = try await main.allocateProductKey()
+            let made = try await hot.createProduct(
+                key: key, name: request.productId, totalStock: request.totalStock, slotCount: slotCount, hot: true,
+                database: .hot, saleLimit: request.saleLimit)
+            guard try await main.addHotCatalogEntry(
+                key: made.key, name: request.productId, slotCount: slotCount, saleLimit: request.saleLimit)
+            else {
+                throw RPCError(.alreadyExists, "the product exists already")
+            }
+            entry = CatalogEntry(key: made.key, name: request.productId, role: .hot)
+        } else {
+            let made = try await main.createProduct(
+                key: nil, name: request.productId, totalStock: request.totalStock, slotCount: slotCount, hot: false,
+                database: .main, saleLimit: request.saleLimit)
+            guard made.created else { throw RPCError(.alreadyExists, "the product exists already") }
+            entry = CatalogEntry(key: made.key, name: request.productId, role: .main)
+        }
+        catalog.insert(entry)
+        logger.info("product created", metadata: [
+            "product": "\(request.productId)", "key": "\(entry.key)", "stock": "\(request.totalStock)",
+            "database": "\(entry.role.rawValue)",
+        ])
+        return try await product(named: request.productId)
+    }
+
+    func product(named name: String) async throws -> Product {
+        let entry = try entry(named: name)
+        guard let product = try await database(for: entry.role).product(key: entry.key) else {
+            throw RPCError(.notFound, "unknown product")
+        }
+        return product
+    }
+
+    func products() async throws -> [Product] {
+        let known = Set(catalog.all.map(\.name))
+        async let cold = main.products()
+        async let hotOnes = hot.products()
+        return try await (cold + hotOnes).filter { known.contains($0.productId) }
+    }
+
+    func adjustStock(named name: String, _ change: ProductDatabase.StockChange) async throws -> Product {
+        let entry = try entry(named: name)
+        guard try await database(for: entry.role).adjustStock(key: entry.key, change) else {
+            throw RPCError(.notFound, "unknown product")
+        }
+        pool(for: entry.role).stockChanged(product: entry.key)
+        logger.info("stock adjusted", metadata: ["product": "\(name)", "change": "\(change)"])
+        return try await product(named: name)
+    }
+
+    func soldCounts(named name: String) async throws -> [ProductSold] {
+        if name.isEmpty {
+            async let cold = main.soldCounts(key: nil)
+            async let hotOnes = hot.soldCounts(key: nil)
+            return try await cold + hotOnes
+        }
+        let entry = try entry(named: name)
+        return try await database(for: entry.role).soldCounts(key: entry.key)
+    }
+
+    func audit(named name: String) async throws -> [ProductAudit] {
+        if name.isEmpty {
+            async let cold = main.audit(key: nil)
+            async let hotOnes = hot.audit(key: nil)
+            return try await cold + hotOnes
+        }
+        let entry = try entry(named: name)
+        return try await database(for: entry.role).audit(key: entry.key)
+    }
+}

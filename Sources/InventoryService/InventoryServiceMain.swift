@@ -1,0 +1,131 @@
+import ArgumentParser
+import Foundation
+import Logging
+import NIOPosix
+import PostgresClient
+import ServiceLifecycle
+import Wire
+
+/// `InventoryService`: the only process that talks to PostgreSQL. Migrates both databases, loads the catalog,
+/// serves the inventory methods and prints `READY inventory HOST:PORT`; SIGTERM drains (in-flight batches commit
+/// and are answered) before exit. Secrets come from the environment only (FLASHSALE_OPERATOR_TOKEN[_FILE]).
+@main
+struct InventoryServiceMain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "InventoryService",
+        abstract: "Slot-split stock in PostgreSQL, purchases in batches of one stored-procedure call each.")
+
+    @Option(help: "Address to listen on.")
+    var host = "127.0.0.1"
+
+    @Option(help: "Port to listen on (0 = any free port).")
+    var port = 0
+
+    @Option(help: "libpq connection string of the main database (catalog and cold products).")
+    var dsn = "host=127.0.0.1 port=15432 user=postgres dbname=postgres"
+
+    @Option(help: "libpq connection string of the hot-item database (default: the main server, database <main>_hot).")
+    var hotDsn: String?
+
+    @Option(help: "Consumers (each with its own connection) of the main database's purchase queues.")
+    var consumers = 2
+
+    @Option(help: "Consumers (each with its own connection) of the hot database's purchase queues.")
+    var hotConsumers = 3
+
+    @Option(help: "Most purchases taken into one procedure call.")
+    var maxBatch = 1000
+
+    @Option(help: "Most purchases queued per product; past it a purchase gets RESOURCE_EXHAUSTED.")
+    var queueLimit = 20_000
+
+    @Option(help: "trace|debug|info|notice|warning|error|critical")
+    var logLevel = "info"
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
+        guard (1...64).contains(consumers), (1...64).contains(hotConsumers) else {
+            throw ValidationError("--consumers and --hot-consumers must be 1...64")
+        }
+        guard (1...10_000).contains(maxBatch) else { throw ValidationError("--max-batch must be 1...10000") }
+        guard (1...10_000_000).contains(queueLimit) else { throw ValidationError("--queue-limit must be 1...10000000") }
+        guard Logger.Level(name: logLevel) != nil else { throw ValidationError("unknown --log-level") }
+    }
+
+    func run() async throws {
+        let logger = ServiceRuntime.makeLogger(label: "inventory", level: Logger.Level(name: logLevel) ?? .info)
+        let token = try ServiceRuntime.operatorToken(environment: ProcessInfo.processInfo.environment)
+        if token == nil { logger.warning("no operator token: CreateProduct and AdjustStock are refused") }
+
+        let inventory = try await Self.openInventory(
+            mainDSN: dsn, hotDSN: hotDsn, consumers: consumers, hotConsumers: hotConsumers, maxBatch: maxBatch,
+            queueLimit: queueLimit, logger: logger)
+
+        var router = RPCRouter(serviceName: "inventory")
+        InventoryAPI(inventory: inventory).register(into: &router)
+        let server = RPCServer(
+            configuration: RPCServerConfiguration(host: host, port: port, operatorToken: token),
+            router: router, logger: logger)
+
+        // Shut down in reverse order: the server drains its calls first, then the consumers stop.
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [
+                    .init(service: inventory, successTerminationBehavior: .gracefullyShutdownGroup,
+                          failureTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup,
+                          failureTerminationBehavior: .gracefullyShutdownGroup),
+                ],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger))
+        let announcer = Task {
+            if let address = try? await server.localAddress() {
+                ServiceRuntime.announceReady(service: "inventory", address: address)
+            }
+        }
+        defer { announcer.cancel() }
+        try await group.run()
+    }
+
+    /// Connects and migrates both databases (creating the hot one if needed) and loads the catalog. Blocking libpq
+    /// work runs on the connections' thread pool.
+    static func openInventory(
+        mainDSN: String, hotDSN: String?, consumers: Int, hotConsumers: Int, maxBatch: Int, queueLimit: Int,
+        logger: Logger
+    ) async throws -> Inventory {
+        let pool = PostgresConnection.sharedThreadPool
+        let mainAdmin = try await PostgresConnection.connect(mainDSN, logger: logger)
+        try await pool.runIfActive { try Migrator.migrate(mainAdmin, logger: logger) }
+
+        let resolvedHotDSN: String
+        if let hotDSN {
+            resolvedHotDSN = hotDSN
+        } else {
+            let current = try await mainAdmin.query("SELECT current_database()").string(0, 0) ?? "postgres"
+            try await pool.runIfActive {
+                try DatabaseSetup.ensureDatabase(
+                    named: DatabaseSetup.hotDatabaseName(mainDatabase: current), using: mainAdmin, logger: logger)
+            }
+            resolvedHotDSN = DatabaseSetup.defaultHotDSN(mainDSN: mainDSN, mainDatabase: current)
+        }
+        let hotAdmin = try await PostgresConnection.connect(resolvedHotDSN, logger: logger)
+        try await pool.runIfActive { try Migrator.migrate(hotAdmin, logger: logger) }
+
+        let main = ProductDatabase(role: .main, dsn: mainDSN, admin: mainAdmin, logger: logger)
+        let hot = ProductDatabase(role: .hot, dsn: resolvedHotDSN, admin: hotAdmin, logger: logger)
+        let catalog = ProductCatalog()
+        for row in try await main.catalog(includeHotCatalog: true) {
+            catalog.insert(CatalogEntry(key: row.key, name: row.name, role: row.hot ? .hot : .main))
+        }
+        logger.info("catalog loaded", metadata: ["products": "\(catalog.all.count)"])
+
+        func poolConfiguration(_ role: DatabaseRole, _ dsn: String, _ consumers: Int) -> PurchasePool.Configuration {
+            PurchasePool.Configuration(role: role, dsn: dsn, consumers: consumers, maxBatch: maxBatch, queueLimit: queueLimit)
+        }
+        return Inventory(
+            catalog: catalog, main: main, hot: hot,
+            mainPool: PurchasePool(configuration: poolConfiguration(.main, mainDSN, consumers), logger: logger),
+            hotPool: PurchasePool(configuration: poolConfiguration(.hot, resolvedHotDSN, hotConsumers), logger: logger),
+            logger: logger)
+    }
+}

@@ -1,0 +1,174 @@
+import NIOCore
+import Proto
+import Wire
+
+/// A purchase waiting for its batch; answered through `responder` once its transaction committed (or failed).
+struct PendingPurchase: Sendable {
+    let requestId: Int64
+    let userId: Int64
+    let edgeId: Int32
+    /// The edge asks for this request id's existing outcome only: buy nothing.
+    let lookupOnly: Bool
+    let deadline: NIODeadline?
+    /// The connection's event loop: answers are delivered there in groups (see `Replies`).
+    let eventLoop: any EventLoop
+    let responder: RPCResponder<PurchaseResponse>
+}
+
+/// Taken by one consumer: purchases of one product, in arrival order, for one procedure call.
+struct Batch: Sendable {
+    let productKey: Int32
+    /// The product's stock generation when the batch was taken: a SOLD_OUT seen by a batch that started before a
+    /// stock raise must not mark the raised product sold out.
+    let generation: UInt64
+    var purchases: [PendingPurchase]
+}
+
+/// What a sold-out product still knows, so that it answers without the database and still honours idempotency:
+/// a retried request id gets its order, a buyer who holds an order gets ALREADY_PURCHASED.
+struct SoldOutLookup: Sendable {
+    var orderByRequest: [Int64: Int64] = [:]
+    var orderByUser: [Int64: Int64] = [:]
+
+    func answer(requestId: Int64, userId: Int64, lookupOnly: Bool) -> PurchaseResponse {
+        if let order = orderByRequest[requestId] {
+            return PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true)
+        }
+        if !lookupOnly, let order = orderByUser[userId] {
+            return PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order))
+        }
+        return PurchaseResponse(outcome: .soldOut)
+    }
+}
+
+/// The per-product queues of one consumer pool and the round-robin list of products with queued work.
+/// Pure state: not thread-safe by itself; `PurchasePool` guards it with its lock.
+struct PurchaseLanes {
+    enum SaleState {
+        case selling
+        /// A batch saw the stock gone; the lookup of its orders is being loaded. Purchases still go to the database.
+        case soldOutLoading
+        /// Too many orders to keep in memory: purchases still go to the database (which answers them correctly).
+        case soldOutUncached
+        case soldOut(SoldOutLookup)
+    }
+
+    /// A class, so that queue operations mutate in place (a struct copied out of the dictionary would copy the
+    /// whole queue on every append).
+    private final class Lane {
+        var queue = CircularBuffer<PendingPurchase>(initialCapacity: 64)
+        var scheduled = false
+        var state = SaleState.selling
+        var generation: UInt64 = 0
+    }
+
+    enum Admission {
+        case queued
+        case answered(PurchaseResponse)
+        case rejected(RPCError)
+    }
+
+    let queueLimit: Int
+    let maxBatch: Int
+    private var lanes: [Int32: Lane] = [:]
+    private var ready = CircularBuffer<Int32>(initialCapacity: 16)
+    private(set) var queuedCount = 0
+
+    init(queueLimit: Int, maxBatch: Int) {
+        self.queueLimit = queueLimit
+        self.maxBatch = maxBatch
+    }
+
+    var hasWork: Bool { !ready.isEmpty }
+
+    private mutating func lane(_ product: Int32) -> Lane {
+        if let lane = lanes[product] { return lane }
+        let lane = Lane()
+        lanes[product] = lane
+        return lane
+    }
+
+    /// Queues the purchase, or answers it at once (sold out), or refuses it (queue full).
+    mutating func admit(_ purchase: PendingPurchase, product: Int32) -> Admission {
+        let lane = self.lane(product)
+        if case .soldOut(let lookup) = lane.state {
+            return .answered(lookup.answer(requestId: purchase.requestId, userId: purchase.userId, lookupOnly: purchase.lookupOnly))
+        }
+        guard lane.queue.count < queueLimit else {
+            return .rejected(RPCError(.resourceExhausted, "too many purchases queued for this product; retry later"))
+        }
+        lane.queue.append(purchase)
+        queuedCount += 1
+        if !lane.scheduled {
+            lane.scheduled = true
+            ready.append(product)
+        }
+        return .queued
+    }
+
+    /// The next product's batch (up to `maxBatch`, oldest first). A product with more queued goes back to the end
+    /// of the list, so that another consumer can take its next batch at once and products share consumers fairly.
+    mutating func nextBatch() -> Batch? {
+        guard let product = ready.popFirst(), let lane = lanes[product] else { return nil }
+        let count = min(maxBatch, lane.queue.count)
+        var purchases: [PendingPurchase] = []
+        purchases.reserveCapacity(count)
+        for _ in 0..<count { purchases.append(lane.queue.removeFirst()) }
+        queuedCount -= count
+        if lane.queue.isEmpty {
+            lane.scheduled = false
+        } else {
+            ready.append(product)
+        }
+        return Batch(productKey: product, generation: lane.generation, purchases: purchases)
+    }
+
+    /// Puts purchases the database could not serve yet (their units were locked by other batches) back in front.
+    mutating func requeue(_ purchases: [PendingPurchase], product: Int32) {
+        guard !purchases.isEmpty else { return }
+        let lane = self.lane(product)
+        for purchase in purchases.reversed() { lane.queue.prepend(purchase) }
+        queuedCount += purchases.count
+        if !lane.scheduled {
+            lane.scheduled = true
+            ready.append(product)
+        }
+    }
+
+    /// A batch of `generation` saw the product sold out. True when the caller should load the sold-out lookup.
+    mutating func markSoldOut(product: Int32, generation: UInt64) -> Bool {
+        guard let lane = lanes[product], lane.generation == generation, case .selling = lane.state else { return false }
+        lane.state = .soldOutLoading
+        return true
+    }
+
+    /// Installs the lookup loaded after `markSoldOut` (nil: too large to keep), unless the stock changed meanwhile.
+    mutating func soldOutLoaded(product: Int32, generation: UInt64, lookup: SoldOutLookup?) {
+        guard let lane = lanes[product], lane.generation == generation, case .soldOutLoading = lane.state else { return }
+        lane.state = lookup.map { .soldOut($0) } ?? .soldOutUncached
+    }
+
+    /// The loading failed: back to the database path; a later SOLD_OUT tries again.
+    mutating func soldOutLoadFailed(product: Int32, generation: UInt64) {
+        guard let lane = lanes[product], lane.generation == generation, case .soldOutLoading = lane.state else { return }
+        lane.state = .selling
+    }
+
+    /// Stock was raised or limited: forget what was known about its sale.
+    mutating func stockChanged(product: Int32) {
+        let lane = self.lane(product)
+        lane.generation &+= 1
+        lane.state = .selling
+    }
+
+    func state(of product: Int32) -> SaleState {
+        lanes[product]?.state ?? .selling
+    }
+
+    /// Empties every queue (shutdown without a database): the caller fails them.
+    mutating func drainAll() -> [PendingPurchase] {
+        var all: [PendingPurchase] = []
+        while let batch = nextBatch() { all.append(contentsOf: batch.purchases) }
+        return all
+    }
+}

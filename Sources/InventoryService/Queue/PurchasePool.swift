@@ -1,0 +1,436 @@
+import Foundation
+import Logging
+import NIOCore
+import PostgresClient
+import Proto
+import Wire
+
+/// One database's purchase path: per-product queues and a pool of consumer threads, each with its own connection,
+/// draining them one procedure call per batch. The main and the hot database each have a pool, so a hot product's
+/// backlog never delays a cold product's batches.
+///
+/// `@unchecked Sendable`: all mutable state (`lanes`, `stopping`, `running`, statistics) is guarded by `condition`.
+final class PurchasePool: @unchecked Sendable {
+    struct Configuration: Sendable {
+        var role: DatabaseRole
+        var dsn: String
+        var consumers: Int
+        var maxBatch: Int
+        var queueLimit: Int
+        /// A sold-out product with more orders than this is not mirrored in memory (its purchases go to the database).
+        var soldOutLookupLimit: Int = 1_000_000
+    }
+
+    struct Statistics: Sendable {
+        var batches = 0
+        var purchases = 0
+        var purchased = 0
+        var failedBatches = 0
+        /// Purchases queued again because every unit they could take was locked by other batches.
+        var requeued = 0
+    }
+
+    let configuration: Configuration
+    private let logger: Logger
+    private let condition = NSCondition()
+    private var lanes: PurchaseLanes
+    private var stopping = false
+    private var running = 0
+    private var stopped: [CheckedContinuation<Void, Never>] = []
+    private var statistics = Statistics()
+
+    init(configuration: Configuration, logger: Logger) {
+        self.configuration = configuration
+        var logger = logger
+        logger[metadataKey: "pool"] = "\(configuration.role.rawValue)"
+        self.logger = logger
+        self.lanes = PurchaseLanes(queueLimit: configuration.queueLimit, maxBatch: configuration.maxBatch)
+    }
+
+    // MARK: - The purchase path (any thread; never blocks beyond the lock)
+
+    func submit(_ purchase: PendingPurchase, product: Int32) {
+        condition.lock()
+        let admission: PurchaseLanes.Admission
+        if stopping && running == 0 {
+            admission = .rejected(RPCError(.unavailable, "the inventory service is shutting down"))
+        } else {
+            admission = lanes.admit(purchase, product: product)
+            if case .queued = admission { condition.signal() }
+        }
+        condition.unlock()
+        switch admission {
+        case .queued: break
+        case .answered(let response): purchase.responder.succeed(response)
+        case .rejected(let error): purchase.responder.fail(error)
+        }
+    }
+
+    /// After a stock change committed: the product sells again (or runs into its new limit) through the database.
+    func stockChanged(product: Int32) {
+        condition.withLock { lanes.stockChanged(product: product) }
+    }
+
+    var currentStatistics: Statistics { condition.withLock { statistics } }
+
+    // MARK: - Lifecycle
+
+    func start() {
+        condition.withLock { running = configuration.consumers }
+        for index in 0..<configuration.consumers {
+            var logger = self.logger
+            logger[metadataKey: "consumer"] = "\(index)"
+            let consumer = Consumer(pool: self, logger: logger)
+            let thread = Thread { consumer.run() }
+            thread.name = "\(configuration.role.rawValue)-consumer-\(index)"
+            thread.start()
+        }
+    }
+
+    /// Lets the consumers finish what is queued and in flight, then waits until every one has closed its connection.
+    func stop() async {
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            condition.lock()
+            stopping = true
+            if running == 0 {
+                condition.unlock()
+                continuation.resume()
+                return
+            }
+            stopped.append(continuation)
+            condition.broadcast()
+            condition.unlock()
+        }
+        let statistics = currentStatistics
+        logger.info("consumer pool stopped", metadata: [
+            "batches": "\(statistics.batches)", "purchases": "\(statistics.purchases)",
+            "purchased": "\(statistics.purchased)", "failed_batches": "\(statistics.failedBatches)", "requeued": "\(statistics.requeued)",
+            "mean_batch": "\(statistics.batches == 0 ? 0 : statistics.purchases / statistics.batches)",
+        ])
+    }
+
+    // MARK: - Used by consumers
+
+    /// Blocks until a batch is ready; nil once stopping and nothing is left.
+    fileprivate func takeBatch() -> Batch? {
+        condition.lock()
+        defer { condition.unlock() }
+        while true {
+            if let batch = lanes.nextBatch() {
+                if lanes.hasWork { condition.signal() }  // more for another consumer
+                return batch
+            }
+            if stopping { return nil }
+            condition.wait()
+        }
+    }
+
+    fileprivate var isStopping: Bool { condition.withLock { stopping } }
+
+    fileprivate func requeue(_ purchases: [PendingPurchase], product: Int32) {
+        condition.withLock {
+            lanes.requeue(purchases, product: product)
+            condition.signal()
+        }
+    }
+
+    fileprivate func markSoldOut(product: Int32, generation: UInt64) -> Bool {
+        condition.withLock { lanes.markSoldOut(product: product, generation: generation) }
+    }
+
+    fileprivate func soldOutLoaded(product: Int32, generation: UInt64, lookup: SoldOutLookup?) {
+        condition.withLock { lanes.soldOutLoaded(product: product, generation: generation, lookup: lookup) }
+    }
+
+    fileprivate func soldOutLoadFailed(product: Int32, generation: UInt64) {
+        condition.withLock { lanes.soldOutLoadFailed(product: product, generation: generation) }
+    }
+
+    fileprivate func record(batchSize: Int, purchased: Int, requeued: Int = 0, failed: Bool) {
+        condition.withLock {
+            statistics.requeued += requeued
+            statistics.batches += 1
+            statistics.purchases += batchSize
+            statistics.purchased += purchased
+            if failed { statistics.failedBatches += 1 }
+        }
+    }
+
+    /// A consumer that cannot reach the database while stopping fails what is left rather than hang the shutdown.
+    fileprivate func failEverythingQueued(_ error: RPCError) {
+        let purchases = condition.withLock { lanes.drainAll() }
+        for purchase in purchases { purchase.responder.fail(error) }
+    }
+
+    fileprivate func consumerExited() {
+        condition.lock()
+        running -= 1
+        let waiters = running == 0 ? stopped : []
+        if running == 0 { stopped = [] }
+        condition.unlock()
+        for waiter in waiters { waiter.resume() }
+    }
+}
+
+/// One consumer thread and its connection: take a batch, one procedure call, answer every purchase of it.
+private final class Consumer: @unchecked Sendable {
+    // @unchecked: used by its own thread only after `start`.
+    private let pool: PurchasePool
+    private let logger: Logger
+    private var connection: PostgresConnection?
+
+    private static let statement =
+        "SELECT r_request, r_outcome, r_order FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])"
+
+    init(pool: PurchasePool, logger: Logger) {
+        self.pool = pool
+        self.logger = logger
+    }
+
+    func run() {
+        defer {
+            connection?.close()
+            pool.consumerExited()
+        }
+        while let batch = pool.takeBatch() {
+            let live = dropExpired(batch)
+            guard !live.purchases.isEmpty else { continue }
+            guard let connection = connectedConnection() else {
+                // Only while stopping: the database is gone, so nothing queued can be served.
+                let error = RPCError(.unavailable, "the \(pool.configuration.role.rawValue) database is unreachable")
+                for purchase in live.purchases { purchase.responder.fail(error) }
+                pool.failEverythingQueued(error)
+                continue
+            }
+            process(live, on: connection)
+        }
+    }
+
+    /// A purchase whose caller gave up is not bought behind its back: it is answered DEADLINE_EXCEEDED unprocessed.
+    private func dropExpired(_ batch: Batch) -> Batch {
+        guard batch.purchases.contains(where: { $0.deadline != nil }) else { return batch }
+        let now = NIODeadline.now()
+        var live = batch
+        live.purchases = batch.purchases.filter { purchase in
+            guard let deadline = purchase.deadline, deadline <= now else { return true }
+            purchase.responder.fail(RPCError(.deadlineExceeded, "the purchase waited past its deadline; nothing was bought"))
+            return false
+        }
+        return live
+    }
+
+    /// The consumer's connection, (re)connected with backoff. Nil only when stopping and the database is unreachable.
+    private func connectedConnection() -> PostgresConnection? {
+        var delay: UInt32 = 50_000
+        var attempts = 0
+        while true {
+            do {
+                if let connection {
+                    if connection.isConnected { return connection }
+                    try connection.reset()
+                    logger.info("consumer reconnected")
+                    return connection
+                }
+                let fresh = try PostgresConnection.connect(pool.configuration.dsn, logger: logger)
+                connection = fresh
+                return fresh
+            } catch {
+                attempts += 1
+                if attempts == 1 || attempts % 20 == 0 {
+                    logger.warning("consumer cannot reach the database", metadata: ["error": "\(error)", "attempts": "\(attempts)"])
+                }
+                if pool.isStopping && attempts >= 5 { return nil }
+                usleep(delay)
+                delay = min(delay * 2, 1_000_000)
+            }
+        }
+    }
+
+    private func process(_ batch: Batch, on connection: PostgresConnection) {
+        var buys = batch
+        buys.purchases = batch.purchases.filter { !$0.lookupOnly }
+        let lookups = batch.purchases.filter(\.lookupOnly)
+        if !buys.purchases.isEmpty { buy(buys, on: connection) }
+        // After the purchases: a lookup sees an order its own request's purchase made in this very batch.
+        if !lookups.isEmpty { lookUp(lookups, on: connection) }
+    }
+
+    /// Lookup-only requests (the edge resolving an attempt in doubt): the request id's order, or SOLD_OUT; nothing bought.
+    private func lookUp(_ lookups: [PendingPurchase], on connection: PostgresConnection) {
+        let ids = "{" + lookups.map { String($0.requestId) }.joined(separator: ",") + "}"
+        do {
+            let result = try connection.query(
+                "SELECT request_id, order_id FROM orders WHERE request_id = ANY($1::bigint[])", [ids])
+            var orders: [Int64: Int64] = [:]
+            for row in 0..<result.count {
+                if let request = result.int64(row, 0), let order = result.int64(row, 1) { orders[request] = order }
+            }
+            var replies = Replies()
+            for lookup in lookups {
+                if let order = orders[lookup.requestId] {
+                    replies.succeed(lookup, PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true))
+                } else {
+                    replies.succeed(lookup, PurchaseResponse(outcome: .soldOut))
+                }
+            }
+            replies.send()
+        } catch {
+            logger.error("lookup failed", metadata: ["size": "\(lookups.count)", "error": "\(error)"])
+            let status = RPCError(.unavailable, "the lookup could not be completed; retry")
+            var replies = Replies()
+            for lookup in lookups { replies.fail(lookup, status) }
+            replies.send()
+        }
+    }
+
+    private func buy(_ batch: Batch, on connection: PostgresConnection) {
+        let parameters = Self.parameters(batch)
+        var result: PostgresResult?
+        var failure: PostgresError?
+        // A deadlock or serialization failure rolled the whole batch back: running it again is safe.
+        for attempt in 1...2 {
+            do {
+                result = try connection.query(Self.statement, parameters)
+                failure = nil
+                break
+            } catch let error as PostgresError {
+                failure = error
+                if !(error.isRetryableTransactionFailure && attempt == 1) { break }
+            } catch {
+                failure = PostgresError(code: "XX000", message: "\(error)")
+                break
+            }
+        }
+        if let failure {
+            fail(batch, failure)
+            return
+        }
+        answer(batch, result!)
+    }
+
+    private static func parameters(_ batch: Batch) -> [String?] {
+        var requests = "{", users = "{", edges = "{"
+        requests.reserveCapacity(batch.purchases.count * 20)
+        users.reserveCapacity(batch.purchases.count * 20)
+        edges.reserveCapacity(batch.purchases.count * 4)
+        for (index, purchase) in batch.purchases.enumerated() {
+            if index > 0 {
+                requests.append(",")
+                users.append(",")
+                edges.append(",")
+            }
+            requests.append(String(purchase.requestId))
+            users.append(String(purchase.userId))
+            edges.append(String(purchase.edgeId))
+        }
+        requests.append("}")
+        users.append("}")
+        edges.append("}")
+        return [String(batch.productKey), requests, users, edges]
+    }
+
+    /// Nothing of the batch was committed (the statement is its own transaction): every purchase gets an error.
+    /// After a lost connection the commit may or may not have happened; the caller's retry with the same request
+    /// id then gets the first outcome.
+    private func fail(_ batch: Batch, _ error: PostgresError) {
+        logger.error("batch failed", metadata: [
+            "product": "\(batch.productKey)", "size": "\(batch.purchases.count)", "error": "\(error)",
+        ])
+        let status: RPCError
+        if error.isConnectionFailure || error.isRetryableTransactionFailure || error.isQueryCanceled {
+            status = RPCError(.unavailable, "the purchase could not be completed; retry with the same request id")
+        } else {
+            status = RPCError(.internal, "the purchase failed; retry with the same request id")
+        }
+        var replies = Replies()
+        for purchase in batch.purchases { replies.fail(purchase, status) }
+        replies.send()
+        pool.record(batchSize: batch.purchases.count, purchased: 0, failed: true)
+    }
+
+    private enum Outcome {
+        static let retry: Int64 = 0
+        static let purchased: Int64 = 1
+        static let soldOut: Int64 = 2
+        static let alreadyPurchased: Int64 = 4
+        static let purchasedBefore: Int64 = 5
+    }
+
+    private func answer(_ batch: Batch, _ result: PostgresResult) {
+        var outcomes: [Int64: (outcome: Int64, order: Int64)] = [:]
+        outcomes.reserveCapacity(result.count)
+        for row in 0..<result.count {
+            guard let request = result.int64(row, 0), let outcome = result.int64(row, 1) else { continue }
+            outcomes[request] = (outcome, result.int64(row, 2) ?? 0)
+        }
+        var replies = Replies()
+        var retry: [PendingPurchase] = []
+        var purchased = 0
+        var sawSoldOut = false
+        for purchase in batch.purchases {
+            guard let (outcome, order) = outcomes[purchase.requestId] else {
+                replies.fail(purchase, RPCError(.internal, "the purchase has no outcome"))
+                continue
+            }
+            switch outcome {
+            case Outcome.purchased:
+                // A request id twice in one batch: the second copy took no unit, so it is a replay.
+                purchased += 1
+                outcomes[purchase.requestId] = (Outcome.purchasedBefore, order)
+                replies.succeed(purchase, PurchaseResponse(outcome: .purchased, orderId: UInt64(order)))
+            case Outcome.purchasedBefore:
+                replies.succeed(purchase, PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true))
+            case Outcome.alreadyPurchased:
+                replies.succeed(purchase, PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order)))
+            case Outcome.soldOut:
+                sawSoldOut = true
+                replies.succeed(purchase, PurchaseResponse(outcome: .soldOut))
+            case Outcome.retry:
+                retry.append(purchase)
+            default:
+                replies.fail(purchase, RPCError(.internal, "the purchase has an unknown outcome"))
+            }
+        }
+        replies.send()
+        pool.record(batchSize: batch.purchases.count, purchased: purchased, requeued: retry.count, failed: false)
+        if !retry.isEmpty {
+            pool.requeue(retry, product: batch.productKey)
+            // Every unit is locked by other batches: give them a moment to commit instead of spinning on the slots.
+            if retry.count == batch.purchases.count { usleep(1_000) }
+        }
+        if sawSoldOut && pool.markSoldOut(product: batch.productKey, generation: batch.generation) {
+            loadSoldOutLookup(product: batch.productKey, generation: batch.generation)
+        }
+    }
+
+    /// Every order of a sold-out product is committed by now (SOLD_OUT means no slot held a unit, committed or
+    /// locked), so this read is complete until the stock changes.
+    private func loadSoldOutLookup(product: Int32, generation: UInt64) {
+        let limit = pool.configuration.soldOutLookupLimit
+        do {
+            guard let connection = connectedConnection() else { return }
+            let result = try connection.query(
+                "SELECT request_id, user_id, order_id FROM orders WHERE product_id = $1 LIMIT $2",
+                [String(product), String(limit + 1)])
+            guard result.count <= limit else {
+                logger.info("sold-out product too large to mirror", metadata: ["product": "\(product)"])
+                pool.soldOutLoaded(product: product, generation: generation, lookup: nil)
+                return
+            }
+            var lookup = SoldOutLookup()
+            lookup.orderByRequest.reserveCapacity(result.count)
+            lookup.orderByUser.reserveCapacity(result.count)
+            for row in 0..<result.count {
+                guard let request = result.int64(row, 0), let user = result.int64(row, 1),
+                      let order = result.int64(row, 2) else { continue }
+                lookup.orderByRequest[request] = order
+                lookup.orderByUser[user] = order
+            }
+            pool.soldOutLoaded(product: product, generation: generation, lookup: lookup)
+            logger.info("product sold out", metadata: ["product": "\(product)", "orders": "\(result.count)"])
+        } catch {
+            logger.warning("sold-out lookup failed", metadata: ["product": "\(product)", "error": "\(error)"])
+            pool.soldOutLoadFailed(product: product, generation: generation)
+        }
+    }
+}

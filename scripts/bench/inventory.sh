@@ -1,0 +1,91 @@
+#!/usr/bin/env bash
+# Orders committed per second on ONE hot product (10M units, distinct users) through the inventory service over TCP,
+# beside, in the same run: the PostgreSQL anchors (../shared/anchors/pg-anchors.sh: naive hot-row txn, one procedure
+# call, 4-slot FOR UPDATE) and this schema's own ceiling (pgbench calling purchase_batch directly with ready-made
+# batches of the size the service used, from as many clients as the service has hot consumers).
+#   scripts/bench.sh inventory [seconds]
+# Tuning knobs (environment): BENCH_CONNECTIONS, BENCH_IN_FLIGHT, HOT_CONSUMERS, MAX_BATCH, ANCHOR_SECONDS.
+source "$(dirname "$0")/common.sh"
+SECONDS_PER_RUN=${1:-10}
+CONNECTIONS=${BENCH_CONNECTIONS:-100}
+IN_FLIGHT=${BENCH_IN_FLIGHT:-40}
+HOT_CONSUMERS=${HOT_CONSUMERS:-3}
+MAX_BATCH=${MAX_BATCH:-1000}
+ANCHOR_SECONDS=${ANCHOR_SECONDS:-8}
+PORT=${INVENTORY_BENCH_PORT:-17431}   # below the ephemeral range: the load's own connections cannot take it
+DB=flashsale_bench
+
+bench_build
+swift build -c release --product InventoryService >&2
+
+bash scripts/postgres.sh start >&2
+eval "$(bash scripts/postgres.sh env)"
+PSQL=(psql -qAt -h 127.0.0.1 -p "$FLASHSALE_PG_PORT" -U postgres -v ON_ERROR_STOP=1)
+"${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS ${DB}_hot" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >&2
+DSN="host=127.0.0.1 port=$FLASHSALE_PG_PORT user=postgres dbname=$DB"
+export FLASHSALE_OPERATOR_TOKEN=${FLASHSALE_OPERATOR_TOKEN:-bench-$RANDOM$RANDOM}
+
+echo "== anchors: ../shared/anchors/pg-anchors.sh $ANCHOR_SECONDS 16"
+anchors=$(bash "$SHARED/anchors/pg-anchors.sh" "$ANCHOR_SECONDS" 16)
+echo "$anchors"
+anchor() { grep "^$1 " <<<"$anchors" | sed 's/.*orders_per_s=//'; }
+naive=$(anchor naive); proc=$(anchor proc); slot4=$(anchor slot4)
+
+echo "== service: InventoryService --hot-consumers $HOT_CONSUMERS --max-batch $MAX_BATCH"
+SERVICE_LOG=/tmp/flashsale-inventory-bench.log
+start_ready "$SERVICE_LOG" "$BIN/InventoryService" --port "$PORT" --dsn "$DSN" \
+  --hot-consumers "$HOT_CONSUMERS" --max-batch "$MAX_BATCH" --queue-limit 100000 --log-level info
+SERVICE_PID=${PIDS[-1]}
+"$BIN/flashsale-bench" inventory --port "$PORT" --product bench-ceiling --stock 1000000000 --prepare-only >&2
+"$BIN/flashsale-bench" inventory --port "$PORT" --product bench-hot --stock 10000000 --prepare-only >&2
+load=$("$BIN/flashsale-bench" inventory --port "$PORT" --product bench-hot --connections "$CONNECTIONS" \
+  --in-flight "$IN_FLIGHT" --seconds "$SECONDS_PER_RUN" --warmup 2)
+echo "$load"
+kill -TERM "$SERVICE_PID"; wait "$SERVICE_PID" || true
+pool=$(grep 'pool=hot' "$SERVICE_LOG" | grep 'consumer pool stopped' | tail -1)
+echo "service hot pool: $pool"
+mean_batch=$(tr ' ' '\n' <<<"$pool" | grep '^mean_batch=' | cut -d= -f2)
+[[ -n "$mean_batch" && "$mean_batch" -gt 0 ]] || mean_batch=$MAX_BATCH
+
+# The ceiling: the database doing exactly the service's work (same procedure, same schema, same batch size,
+# as many sessions as the service has hot consumers), and nothing else.
+ceiling_key=$("${PSQL[@]}" -d "${DB}_hot" -c "SELECT id FROM products WHERE name = 'bench-ceiling'")
+ceiling() {
+  local batch=$1 script=/tmp/flashsale-inventory-ceiling-$1.sql
+  cat >"$script" <<SQL
+\set base random(1, 9000000000000)
+SELECT count(*) FROM purchase_batch($ceiling_key,
+  (SELECT array_agg(g) FROM generate_series(:base::bigint * 1000, :base::bigint * 1000 + $((batch - 1))) g),
+  (SELECT array_agg(g) FROM generate_series(:base::bigint * 1000, :base::bigint * 1000 + $((batch - 1))) g),
+  array_fill(1, ARRAY[$batch]));
+SQL
+  local before after
+  before=$("${PSQL[@]}" -d "${DB}_hot" -c "SELECT count(*) FROM orders WHERE product_id = $ceiling_key")
+  pgbench -n -h 127.0.0.1 -p "$FLASHSALE_PG_PORT" -U postgres -f "$script" -c "$HOT_CONSUMERS" -j 2 \
+    -T "$ANCHOR_SECONDS" "${DB}_hot" >/tmp/flashsale-inventory-ceiling.out 2>&1
+  after=$("${PSQL[@]}" -d "${DB}_hot" -c "SELECT count(*) FROM orders WHERE product_id = $ceiling_key")
+  echo $(( (after - before) / ANCHOR_SECONDS ))
+}
+echo "== own ceiling: pgbench -> purchase_batch, batches of $mean_batch (the service's mean), $HOT_CONSUMERS clients"
+own_ceiling=$(ceiling "$mean_batch")
+echo "own_ceiling batch=$mean_batch orders_per_s=$own_ceiling"
+if [[ "$mean_batch" != "$MAX_BATCH" ]]; then
+  echo "own_ceiling batch=$MAX_BATCH (the service's maximum) orders_per_s=$(ceiling "$MAX_BATCH")"
+fi
+
+audit=$("${PSQL[@]}" -d "${DB}_hot" -c "
+  SELECT bool_and(p.total_stock = coalesce(s.remaining, 0) + coalesce(o.n, 0))
+  FROM products p
+  LEFT JOIN (SELECT product_id, sum(remaining) AS remaining FROM stock_slot GROUP BY 1) s ON s.product_id = p.id
+  LEFT JOIN (SELECT product_id, count(*) AS n FROM orders GROUP BY 1) o ON o.product_id = p.id")
+echo "audit clean (hot database): $audit"
+
+orders=$(field "$(grep '^BENCH' <<<"$load")" orders_per_s)
+p99=$(field "$(grep '^BENCH' <<<"$load")" p99_ms)
+echo
+printf '%-34s %12s\n' "service orders/s (hot product)" "$orders"
+printf '%-34s %12s\n' "naive hot-row txn" "$naive"
+printf '%-34s %12s\n' "one procedure call" "$proc"
+printf '%-34s %12s\n' "4-slot FOR UPDATE" "$slot4"
+printf '%-34s %12s\n' "own ceiling (batch $mean_batch)" "$own_ceiling"
+echo "RESULT orders_per_s=$orders p99_ms=$p99 naive=$naive proc=$proc slot4=$slot4 own_ceiling=$own_ceiling ratio_vs_naive=$(ratio "$orders" "$naive") ratio_vs_own_ceiling=$(ratio "$orders" "$own_ceiling")"
