@@ -48,6 +48,8 @@ private final class ReadCounter: ChannelOutboundHandler {
     }
 
     private func responses(_ channel: EmbeddedChannel) throws -> [WireResponse] {
+        // Answers completed outside a read are flushed at the end of the loop tick: run it.
+        channel.embeddedEventLoop.run()
         var out: [WireResponse] = []
         while var buffer = try channel.readOutbound(as: ByteBuffer.self) {
             while let length = buffer.readInteger(as: UInt32.self) {
