@@ -143,7 +143,8 @@ final class RPCClientHandler: ChannelInboundHandler {
     // MARK: deadlines
 
     private func track(_ deadline: NIODeadline, callID: UInt64) {
-        if let last = self.deadlines.last, deadline < last.deadline {
+        // Not `deadlines.last`: that generic accessor copied the element through value witnesses (`perf`).
+        if !self.deadlines.isEmpty, deadline < self.deadlines[self.deadlines.index(before: self.deadlines.endIndex)].deadline {
             // A shorter timeout than a call before it: insert in order (rare; linear).
             let index = self.deadlines.firstIndex { $0.deadline > deadline } ?? self.deadlines.endIndex
             self.deadlines.insert((deadline, callID), at: index)
