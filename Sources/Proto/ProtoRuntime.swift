@@ -90,9 +90,9 @@ enum ProtoRuntime {
 
 /// Owns the C memory a message points into while it is packed; everything is freed when `with` returns.
 /// A bump allocator over a stack scratch area (falling back to malloc'd blocks past it), rather than one
-/// malloc per field plus a class instance and an array of pointers: callgrind showed those allocations as a
-/// large share of packing a small message (`scripts/bench.sh wire-instructions`). Copyable and non-mutating,
-/// so nested fills share it without overlapping inout accesses.
+/// malloc per field plus a class instance and an array of pointers: malloc and free were ~7% of the wire
+/// server's samples in a `perf` profile of `scripts/bench.sh wire` (16 in flight), much of it from packing.
+/// Copyable and non-mutating, so nested fills share it without overlapping inout accesses.
 struct ProtoArena {
     private struct State {
         var cursor: UnsafeMutableRawPointer
