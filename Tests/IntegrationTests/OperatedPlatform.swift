@@ -27,7 +27,7 @@ struct OperatedPlatform: Sendable {
     var root: String { platform.configuration.zooKeeperRoot }
 
     static func with(
-        edges: Int, metrics: Bool = false, _ body: (OperatedPlatform) async throws -> Void
+        edges: Int, metrics: Bool = false, logLevel: String = "warning", _ body: (OperatedPlatform) async throws -> Void
     ) async throws {
         let logger = Logger(label: "ops-test")
         let main = try await TestDatabase.create(prefix: "ops")
@@ -37,6 +37,7 @@ struct OperatedPlatform: Sendable {
             operatorToken: token)
         configuration.zooKeeperRoot = "/ops_test_\(UInt32.random(in: 0...UInt32.max))"
         configuration.edges = edges
+        configuration.logLevel = logLevel
         if metrics {
             for service in [\Platform.Configuration.inventoryArguments, \.quotaArguments, \.edgeArguments] {
                 configuration[keyPath: service] += ["--metrics-port", "0"]
@@ -129,6 +130,14 @@ struct OperatedPlatform: Sendable {
             }
         }
         return orders
+    }
+
+    /// Request ids of every order in the main database.
+    func orderRequestIDs() async throws -> Set<UInt64> {
+        let connection = try await PostgresConnection.connect(main.dsn)
+        defer { connection.close() }
+        let result = try await connection.query("SELECT request_id FROM orders")
+        return Set((0..<result.count).compactMap { result.int64($0, 0).map(UInt64.init) })
     }
 
     /// Orders and the sum of slot remaining in the main database.
