@@ -18,10 +18,14 @@ struct PlatformOptions: ParsableArguments {
     @Option(help: "Seconds to wait for each answer.")
     var timeout: Double = 5
 
+    @Option(help: "Log level of the tool's own clients, on standard error: trace|debug|info|notice|warning|error|critical.")
+    var logLevel = "error"
+
     func validate() throws {
         guard Endpoint(quota) != nil else { throw ValidationError("--quota takes host:port, not '\(quota)'") }
         guard Endpoint(inventory) != nil else { throw ValidationError("--inventory takes host:port, not '\(inventory)'") }
         guard timeout > 0, timeout <= 600 else { throw ValidationError("--timeout must be in (0, 600] seconds") }
+        guard Logger.Level(name: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
     }
 }
 
@@ -79,9 +83,7 @@ struct Operator: Sendable {
         self.quotaEndpoint = Endpoint(options.quota)!
         self.inventoryEndpoint = Endpoint(options.inventory)!
         self.timeout = .milliseconds(Int64(options.timeout * 1000))
-        var logger = Logger(label: "flashsale") { _ in SwiftLogNoOpLogHandler() }
-        logger.logLevel = .critical
-        self.logger = logger
+        self.logger = ServiceRuntime.makeLogger(label: "flashsale", level: Logger.Level(name: options.logLevel) ?? .error)
         let connectTimeout = TimeAmount.milliseconds(Int64(min(options.timeout, 2) * 1000))
         self.quotaClient = QuotaClient(rpc: RPCClient(
             configuration: RPCClientConfiguration(
