@@ -32,12 +32,14 @@ struct ScalingTests {
 
             // Grow to 6: each new edge registers and gets a share of what is left.
             for _ in 0..<4 { try await ops.platform.addEdge() }
-            await crowd.follow(ops.platform.edges)
             let grown = Set(ops.platform.edges.map(\.address))
             try await waitUntil(timeout: .seconds(20), what: "quotas re-split over 6 edges") {
                 let edges = try await liveEdges()
                 return Set(edges.map(\.address)) == grown && edges.allSatisfy { $0.granted > 0 }
             }
+            // As an operator does: buyers are sent to a new edge once it holds its quota (before its first grant an
+            // edge does not know the product).
+            await crowd.follow(ops.platform.edges)
             try await checkInvariant()
             try await waitUntil(timeout: .seconds(30), what: "sales on 6 edges") { crowd.purchased >= 1_200 }
 
