@@ -21,6 +21,8 @@ struct OperatedPlatform: Sendable {
     let hot: TestDatabase
     let quota: QuotaClient
     let inventory: InventoryClient
+    /// One session for the test's own reads (polling with a session per read would load ZooKeeper for nothing).
+    let zooKeeper: ZooKeeperClient
     let logger: Logger
 
     var zooKeeperHosts: String { platform.configuration.zooKeeperHosts }
@@ -51,12 +53,22 @@ struct OperatedPlatform: Sendable {
             try? await hot.drop()
             throw error
         }
+        let zooKeeper: ZooKeeperClient
+        do {
+            zooKeeper = try await ZooKeeperClient.connect(hosts: configuration.zooKeeperHosts, connectTimeout: .seconds(10), logger: logger)
+        } catch {
+            await platform.stop()
+            try? await main.drop()
+            try? await hot.drop()
+            throw error
+        }
         let running = OperatedPlatform(
             platform: platform, main: main, hot: hot,
             quota: QuotaClient(host: platform.quota.host, port: platform.quota.port, token: token, logger: logger),
             inventory: InventoryClient(rpc: RPCClient(
                 configuration: RPCClientConfiguration(host: platform.inventory.host, port: platform.inventory.port, token: token),
                 logger: logger)),
+            zooKeeper: zooKeeper,
             logger: logger)
         do {
             try await body(running)
@@ -70,6 +82,7 @@ struct OperatedPlatform: Sendable {
     private func stop() async {
         await quota.shutdown()
         await inventory.shutdown()
+        await zooKeeper.close()
         await platform.stop()
         try? await main.drop()
         try? await hot.drop()
@@ -111,9 +124,7 @@ struct OperatedPlatform: Sendable {
 
     /// Edges registered under the root in ZooKeeper now (their node names).
     func registeredEdges() async throws -> [String] {
-        let zk = try await ZooKeeperClient.connect(hosts: zooKeeperHosts, connectTimeout: .seconds(5), logger: logger)
-        defer { Task { await zk.close() } }
-        return try await zk.children(QuotaLayout(root: root).edges)
+        try await zooKeeper.children(QuotaLayout(root: root).edges)
     }
 
     /// The order id of each request id that has an order, read from the main database directly (works with the
