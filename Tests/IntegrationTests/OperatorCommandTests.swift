@@ -1,6 +1,7 @@
 import Cluster
 import FlashSaleClient
 import Foundation
+import PostgresClient
 import Proto
 import Testing
 import TestSupport
@@ -128,6 +129,16 @@ extension OperatingTests {
                 }
                 #expect(screen.output.split(separator: "\n").contains { $0.contains("p1") && $0.contains("main") && $0.contains("150") && $0.contains("50") },
                         "p1: stock 200, sold 150, remaining 50 (the swarm alternates products): \(screen.output)")
+
+                // A database that does not add up fails the audit, with exit code 2.
+                let connection = try await PostgresConnection.connect(ops.main.dsn)
+                _ = try await connection.query(
+                    "UPDATE stock_slot SET remaining = remaining + 1 WHERE product_id = (SELECT id FROM products WHERE name = 'p2') AND slot = (SELECT min(slot) FROM stock_slot WHERE product_id = (SELECT id FROM products WHERE name = 'p2'))")
+                connection.close()
+                let broken = try await ops.flashsale(["audit"])
+                #expect(broken.status == 2 && broken.output.contains("audit FAILED"), "\(broken.output)")
+                #expect(broken.output.split(separator: "\n").contains { $0.hasPrefix("p2") && $0.contains("FAILED") }, "\(broken.output)")
+                #expect(broken.output.split(separator: "\n").contains { $0.hasPrefix("p1") && $0.contains("clean") }, "\(broken.output)")
 
                 // An edge that dies shows as down, and the exit code says so.
                 await ops.platform.edges[1].process.kill9()

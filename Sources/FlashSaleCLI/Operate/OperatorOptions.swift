@@ -9,10 +9,10 @@ import Wire
 /// Where the running platform is, shared by every operator command: `--quota` and `--inventory` (defaults from
 /// `FLASHSALE_QUOTA` and `FLASHSALE_INVENTORY`), and how long to wait for an answer.
 struct PlatformOptions: ParsableArguments {
-    @Option(help: "The quota service, host:port (default: $FLASHSALE_QUOTA, else 127.0.0.1:7200).")
+    @Option(help: "The quota service, host:port ($FLASHSALE_QUOTA sets the default).")
     var quota: String = ProcessInfo.processInfo.environment["FLASHSALE_QUOTA"] ?? "127.0.0.1:7200"
 
-    @Option(help: "The inventory service, host:port (default: $FLASHSALE_INVENTORY, else 127.0.0.1:7100).")
+    @Option(help: "The inventory service, host:port ($FLASHSALE_INVENTORY sets the default).")
     var inventory: String = ProcessInfo.processInfo.environment["FLASHSALE_INVENTORY"] ?? "127.0.0.1:7100"
 
     @Option(help: "Seconds to wait for each answer.")
