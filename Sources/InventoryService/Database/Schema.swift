@@ -49,7 +49,7 @@ CREATE UNIQUE INDEX orders_product_user ON orders (product_id, user_id);
 -- Outcomes: 1 PURCHASED (a new order), 5 PURCHASED replayed (the request id's existing order: no unit taken),
 -- 4 ALREADY_PURCHASED (the buyer's existing order), 2 SOLD_OUT, 0 not served yet (queue it again).
 CREATE OR REPLACE FUNCTION purchase_batch(p_product integer, p_requests bigint[], p_users bigint[], p_edges integer[])
-RETURNS TABLE (r_request bigint, r_outcome smallint, r_order bigint)
+RETURNS TABLE (r_request bigint, r_outcome smallint, r_order bigint, r_edge integer)
 LANGUAGE plpgsql AS $fn$
 DECLARE
     n          integer := coalesce(cardinality(p_requests), 0);
@@ -65,6 +65,7 @@ DECLARE
     take       bigint;
     got_requests bigint[];
     got_orders   bigint[];
+    got_edges    integer[];
 BEGIN
     IF n = 0 THEN RETURN; END IF;
     IF cardinality(p_users) IS DISTINCT FROM n OR cardinality(p_edges) IS DISTINCT FROM n THEN
@@ -93,9 +94,10 @@ BEGIN
             WITH ins AS (
                 INSERT INTO orders (request_id, product_id, user_id, edge_id)
                 SELECT t.r, p_product, t.u, t.e FROM unnest(p_requests[lo:hi], p_users[lo:hi], p_edges[lo:hi]) AS t(r, u, e)
-                RETURNING orders.request_id, orders.order_id)
-            SELECT array_agg(ins.request_id), array_agg(ins.order_id) INTO got_requests, got_orders FROM ins;
-            RETURN QUERY SELECT g.r, 1::smallint, g.o FROM unnest(got_requests, got_orders) AS g(r, o);
+                RETURNING orders.request_id, orders.order_id, orders.edge_id)
+            SELECT array_agg(ins.request_id), array_agg(ins.order_id), array_agg(ins.edge_id)
+              INTO got_requests, got_orders, got_edges FROM ins;
+            RETURN QUERY SELECT g.r, 1::smallint, g.o, g.e FROM unnest(got_requests, got_orders, got_edges) AS g(r, o, e);
             inserted := chunk;
         EXCEPTION WHEN unique_violation THEN
             -- Slow path: some request of the chunk exists already (or twice in it). Insert the others, then answer
@@ -113,12 +115,12 @@ BEGIN
                          WHEN x.request_id = t.r THEN 5
                          WHEN x.request_id IS NULL THEN 0
                          ELSE 4 END)::smallint,
-                   x.order_id
+                   x.order_id, x.edge_id
             FROM unnest(p_requests[lo:hi], p_users[lo:hi]) AS t(r, u)
             LEFT JOIN LATERAL (
-                (SELECT o.request_id, o.order_id FROM orders o WHERE o.request_id = t.r)
+                (SELECT o.request_id, o.order_id, o.edge_id FROM orders o WHERE o.request_id = t.r)
                 UNION ALL
-                (SELECT o.request_id, o.order_id FROM orders o WHERE o.product_id = p_product AND o.user_id = t.u)
+                (SELECT o.request_id, o.order_id, o.edge_id FROM orders o WHERE o.product_id = p_product AND o.user_id = t.u)
                 LIMIT 1) x ON true;
         END;
         used := used + inserted;
@@ -144,12 +146,12 @@ BEGIN
                      WHEN x.request_id IS NOT NULL THEN 4
                      WHEN EXISTS (SELECT 1 FROM stock_slot ss WHERE ss.product_id = p_product AND ss.remaining > 0) THEN 0
                      ELSE 2 END)::smallint,
-               coalesce(x.order_id, 0)
+               coalesce(x.order_id, 0), coalesce(x.edge_id, 0)
         FROM unnest(p_requests[lo:n], p_users[lo:n]) AS t(r, u)
         LEFT JOIN LATERAL (
-            (SELECT o.request_id, o.order_id FROM orders o WHERE o.request_id = t.r)
+            (SELECT o.request_id, o.order_id, o.edge_id FROM orders o WHERE o.request_id = t.r)
             UNION ALL
-            (SELECT o.request_id, o.order_id FROM orders o WHERE o.product_id = p_product AND o.user_id = t.u)
+            (SELECT o.request_id, o.order_id, o.edge_id FROM orders o WHERE o.product_id = p_product AND o.user_id = t.u)
             LIMIT 1) x ON true;
     END IF;
 END

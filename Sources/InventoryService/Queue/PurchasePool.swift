@@ -187,7 +187,7 @@ private final class Consumer: @unchecked Sendable {
     private var connection: PostgresConnection?
 
     private static let statement =
-        "SELECT r_request, r_outcome, r_order FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])"
+        "SELECT r_request, r_outcome, r_order, r_edge FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])"
 
     init(pool: PurchasePool, logger: Logger) {
         self.pool = pool
@@ -267,15 +267,17 @@ private final class Consumer: @unchecked Sendable {
         let ids = "{" + lookups.map { String($0.requestId) }.joined(separator: ",") + "}"
         do {
             let result = try connection.query(
-                "SELECT request_id, order_id FROM orders WHERE request_id = ANY($1::bigint[])", [ids])
-            var orders: [Int64: Int64] = [:]
+                "SELECT request_id, order_id, edge_id FROM orders WHERE request_id = ANY($1::bigint[])", [ids])
+            var orders: [Int64: SoldOutLookup.Order] = [:]
             for row in 0..<result.count {
-                if let request = result.int64(row, 0), let order = result.int64(row, 1) { orders[request] = order }
+                if let request = result.int64(row, 0), let order = result.int64(row, 1) {
+                    orders[request] = SoldOutLookup.Order(id: order, edge: result.int64(row, 2) ?? 0)
+                }
             }
             var replies = Replies()
             for lookup in lookups {
                 if let order = orders[lookup.requestId] {
-                    replies.succeed(lookup, PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true))
+                    replies.succeed(lookup, order.replayed)
                 } else {
                     replies.succeed(lookup, PurchaseResponse(outcome: .soldOut))
                 }
@@ -369,11 +371,11 @@ private final class Consumer: @unchecked Sendable {
     }
 
     private func answer(_ batch: Batch, _ result: PostgresResult) {
-        var outcomes: [Int64: (outcome: Int64, order: Int64)] = [:]
+        var outcomes: [Int64: (outcome: Int64, order: Int64, edge: Int64)] = [:]
         outcomes.reserveCapacity(result.count)
         for row in 0..<result.count {
             guard let request = result.int64(row, 0), let outcome = result.int64(row, 1) else { continue }
-            outcomes[request] = (outcome, result.int64(row, 2) ?? 0)
+            outcomes[request] = (outcome, result.int64(row, 2) ?? 0, result.int64(row, 3) ?? 0)
         }
         var replies = Replies()
         var retry: [PendingPurchase] = []
@@ -383,7 +385,7 @@ private final class Consumer: @unchecked Sendable {
         var soldOut = 0
         var sawSoldOut = false
         for purchase in batch.purchases {
-            guard let (outcome, order) = outcomes[purchase.requestId] else {
+            guard let (outcome, order, edge) = outcomes[purchase.requestId] else {
                 replies.fail(purchase, RPCError(.internal, "the purchase has no outcome"))
                 continue
             }
@@ -391,11 +393,12 @@ private final class Consumer: @unchecked Sendable {
             case Outcome.purchased:
                 // A request id twice in one batch: the second copy took no unit, so it is a replay.
                 purchased += 1
-                outcomes[purchase.requestId] = (Outcome.purchasedBefore, order)
-                replies.succeed(purchase, PurchaseResponse(outcome: .purchased, orderId: UInt64(order)))
+                outcomes[purchase.requestId] = (Outcome.purchasedBefore, order, edge)
+                replies.succeed(purchase, PurchaseResponse(outcome: .purchased, orderId: UInt64(order), edgeId: UInt32(truncatingIfNeeded: edge)))
             case Outcome.purchasedBefore:
                 replayed += 1
-                replies.succeed(purchase, PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true))
+                replies.succeed(purchase, PurchaseResponse(
+                    outcome: .purchased, orderId: UInt64(order), replayed: true, edgeId: UInt32(truncatingIfNeeded: edge)))
             case Outcome.alreadyPurchased:
                 alreadyPurchased += 1
                 replies.succeed(purchase, PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order)))
@@ -430,7 +433,7 @@ private final class Consumer: @unchecked Sendable {
         do {
             guard let connection = connectedConnection() else { return }
             let result = try connection.query(
-                "SELECT request_id, user_id, order_id FROM orders WHERE product_id = $1 LIMIT $2",
+                "SELECT request_id, user_id, order_id, edge_id FROM orders WHERE product_id = $1 LIMIT $2",
                 [String(product), String(limit + 1)])
             guard result.count <= limit else {
                 logger.info("sold-out product too large to mirror", metadata: ["product": "\(product)"])
@@ -443,7 +446,7 @@ private final class Consumer: @unchecked Sendable {
             for row in 0..<result.count {
                 guard let request = result.int64(row, 0), let user = result.int64(row, 1),
                       let order = result.int64(row, 2) else { continue }
-                lookup.orderByRequest[request] = order
+                lookup.orderByRequest[request] = SoldOutLookup.Order(id: order, edge: result.int64(row, 3) ?? 0)
                 lookup.orderByUser[user] = order
             }
             pool.soldOutLoaded(product: product, generation: generation, lookup: lookup)
