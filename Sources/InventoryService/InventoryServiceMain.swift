@@ -1,9 +1,11 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
 import NIOPosix
 import PostgresClient
 import ServiceLifecycle
+import ServiceMetrics
 import Wire
 
 /// `InventoryService`: the only process that talks to PostgreSQL. Migrates both databases, loads the catalog,
@@ -42,6 +44,8 @@ struct InventoryServiceMain: AsyncParsableCommand {
     @Option(help: "trace|debug|info|notice|warning|error|critical")
     var logLevel = "info"
 
+    @OptionGroup var metrics: MetricsOptions
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
         guard (1...64).contains(consumers), (1...64).contains(hotConsumers) else {
@@ -56,6 +60,8 @@ struct InventoryServiceMain: AsyncParsableCommand {
         let logger = ServiceRuntime.makeLogger(label: "inventory", level: Logger.Level(name: logLevel) ?? .info)
         let token = try ServiceRuntime.operatorToken(environment: ProcessInfo.processInfo.environment)
         if token == nil { logger.warning("no operator token: CreateProduct and AdjustStock are refused") }
+        // Before the pools exist: their metric handles are made when they are.
+        if metrics.metricsPort != nil { ServiceMetrics.bootstrap() }
 
         let inventory = try await Self.openInventory(
             mainDSN: dsn, hotDSN: hotDsn, consumers: consumers, hotConsumers: hotConsumers, maxBatch: maxBatch,
@@ -67,10 +73,26 @@ struct InventoryServiceMain: AsyncParsableCommand {
             configuration: RPCServerConfiguration(host: host, port: port, operatorToken: token),
             router: router, logger: logger)
 
-        // Shut down in reverse order: the server drains its calls first, then the consumers stop.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let metricsPort = metrics.metricsPort {
+            let hooks = ScrapeHooks()
+            let queueDepth = [
+                (inventory.mainPool, Gauge(label: MetricName.inventoryQueueDepth, dimensions: [("database", "main")])),
+                (inventory.hotPool, Gauge(label: MetricName.inventoryQueueDepth, dimensions: [("database", "hot")])),
+            ]
+            let connections = Gauge(label: MetricName.connections, dimensions: [("service", "inventory")])
+            hooks.add {
+                for (pool, gauge) in queueDepth { gauge.record(pool.queuedCount) }
+                connections.record(server.connectionCount)
+            }
+            services.append(.init(service: MetricsServer(
+                service: "inventory", host: metrics.metricsHost, port: metricsPort, hooks: hooks, logger: logger)))
+        }
+        // Shut down in reverse order: the server drains its calls first, then the consumers stop, then the metrics
+        // port (if any) closes.
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [
+                services: services + [
                     .init(service: inventory, successTerminationBehavior: .gracefullyShutdownGroup,
                           failureTerminationBehavior: .gracefullyShutdownGroup),
                     .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup,

@@ -32,6 +32,8 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     private let name = Mutex<String?>(nil)
     private let registration = Mutex(RegistrationState.pending([]))
     private let refills = Mutex<[String: Task<Bool, Never>]>([:])
+    /// The ZooKeeper client of the running session, for the metrics' session state.
+    private let client = Mutex<ZooKeeperClient?>(nil)
 
     private enum RegistrationState {
         case pending([CheckedContinuation<UInt32, any Error>])
@@ -89,6 +91,9 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     /// This edge's id (the sequence number of its node; orders record it). 0 until registered.
     public var edgeID: UInt32 { id.load(ordering: .acquiring) }
 
+    /// The ZooKeeper session's state (nil before `run` connected and after it closed the session).
+    public var zooKeeperState: ZooKeeperSessionState? { client.withLock { $0?.sessionState } }
+
     /// Waits until the edge is registered in ZooKeeper and returns its id. Throws if `run` ended before.
     public func registered() async throws -> UInt32 {
         try await withCheckedThrowingContinuation { continuation in
@@ -114,6 +119,8 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
             let address = try await self.resolveAddress()
             self.advertised.withLock { $0 = address }
             let zk = try await self.connect()
+            self.client.withLock { $0 = zk }
+            defer { self.client.withLock { $0 = nil } }
             let events = zk.events()  // before any watch is set
             var session = AgentSession(agent: self, zk: zk)
             do {

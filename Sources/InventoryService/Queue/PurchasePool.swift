@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import PostgresClient
 import Proto
@@ -38,8 +39,11 @@ final class PurchasePool: @unchecked Sendable {
     private var running = 0
     private var stopped: [CheckedContinuation<Void, Never>] = []
     private var statistics = Statistics()
+    /// Recorded by the consumers after each batch, outside `condition`.
+    fileprivate let metrics: PoolMetrics
 
     init(configuration: Configuration, logger: Logger) {
+        self.metrics = PoolMetrics(database: configuration.role.rawValue)
         self.configuration = configuration
         var logger = logger
         logger[metadataKey: "pool"] = "\(configuration.role.rawValue)"
@@ -72,6 +76,9 @@ final class PurchasePool: @unchecked Sendable {
     }
 
     var currentStatistics: Statistics { condition.withLock { statistics } }
+
+    /// Purchases waiting in this pool's queues (for the queue depth gauge, read when metrics are scraped).
+    var queuedCount: Int { condition.withLock { lanes.queuedCount } }
 
     // MARK: - Lifecycle
 
@@ -290,6 +297,9 @@ private final class Consumer: @unchecked Sendable {
         var result: PostgresResult?
         var failure: PostgresError?
         // A deadlock or serialization failure rolled the whole batch back: running it again is safe.
+        let started = ContinuousClock.now
+        defer { pool.metrics.commit.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
+        pool.metrics.batchSize.record(batch.purchases.count)
         for attempt in 1...2 {
             do {
                 result = try connection.query(Self.statement, parameters)
@@ -348,6 +358,8 @@ private final class Consumer: @unchecked Sendable {
         for purchase in batch.purchases { replies.fail(purchase, status) }
         replies.send()
         pool.record(batchSize: batch.purchases.count, purchased: 0, failed: true)
+        pool.metrics.failedBatches.increment()
+        pool.metrics.failed.increment(by: batch.purchases.count)
     }
 
     private enum Outcome {
@@ -368,6 +380,9 @@ private final class Consumer: @unchecked Sendable {
         var replies = Replies()
         var retry: [PendingPurchase] = []
         var purchased = 0
+        var replayed = 0
+        var alreadyPurchased = 0
+        var soldOut = 0
         var sawSoldOut = false
         for purchase in batch.purchases {
             guard let (outcome, order, edge) = outcomes[purchase.requestId] else {
@@ -381,12 +396,15 @@ private final class Consumer: @unchecked Sendable {
                 outcomes[purchase.requestId] = (Outcome.purchasedBefore, order, edge)
                 replies.succeed(purchase, PurchaseResponse(outcome: .purchased, orderId: UInt64(order), edgeId: UInt32(truncatingIfNeeded: edge)))
             case Outcome.purchasedBefore:
+                replayed += 1
                 replies.succeed(purchase, PurchaseResponse(
                     outcome: .purchased, orderId: UInt64(order), replayed: true, edgeId: UInt32(truncatingIfNeeded: edge)))
             case Outcome.alreadyPurchased:
+                alreadyPurchased += 1
                 replies.succeed(purchase, PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order)))
             case Outcome.soldOut:
                 sawSoldOut = true
+                soldOut += 1
                 replies.succeed(purchase, PurchaseResponse(outcome: .soldOut))
             case Outcome.retry:
                 retry.append(purchase)
@@ -396,6 +414,8 @@ private final class Consumer: @unchecked Sendable {
         }
         replies.send()
         pool.record(batchSize: batch.purchases.count, purchased: purchased, requeued: retry.count, failed: false)
+        pool.metrics.record(
+            purchased: purchased, replayed: replayed, alreadyPurchased: alreadyPurchased, soldOut: soldOut, requeued: retry.count)
         if !retry.isEmpty {
             pool.requeue(retry, product: batch.productKey)
             // Every unit is locked by other batches: give them a moment to commit instead of spinning on the slots.
@@ -435,5 +455,54 @@ private final class Consumer: @unchecked Sendable {
             logger.warning("sold-out lookup failed", metadata: ["product": "\(product)", "error": "\(error)"])
             pool.soldOutLoadFailed(product: product, generation: generation)
         }
+    }
+}
+
+/// A pool's Prometheus metrics (swift-metrics handles, made once): outcomes of bought purchases, batches, batch
+/// sizes and the procedure call's latency (commit included), labelled with the database (`main` or `hot`).
+struct PoolMetrics: Sendable {
+    let purchased: Counter
+    let replayed: Counter
+    let alreadyPurchased: Counter
+    let soldOut: Counter
+    let requeued: Counter
+    let failed: Counter
+    let batches: Counter
+    let failedBatches: Counter
+    let batchSize: Recorder
+    let commit: Timer
+
+    init(database: String) {
+        func outcome(_ name: String) -> Counter {
+            Counter(label: "flashsale_inventory_purchases_total", dimensions: [("database", database), ("outcome", name)])
+        }
+        purchased = outcome("purchased")
+        replayed = outcome("replayed")
+        alreadyPurchased = outcome("already_purchased")
+        soldOut = outcome("sold_out")
+        requeued = outcome("requeued")
+        failed = outcome("failed")
+        batches = Counter(label: "flashsale_inventory_batches_total", dimensions: [("database", database), ("result", "ok")])
+        failedBatches = Counter(label: "flashsale_inventory_batches_total", dimensions: [("database", database), ("result", "failed")])
+        batchSize = Recorder(label: "flashsale_inventory_batch_size", dimensions: [("database", database)], aggregate: true)
+        commit = Timer(label: "flashsale_inventory_commit_seconds", dimensions: [("database", database)])
+    }
+
+    func record(purchased: Int, replayed: Int, alreadyPurchased: Int, soldOut: Int, requeued: Int) {
+        batches.increment()
+        if purchased > 0 { self.purchased.increment(by: purchased) }
+        if replayed > 0 { self.replayed.increment(by: replayed) }
+        if alreadyPurchased > 0 { self.alreadyPurchased.increment(by: alreadyPurchased) }
+        if soldOut > 0 { self.soldOut.increment(by: soldOut) }
+        if requeued > 0 { self.requeued.increment(by: requeued) }
+    }
+}
+
+extension Duration {
+    /// The whole duration in nanoseconds (saturating).
+    fileprivate var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds.multipliedReportingOverflow(by: 1_000_000_000).overflow
+            ? .max : seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }
