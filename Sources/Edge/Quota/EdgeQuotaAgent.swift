@@ -20,7 +20,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     private let resolveAddress: @Sendable () async throws -> String
     private let advertised = Mutex("")
     private let zooKeeper: String
-    private let ledger: QuotaLedger
+    fileprivate let ledger: QuotaLedger
     private let shedder: LoadShedder
     private let quota: QuotaClient
     private let logger: Logger
@@ -464,6 +464,9 @@ private struct AgentSession {
         }
         for product in names where rereadAll || !products.contains(product) {
             products.insert(product)
+            // Known from now on, with no units yet: an attempt before this edge's first grant arrives is answered
+            // as a dry counter (ask for more, else SOLD_OUT), never NOT_FOUND for a product that exists.
+            agent.ledger.applyGrant(product, granted: 0)
             try await readQuota(product)
         }
     }
