@@ -356,11 +356,23 @@ private final class Consumer: @unchecked Sendable {
         static let purchasedBefore: Int64 = 5
     }
 
+    private static func rank(_ outcome: Int64) -> Int {
+        switch outcome {
+        case Outcome.purchased: 4
+        case Outcome.purchasedBefore: 3
+        case Outcome.alreadyPurchased: 2
+        case Outcome.soldOut: 1
+        default: 0
+        }
+    }
+
     private func answer(_ batch: Batch, _ result: PostgresResult) {
         var outcomes: [Int64: (outcome: Int64, order: Int64)] = [:]
         outcomes.reserveCapacity(result.count)
         for row in 0..<result.count {
             guard let request = result.int64(row, 0), let outcome = result.int64(row, 1) else { continue }
+            // A request id repeated across the procedure's chunks has a row per chunk: the one that bought wins.
+            if let seen = outcomes[request], Self.rank(seen.outcome) >= Self.rank(outcome) { continue }
             outcomes[request] = (outcome, result.int64(row, 2) ?? 0)
         }
         var replies = Replies()
