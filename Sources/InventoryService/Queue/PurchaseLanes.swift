@@ -10,8 +10,6 @@ struct PendingPurchase: Sendable {
     /// The edge asks for this request id's existing outcome only: buy nothing.
     let lookupOnly: Bool
     let deadline: NIODeadline?
-    /// The connection's event loop: answers are delivered there in groups (see `Replies`).
-    let eventLoop: any EventLoop
     let responder: RPCResponder<PurchaseResponse>
 }
 

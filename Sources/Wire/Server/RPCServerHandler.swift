@@ -181,6 +181,15 @@ final class RPCServerHandler: ChannelDuplexHandler {
         return nil
     }
 
+    /// Several answers for this connection at once (see `RPCResponder.completeAll`): written with one flush.
+    func completeBatch(_ answers: [(serial: UInt64, result: Result<ByteBuffer, RPCError>)]) {
+        let wasInBurst = self.inReadBurst
+        self.inReadBurst = true
+        for answer in answers { self.complete(serial: answer.serial, answer.result) }
+        self.inReadBurst = wasInBurst
+        if !wasInBurst { self.flushIfNeeded() }
+    }
+
     func complete(serial: UInt64, _ result: Result<ByteBuffer, RPCError>) {
         guard let callID = self.inFlight.removeValue(forKey: serial) else { return }  // answered already
         self.writeResponse(callID: callID, result)
@@ -210,12 +219,8 @@ final class RPCServerHandler: ChannelDuplexHandler {
         context.write(Self.wrapOutboundOut(buffer), promise: nil)
         if self.inReadBurst {
             self.needsFlush = true  // flushed once at channelReadComplete: one syscall for a burst of answers
-        } else if !self.needsFlush {
-            // Answers completed from elsewhere (a queue's consumer answering a whole batch) come in bursts too:
-            // one flush at the end of this loop tick rather than a syscall per answer.
-            self.needsFlush = true
-            let loopBoundSelf = self.loopBoundSelf
-            context.eventLoop.execute { loopBoundSelf?.value.flushIfNeeded() }
+        } else {
+            context.flush()
         }
     }
 
