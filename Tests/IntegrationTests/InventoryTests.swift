@@ -285,6 +285,72 @@ struct InventoryTests {
         }
     }
 
+    @Test func consumersReconnectAfterTheirConnectionsDrop() async throws {
+        try await InventoryHarness.with { harness in
+            let client = harness.client()
+            defer { Task { await client.shutdown() } }
+            _ = try await client.createProduct(CreateProductRequest(productId: "drop", totalStock: 100))
+            _ = try await Self.buyAll(client, TestIds.make(5).map { ($0, $0, "drop") }, copies: 1)
+
+            // Every session of the service's databases is cut (consumers and admin connections alike).
+            _ = try await harness.sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname IN ($1, $2) AND pid <> pg_backend_pid()",
+                [harness.database.name, harness.database.name + "_hot"])
+
+            // A batch caught by the cut fails as a whole (UNAVAILABLE); retries with the same ids then succeed.
+            let ids = TestIds.make(10)
+            var bought: [UInt64: UInt64] = [:]
+            let deadline = ContinuousClock.now + .seconds(20)
+            while bought.count < ids.count && ContinuousClock.now < deadline {
+                for id in ids where bought[id] == nil {
+                    do {
+                        let answer = try await client.purchase(PurchaseRequest(requestId: id, userId: id, productId: "drop"))
+                        #expect(answer.outcome == .purchased)
+                        bought[id] = answer.orderId
+                    } catch {
+                        #expect([.unavailable, .internal].contains(RPCError.code(of: error)))
+                        try await Task.sleep(for: .milliseconds(50))
+                    }
+                }
+            }
+            #expect(bought.count == ids.count)
+            var audit: AuditResponse?
+            for _ in 0..<100 where audit == nil {
+                audit = try? await client.audit()
+                if audit == nil { try await Task.sleep(for: .milliseconds(100)) }
+            }
+            #expect(audit?.clean == true)
+            #expect(audit?.products.first?.orders == 15)
+            #expect(harness.process.log().contains("consumer reconnected"))
+        }
+    }
+
+    @Test func fullQueuesRefuseWithResourceExhausted() async throws {
+        try await InventoryHarness.with(["--queue-limit", "5", "--consumers", "1"]) { harness in
+            let client = harness.client(connections: 8)
+            defer { Task { await client.shutdown() } }
+            _ = try await client.createProduct(CreateProductRequest(productId: "busy", totalStock: 10_000))
+            let results = await withTaskGroup(of: Result<PurchaseResponse, RPCError>.self) { group in
+                for id in TestIds.make(400) {
+                    group.addTask {
+                        do {
+                            return .success(try await client.purchase(PurchaseRequest(requestId: id, userId: id, productId: "busy")))
+                        } catch {
+                            return .failure(RPCError.wrapping(error))
+                        }
+                    }
+                }
+                return await group.reduce(into: []) { $0.append($1) }
+            }
+            let purchased = results.filter { (try? $0.get())?.outcome == .purchased }.count
+            let refused = results.filter { if case .failure(let error) = $0 { error.code == .resourceExhausted } else { false } }.count
+            #expect(purchased + refused == 400)
+            #expect(refused > 0, "a queue bound of 5 refuses part of a burst of 400")
+            #expect(try await harness.sql("SELECT count(*) FROM orders").int64(0, 0) == Int64(purchased))
+            #expect(try await client.audit().clean)
+        }
+    }
+
     // MARK: - Hot products
 
     @Test func coldLatencyStaysCloseToIdleUnderSaturatingHotLoad() async throws {
