@@ -180,7 +180,7 @@ private final class Consumer: @unchecked Sendable {
     private var connection: PostgresConnection?
 
     private static let statement =
-        "SELECT r_request, r_outcome, r_order FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])"
+        "SELECT r_requests, r_outcomes, r_orders FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])"
 
     init(pool: PurchasePool, logger: Logger) {
         self.pool = pool
@@ -309,24 +309,13 @@ private final class Consumer: @unchecked Sendable {
     }
 
     private static func parameters(_ batch: Batch) -> [String?] {
-        var requests = "{", users = "{", edges = "{"
-        requests.reserveCapacity(batch.purchases.count * 20)
-        users.reserveCapacity(batch.purchases.count * 20)
-        edges.reserveCapacity(batch.purchases.count * 4)
-        for (index, purchase) in batch.purchases.enumerated() {
-            if index > 0 {
-                requests.append(",")
-                users.append(",")
-                edges.append(",")
-            }
-            requests.append(String(purchase.requestId))
-            users.append(String(purchase.userId))
-            edges.append(String(purchase.edgeId))
-        }
-        requests.append("}")
-        users.append("}")
-        edges.append("}")
-        return [String(batch.productKey), requests, users, edges]
+        let purchases = batch.purchases
+        return [
+            String(batch.productKey),
+            PostgresArrays.text(count: purchases.count) { purchases[$0].requestId },
+            PostgresArrays.text(count: purchases.count) { purchases[$0].userId },
+            PostgresArrays.text(count: purchases.count) { Int64(purchases[$0].edgeId) },
+        ]
     }
 
     /// Nothing of the batch was committed (the statement is its own transaction): every purchase gets an error.
@@ -367,13 +356,16 @@ private final class Consumer: @unchecked Sendable {
     }
 
     private func answer(_ batch: Batch, _ result: PostgresResult) {
+        let requests = result.string(0, 0).flatMap(PostgresArrays.integers) ?? []
+        let codes = result.string(0, 1).flatMap(PostgresArrays.integers) ?? []
+        let orders = result.string(0, 2).flatMap(PostgresArrays.integers) ?? []
         var outcomes: [Int64: (outcome: Int64, order: Int64)] = [:]
-        outcomes.reserveCapacity(result.count)
-        for row in 0..<result.count {
-            guard let request = result.int64(row, 0), let outcome = result.int64(row, 1) else { continue }
-            // A request id repeated across the procedure's chunks has a row per chunk: the one that bought wins.
+        outcomes.reserveCapacity(requests.count)
+        for index in requests.indices where index < codes.count && index < orders.count {
+            let request = requests[index], outcome = codes[index]
+            // A request id repeated across the procedure's chunks has an entry per chunk: the one that bought wins.
             if let seen = outcomes[request], Self.rank(seen.outcome) >= Self.rank(outcome) { continue }
-            outcomes[request] = (outcome, result.int64(row, 2) ?? 0)
+            outcomes[request] = (outcome, orders[index])
         }
         var replies = Replies()
         var retry: [PendingPurchase] = []
