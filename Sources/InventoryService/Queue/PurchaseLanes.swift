@@ -159,10 +159,6 @@ struct PurchaseLanes {
         lane.state = .selling
     }
 
-    func state(of product: Int32) -> SaleState {
-        lanes[product]?.state ?? .selling
-    }
-
     /// Empties every queue (shutdown without a database): the caller fails them.
     mutating func drainAll() -> [PendingPurchase] {
         var all: [PendingPurchase] = []
