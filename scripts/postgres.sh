@@ -70,8 +70,12 @@ running_port() {
     if [ -f "$PGDATA/postmaster.pid" ]; then sed -n 4p "$PGDATA/postmaster.pid"; else echo "$PORT"; fi
 }
 
+# pg_ctl status only checks that the pid in postmaster.pid is alive: also make sure it is a postgres
+# (after a crash the pid may have been reused).
 is_running() {
-    [ -f "$PGDATA/PG_VERSION" ] && as_owner "$PGBIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1
+    [ -f "$PGDATA/PG_VERSION" ] && as_owner "$PGBIN/pg_ctl" -D "$PGDATA" status >/dev/null 2>&1 || return 1
+    local pid; pid="$(head -1 "$PGDATA/postmaster.pid" 2>/dev/null || true)"
+    [ -n "$pid" ] && grep -q postgres "/proc/$pid/comm" 2>/dev/null
 }
 
 is_ready() {
@@ -110,11 +114,17 @@ EOF
 }
 
 cmd_start() {
-    if is_running; then
-        is_ready || wait_ready
-        echo "postgres already running on 127.0.0.1:$(running_port) (data $PGDATA)"
-        return 0
-    fi
+    # A server that is up but not ready is either starting or dying (killed, not yet reaped): wait for
+    # it to become ready, or to be gone and then start a new one.
+    for _ in $(seq 1 150); do
+        is_running || break
+        if is_ready; then
+            echo "postgres already running on 127.0.0.1:$(running_port) (data $PGDATA)"
+            return 0
+        fi
+        sleep 0.1
+    done
+    is_running && die "postgres runs but does not answer on port $(running_port) (see $LOGFILE)"
     if [ ! -f "$PGDATA/PG_VERSION" ]; then
         rm -rf "$PGDATA"
         mkdir -p "$PGDATA"
@@ -130,7 +140,8 @@ cmd_start() {
         kill -0 "$pid" 2>/dev/null || rm -f "$PGDATA/postmaster.pid"
     fi
     touch "$LOGFILE"; own "$LOGFILE"
-    if ! as_owner "$PGBIN/pg_ctl" -D "$PGDATA" -l "$LOGFILE" -w -t 60 start >/dev/null; then
+    if ! as_owner "$PGBIN/pg_ctl" -D "$PGDATA" -l "$LOGFILE" -w -t 60 start >"$BASE/pg_ctl.out" 2>&1; then
+        cat "$BASE/pg_ctl.out" >&2
         tail -20 "$LOGFILE" >&2
         die "pg_ctl start failed (port $PORT in use? see $LOGFILE)"
     fi

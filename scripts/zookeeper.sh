@@ -106,14 +106,15 @@ cmd_stop() {
         return 0
     fi
     kill -TERM "$pid" 2>/dev/null || true
+    # our_pid, not kill -0: an exited but unreaped JVM (zombie) has an empty command line.
     for _ in $(seq 1 100); do
-        kill -0 "$pid" 2>/dev/null || break
+        our_pid >/dev/null || break
         sleep 0.1
     done
-    if kill -0 "$pid" 2>/dev/null; then
+    if our_pid >/dev/null; then
         log "zookeeper did not stop in 10 s: SIGKILL"
         kill -KILL "$pid" 2>/dev/null || true
-        for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        for _ in $(seq 1 50); do our_pid >/dev/null || break; sleep 0.1; done
     fi
     rm -f "$PIDFILE"
     echo "zookeeper stopped"

@@ -60,6 +60,11 @@ public final class ZooKeeperClient: Sendable {
         state.withLock { st in st.handle.flatMap { zoo_client_id($0.zh)?.pointee.client_id } ?? 0 }
     }
 
+    /// The session timeout the server granted (it clamps the requested one to 2-20 ticks).
+    public var negotiatedSessionTimeout: Duration {
+        state.withLock { st in st.handle.map { .milliseconds(Int(zoo_recv_timeout($0.zh))) } ?? .zero }
+    }
+
     /// Ends the current session (its ephemerals vanish) and opens a new one, re-adding auth credentials.
     public func reconnect(timeout: Duration = .seconds(10)) async throws {
         let old = state.withLock { $0.handle.take() }
@@ -75,6 +80,31 @@ public final class ZooKeeperClient: Sendable {
         }
         if let old { try? await NIOThreadPool.singleton.runIfActive { old.close() } }
         hub.finish()
+    }
+
+    /// Fault injection for tests: makes the server expire this session, as it does when a client stays
+    /// partitioned longer than the session timeout. A second connection takes the session over and closes
+    /// it; this client then sees `.session(.expired)` and its calls fail with `sessionExpired`.
+    public func expireSessionForTesting(timeout: Duration = .seconds(10)) async throws {
+        guard let session = state.withLock({ st in st.handle.flatMap { zoo_client_id($0.zh)?.pointee } }) else {
+            throw ZooKeeperError(code: .closing, message: "client closed")
+        }
+        let hosts = self.hosts
+        let timeoutMs = Self.milliseconds(sessionTimeout)
+        let deadline = ContinuousClock.now + timeout
+        try await NIOThreadPool.singleton.runIfActive {
+            var id = session
+            guard let zh = zookeeper_init(hosts, { _, _, _, _, _ in }, timeoutMs, &id, nil, 0) else {
+                throw ZooKeeperError(code: .badArguments, message: "zookeeper_init failed for \(hosts)")
+            }
+            defer { zookeeper_close(zh) }
+            while zoo_state(zh) != cz_connected_state() {
+                if ContinuousClock.now >= deadline {
+                    throw ZooKeeperError(code: .connectTimeout, message: "could not take over the session")
+                }
+                usleep(5_000)
+            }
+        }
     }
 
     // MARK: - Operations
@@ -254,8 +284,7 @@ public final class ZooKeeperClient: Sendable {
         Self.configureLibraryLogging
         let context = WatchContext(hub: hub)
         let hosts = self.hosts
-        let timeoutMs = Int32(clamping: sessionTimeout.components.seconds * 1000
-            + sessionTimeout.components.attoseconds / 1_000_000_000_000_000)
+        let timeoutMs = Self.milliseconds(sessionTimeout)
         // zookeeper_init resolves host names and starts the library's threads: keep it off the caller's thread.
         let handle = try await NIOThreadPool.singleton.runIfActive { () throws -> Handle in
             let unmanaged = Unmanaged.passRetained(context)
@@ -269,13 +298,21 @@ public final class ZooKeeperClient: Sendable {
             }
             return Handle(zh: zh, context: unmanaged)
         }
-        let closed = state.withLock { st -> Bool in
-            if st.closed { return true }
+        enum Install { case installed, closed, raced }
+        let outcome = state.withLock { st -> Install in
+            if st.closed { return .closed }
+            // A concurrent reconnect() already installed a session: keep that one.
+            if st.handle != nil { return .raced }
             st.handle = handle
-            return false
+            return .installed
         }
-        if closed {
-            handle.close()
+        switch outcome {
+        case .installed: break
+        case .raced:
+            try? await NIOThreadPool.singleton.runIfActive { handle.close() }
+            return
+        case .closed:
+            try? await NIOThreadPool.singleton.runIfActive { handle.close() }
             throw ZooKeeperError(code: .closing, message: "client closed")
         }
 
@@ -305,6 +342,10 @@ public final class ZooKeeperClient: Sendable {
         // The C client logs to stderr at INFO by default; keep only errors.
         zoo_set_debug_level(ZOO_LOG_LEVEL_ERROR)
     }()
+
+    private static func milliseconds(_ d: Duration) -> Int32 {
+        Int32(clamping: d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
+    }
 
     static func parent(of path: String) -> String? {
         guard let slash = path.lastIndex(of: "/"), slash != path.startIndex else { return nil }

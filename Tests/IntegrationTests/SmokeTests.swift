@@ -175,6 +175,27 @@ struct SmokeTests {
         #expect(closed?.code == .closing)
     }
 
+    @Test func zooKeeperSessionExpiryIsAnEventAndReconnectRecovers() async throws {
+        let zk = try await ZooKeeperClient.connect(hosts: try await TestServers.zooKeeperHosts())
+        let root = Self.uniqueRoot()
+        try await zk.ensurePath(root)
+        let node = try await zk.create("\(root)/edge", mode: .ephemeral)
+        let events = zk.events()
+
+        try await zk.expireSessionForTesting()
+        _ = try await Self.next(events) { $0 == .session(.expired) }
+        #expect(zk.sessionState == .expired)
+        let expired = await #expect(throws: ZooKeeperError.self) { try await zk.get(root) }
+        #expect(expired?.code == .sessionExpired)
+
+        try await zk.reconnect()
+        _ = try await Self.next(events) { $0 == .session(.connected) }
+        #expect(try await zk.exists(node) == nil)  // the ephemeral went with the old session
+        try await zk.create(node, mode: .ephemeral)
+        try await Self.deleteTree(root, zk)
+        await zk.close()
+    }
+
     // MARK: Helpers
 
     static func uniqueRoot() -> String {
