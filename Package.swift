@@ -66,6 +66,8 @@ let package = Package(
             name: "FlashSaleClient",
             dependencies: [
                 "Wire", "Proto", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: strict),
 
@@ -100,9 +102,10 @@ let package = Package(
         .executableTarget(
             name: "FlashSaleCLI",
             dependencies: [
-                "Wire", "Proto", "FlashSaleClient", "PostgresClient",
+                "Wire", "Proto", "FlashSaleClient", "PostgresClient", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Atomics", package: "swift-atomics"),
             ],
             swiftSettings: strict),
 
@@ -110,17 +113,21 @@ let package = Package(
         .executableTarget(
             name: "FlashSaleBench",
             dependencies: [
-                "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient",
+                "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Atomics", package: "swift-atomics"),
             ],
             swiftSettings: strict),
 
-        // Shared by the test targets: starting the real servers and the real executables.
+        // Starting and stopping the platform's processes: the server scripts and the service executables.
+        // Used by the `flashsale` tool and by the tests.
+        .target(name: "Cluster", swiftSettings: strict),
+
+        // Shared by the test targets: the real servers and executables, per-test databases.
         .target(
             name: "TestSupport",
-            dependencies: ["Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient"],
+            dependencies: ["Cluster", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient"],
             path: "Tests/TestSupport",
             swiftSettings: strict),
         .testTarget(
@@ -137,7 +144,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient"],
+            dependencies: ["TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient", "QuotaService"],
             swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

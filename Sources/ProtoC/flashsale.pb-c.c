@@ -2482,7 +2482,7 @@ const ProtobufCMessageDescriptor flashsale__shed_config__descriptor =
   (ProtobufCMessageInit) flashsale__shed_config__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flashsale__product_usage__field_descriptors[3] =
+static const ProtobufCFieldDescriptor flashsale__product_usage__field_descriptors[4] =
 {
   {
     "product_id",
@@ -2520,8 +2520,21 @@ static const ProtobufCFieldDescriptor flashsale__product_usage__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "granted",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__ProductUsage, granted),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__product_usage__field_indices_by_name[] = {
+  3,   /* field[3] = granted */
   0,   /* field[0] = product_id */
   2,   /* field[2] = released */
   1,   /* field[1] = used */
@@ -2529,7 +2542,7 @@ static const unsigned flashsale__product_usage__field_indices_by_name[] = {
 static const ProtobufCIntRange flashsale__product_usage__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor flashsale__product_usage__descriptor =
 {
@@ -2539,7 +2552,7 @@ const ProtobufCMessageDescriptor flashsale__product_usage__descriptor =
   "Flashsale__ProductUsage",
   "flashsale",
   sizeof(Flashsale__ProductUsage),
-  3,
+  4,
   flashsale__product_usage__field_descriptors,
   flashsale__product_usage__field_indices_by_name,
   1,  flashsale__product_usage__number_ranges,
@@ -2776,7 +2789,7 @@ const ProtobufCMessageDescriptor flashsale__release_quota_request__descriptor =
   (ProtobufCMessageInit) flashsale__release_quota_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flashsale__release_quota_response__field_descriptors[1] =
+static const ProtobufCFieldDescriptor flashsale__release_quota_response__field_descriptors[2] =
 {
   {
     "released",
@@ -2790,14 +2803,27 @@ static const ProtobufCFieldDescriptor flashsale__release_quota_response__field_d
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "released_total",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__ReleaseQuotaResponse, released_total),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__release_quota_response__field_indices_by_name[] = {
   0,   /* field[0] = released */
+  1,   /* field[1] = released_total */
 };
 static const ProtobufCIntRange flashsale__release_quota_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 1 }
+  { 0, 2 }
 };
 const ProtobufCMessageDescriptor flashsale__release_quota_response__descriptor =
 {
@@ -2807,7 +2833,7 @@ const ProtobufCMessageDescriptor flashsale__release_quota_response__descriptor =
   "Flashsale__ReleaseQuotaResponse",
   "flashsale",
   sizeof(Flashsale__ReleaseQuotaResponse),
-  1,
+  2,
   flashsale__release_quota_response__field_descriptors,
   flashsale__release_quota_response__field_indices_by_name,
   1,  flashsale__release_quota_response__number_ranges,

@@ -193,3 +193,18 @@ struct Refill: QuotaRefiller {
         #expect(try await harness.purchase(buy(10000)).get().outcome == .shed)
     }
 }
+
+@Suite struct PurchasePathRefusalTests {
+    @Test func refusalBeforeQueueingGivesTheUnitBackAtOnce() async throws {
+        var harness = try PurchasePathTests.Harness()
+        harness.ledger.applyGrant("tv", granted: 1)
+        harness.inventory.answer = { _ in .failure(RPCError(.resourceExhausted, "queue full")) }
+        if case .failure(let error) = try await harness.purchase(PurchaseRequest(requestId: 1, userId: 1, productId: "tv")) {
+            #expect(error.code == .resourceExhausted)
+        } else {
+            Issue.record("expected RESOURCE_EXHAUSTED")
+        }
+        #expect(harness.path.resolver.pendingCount == 0)
+        #expect(harness.ledger.usage(of: "tv")?.available == 1)
+    }
+}

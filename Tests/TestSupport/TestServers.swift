@@ -28,58 +28,34 @@ public enum TestServers {
     private actor Registry {
         private var pg: Task<String, any Error>?
         private var zk: Task<String, any Error>?
-        private var started: [String] = []
+        private var started: [ServerScript] = []
 
         func postgres() async throws -> String {
             if let pg { return try await pg.value }
-            let task = Task { try await self.ensure(script: "postgres.sh", envOverride: "FLASHSALE_PG_DSN", key: "FLASHSALE_PG_DSN") }
+            let task = Task { try await self.ensure(.postgres, envOverride: "FLASHSALE_PG_DSN") }
             pg = task
             return try await task.value
         }
 
         func zooKeeper() async throws -> String {
             if let zk { return try await zk.value }
-            let task = Task { try await self.ensure(script: "zookeeper.sh", envOverride: "FLASHSALE_ZK", key: "FLASHSALE_ZK") }
+            let task = Task { try await self.ensure(.zookeeper, envOverride: "FLASHSALE_ZK") }
             zk = task
             return try await task.value
         }
 
         func stopStarted() async {
-            for script in started {
-                _ = try? await runCommand(RepoPaths.scripts.appendingPathComponent(script).path, ["stop"])
-            }
+            for server in started { await server.stop() }
             started.removeAll()
             pg = nil
             zk = nil
         }
 
-        private func noteStarted(_ script: String) { started.append(script) }
-
-        private func ensure(script: String, envOverride: String, key: String) async throws -> String {
+        private func ensure(_ server: ServerScript, envOverride: String) async throws -> String {
             if let given = ProcessInfo.processInfo.environment[envOverride], !given.isEmpty { return given }
-            let path = RepoPaths.scripts.appendingPathComponent(script).path
-            let start = try await runCommand(path, ["start"], timeout: .seconds(90))
-            guard start.status == 0 else {
-                throw TestSupportError.commandFailed("\(script) start (\(start.status)):\n\(start.output)")
-            }
-            if start.output.contains(" started ") { noteStarted(script) }
-            let env = try await runCommand(path, ["env"], timeout: .seconds(30))
-            guard env.status == 0, let value = Self.exported(key, in: env.output) else {
-                throw TestSupportError.commandFailed("\(script) env:\n\(env.output)")
-            }
-            return value
-        }
-
-        /// The value of `export KEY=value` or `export KEY='value'` in a script's output.
-        private static func exported(_ key: String, in output: String) -> String? {
-            for line in output.split(separator: "\n") {
-                let prefix = "export \(key)="
-                guard line.hasPrefix(prefix) else { continue }
-                var value = line.dropFirst(prefix.count)
-                if value.hasPrefix("'"), value.hasSuffix("'"), value.count >= 2 { value = value.dropFirst().dropLast() }
-                return String(value)
-            }
-            return nil
+            let (connection, startedHere) = try await server.ensureRunning()
+            if startedHere { started.append(server) }
+            return connection
         }
     }
 }

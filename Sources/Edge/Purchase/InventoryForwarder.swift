@@ -1,16 +1,16 @@
+import FlashSaleClient
 import NIOCore
 import Proto
-import Wire
 
-/// Forwards purchases to the inventory service over the pool of multiplexed connections.
+/// Forwards purchases to the inventory service over its pool of multiplexed connections.
 public struct InventoryForwarder: PurchaseForwarder {
-    let client: RPCClient
+    let inventory: InventoryClient
 
-    public init(client: RPCClient) {
-        self.client = client
+    public init(client: InventoryClient) {
+        self.inventory = client
     }
 
     public func forward(_ request: PurchaseRequest, timeout: TimeAmount) -> EventLoopFuture<PurchaseResponse> {
-        self.client.callFuture("inventory.Purchase", request, as: PurchaseResponse.self, timeout: timeout)
+        self.inventory.purchaseFuture(request, timeout: timeout)
     }
 }

@@ -153,9 +153,14 @@ public final class PurchasePath: Sendable {
                 self.count(.success(response))
                 responder.succeed(response)
             case .failure(let error):
-                // In doubt: the order may have committed. Keep the unit until the inventory says which.
-                self.resolver.resolveLater(forwarded)
                 let error = RPCError.wrapping(error)
+                if Self.leavesOutcomeInDoubt(error) {
+                    // The order may have committed. Keep the unit until the inventory says which.
+                    self.resolver.resolveLater(forwarded)
+                } else {
+                    // Refused before it was queued (bad input, queue full, unknown product): nothing was bought.
+                    self.ledger.giveBack(request.productId)
+                }
                 self.count(.failure(error))
                 responder.fail(error)
             }
@@ -179,6 +184,14 @@ public final class PurchasePath: Sendable {
             }
         case .failure:
             self.counters.errors.wrappingIncrement(ordering: .relaxed)
+        }
+    }
+
+    /// Errors after which the purchase may or may not have committed.
+    static func leavesOutcomeInDoubt(_ error: RPCError) -> Bool {
+        switch error.code {
+        case .unavailable, .deadlineExceeded, .internal, .unknown, .cancelled, .aborted, .dataLoss: return true
+        default: return false
         }
     }
 

@@ -774,13 +774,15 @@ public struct ProductUsage: ProtoMessage, Equatable {
     public var productId: String = ""
     public var used: Int64 = 0
     public var released: Int64 = 0
+    public var granted: Int64 = 0
 
     public init() {}
 
-    public init(productId: String = "", used: Int64 = 0, released: Int64 = 0) {
+    public init(productId: String = "", used: Int64 = 0, released: Int64 = 0, granted: Int64 = 0) {
         self.productId = productId
         self.used = used
         self.released = released
+        self.granted = granted
     }
 }
 
@@ -801,6 +803,7 @@ extension ProductUsage: ProtoBridged {
         c.product_id = arena.cString(self.productId)
         c.used = self.used
         c.released = self.released
+        c.granted = self.granted
     }
 
     init(c: UnsafePointer<Flashsale__ProductUsage>) {
@@ -808,6 +811,7 @@ extension ProductUsage: ProtoBridged {
         self.productId = ProtoRuntime.string(c.pointee.product_id)
         self.used = c.pointee.used
         self.released = c.pointee.released
+        self.granted = c.pointee.granted
     }
 }
 
@@ -974,11 +978,13 @@ extension ReleaseQuotaRequest: ProtoBridged {
 /// `flashsale.ReleaseQuotaResponse`
 public struct ReleaseQuotaResponse: ProtoMessage, Equatable {
     public var released: Int64 = 0
+    public var releasedTotal: Int64 = 0
 
     public init() {}
 
-    public init(released: Int64 = 0) {
+    public init(released: Int64 = 0, releasedTotal: Int64 = 0) {
         self.released = released
+        self.releasedTotal = releasedTotal
     }
 }
 
@@ -997,11 +1003,13 @@ extension ReleaseQuotaResponse: ProtoBridged {
     func fill(_ c: inout Flashsale__ReleaseQuotaResponse, arena: ProtoArena) {
         flashsale__release_quota_response__init(&c)
         c.released = self.released
+        c.released_total = self.releasedTotal
     }
 
     init(c: UnsafePointer<Flashsale__ReleaseQuotaResponse>) {
         self.init()
         self.released = c.pointee.released
+        self.releasedTotal = c.pointee.released_total
     }
 }
 

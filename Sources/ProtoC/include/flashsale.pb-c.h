@@ -368,10 +368,14 @@ struct  Flashsale__ProductUsage
    * units handed back to the quota service
    */
   int64_t released;
+  /*
+   * the total grant this edge has applied (its quota node's value once the watch fired)
+   */
+  int64_t granted;
 };
 #define FLASHSALE__PRODUCT_USAGE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__product_usage__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, 0 }
 
 
 /*
@@ -446,10 +450,14 @@ struct  Flashsale__ReleaseQuotaResponse
    * units now no longer usable by the edge
    */
   int64_t released;
+  /*
+   * all units this edge has handed back for the product (lets the caller record it idempotently)
+   */
+  int64_t released_total;
 };
 #define FLASHSALE__RELEASE_QUOTA_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__release_quota_response__descriptor) \
-    , 0 }
+    , 0, 0 }
 
 
 struct  Flashsale__SetShedRequest

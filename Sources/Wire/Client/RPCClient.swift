@@ -54,6 +54,9 @@ public final class RPCClient: Sendable {
         }
     }
 
+    /// An event loop of this client's connections, for timers that belong with its calls.
+    public var eventLoop: any EventLoop { self.connections[0].eventLoop }
+
     /// Calls `method` and waits for its answer; a non-OK status is thrown as `RPCError`.
     public func call<Request: ProtoMessage, Response: ProtoMessage>(
         _ method: String, _ request: Request, as: Response.Type = Response.self,

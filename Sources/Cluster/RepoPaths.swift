@@ -1,6 +1,7 @@
 import Foundation
 
-public enum TestSupportError: Error, CustomStringConvertible {
+/// Why starting or waiting for a process of the platform failed.
+public enum ClusterError: Error, CustomStringConvertible {
     case notFound(String)
     case timeout(String)
     case commandFailed(String)
@@ -16,8 +17,16 @@ public enum TestSupportError: Error, CustomStringConvertible {
 
 /// Where the checkout and the built executables are.
 public enum RepoPaths {
-    /// The checkout: the first folder above this source file holding `Package.swift`.
+    /// The checkout: the first folder holding `Package.swift` above the running executable (built in its
+    /// `.build/`), else above this source file.
     public static let root: URL = {
+        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe"), exe.contains("/.build/") {
+            var dir = URL(fileURLWithPath: exe).deletingLastPathComponent()
+            while dir.path != "/" {
+                if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) { return dir }
+                dir.deleteLastPathComponent()
+            }
+        }
         var dir = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
         while dir.path != "/" {
             if FileManager.default.fileExists(atPath: dir.appendingPathComponent("Package.swift").path) { return dir }
@@ -28,8 +37,8 @@ public enum RepoPaths {
 
     public static var scripts: URL { root.appendingPathComponent("scripts") }
 
-    /// The build products folder (`.build/<triple>/debug`): where the running test binary lives,
-    /// so tests use the executables of the same build. `FLASHSALE_BIN_DIR` overrides.
+    /// The build products folder (`.build/<triple>/debug` or `release`): where the running binary lives,
+    /// so tests and the CLI start the executables of the same build. `FLASHSALE_BIN_DIR` overrides.
     public static let binDirectory: URL = {
         if let dir = ProcessInfo.processInfo.environment["FLASHSALE_BIN_DIR"], !dir.isEmpty {
             return URL(fileURLWithPath: dir)
@@ -46,14 +55,14 @@ public enum RepoPaths {
     public static func executable(_ name: String) throws -> URL {
         let url = binDirectory.appendingPathComponent(name)
         guard FileManager.default.isExecutableFile(atPath: url.path) else {
-            throw TestSupportError.notFound("\(url.path) (run `swift build --build-tests` first)")
+            throw ClusterError.notFound("\(url.path) (run `swift build --build-tests` first)")
         }
         return url
     }
 
-    /// Logs of test runs: `<checkout>/.data/test-logs` (ignored by git).
+    /// Logs of the processes started here: `<checkout>/.data/logs` (ignored by git).
     public static let logDirectory: URL = {
-        let dir = root.appendingPathComponent(".data/test-logs")
+        let dir = root.appendingPathComponent(".data/logs")
         try? FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
         return dir
     }()

@@ -5,7 +5,7 @@ import Synchronization
 import Glibc
 #endif
 
-/// A child process for a test: output (stdout and stderr) goes to a log file; every wait has a timeout.
+/// A child process of the platform (a service, a server script): output (stdout and stderr) goes to a log file; every wait has a timeout.
 ///
 /// Spawned with `posix_spawn` and reaped with `waitpid`, not Foundation's `Process`: that one learns of
 /// an exit only when every holder of an inherited descriptor is gone, so a script that starts a daemon
@@ -39,7 +39,7 @@ public final class ManagedProcess: Sendable {
         let serial = counter.add(1, ordering: .relaxed).newValue
         let logURL = RepoPaths.logDirectory.appendingPathComponent("\(name)-\(getpid())-\(serial).log")
         let logFD = open(logURL.path, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0o644)
-        guard logFD >= 0 else { throw TestSupportError.commandFailed("cannot open \(logURL.path)") }
+        guard logFD >= 0 else { throw ClusterError.commandFailed("cannot open \(logURL.path)") }
         defer { close(logFD) }
 
         var actions = posix_spawn_file_actions_t()
@@ -60,7 +60,7 @@ public final class ManagedProcess: Sendable {
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, executable.path, &actions, nil, argv, envp)
         guard rc == 0 else {
-            throw TestSupportError.commandFailed("cannot start \(executable.path): \(String(cString: strerror(rc)))")
+            throw ClusterError.commandFailed("cannot start \(executable.path): \(String(cString: strerror(rc)))")
         }
         return ManagedProcess(name: name, pid: pid, logURL: logURL)
     }
@@ -105,7 +105,7 @@ public final class ManagedProcess: Sendable {
         try await waitUntil(timeout: timeout, what: "\(name) to print \"\(text)\"") {
             if self.log().split(separator: "\n").contains(where: { $0.contains(text) }) { return true }
             if let status = self.exitStatus {
-                throw TestSupportError.commandFailed("\(self.name) exited (\(status)) before printing \"\(text)\":\n\(self.tail())")
+                throw ClusterError.commandFailed("\(self.name) exited (\(status)) before printing \"\(text)\":\n\(self.tail())")
             }
             return false
         }
@@ -116,7 +116,7 @@ public final class ManagedProcess: Sendable {
         try await waitUntil(timeout: timeout, what: "\(name) to listen on port \(port)") {
             if LocalPorts.isListening(port) { return true }
             if let status = self.exitStatus {
-                throw TestSupportError.commandFailed("\(self.name) exited (\(status)) before listening on \(port):\n\(self.tail())")
+                throw ClusterError.commandFailed("\(self.name) exited (\(status)) before listening on \(port):\n\(self.tail())")
             }
             return false
         }
@@ -164,7 +164,7 @@ public func waitUntil(
     let deadline = ContinuousClock.now + timeout
     while true {
         if try await condition() { return }
-        if ContinuousClock.now >= deadline { throw TestSupportError.timeout("waiting \(timeout) for \(what)") }
+        if ContinuousClock.now >= deadline { throw ClusterError.timeout("waiting \(timeout) for \(what)") }
         try await Task.sleep(for: .milliseconds(20))
     }
 }
@@ -231,11 +231,11 @@ public func runCommand(
         return CommandResult(status: status, output: output)
     } catch {
         await process.kill9()
-        throw TestSupportError.timeout("\(executable) \(arguments.joined(separator: " ")): \(process.tail())")
+        throw ClusterError.timeout("\(executable) \(arguments.joined(separator: " ")): \(process.tail())")
     }
 }
 
-/// Runs `body`, failing with `TestSupportError.timeout` if it takes longer than `timeout` (`body` is cancelled).
+/// Runs `body`, failing with `ClusterError.timeout` if it takes longer than `timeout` (`body` is cancelled).
 public func withTimeout<T: Sendable>(
     _ timeout: Duration, _ what: String = "operation", _ body: @escaping @Sendable () async throws -> T
 ) async throws -> T {
@@ -247,7 +247,7 @@ public func withTimeout<T: Sendable>(
         }
         defer { group.cancelAll() }
         guard let first = try await group.next(), let value = first else {
-            throw TestSupportError.timeout("\(what) after \(timeout)")
+            throw ClusterError.timeout("\(what) after \(timeout)")
         }
         return value
     }

@@ -1,0 +1,130 @@
+import ArgumentParser
+import Atomics
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import FlashSaleClient
+import ServiceLifecycle
+import Wire
+
+/// The edge: the platform's public entry. Purchases only, plus the quota service's `edge.ReleaseQuota`
+/// (operator token). Stateless apart from its counters: start as many as you like, on any port.
+@main
+struct EdgeMain: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "Edge", abstract: "The flash sale's public purchase entry.")
+
+    @Option(help: "Address to listen on.") var host = "127.0.0.1"
+    @Option(help: "Port to listen on; 0 picks a free one (printed on the READY line).") var port = 0
+    @Option(help: "Address other services reach this edge at (host:port); defaults to the bound address.") var advertise: String?
+    @Option(help: "ZooKeeper connection string (host:port[,host:port...]).") var zookeeper: String
+    @Option(help: "The flash sale's root node in ZooKeeper.") var root = "/flashsale"
+    @Option(help: "InventoryService address (host:port).") var inventory: String
+    @Option(help: "Connections to the InventoryService.") var inventoryConnections = 4
+    @Option(help: "QuotaService address (host:port).") var quota: String
+    @Option(help: "Attempts kept per million until config/shed is read.") var keepPerMillion: UInt32 = 1_000_000
+    @Option(help: "Seed of the shedding lottery (random by default).") var shedSeed: UInt64?
+    @Option(help: "Calls in flight per client connection before the edge stops reading it.") var maxCallsInFlight = 1024
+    @Option(help: "Seconds after which an idle client connection is closed.") var idleTimeout: Int64 = 300
+    @Option(help: "Largest frame accepted, in bytes.") var maxFrameSize = 64 * 1024
+    @Option(help: "Event loop threads.") var threads = System.coreCount
+    @Option(help: "trace|debug|info|notice|warning|error|critical") var logLevel = "info"
+
+    func run() async throws {
+        guard let level = Logger.Level(name: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
+        guard let inventoryAddress = HostPort(inventory), HostPort(quota) != nil else {
+            throw ValidationError("--inventory and --quota take host:port")
+        }
+        let logger = ServiceRuntime.makeLogger(label: "edge", level: level)
+        let token = try ServiceRuntime.operatorToken(environment: ProcessInfo.processInfo.environment)
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+
+        let ledger = QuotaLedger()
+        let shedder = LoadShedder(keepPerMillion: keepPerMillion, seed: shedSeed ?? UInt64.random(in: .min ... .max))
+        let inventoryClient = RPCClient(
+            configuration: RPCClientConfiguration(
+                host: inventoryAddress.host, port: inventoryAddress.port, connections: max(1, inventoryConnections),
+                defaultTimeout: .seconds(5), token: token ?? ""),
+            group: group, logger: logger)
+        // The agent needs the address the server bound (port 0 picks one), so it is created once the server
+        // listens; the purchase path reaches it through this late binding.
+        let agent = LateAgent()
+        let purchases = PurchasePath(
+            ledger: ledger, shedder: shedder, forwarder: InventoryForwarder(client: InventoryClient(rpc: inventoryClient)), refiller: agent,
+            edgeID: { agent.edgeID }, logger: logger)
+
+        var router = RPCRouter(serviceName: "edge")
+        purchases.register(into: &router)
+        EdgeQuotaAgent.registerReleaseQuota(into: &router, ledger: ledger)
+        let server = RPCServer(
+            configuration: RPCServerConfiguration(
+                host: host, port: port, maxFrameSize: maxFrameSize, maxCallsInFlightPerConnection: maxCallsInFlight,
+                idleTimeout: .seconds(idleTimeout), operatorToken: token),
+            router: router, group: group, logger: logger)
+
+        let advertise = self.advertise
+        let zookeeper = self.zookeeper
+        let root = self.root
+        let quota = self.quota
+        let agentRunner = ClosureService {
+            let bound = try await server.localAddress()
+            let address = advertise ?? "\(bound.ipAddress ?? "127.0.0.1"):\(bound.port ?? 0)"
+            let quotaAgent = EdgeQuotaAgent(
+                zooKeeper: zookeeper, root: root, address: address, ledger: ledger, shedder: shedder,
+                quotaService: quota, operatorToken: token, logger: logger)
+            agent.set(quotaAgent)
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await quotaAgent.run() }
+                tasks.addTask {
+                    let id = try await quotaAgent.registered()
+                    logger.info("edge registered", metadata: ["edge": "\(id)", "address": "\(address)"])
+                    ServiceRuntime.announceReady(service: "edge", address: bound)
+                }
+                try await tasks.waitForAll()
+            }
+        }
+        // Shut down in reverse order: the server drains its calls in flight first, then the agent reports the
+        // final usage and removes the edge's node.
+        let services = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: agentRunner), .init(service: server)],
+                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await services.run()
+        await inventoryClient.shutdown()
+        try await group.shutdownGracefully()
+    }
+}
+
+/// `host:port`.
+struct HostPort {
+    let host: String
+    let port: Int
+
+    init?(_ text: String) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else { return nil }
+        self.host = String(text[..<colon])
+        self.port = port
+    }
+}
+
+/// The quota agent, once it exists: refills and the edge id go through here. Set once and read lock-free:
+/// every purchase reads the edge id.
+final class LateAgent: QuotaRefiller, Sendable {
+    private let agent = ManagedAtomicLazyReference<EdgeQuotaAgent>()
+
+    func set(_ agent: EdgeQuotaAgent) { _ = self.agent.storeIfNilThenLoad(agent) }
+
+    var edgeID: UInt32 { agent.load()?.edgeID ?? 0 }
+
+    func requestMore(product: String) async -> Bool {
+        guard let agent = agent.load() else { return false }
+        return await agent.requestMore(product: product)
+    }
+}
+
+/// A `Service` made of a closure.
+struct ClosureService: Service {
+    let body: @Sendable () async throws -> Void
+    init(_ body: @escaping @Sendable () async throws -> Void) { self.body = body }
+    func run() async throws { try await body() }
+}

@@ -1,4 +1,0 @@
-@main
-struct EdgeMain {
-    static func main() async throws {}
-}

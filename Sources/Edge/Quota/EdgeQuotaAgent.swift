@@ -1,0 +1,480 @@
+import FlashSaleClient
+import Logging
+import Proto
+import ServiceLifecycle
+import Synchronization
+import Wire
+import ZooKeeperClient
+
+/// The edge's side of the quotas, as a `Service`: registers the edge in ZooKeeper (`edges/edge-NNNNNNNNNN`,
+/// ephemeral, with its address and usage), watches its quota node of every product and `config/shed`, and applies
+/// changes to the `QuotaLedger` and the `LoadShedder` as they come, without a restart. It asks the quota service for
+/// more when a product runs dry (`requestMore`) and answers the quota service's `edge.ReleaseQuota`.
+///
+/// ZooKeeper unreachable: the ledger keeps serving what was granted (the node stays ours until the session expires)
+/// and every watch is re-read when the connection is back. Session expired: the quota service may already have
+/// counted our unsold units as free, so they are handed back first (released, and reported as such), then the node
+/// is created again under the same name and everything is re-read.
+public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
+    public let layout: QuotaLayout
+    private let resolveAddress: @Sendable () async throws -> String
+    private let advertised = Mutex("")
+    private let zooKeeper: String
+    private let ledger: QuotaLedger
+    private let shedder: LoadShedder
+    private let quota: QuotaClient
+    private let logger: Logger
+    private let sessionTimeout: Duration
+    private let reportInterval: Duration
+
+    private let id = Atomic<UInt32>(0)
+    /// Our node's name once registered. Kept for the life of the process: see `register`.
+    private let name = Mutex<String?>(nil)
+    private let registration = Mutex(RegistrationState.pending([]))
+    private let refills = Mutex<[String: Task<Bool, Never>]>([:])
+
+    private enum RegistrationState {
+        case pending([CheckedContinuation<UInt32, any Error>])
+        case registered(UInt32)
+        case failed(any Error)
+    }
+
+    /// - Parameters:
+    ///   - zooKeeper: connection string, `host:port[,host:port...]`.
+    ///   - root: the flash sale's root node (default `/flashsale`).
+    ///   - address: `host:port` where this edge answers (purchases and `edge.ReleaseQuota`); asked for once, when
+    ///     `run` starts, so a server bound to port 0 can tell it (`{ try await server.localAddress() ... }`).
+    ///   - quotaService: `host:port` of the quota service.
+    ///   - operatorToken: sent with calls to the quota service (not needed for `quota.GrantMore`).
+    ///   - sessionTimeout: how long ZooKeeper keeps our node after it last heard from us (a killed edge's units are
+    ///     reclaimed after this); 4 s is the least a default server grants.
+    public init(
+        zooKeeper: String, root: String = QuotaLayout.defaultRoot, address: @escaping @Sendable () async throws -> String,
+        ledger: QuotaLedger,
+        shedder: LoadShedder, quotaService: String, operatorToken: String? = nil, logger: Logger,
+        sessionTimeout: Duration = .seconds(4), reportInterval: Duration = .milliseconds(100)
+    ) {
+        self.zooKeeper = zooKeeper
+        self.layout = QuotaLayout(root: root)
+        self.resolveAddress = address
+        self.ledger = ledger
+        self.shedder = shedder
+        self.logger = logger
+        self.sessionTimeout = sessionTimeout
+        self.reportInterval = reportInterval
+        let (host, port) = Self.hostPort(quotaService) ?? ("127.0.0.1", 0)
+        self.quota = QuotaClient(
+            rpc: RPCClient(
+                configuration: RPCClientConfiguration(
+                    host: host, port: port, connectTimeout: .seconds(1), defaultTimeout: .seconds(3),
+                    token: operatorToken ?? ""),
+                logger: logger))
+    }
+
+    /// The same, with an address known up front.
+    public convenience init(
+        zooKeeper: String, root: String = QuotaLayout.defaultRoot, address: String, ledger: QuotaLedger,
+        shedder: LoadShedder, quotaService: String, operatorToken: String? = nil, logger: Logger,
+        sessionTimeout: Duration = .seconds(4), reportInterval: Duration = .milliseconds(100)
+    ) {
+        self.init(
+            zooKeeper: zooKeeper, root: root, address: { address }, ledger: ledger, shedder: shedder,
+            quotaService: quotaService, operatorToken: operatorToken, logger: logger, sessionTimeout: sessionTimeout,
+            reportInterval: reportInterval)
+    }
+
+    /// `host:port` this edge advertises in its registration ("" until `run` resolved it).
+    public var address: String { advertised.withLock { $0 } }
+
+    /// This edge's id (the sequence number of its node; orders record it). 0 until registered.
+    public var edgeID: UInt32 { id.load(ordering: .acquiring) }
+
+    /// Waits until the edge is registered in ZooKeeper and returns its id. Throws if `run` ended before.
+    public func registered() async throws -> UInt32 {
+        try await withCheckedThrowingContinuation { continuation in
+            registration.withLock { state in
+                switch state {
+                case .pending(var waiters):
+                    waiters.append(continuation)
+                    state = .pending(waiters)
+                case .registered(let id):
+                    continuation.resume(returning: id)
+                case .failed(let error):
+                    continuation.resume(throwing: error)
+                }
+            }
+        }
+    }
+
+    // MARK: - Service
+
+    public func run() async throws {
+        defer { finishRegistration(.failure(CancellationError())) }
+        try await cancelWhenGracefulShutdown {
+            let address = try await self.resolveAddress()
+            self.advertised.withLock { $0 = address }
+            let zk = try await self.connect()
+            let events = zk.events()  // before any watch is set
+            var session = AgentSession(agent: self, zk: zk)
+            do {
+                try await session.registerUntilDone()
+                await session.resync()
+                self.finishRegistration(.success(self.edgeID))
+                self.logger.info("edge registered", metadata: ["edge": "\(self.edgeID)", "address": "\(self.address)"])
+                await withDiscardingTaskGroup { group in
+                    group.addTask { await self.reportUsage(zk) }
+                    for await event in events {
+                        await session.handle(event)
+                    }
+                    group.cancelAll()
+                }
+            } catch {
+                await zk.close()
+                throw error
+            }
+            // Closing ends the session at once: the quota service sees the node go and asks for our units.
+            await zk.close()
+        }
+        await quota.shutdown()
+    }
+
+    /// Retries until ZooKeeper answers (it may start after us, or be restarting).
+    private func connect() async throws -> ZooKeeperClient {
+        var delay = Duration.milliseconds(50)
+        while true {
+            try Task.checkCancellation()
+            do {
+                return try await ZooKeeperClient.connect(
+                    hosts: zooKeeper, sessionTimeout: sessionTimeout, connectTimeout: .seconds(5), logger: logger)
+            } catch {
+                logger.warning("zookeeper unreachable; retrying", metadata: ["hosts": "\(zooKeeper)", "error": "\(error)"])
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(1))
+            }
+        }
+    }
+
+    private func finishRegistration(_ result: Result<UInt32, any Error>) {
+        let waiters = registration.withLock { state -> [CheckedContinuation<UInt32, any Error>] in
+            guard case .pending(let waiters) = state else { return [] }
+            switch result {
+            case .success(let id): state = .registered(id)
+            case .failure(let error): state = .failed(error)
+            }
+            return waiters
+        }
+        for waiter in waiters { waiter.resume(with: result) }
+    }
+
+    // MARK: - Usage reports
+
+    /// What the quota service reads to know how many units we handed back (and how many we used).
+    fileprivate func registrationData() -> [UInt8] {
+        EdgeRegistration(
+            edgeId: edgeID, address: address,
+            usage: ledger.usage().map {
+                ProductUsage(productId: $0.product, used: $0.used, released: $0.released, granted: $0.granted)
+            }
+        ).serializedBytes()
+    }
+
+    /// Rewrites our node's data when the usage changed, every `reportInterval`.
+    private func reportUsage(_ zk: ZooKeeperClient) async {
+        var last: [UInt8] = []
+        while !Task.isCancelled {
+            try? await Task.sleep(for: reportInterval)
+            guard let name = name.withLock({ $0 }) else { continue }
+            let data = registrationData()
+            guard data != last else { continue }
+            let path = layout.edge(name)
+            do {
+                // Only this edge writes its node; the version still guards against writing over a node that was
+                // re-created meanwhile by a registration of ours (then the next tick writes again).
+                let stat = try await zk.get(path).stat
+                try await zk.set(path, data: data, version: stat.version)
+                last = data
+            } catch {
+                logger.debug("usage report failed", metadata: ["error": "\(error)"])
+            }
+        }
+    }
+
+    // MARK: - Refills
+
+    /// Asks the quota service for more units of `product`; concurrent calls for one product share one request.
+    /// True if units were added to the ledger. When the quota service says the product is sold out everywhere,
+    /// the ledger is marked so (until the next grant).
+    public func requestMore(product: String) async -> Bool {
+        let task = refills.withLock { refills -> Task<Bool, Never> in
+            if let running = refills[product] { return running }
+            let task = Task { await self.askForMore(product) }
+            refills[product] = task
+            return task
+        }
+        let added = await task.value
+        refills.withLock { refills in
+            if refills[product] == task { refills[product] = nil }
+        }
+        return added
+    }
+
+    private func askForMore(_ product: String) async -> Bool {
+        let edgeID = self.edgeID
+        guard edgeID != 0 else { return false }
+        let before = ledger.usage(of: product)
+        do {
+            let response = try await quota.grantMore(
+                GrantMoreRequest(edgeId: edgeID, productId: product, used: before?.used ?? 0))
+            ledger.applyGrant(product, granted: response.granted)
+            let after = ledger.usage(of: product)
+            // The quota node's watch may have applied the grant first: compare with what we had before the call.
+            if (after?.granted ?? 0) > (before?.granted ?? 0) || (after?.available ?? 0) > 0 { return true }
+            if response.soldOut { ledger.markSoldOut(product) }
+            return false
+        } catch {
+            logger.warning("quota refill failed", metadata: ["product": "\(product)", "error": "\(error)"])
+            return false
+        }
+    }
+
+    // MARK: - Calls from the quota service
+
+    /// Adds `edge.ReleaseQuota` (operator only): hands back up to `max_units` not yet used.
+    public func register(into router: inout RPCRouter) {
+        Self.registerReleaseQuota(into: &router, ledger: self.ledger)
+    }
+
+    /// The same, before the agent exists: the edge registers its methods before it binds, and the agent needs
+    /// the bound address.
+    public static func registerReleaseQuota(into router: inout RPCRouter, ledger: QuotaLedger) {
+        router.register(EdgeQuotaMethod.releaseQuota, operatorOnly: true) {
+            (request: ReleaseQuotaRequest, _: ServerCallContext) async throws -> ReleaseQuotaResponse in
+            guard !request.productId.isEmpty else { throw RPCError(.invalidArgument, "product_id is empty") }
+            guard request.maxUnits >= 0 else { throw RPCError(.invalidArgument, "max_units is negative") }
+            let released = ledger.release(request.productId, maxUnits: request.maxUnits)
+            return ReleaseQuotaResponse(
+                released: released, releasedTotal: ledger.usage(of: request.productId)?.released ?? 0)
+        }
+    }
+
+    // MARK: - Applying what ZooKeeper says
+
+    fileprivate func apply(quota data: [UInt8], product: String) {
+        guard let grant = try? QuotaGrant(decoding: data) else {
+            logger.warning("quota node holds no grant", metadata: ["product": "\(product)"])
+            return
+        }
+        let added = ledger.applyGrant(product, granted: grant.granted)
+        if added > 0 {
+            logger.debug("quota applied", metadata: ["product": "\(product)", "granted": "\(grant.granted)", "added": "\(added)"])
+        }
+    }
+
+    fileprivate func apply(shed data: [UInt8]) {
+        guard let config = try? ShedConfig(decoding: data) else {
+            logger.warning("shed node holds no keep ratio")
+            return
+        }
+        shedder.setKeepPerMillion(config.keepPerMillion)
+    }
+
+    /// After a session expiry the quota service may have given our unsold units to others: hand them back first.
+    fileprivate func releaseEverything() {
+        for usage in ledger.usage() where usage.available > 0 {
+            _ = ledger.release(usage.product, maxUnits: Int64.max)
+        }
+    }
+
+    fileprivate func adopt(name: String) {
+        self.name.withLock { $0 = name }
+        if let id = QuotaLayout.edgeID(name: name) { self.id.store(id, ordering: .releasing) }
+    }
+
+    fileprivate var nodeName: String? { name.withLock { $0 } }
+    fileprivate var log: Logger { logger }
+
+    static func hostPort(_ text: String) -> (String, Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else { return nil }
+        let host = String(text[..<colon])
+        return (host.isEmpty ? "127.0.0.1" : host, port)
+    }
+}
+
+/// The watch loop's state, owned by the one task that runs it.
+private struct AgentSession {
+    let agent: EdgeQuotaAgent
+    let zk: ZooKeeperClient
+    var products: Set<String> = []
+    var disconnected = false
+
+    init(agent: EdgeQuotaAgent, zk: ZooKeeperClient) {
+        self.agent = agent
+        self.zk = zk
+    }
+
+    var layout: QuotaLayout { agent.layout }
+
+    mutating func handle(_ event: ZooKeeperEvent) async {
+        do {
+            switch event {
+            case .session(.expired):
+                try await recoverFromExpiry()
+            case .session(.connected), .session(.connectedReadOnly):
+                if disconnected {
+                    disconnected = false
+                    agent.log.info("zookeeper connection back: resyncing")
+                    try await ensureRegistered()
+                    await resync()
+                }
+            case .session:
+                if !disconnected {
+                    disconnected = true
+                    agent.log.warning("zookeeper connection lost: serving from the local counters")
+                }
+            case .childrenChanged(let path) where path == layout.products:
+                try await refreshProducts(rereadAll: false)
+            case .dataChanged(let path), .created(let path):
+                try await reread(path)
+            case .deleted(let path):
+                if let name = agent.nodeName, path == layout.edge(name) {
+                    try await ensureRegistered()  // someone removed our node: we are still here
+                } else {
+                    try await reread(path)
+                }
+            default:
+                break
+            }
+        } catch {
+            // Connection trouble: the `connected` event that follows resyncs everything.
+            agent.log.debug("zookeeper read failed", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private mutating func reread(_ path: String) async throws {
+        if path == layout.shed {
+            try await readShed()
+        } else if let product = product(ofQuotaPath: path) {
+            try await readQuota(product)
+        }
+    }
+
+    private func product(ofQuotaPath path: String) -> String? {
+        guard let name = agent.nodeName else { return nil }
+        let prefix = layout.quotas + "/"
+        let suffix = "/" + name
+        guard path.hasPrefix(prefix), path.hasSuffix(suffix), path.count > prefix.count + suffix.count else { return nil }
+        let product = path.dropFirst(prefix.count).dropLast(suffix.count)
+        return product.contains("/") ? nil : String(product)
+    }
+
+    /// Registers until it works (ZooKeeper may be restarting).
+    mutating func registerUntilDone() async throws {
+        var delay = Duration.milliseconds(50)
+        while true {
+            try Task.checkCancellation()
+            do {
+                try await ensureRegistered()
+                return
+            } catch {
+                agent.log.warning("registration failed; retrying", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(1))
+            }
+        }
+    }
+
+    /// The first registration takes a sequence number (our edge id). Later ones (after a session expiry) create the
+    /// same name again as a plain ephemeral node: orders record the edge id and the quota service reclaims a dead
+    /// edge's units from the orders of that id, so an edge must keep one id for the life of its process. Sequence
+    /// numbers are never handed out twice under one parent, so no other edge can hold the name meanwhile.
+    private func ensureRegistered() async throws {
+        let data = agent.registrationData()
+        guard let name = agent.nodeName else {
+            let path = try await zk.create(
+                layout.edges + "/" + QuotaLayout.edgePrefix, data: data, mode: .ephemeralSequential, createParents: true)
+            let name = String(path.split(separator: "/").last ?? "")
+            agent.adopt(name: name)
+            // The data written at creation could not hold the id yet.
+            try await zk.set(path, data: agent.registrationData(), version: 0)
+            return
+        }
+        let path = layout.edge(name)
+        do {
+            try await zk.create(path, data: data, mode: .ephemeral, createParents: true)
+        } catch let error as ZooKeeperError where error.code == .nodeExists {
+            guard let stat = try await zk.exists(path), stat.ephemeralOwner != zk.sessionID else { return }
+            // Left by our previous session, which the server has not expired yet: replace it.
+            try await zk.delete(path, version: stat.version)
+            try await zk.create(path, data: data, mode: .ephemeral)
+        }
+    }
+
+    private mutating func recoverFromExpiry() async throws {
+        agent.log.warning("zookeeper session expired: handing back unsold units and registering again")
+        agent.releaseEverything()
+        var delay = Duration.milliseconds(50)
+        while true {
+            try Task.checkCancellation()
+            do {
+                try await zk.reconnect()
+                break
+            } catch {
+                agent.log.warning("zookeeper reconnect failed; retrying", metadata: ["error": "\(error)"])
+                try await Task.sleep(for: delay)
+                delay = min(delay * 2, .seconds(1))
+            }
+        }
+        disconnected = false
+        try await registerUntilDone()
+        await resync()
+    }
+
+    /// Re-reads (and re-watches) the shed setting, the product list and every quota node of ours.
+    mutating func resync() async {
+        do {
+            try await readShed()
+            try await refreshProducts(rereadAll: true)
+        } catch {
+            agent.log.debug("resync incomplete", metadata: ["error": "\(error)"])
+        }
+    }
+
+    private mutating func refreshProducts(rereadAll: Bool) async throws {
+        let names: [String]
+        do {
+            names = try await zk.children(layout.products, watch: true)
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            try await zk.ensurePath(layout.products)
+            names = try await zk.children(layout.products, watch: true)
+        }
+        for product in names where rereadAll || !products.contains(product) {
+            products.insert(product)
+            try await readQuota(product)
+        }
+    }
+
+    /// Reads our quota node of `product` with a watch; when it does not exist yet, watches for its creation.
+    private func readQuota(_ product: String) async throws {
+        guard let name = agent.nodeName else { return }
+        let path = layout.quota(product, edge: name)
+        for _ in 0..<2 {
+            do {
+                agent.apply(quota: try await zk.get(path, watch: true).data, product: product)
+                return
+            } catch let error as ZooKeeperError where error.code == .noNode {
+                if try await zk.exists(path, watch: true) == nil { return }
+            }
+        }
+    }
+
+    private func readShed() async throws {
+        for _ in 0..<2 {
+            do {
+                agent.apply(shed: try await zk.get(layout.shed, watch: true).data)
+                return
+            } catch let error as ZooKeeperError where error.code == .noNode {
+                if try await zk.exists(layout.shed, watch: true) == nil { return }
+            }
+        }
+    }
+}

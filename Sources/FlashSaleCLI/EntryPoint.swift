@@ -1,4 +1,0 @@
-@main
-struct FlashSaleCLIMain {
-    static func main() async throws {}
-}

@@ -1,0 +1,87 @@
+import Cluster
+import FlashSaleClient
+import Logging
+import NIOCore
+import Proto
+import Wire
+
+/// The sale's operator side: creates the products through the quota service, sets the lottery, waits until
+/// every edge has its quota and the ratio, and afterwards gathers the figures and the audit for the report.
+struct SaleControl: Sendable {
+    let platform: Platform
+    let quota: QuotaClient
+    let inventory: InventoryClient
+    let edges: [EdgeClient]
+    let logger: Logger
+
+    init(platform: Platform, token: String, logger: Logger) {
+        self.platform = platform
+        self.logger = logger
+        self.quota = QuotaClient(host: platform.quota.host, port: platform.quota.port, token: token, logger: logger)
+        self.inventory = InventoryClient(rpc: RPCClient(
+            configuration: RPCClientConfiguration(host: platform.inventory.host, port: platform.inventory.port, connections: 2, token: token),
+            logger: logger))
+        self.edges = platform.edges.map { EdgeClient(host: $0.host, port: $0.port, logger: logger) }
+    }
+
+    func shutdown() async {
+        await quota.shutdown()
+        await inventory.shutdown()
+        for edge in edges { await edge.shutdown() }
+    }
+
+    func prepare(products: [String], stock: Int64, hot: Set<String>, keepPerMillion: UInt32) async throws {
+        try await quota.setShed(keepPerMillion: keepPerMillion)
+        for product in products {
+            _ = try await quota.createProduct(CreateProductRequest(productId: product, totalStock: stock, hot: hot.contains(product)))
+        }
+        // The sale starts when every edge holds its share and the lottery's ratio: before that an edge would
+        // answer SOLD_OUT or keep everything.
+        try await waitUntil(timeout: .seconds(30), what: "every edge to apply its quotas and the shed ratio") {
+            let status = try await quota.status()
+            let granted = status.products.allSatisfy { product in
+                product.edges.count == edges.count && product.edges.reduce(0) { $0 + $1.granted } == stock
+            }
+            guard granted && status.products.count == products.count else { return false }
+            for edge in edges where try await edge.stats().keepPerMillion != keepPerMillion { return false }
+            return true
+        }
+    }
+
+    func report(result: BuyerSwarm.Result, products: [String], stock: Int64, configuration: SaleCommand) async throws -> SaleReport {
+        let audit = try await inventory.audit()
+        let catalog = try await inventory.listProducts()
+        // Every PURCHASED reply must have its order: ask the inventory for each request id's outcome, buying nothing.
+        var withoutOrder = 0
+        for purchase in result.purchases {
+            let answer = try await inventory.purchase(PurchaseRequest(
+                requestId: purchase.requestID, userId: purchase.userID, productId: purchase.product, lookupOnly: true))
+            if answer.outcome != .purchased || answer.orderId != purchase.orderID { withoutOrder += 1 }
+        }
+        let replies = Dictionary(grouping: result.purchases, by: \.product).mapValues(\.count)
+        let lines = products.map { product -> SaleReport.ProductLine in
+            let line = audit.products.first { $0.productId == product }
+            return SaleReport.ProductLine(
+                product: product, database: catalog.first { $0.productId == product }?.database ?? "?",
+                totalStock: line?.totalStock ?? 0, orders: line?.orders ?? 0, remaining: line?.remaining ?? 0,
+                purchasedReplies: replies[product] ?? 0, auditClean: line?.clean ?? false)
+        }
+        var edgeLines: [SaleReport.EdgeLine] = []
+        for (edge, endpoint) in zip(edges, platform.edges) {
+            let stats = try await edge.stats()
+            edgeLines.append(.init(
+                edgeID: stats.edgeId, address: endpoint.address, attempts: stats.attempts, shed: stats.shed,
+                soldOut: stats.soldOut, purchased: stats.purchased, alreadyPurchased: stats.alreadyPurchased,
+                errors: stats.errors, forwarded: stats.forwarded))
+        }
+        let hot = configuration.hot.split(separator: ",").map(String.init)
+        return SaleReport(
+            result: result,
+            configuration: .init(
+                products: configuration.products, stock: stock, attempts: configuration.attempts, users: configuration.users,
+                connections: configuration.connections, depth: configuration.depth, keep: configuration.keep,
+                edges: configuration.edges, hot: hot),
+            products: lines, edges: edgeLines, purchasedRepliesWithoutOrder: withoutOrder,
+            auditClean: audit.clean && lines.allSatisfy(\.auditClean))
+    }
+}

@@ -1,0 +1,141 @@
+import Logging
+import NIOCore
+import Proto
+import Wire
+
+/// The quota service's method names, shared by its server, the edges and the operators' clients.
+public enum QuotaMethod {
+    /// Operator only: creates the product in the inventory, then its ZooKeeper nodes, then splits its stock.
+    public static let createProduct = "quota.CreateProduct"
+    /// Operator only: `AdjustStockRequest` with `raise_by`.
+    public static let raiseStock = "quota.RaiseStock"
+    /// Operator only: `AdjustStockRequest` with `sale_limit` (stop after this many sold in total).
+    public static let limitStock = "quota.LimitStock"
+    /// Operator only: the edges' keep ratio.
+    public static let setShed = "quota.SetShed"
+    /// From an edge that ran dry.
+    public static let grantMore = "quota.GrantMore"
+    public static let status = "quota.Status"
+}
+
+/// Methods every edge answers for the quota service.
+public enum EdgeQuotaMethod {
+    /// Operator only: hand back up to `max_units` not yet used.
+    public static let releaseQuota = "edge.ReleaseQuota"
+    /// `QuotaStatusRequest` (empty product: all) -> `EdgeRegistration`: the edge's id, address and counters as applied
+    /// now (not the last report in ZooKeeper). For operators, tests and the quota benchmark.
+    public static let quotaUsage = "edge.QuotaUsage"
+}
+
+/// Where things live in ZooKeeper under one root (default `/flashsale`); shared by the quota service and the edges.
+public struct QuotaLayout: Sendable, Hashable {
+    public static let defaultRoot = "/flashsale"
+
+    public let root: String
+
+    /// `root` without a trailing slash ("/" is refused by ZooKeeper as a prefix, so "/" becomes "").
+    public init(root: String = QuotaLayout.defaultRoot) {
+        var root = root
+        while root.hasSuffix("/") { root.removeLast() }
+        self.root = root
+    }
+
+    public var edges: String { root + "/edges" }
+    public var products: String { root + "/products" }
+    public var quotas: String { root + "/quotas" }
+    public var config: String { root + "/config" }
+    public var shed: String { root + "/config/shed" }
+    /// Ephemeral: held by the quota service process that runs the edge watch and the periodic rebalancing.
+    public var leader: String { root + "/leader" }
+
+    public func edge(_ name: String) -> String { edges + "/" + name }
+    public func product(_ product: String) -> String { products + "/" + product }
+    public func quotas(of product: String) -> String { quotas + "/" + product }
+    public func quota(_ product: String, edge: String) -> String { quotas + "/" + product + "/" + edge }
+
+    /// The prefix of edges' sequential nodes: ZooKeeper appends a 10-digit sequence number, from 0.
+    public static let edgePrefix = "edge-"
+
+    /// The edge id is the node's sequence number plus one: orders use 0 for "no edge", and the first sequence
+    /// number under a fresh `edges/` is 0. `edge-0000000000` is edge 1, `edge-0000000006` edge 7.
+    public static func edgeName(id: UInt32) -> String {
+        let digits = String(max(id, 1) - 1)
+        return edgePrefix + String(repeating: "0", count: max(0, 10 - digits.count)) + digits
+    }
+
+    /// 7 for "edge-0000000006"; nil for anything that is not an edge's node name.
+    public static func edgeID(name: String) -> UInt32? {
+        guard name.hasPrefix(edgePrefix) else { return nil }
+        let digits = name.dropFirst(edgePrefix.count)
+        guard digits.count == 10, digits.allSatisfy(\.isASCII), let sequence = UInt32(digits), sequence < UInt32.max else {
+            return nil
+        }
+        return sequence + 1
+    }
+
+    /// Product ids become node names: 1-128 bytes of letters, digits, `.`, `_`, `-`, and not `.` or `..`.
+    public static func isValidProductID(_ id: String) -> Bool {
+        guard !id.isEmpty, id.utf8.count <= 128, id != ".", id != ".." else { return false }
+        return id.utf8.allSatisfy { byte in
+            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
+                || byte == 0x2E || byte == 0x5F || byte == 0x2D
+        }
+    }
+}
+
+/// A typed client of the quota service. Errors are thrown as `RPCError` with the service's status
+/// (NOT_FOUND for an unknown product, INVALID_ARGUMENT, FAILED_PRECONDITION, UNAVAILABLE, ...).
+public struct QuotaClient: Sendable {
+    public let rpc: RPCClient
+
+    public init(rpc: RPCClient) {
+        self.rpc = rpc
+    }
+
+    /// A client of the service at host:port; `token` is the operator token (needed by every operator method).
+    public init(host: String = "127.0.0.1", port: Int, token: String = "", logger: Logger) {
+        self.rpc = RPCClient(configuration: RPCClientConfiguration(host: host, port: port, token: token), logger: logger)
+    }
+
+    /// Operator only. Creates the product in the inventory and splits its stock over the live edges.
+    /// Returns the product's quotas after the split.
+    public func createProduct(_ request: CreateProductRequest, timeout: TimeAmount? = nil) async throws -> ProductQuotas {
+        try await rpc.call(QuotaMethod.createProduct, request, as: ProductQuotas.self, timeout: timeout)
+    }
+
+    /// Operator only. Adds `units` to the product's stock (database first), then grants them to the edges.
+    public func raiseStock(productId: String, by units: Int64, timeout: TimeAmount? = nil) async throws -> ProductQuotas {
+        try await rpc.call(
+            QuotaMethod.raiseStock, AdjustStockRequest(productId: productId, change: .raiseBy(units)),
+            as: ProductQuotas.self, timeout: timeout)
+    }
+
+    /// Operator only. Stops the sale after `limit` sold in total (database first), then takes the surplus back from
+    /// the edges. FAILED_PRECONDITION when more than `limit` are sold already.
+    public func limitStock(productId: String, to limit: Int64, timeout: TimeAmount? = nil) async throws -> ProductQuotas {
+        try await rpc.call(
+            QuotaMethod.limitStock, AdjustStockRequest(productId: productId, change: .saleLimit(limit)),
+            as: ProductQuotas.self, timeout: timeout)
+    }
+
+    /// Operator only. Every edge keeps `keepPerMillion` of each million attempts (1,000,000 keeps all).
+    public func setShed(keepPerMillion: UInt32, timeout: TimeAmount? = nil) async throws {
+        let _: QuotaStatusResponse = try await rpc.call(
+            QuotaMethod.setShed, SetShedRequest(keepPerMillion: keepPerMillion), as: QuotaStatusResponse.self,
+            timeout: timeout)
+    }
+
+    /// What an edge calls when it runs dry: the edge's new total grant, or sold out.
+    public func grantMore(_ request: GrantMoreRequest, timeout: TimeAmount? = nil) async throws -> GrantMoreResponse {
+        try await rpc.call(QuotaMethod.grantMore, request, as: GrantMoreResponse.self, timeout: timeout)
+    }
+
+    /// Per product (or the one named): sellable units, units outstanding on edges, and each edge's grant, use and sales.
+    public func status(productId: String = "", timeout: TimeAmount? = nil) async throws -> QuotaStatusResponse {
+        try await rpc.call(QuotaMethod.status, QuotaStatusRequest(productId: productId), as: QuotaStatusResponse.self, timeout: timeout)
+    }
+
+    public func shutdown() async {
+        await rpc.shutdown()
+    }
+}

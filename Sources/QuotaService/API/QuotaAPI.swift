@@ -1,0 +1,85 @@
+import FlashSaleClient
+import Logging
+import Proto
+import Wire
+import ZooKeeperClient
+
+/// The quota service's methods. Every input is checked before anything changes; ZooKeeper and inventory failures
+/// come back as UNAVAILABLE (nothing was decided) rather than INTERNAL.
+struct QuotaAPI: Sendable {
+    let coordinator: QuotaCoordinator
+
+    /// Far beyond any sale, far below where sums of units could overflow.
+    static let maxUnits: Int64 = 1_000_000_000_000
+
+    func register(into router: inout RPCRouter) {
+        let coordinator = self.coordinator
+        router.register(QuotaMethod.createProduct, operatorOnly: true) {
+            (request: CreateProductRequest, _: ServerCallContext) async throws -> ProductQuotas in
+            try Self.checkProduct(request.productId)
+            guard request.totalStock > 0 else { throw RPCError(.invalidArgument, "total_stock must be positive") }
+            guard request.totalStock <= Self.maxUnits else { throw RPCError(.invalidArgument, "total_stock is absurdly large") }
+            guard request.saleLimit >= 0 else { throw RPCError(.invalidArgument, "sale_limit is negative") }
+            let outcome = try await Self.mapped { try await coordinator.createProduct(request) }
+            return QuotaCoordinator.quotas(request.productId, outcome.balance)
+        }
+        router.register(QuotaMethod.raiseStock, operatorOnly: true) {
+            (request: AdjustStockRequest, _: ServerCallContext) async throws -> ProductQuotas in
+            try Self.checkProduct(request.productId)
+            guard case .raiseBy(let units)? = request.change else { throw RPCError(.invalidArgument, "set raise_by") }
+            guard units > 0 else { throw RPCError(.invalidArgument, "raise_by must be positive") }
+            guard units <= Self.maxUnits else { throw RPCError(.invalidArgument, "raise_by is absurdly large") }
+            let outcome = try await Self.mapped { try await coordinator.adjustStock(request) }
+            return QuotaCoordinator.quotas(request.productId, outcome.balance)
+        }
+        router.register(QuotaMethod.limitStock, operatorOnly: true) {
+            (request: AdjustStockRequest, _: ServerCallContext) async throws -> ProductQuotas in
+            try Self.checkProduct(request.productId)
+            guard case .saleLimit(let limit)? = request.change else { throw RPCError(.invalidArgument, "set sale_limit") }
+            guard limit >= 0 else { throw RPCError(.invalidArgument, "sale_limit is negative") }
+            guard limit <= Self.maxUnits else { throw RPCError(.invalidArgument, "sale_limit is absurdly large") }
+            let outcome = try await Self.mapped { try await coordinator.adjustStock(request) }
+            return QuotaCoordinator.quotas(request.productId, outcome.balance)
+        }
+        router.register(QuotaMethod.setShed, operatorOnly: true) {
+            (request: SetShedRequest, _: ServerCallContext) async throws -> QuotaStatusResponse in
+            guard request.keepPerMillion <= 1_000_000 else {
+                throw RPCError(.invalidArgument, "keep_per_million is above 1,000,000")
+            }
+            try await Self.mapped { try await coordinator.store.setShed(request.keepPerMillion) }
+            return QuotaStatusResponse(keepPerMillion: request.keepPerMillion)
+        }
+        router.register(QuotaMethod.grantMore) {
+            (request: GrantMoreRequest, _: ServerCallContext) async throws -> GrantMoreResponse in
+            try Self.checkProduct(request.productId)
+            guard request.edgeId > 0 else { throw RPCError(.invalidArgument, "edge_id is missing (0)") }
+            return try await Self.mapped { try await coordinator.grantMore(edgeID: request.edgeId, product: request.productId) }
+        }
+        router.register(QuotaMethod.status) {
+            (request: QuotaStatusRequest, _: ServerCallContext) async throws -> QuotaStatusResponse in
+            if !request.productId.isEmpty { try Self.checkProduct(request.productId) }
+            return try await Self.mapped { try await coordinator.status(request.productId) }
+        }
+    }
+
+    static func checkProduct(_ id: String) throws {
+        guard !id.isEmpty else { throw RPCError(.invalidArgument, "product_id is empty") }
+        guard QuotaLayout.isValidProductID(id) else {
+            throw RPCError(.invalidArgument, "product_id must be 1-128 letters, digits, '.', '_' or '-'")
+        }
+    }
+
+    /// ZooKeeper's errors as statuses: connection trouble is UNAVAILABLE (retry), the rest INTERNAL.
+    static func mapped<T: Sendable>(_ body: () async throws -> T) async throws -> T {
+        do {
+            return try await body()
+        } catch let error as ZooKeeperError {
+            switch error.code {
+            case .connectionLoss, .operationTimeout, .sessionExpired, .closing, .invalidState, .connectTimeout:
+                throw RPCError(.unavailable, "ZooKeeper is unreachable", cause: error)
+            default:
+                throw RPCError(.internal, "ZooKeeper refused a request", cause: error)
+            }
+        }
+    }
+}

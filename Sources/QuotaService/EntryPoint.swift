@@ -1,4 +1,0 @@
-@main
-struct QuotaServiceMain {
-    static func main() async throws {}
-}

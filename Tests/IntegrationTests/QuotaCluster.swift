@@ -1,0 +1,471 @@
+import FlashSaleClient
+import Foundation
+import Logging
+import Proto
+import Synchronization
+import TestSupport
+import Testing
+import Wire
+import ZooKeeperClient
+
+/// One quota test's platform: the real InventoryService (two fresh databases), one or two QuotaService processes and
+/// Edge processes, under a ZooKeeper root of its own; plus buyers, a monitor of the invariant, and the final checks.
+final class QuotaCluster: Sendable {
+    static let token = "quota-test-operator-token"
+    let zkHosts: String
+    let root: String
+    let layout: QuotaLayout
+    let zk: ZooKeeperClient
+    let inventoryEndpoint: Endpoint
+    let inventory: InventoryClient
+    let quotaEndpoints: [Endpoint]
+    let monitor: InvariantMonitor
+    private let logger: Logger
+    private let edgeList = Mutex<[(endpoint: Endpoint, id: UInt32)]>([])
+    private let ids = Atomic<UInt64>(UInt64.random(in: 1...0xFFFF) << 40)
+
+    var edges: [Endpoint] { edgeList.withLock { $0.map(\.endpoint) } }
+    var edgeIDs: [UInt32] { edgeList.withLock { $0.map(\.id) } }
+    var runningEdges: [Endpoint] { edges.filter { $0.process.isRunning } }
+
+    private init(
+        zkHosts: String, root: String, zk: ZooKeeperClient, inventoryEndpoint: Endpoint,
+        quotaEndpoints: [Endpoint], logger: Logger
+    ) {
+        self.zkHosts = zkHosts
+        self.root = root
+        self.layout = QuotaLayout(root: root)
+        self.zk = zk
+        self.inventoryEndpoint = inventoryEndpoint
+        self.inventory = InventoryClient(port: inventoryEndpoint.port, token: Self.token, logger: logger)
+        self.quotaEndpoints = quotaEndpoints
+        self.logger = logger
+        self.monitor = InvariantMonitor()
+    }
+
+    /// Starts everything, runs `body`, and stops everything (also when `body` throws).
+    static func with(
+        edges: Int, quotaServices: Int = 1, zooKeeper: String? = nil, _ body: (QuotaCluster) async throws -> Void
+    ) async throws {
+        let logger = Logger(label: "quota-test")
+        let zkHosts: String
+        if let zooKeeper { zkHosts = zooKeeper } else { zkHosts = try await TestServers.zooKeeperHosts() }
+        let main = try await TestDatabase.create(prefix: "t_quota")
+        let hot = try await TestDatabase.create(prefix: "t_quota_hot")
+        let root = "/quota-test-\(UInt64.random(in: 0...UInt64.max))"
+        let environment = ["FLASHSALE_OPERATOR_TOKEN": token]
+        var started: [ManagedProcess] = []
+        var cluster: QuotaCluster?
+        do {
+            let inventory = try await start(
+                "InventoryService", ["--port", "0", "--dsn", main.dsn, "--hot-dsn", hot.dsn, "--log-level", "info"],
+                environment: environment, name: "inventory")
+            started.append(inventory.process)
+            var quotas: [Endpoint] = []
+            for i in 0..<quotaServices {
+                let quota = try await start(
+                    "QuotaService",
+                    ["--port", "0", "--zookeeper", zkHosts, "--root", root, "--inventory", inventory.address,
+                     "--log-level", "debug"],
+                    environment: environment, name: "quota\(i + 1)")
+                started.append(quota.process)
+                quotas.append(quota)
+            }
+            let zk = try await ZooKeeperClient.connect(hosts: zkHosts, logger: logger)
+            let made = QuotaCluster(
+                zkHosts: zkHosts, root: root, zk: zk, inventoryEndpoint: inventory, quotaEndpoints: quotas, logger: logger)
+            cluster = made
+            for _ in 0..<edges { try await made.addEdge() }
+            made.monitor.start(made)
+            try await body(made)
+        } catch {
+            await cluster?.stop(started)
+            if cluster == nil { for process in started.reversed() { await process.terminate() } }
+            try? await main.drop()
+            try? await hot.drop()
+            throw error
+        }
+        await cluster?.stop(started)
+        try await main.drop()
+        try await hot.drop()
+    }
+
+    private func stop(_ services: [ManagedProcess]) async {
+        await monitor.stop()
+        for edge in edges { await edge.process.terminate() }
+        for process in services.reversed() { await process.terminate() }
+        await inventory.shutdown()
+        try? await deleteTree(root)
+        await zk.close()
+    }
+
+    private static func start(
+        _ executable: String, _ arguments: [String], environment: [String: String], name: String
+    ) async throws -> Endpoint {
+        let process = try ManagedProcess.start(product: executable, arguments: arguments, environment: environment, name: name)
+        do {
+            let (host, port) = try await process.waitForReady(timeout: .seconds(30))
+            return Endpoint(name: name, host: host, port: port, process: process)
+        } catch {
+            await process.kill9()
+            throw error
+        }
+    }
+
+    /// Starts an edge talking to quota service `quotaService`; returns once it is registered (its READY line).
+    @discardableResult
+    func addEdge(quotaService: Int = 0) async throws -> Endpoint {
+        let index = edgeList.withLock { $0.count }
+        let edge = try await Self.start(
+            "Edge",
+            ["--port", "0", "--zookeeper", zkHosts, "--root", root, "--inventory", inventoryEndpoint.address,
+             "--quota", quotaEndpoints[quotaService].address, "--log-level", "debug"],
+            environment: ["FLASHSALE_OPERATOR_TOKEN": Self.token], name: "edge\(index + 1)")
+        // Its id: the registration node that names its address.
+        let deadline = ContinuousClock.now + .seconds(10)
+        var id: UInt32 = 0
+        while id == 0 {
+            for (name, registration) in try await registrations() where registration.address == edge.address {
+                id = QuotaLayout.edgeID(name: name) ?? 0
+            }
+            if id == 0 {
+                guard ContinuousClock.now < deadline else { throw ClusterError.timeout("edge \(edge.address) in ZooKeeper") }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+        }
+        let found = id
+        edgeList.withLock { $0.append((edge, found)) }
+        return edge
+    }
+
+    // MARK: - Clients
+
+    func quota(_ index: Int = 0) -> QuotaClient {
+        QuotaClient(port: quotaEndpoints[index].port, token: Self.token, logger: logger)
+    }
+
+    func quota(token: String) -> QuotaClient {
+        QuotaClient(port: quotaEndpoints[0].port, token: token, logger: logger)
+    }
+
+    func edgeClient(_ edge: Endpoint) -> EdgeClient {
+        EdgeClient(host: edge.host, port: edge.port, timeout: .seconds(5), logger: logger)
+    }
+
+    func createProduct(_ product: String, stock: Int64, through index: Int = 0) async throws {
+        let client = quota(index)
+        defer { Task { await client.shutdown() } }
+        _ = try await client.createProduct(CreateProductRequest(productId: product, totalStock: stock))
+    }
+
+    func status(_ product: String) async throws -> ProductQuotas {
+        let client = quota()
+        defer { Task { await client.shutdown() } }
+        return try #require(try await client.status(productId: product).products.first)
+    }
+
+    func edgeStats() async throws -> [EdgeStatsResponse] {
+        var stats: [EdgeStatsResponse] = []
+        for edge in runningEdges {
+            let client = edgeClient(edge)
+            stats.append(try await client.stats())
+            await client.shutdown()
+        }
+        return stats
+    }
+
+    func soldCount(_ product: String) async throws -> Int64 {
+        try await inventory.soldCounts(productId: product).first?.sold ?? 0
+    }
+
+    // MARK: - ZooKeeper
+
+    func record(_ product: String) async throws -> ProductQuotaState? {
+        do {
+            return try ProductQuotaState(decoding: try await zk.get(layout.product(product)).data)
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return nil
+        }
+    }
+
+    func registrations() async throws -> [String: EdgeRegistration] {
+        var result: [String: EdgeRegistration] = [:]
+        for name in (try? await zk.children(layout.edges)) ?? [] {
+            guard let data = try? await zk.get(layout.edge(name)).data else { continue }
+            result[name] = try? EdgeRegistration(decoding: data)
+        }
+        return result
+    }
+
+    /// What each registered edge reports to have applied for `product` (by node name).
+    func appliedGrants(_ product: String) async throws -> [String: Int64] {
+        var result: [String: Int64] = [:]
+        for (name, registration) in try await registrations() {
+            result[name] = registration.usage.first { $0.productId == product }?.granted ?? 0
+        }
+        return result
+    }
+
+    func published(_ product: String, edge: String) async throws -> Int64 {
+        do {
+            return try QuotaGrant(decoding: try await zk.get(layout.quota(product, edge: edge)).data).granted
+        } catch let error as ZooKeeperError where error.code == .noNode {
+            return 0
+        }
+    }
+
+    private func deleteTree(_ path: String) async throws {
+        for child in (try? await zk.children(path)) ?? [] { try await deleteTree(path + "/" + child) }
+        try? await zk.delete(path)
+    }
+
+    // MARK: - Waiting
+
+    func waitUntil(
+        _ what: String, timeout: Duration = .seconds(15), _ condition: @Sendable () async throws -> Bool
+    ) async throws {
+        try await TestSupport.waitUntil(timeout: timeout, what: what) {
+            (try? await condition()) ?? false
+        }
+    }
+
+    /// Until the live edges hold `expected` (granted minus released, in edge id order) and have applied it.
+    func waitForGrants(_ product: String, _ expected: [Int64]) async throws {
+        try await waitUntil("grants \(expected)") {
+            let status = try await self.status(product)
+            return status.edges.sorted { $0.edgeId < $1.edgeId }.map { $0.granted - $0.released } == expected
+        }
+        try await waitForEdgesToApply(product)
+    }
+
+    /// Until every live edge reports having applied what is published for it, and that matches the record.
+    func waitForEdgesToApply(_ product: String) async throws {
+        try await waitUntil("edges to apply their grants") {
+            guard let record = try await self.record(product) else { return false }
+            let applied = try await self.appliedGrants(product)
+            for allotment in record.allotments where !allotment.retired {
+                guard let edgeApplied = applied[allotment.edge] else { continue }  // not registered (gone)
+                let published = try await self.published(product, edge: allotment.edge)
+                if published != allotment.granted || edgeApplied != published { return false }
+            }
+            return true
+        }
+    }
+
+    func waitForSold(_ product: String, atLeast units: Int64, timeout: Duration = .seconds(30)) async throws {
+        try await waitUntil("\(units) sold", timeout: timeout) { try await self.soldCount(product) >= units }
+    }
+
+    // MARK: - Buying
+
+    func nextIDs() -> (request: UInt64, user: UInt64) {
+        let id = ids.add(1, ordering: .relaxed).newValue
+        return (id, id)
+    }
+
+    /// Buys until `count` purchases succeeded through `edges` (round robin), or attempts run out. Returns purchases.
+    func buy(_ product: String, through edges: [Endpoint], count: Int) async throws -> Int {
+        let clients = edges.map(edgeClient)
+        defer { for client in clients { Task { await client.shutdown() } } }
+        var purchased = 0
+        var attempts = 0
+        while purchased < count && attempts < count * 5 {
+            attempts += 1
+            let (request, user) = nextIDs()
+            if try await clients[attempts % clients.count].purchase(requestID: request, userID: user, product: product).outcome == .purchased {
+                purchased += 1
+            }
+        }
+        return purchased
+    }
+
+    /// Buyers through the running edges until the database counts `until` sold (or it stops moving); the final count.
+    func sell(_ product: String, until total: Int64, through edges: [Endpoint]? = nil) async throws -> Int64 {
+        let sale = startSale(product, through: edges)
+        var last = try await soldCount(product)
+        var lastMove = ContinuousClock.now
+        while last < total && ContinuousClock.now - lastMove < .seconds(8) {
+            try await Task.sleep(for: .milliseconds(50))
+            let now = try await soldCount(product)
+            if now != last { lastMove = .now }
+            last = now
+        }
+        try await Task.sleep(for: .milliseconds(200))  // buyers keep trying: nothing more may sell
+        let outcome = await sale.stop()
+        #expect(outcome.errors == 0, "purchase errors: \(outcome)")
+        return try await soldCount(product)
+    }
+
+    /// Four buyers, each one attempt at a time, each attempt a new buyer; retried with the same request id when
+    /// its outcome does not arrive.
+    func startSale(_ product: String, through edges: [Endpoint]? = nil) -> Sale {
+        let sale = Sale()
+        for worker in 0..<4 {
+            sale.add(Task {
+                var clients: [Int: EdgeClient] = [:]
+                var turn = worker
+                while !sale.stopped {
+                    let running = (edges ?? self.edges).filter { $0.process.isRunning }
+                    guard !running.isEmpty else { break }
+                    turn += 1
+                    let index = turn % running.count
+                    let client = clients[running[index].port] ?? self.edgeClient(running[index])
+                    clients[running[index].port] = client
+                    await sale.record(try? self.attempt(product, client))
+                    try? await Task.sleep(for: .milliseconds(1))
+                }
+                for client in clients.values { await client.shutdown() }
+            })
+        }
+        return sale
+    }
+
+    private func attempt(_ product: String, _ client: EdgeClient) async throws -> PurchaseOutcome {
+        let (request, user) = nextIDs()
+        var retry = false
+        for _ in 0..<20 {
+            do {
+                return try await client.purchase(requestID: request, userID: user, product: product, retry: retry).outcome
+            } catch let error as RPCError where error.code == .unavailable || error.code == .deadlineExceeded {
+                retry = true  // the outcome is unknown: ask again with the same request id
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        throw RPCError(.unavailable, "no outcome after retries")
+    }
+
+    // MARK: - Final checks
+
+    /// After a test: nothing granted beyond sellable, grants published as recorded and applied by the live edges,
+    /// exactly the expected orders, and a clean database audit.
+    func checkInvariants(expectOrders: [String: Int64], sourceLocation: SourceLocation = #_sourceLocation) async throws {
+        for (product, orders) in expectOrders {
+            let status = try await self.status(product)
+            #expect(status.grantedUnused <= status.sellable, "granted beyond sellable: \(status)", sourceLocation: sourceLocation)
+            #expect(try await soldCount(product) == orders, "orders of \(product)", sourceLocation: sourceLocation)
+            try await waitForEdgesToApply(product)
+            let record = try #require(try await record(product))
+            let stock = try await inventory.getStock(productId: product)
+            #expect(record.totalStock == stock.totalStock, sourceLocation: sourceLocation)
+            #expect(stock.sold <= stock.totalStock, sourceLocation: sourceLocation)
+        }
+        let audit = try await inventory.audit()
+        #expect(audit.clean, "audit: \(audit)", sourceLocation: sourceLocation)
+        let violations = monitor.violations
+        #expect(violations.isEmpty, "over-grants seen during the test: \(violations.prefix(5))", sourceLocation: sourceLocation)
+    }
+}
+
+/// A service process of the test and where it listens.
+struct Endpoint: Sendable {
+    let name: String
+    let host: String
+    let port: Int
+    let process: ManagedProcess
+    var address: String { "\(host):\(port)" }
+}
+
+/// A running sale's buyers and their tally.
+final class Sale: Sendable {
+    struct Outcome: Sendable, CustomStringConvertible {
+        var purchased = 0
+        var soldOut = 0
+        var shed = 0
+        var other = 0
+        var errors = 0
+        var description: String { "purchased \(purchased), sold out \(soldOut), shed \(shed), other \(other), errors \(errors)" }
+    }
+
+    private let state = Mutex((outcome: Outcome(), stopped: false, tasks: [Task<Void, Never>]()))
+
+    var stopped: Bool { state.withLock { $0.stopped } }
+
+    func add(_ task: Task<Void, Never>) { state.withLock { $0.tasks.append(task) } }
+
+    func record(_ outcome: PurchaseOutcome?) async {
+        state.withLock { state in
+            switch outcome {
+            case .purchased?: state.outcome.purchased += 1
+            case .soldOut?: state.outcome.soldOut += 1
+            case .shed?: state.outcome.shed += 1
+            case nil: state.outcome.errors += 1
+            default: state.outcome.other += 1
+            }
+        }
+        if outcome == .soldOut { try? await Task.sleep(for: .milliseconds(5)) }
+    }
+
+    func stop() async -> Outcome {
+        let tasks = state.withLock { state in
+            state.stopped = true
+            return state.tasks
+        }
+        for task in tasks { await task.value }
+        return state.withLock { $0.outcome }
+    }
+}
+
+/// Samples the quota service's status every 50 ms during a test: outstanding units must never exceed sellable ones.
+final class InvariantMonitor: Sendable {
+    private let state = Mutex((violations: [String](), pausedUntil: ContinuousClock.now, paused: false, task: Task<Void, Never>?.none))
+
+    var violations: [String] { state.withLock { $0.violations } }
+
+    /// A lowered limit is applied to the database first, then units come back from the edges: allow that window.
+    func allowOverGrant(for duration: Duration) { state.withLock { $0.pausedUntil = .now + duration } }
+    func pause() { state.withLock { $0.paused = true } }
+    func resume() { state.withLock { $0.paused = false } }
+
+    func start(_ cluster: QuotaCluster) {
+        let task = Task {
+            let client = cluster.quota()
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .milliseconds(50))
+                let skip = state.withLock { $0.paused || ContinuousClock.now < $0.pausedUntil }
+                guard !skip, let status = try? await client.status() else { continue }
+                let still = state.withLock { !$0.paused && ContinuousClock.now >= $0.pausedUntil }
+                for product in status.products where still && product.grantedUnused > product.sellable {
+                    state.withLock { $0.violations.append("\(product.productId): outstanding \(product.grantedUnused) > sellable \(product.sellable)") }
+                }
+            }
+            await client.shutdown()
+        }
+        state.withLock { $0.task = task }
+    }
+
+    func stop() async {
+        let task = state.withLock { $0.task }
+        task?.cancel()
+        await task?.value
+    }
+}
+
+/// A ZooKeeper of the test's own (own port, own data folder), so that restarting it disturbs no other test.
+struct PrivateZooKeeper: Sendable {
+    let port: Int
+    let base: String
+    var hosts: String { "127.0.0.1:\(port)" }
+    private var environment: [String: String] { ["FLASHSALE_ZK_PORT": "\(port)", "FLASHSALE_ZK_BASE": base] }
+    private var script: String { RepoPaths.scripts.appendingPathComponent("zookeeper.sh").path }
+
+    static func start() async throws -> PrivateZooKeeper {
+        let zk = PrivateZooKeeper(
+            port: LocalPorts.free(), base: RepoPaths.root.appendingPathComponent(".data/test-zk-\(UInt32.random(in: 0...UInt32.max))").path)
+        try await zk.restart()
+        return zk
+    }
+
+    func restart() async throws {
+        let result = try await runCommand(script, ["start"], environment: environment, timeout: .seconds(60))
+        guard result.status == 0 else { throw ClusterError.commandFailed("private zookeeper start: \(result.output)") }
+    }
+
+    func stop() async throws {
+        _ = try await runCommand(script, ["stop"], environment: environment, timeout: .seconds(60))
+    }
+
+    func destroy() async {
+        try? await stop()
+        try? FileManager.default.removeItem(atPath: base)
+    }
+}

@@ -1,0 +1,4 @@
+// Process management lives in `Cluster` (the `flashsale` tool uses it too); tests see it through TestSupport.
+@_exported import Cluster
+
+public typealias TestSupportError = ClusterError

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The reference flash sale through the edges, beside Redis' seckill Lua script in the same run:
+#   1. the reference sale (3 x 1,000 units, 1,000,000 attempts, 1,000 connections x 16 in flight): wall time,
+#      attempts/s, p99, orders, audit;
+#   2. the same platform at 1,000 connections x 1 in flight (fewer attempts: its rate is what counts);
+#   3. the edge's memory with 10,000 open connections;
+#   4. ../shared/anchors/redis-anchor.sh (1,000 connections, 1 and 16 in flight).
+#   scripts/bench.sh sale [attempts]
+source "$(dirname "$0")/common.sh"
+ATTEMPTS=${1:-1000000}
+command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server redis-tools >/dev/null; }
+bash scripts/install-deps.sh >/dev/null
+echo "building release..." >&2
+swift build -c release >&2
+BIN=$(swift build -c release --show-bin-path)
+for s in postgres zookeeper; do bash "scripts/$s.sh" start >/dev/null; done
+eval "$(bash scripts/zookeeper.sh env)"
+
+echo "== reference sale: 3 x 1,000 units, $ATTEMPTS attempts, 1,000 connections x 16"
+"$BIN/flashsale" sale --products 3 --stock 1000 --attempts "$ATTEMPTS" --connections 1000 --depth 16 --json /tmp/flashsale-sale-p16.json
+echo "== the same at 1,000 connections x 1"
+"$BIN/flashsale" sale --products 3 --stock 1000 --attempts $((ATTEMPTS / 4)) --connections 1000 --depth 1 --json /tmp/flashsale-sale-p1.json >/tmp/flashsale-sale-p1.txt
+grep -E "wall time|throughput|latency|audit" /tmp/flashsale-sale-p1.txt
+echo "== edge memory with 10,000 connections"
+rss=$("$BIN/flashsale-bench" edge-rss --zookeeper "$FLASHSALE_ZK" --connections 10000)
+echo "$rss"
+echo "== anchor: redis-benchmark, Lua stock pre-deduction (../shared/anchors/redis-anchor.sh)"
+redis=$(bash "$SHARED/anchors/redis-anchor.sh" 1000000)
+echo "$redis"
+redis_p1=$(grep 'pipeline=1 ' <<<"$redis" | sed 's/.*requests_per_s=//')
+redis_p16=$(grep 'pipeline=16 ' <<<"$redis" | sed 's/.*requests_per_s=//')
+
+read -r orders audit wall rate p99 < <(python3 -c '
+import json; r = json.load(open("/tmp/flashsale-sale-p16.json"))
+print(sum(p["orders"] for p in r["products"]), "clean" if r["auditClean"] else "failed",
+      round(r["wallSeconds"], 2), int(r["attemptsPerSecond"]), round(r["latency"]["p99Ms"], 2))')
+rate_p1=$(python3 -c 'import json; print(int(json.load(open("/tmp/flashsale-sale-p1.json"))["attemptsPerSecond"]))')
+rss10k=$(field "$rss" edge_rss_mib)
+echo
+printf '%-30s %14s %14s\n' "" "1 in flight" "16 in flight"
+printf '%-30s %14s %14s\n' "edge attempts/s" "$rate_p1" "$rate"
+printf '%-30s %14s %14s\n' "redis Lua requests/s" "$redis_p1" "$redis_p16"
+printf '%-30s %14s %14s\n' "ratio" "$(ratio "$rate_p1" "$redis_p1")" "$(ratio "$rate" "$redis_p16")"
+echo "reference sale: orders=$orders audit=$audit wall=${wall}s p99=${p99}ms; edge RSS with 10,000 connections: ${rss10k} MiB"
+echo "RESULT orders=$orders audit=$audit wall_s=$wall attempts_per_s=$rate p99_ms=$p99 ratio_vs_redis_p1=$(ratio "$rate_p1" "$redis_p1") ratio_vs_redis_p16=$(ratio "$rate" "$redis_p16") edge_rss_mib_10k=$rss10k"
