@@ -78,8 +78,9 @@ struct InventoryServiceMain: AsyncParsableCommand {
                 services: [
                     .init(service: inventory, successTerminationBehavior: .gracefullyShutdownGroup,
                           failureTerminationBehavior: .gracefullyShutdownGroup),
+                    // A server that cannot bind ends the process with its error (no READY line).
                     .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup,
-                          failureTerminationBehavior: .gracefullyShutdownGroup),
+                          failureTerminationBehavior: .cancelGroup),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
