@@ -359,6 +359,19 @@ private final class Consumer: @unchecked Sendable {
         let requests = result.string(0, 0).flatMap(PostgresArrays.integers) ?? []
         let codes = result.string(0, 1).flatMap(PostgresArrays.integers) ?? []
         let orders = result.string(0, 2).flatMap(PostgresArrays.integers) ?? []
+        // The usual case: every purchase bought, answered in batch order; no lookup table needed.
+        let purchases = batch.purchases
+        if requests.count == purchases.count, codes.count == purchases.count, orders.count == purchases.count,
+           purchases.indices.allSatisfy({ requests[$0] == purchases[$0].requestId && codes[$0] == Outcome.purchased })
+        {
+            var replies = Replies(capacity: purchases.count)
+            for index in purchases.indices {
+                replies.succeed(purchases[index], PurchaseResponse(outcome: .purchased, orderId: UInt64(orders[index])))
+            }
+            replies.send()
+            pool.record(batchSize: purchases.count, purchased: purchases.count, failed: false)
+            return
+        }
         var outcomes: [Int64: (outcome: Int64, order: Int64)] = [:]
         outcomes.reserveCapacity(requests.count)
         for index in requests.indices where index < codes.count && index < orders.count {

@@ -6,6 +6,10 @@ import Wire
 struct Replies {
     private var answers: [(responder: RPCResponder<PurchaseResponse>, result: Result<PurchaseResponse, RPCError>)] = []
 
+    init(capacity: Int = 0) {
+        answers.reserveCapacity(capacity)
+    }
+
     mutating func succeed(_ purchase: PendingPurchase, _ response: PurchaseResponse) {
         answers.append((purchase.responder, .success(response)))
     }
