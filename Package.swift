@@ -144,7 +144,7 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient", "QuotaService"],
+            dependencies: ["TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient", "InventoryService", "QuotaService"],
             swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

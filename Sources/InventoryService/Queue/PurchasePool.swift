@@ -33,7 +33,7 @@ final class PurchasePool: @unchecked Sendable {
     let configuration: Configuration
     private let logger: Logger
     private let condition = NSCondition()
-    private var lanes: PurchaseLanes
+    private var lanes: PurchaseLanes<PendingPurchase>
     private var stopping = false
     private var running = 0
     private var stopped: [CheckedContinuation<Void, Never>] = []
@@ -51,7 +51,7 @@ final class PurchasePool: @unchecked Sendable {
 
     func submit(_ purchase: PendingPurchase, product: Int32) {
         condition.lock()
-        let admission: PurchaseLanes.Admission
+        let admission: PurchaseLanes<PendingPurchase>.Admission
         if stopping && running == 0 {
             admission = .rejected(RPCError(.unavailable, "the inventory service is shutting down"))
         } else {
@@ -112,7 +112,7 @@ final class PurchasePool: @unchecked Sendable {
     // MARK: - Used by consumers
 
     /// Blocks until a batch is ready; nil once stopping and nothing is left.
-    fileprivate func takeBatch() -> Batch? {
+    fileprivate func takeBatch() -> Batch<PendingPurchase>? {
         condition.lock()
         defer { condition.unlock() }
         while true {
@@ -207,7 +207,7 @@ private final class Consumer: @unchecked Sendable {
     }
 
     /// A purchase whose caller gave up is not bought behind its back: it is answered DEADLINE_EXCEEDED unprocessed.
-    private func dropExpired(_ batch: Batch) -> Batch {
+    private func dropExpired(_ batch: Batch<PendingPurchase>) -> Batch<PendingPurchase> {
         guard batch.purchases.contains(where: { $0.deadline != nil }) else { return batch }
         let now = NIODeadline.now()
         var live = batch
@@ -246,7 +246,7 @@ private final class Consumer: @unchecked Sendable {
         }
     }
 
-    private func process(_ batch: Batch, on connection: PostgresConnection) {
+    private func process(_ batch: Batch<PendingPurchase>, on connection: PostgresConnection) {
         var buys = batch
         buys.purchases = batch.purchases.filter { !$0.lookupOnly }
         let lookups = batch.purchases.filter(\.lookupOnly)
@@ -283,7 +283,7 @@ private final class Consumer: @unchecked Sendable {
         }
     }
 
-    private func buy(_ batch: Batch, on connection: PostgresConnection) {
+    private func buy(_ batch: Batch<PendingPurchase>, on connection: PostgresConnection) {
         let parameters = Self.parameters(batch)
         var result: PostgresResult?
         var failure: PostgresError?
@@ -308,7 +308,7 @@ private final class Consumer: @unchecked Sendable {
         answer(batch, result!)
     }
 
-    private static func parameters(_ batch: Batch) -> [String?] {
+    private static func parameters(_ batch: Batch<PendingPurchase>) -> [String?] {
         let purchases = batch.purchases
         return [
             String(batch.productKey),
@@ -321,7 +321,7 @@ private final class Consumer: @unchecked Sendable {
     /// Nothing of the batch was committed (the statement is its own transaction): every purchase gets an error.
     /// After a lost connection the commit may or may not have happened; the caller's retry with the same request
     /// id then gets the first outcome.
-    private func fail(_ batch: Batch, _ error: PostgresError) {
+    private func fail(_ batch: Batch<PendingPurchase>, _ error: PostgresError) {
         logger.error("batch failed", metadata: [
             "product": "\(batch.productKey)", "size": "\(batch.purchases.count)", "error": "\(error)",
         ])
@@ -355,7 +355,7 @@ private final class Consumer: @unchecked Sendable {
         }
     }
 
-    private func answer(_ batch: Batch, _ result: PostgresResult) {
+    private func answer(_ batch: Batch<PendingPurchase>, _ result: PostgresResult) {
         let requests = result.string(0, 0).flatMap(PostgresArrays.integers) ?? []
         let codes = result.string(0, 1).flatMap(PostgresArrays.integers) ?? []
         let orders = result.string(0, 2).flatMap(PostgresArrays.integers) ?? []
