@@ -142,7 +142,7 @@ class Generator:
         if f.type == "bytes":
             return f"arena.binary({expr})"
         if f.type in self.enums:
-            return f".init(rawValue: numericCast({expr}.rawValue))"
+            return f".init(rawValue: .init(truncatingIfNeeded: {expr}.rawValue))"
         msg = self.messages[f.type]
         return f"arena.message({self.c_type(msg)}.self) {{ {expr}.fill(&$0, arena: arena) }}"
 
@@ -156,7 +156,7 @@ class Generator:
         if f.type == "bytes":
             return f"ProtoRuntime.bytes({expr})"
         if f.type in self.enums:
-            return f".init(rawValue: numericCast({expr}.rawValue))"
+            return f".init(rawValue: .init(truncatingIfNeeded: {expr}.rawValue))"
         return f"{self.swift_name(self.messages[f.type])}(c: {expr}!)"
 
     def enum(self, e):

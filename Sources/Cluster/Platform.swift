@@ -50,7 +50,8 @@ public final class Platform: Sendable {
     }
 
     public let configuration: Configuration
-    public let inventory: ServiceEndpoint
+    private let inventoryEndpoint: Mutex<ServiceEndpoint>
+    public var inventory: ServiceEndpoint { inventoryEndpoint.withLock { $0 } }
     public let quota: ServiceEndpoint
     private let edgeList: Mutex<[ServiceEndpoint]>
 
@@ -60,7 +61,7 @@ public final class Platform: Sendable {
 
     private init(configuration: Configuration, inventory: ServiceEndpoint, quota: ServiceEndpoint) {
         self.configuration = configuration
-        self.inventory = inventory
+        self.inventoryEndpoint = Mutex(inventory)
         self.quota = quota
         self.edgeList = Mutex([])
     }
@@ -69,10 +70,7 @@ public final class Platform: Sendable {
     public static func start(_ configuration: Configuration) async throws -> Platform {
         let environment = ["FLASHSALE_OPERATOR_TOKEN": configuration.operatorToken]
         let inventory = try await startService(
-            "InventoryService",
-            ["--port", "0", "--dsn", configuration.databaseDSN, "--hot-dsn", configuration.hotDatabaseDSN,
-             "--log-level", configuration.logLevel] + configuration.inventoryArguments,
-            environment: environment, name: "inventory")
+            "InventoryService", inventoryArguments(configuration, port: 0), environment: environment, name: "inventory")
         do {
             let quota = try await startService(
                 "QuotaService",
@@ -112,6 +110,23 @@ public final class Platform: Sendable {
         for edge in edges { await edge.process.terminate() }
         await quota.process.terminate()
         await inventory.process.terminate()
+    }
+
+    /// Kills the inventory service (SIGKILL, a crash) and starts it again on the same port, where the quota
+    /// service and the edges expect it.
+    public func crashAndRestartInventory(downtime: Duration = .milliseconds(500)) async throws {
+        let old = inventory
+        await old.process.kill9()
+        try await Task.sleep(for: downtime)
+        let restarted = try await Self.startService(
+            "InventoryService", Self.inventoryArguments(configuration, port: old.port),
+            environment: environment, name: "inventory-restarted")
+        inventoryEndpoint.withLock { $0 = restarted }
+    }
+
+    private static func inventoryArguments(_ configuration: Configuration, port: Int) -> [String] {
+        ["--port", "\(port)", "--dsn", configuration.databaseDSN, "--hot-dsn", configuration.hotDatabaseDSN,
+         "--log-level", configuration.logLevel] + configuration.inventoryArguments
     }
 
     private static func startService(

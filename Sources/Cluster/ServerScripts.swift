@@ -11,24 +11,26 @@ public enum ServerScript: String, Sendable, CaseIterable {
     var connectionKey: String { self == .postgres ? "FLASHSALE_PG_DSN" : "FLASHSALE_ZK" }
 
     /// Starts the server unless it is running; returns how to reach it and whether this call started it.
-    public func ensureRunning() async throws -> (connection: String, startedHere: Bool) {
-        let start = try await runCommand(path, ["start"], timeout: .seconds(90))
+    /// `environment` overrides the scripts' settings (`FLASHSALE_PG_PORT`, `FLASHSALE_PG_BASE`, ...): a private
+    /// instance for tests that restart it.
+    public func ensureRunning(environment: [String: String] = [:]) async throws -> (connection: String, startedHere: Bool) {
+        let start = try await runCommand(path, ["start"], environment: environment, timeout: .seconds(90))
         guard start.status == 0 else {
             throw ClusterError.commandFailed("\(rawValue).sh start (\(start.status)):\n\(start.output)")
         }
-        let env = try await runCommand(path, ["env"], timeout: .seconds(30))
+        let env = try await runCommand(path, ["env"], environment: environment, timeout: .seconds(30))
         guard env.status == 0, let value = Self.exported(connectionKey, in: env.output) else {
             throw ClusterError.commandFailed("\(rawValue).sh env:\n\(env.output)")
         }
         return (value, start.output.contains(" started "))
     }
 
-    public func stop() async {
-        _ = try? await runCommand(path, ["stop"], timeout: .seconds(60))
+    public func stop(environment: [String: String] = [:]) async {
+        _ = try? await runCommand(path, ["stop"], environment: environment, timeout: .seconds(60))
     }
 
     /// The value of `export KEY=value` or `export KEY='value'` in a script's output.
-    static func exported(_ key: String, in output: String) -> String? {
+    public static func exported(_ key: String, in output: String) -> String? {
         for line in output.split(separator: "\n") {
             let prefix = "export \(key)="
             guard line.hasPrefix(prefix) else { continue }

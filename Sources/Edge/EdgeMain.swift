@@ -55,7 +55,7 @@ struct EdgeMain: AsyncParsableCommand {
 
         var router = RPCRouter(serviceName: "edge")
         purchases.register(into: &router)
-        EdgeQuotaAgent.registerReleaseQuota(into: &router, ledger: ledger)
+        EdgeQuotaAgent.registerMethods(into: &router, ledger: ledger)
         let server = RPCServer(
             configuration: RPCServerConfiguration(
                 host: host, port: port, maxFrameSize: maxFrameSize, maxCallsInFlightPerConnection: maxCallsInFlight,

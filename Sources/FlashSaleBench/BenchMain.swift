@@ -9,7 +9,7 @@ struct FlashSaleBench: AsyncParsableCommand {
         abstract: "Load generators for the flash-sale platform's benchmarks.",
         subcommands: [
             // One line per benchmark; each lives in a file of its own.
-            WireServerCommand.self, WireLoadCommand.self, EdgeMemoryCommand.self,
+            WireServerCommand.self, WireLoadCommand.self, EdgeMemoryCommand.self, FaultsCommand.self,
             InventoryBench.self,
             QuotaBench.self,
         ])

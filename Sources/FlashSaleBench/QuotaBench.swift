@@ -12,7 +12,7 @@ import ZooKeeperClient
 ///
 /// Edges run as real `Edge` processes (the production binary), each with its own ZooKeeper session and watches.
 /// The benchmark plays the quota service: it writes each edge's quota node (one change = a new grant for every edge)
-/// or `config/shed`, then polls every edge (`edge.QuotaUsage`, `edge.Stats`, about every 0.5 ms) until each applied
+/// or `config/shed`, then polls every edge (`edge.QuotaUsage`, `edge.Stats`, every millisecond) until each applied
 /// it. A change's latency is the time from the first write until the last edge has applied it.
 struct QuotaBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -93,11 +93,17 @@ struct QuotaBench: AsyncParsableCommand {
             let (host, port) = try Self.split(address)
             clients.append(("", RPCClient(configuration: RPCClientConfiguration(host: host, port: port), logger: logger)))
         }
-        // Which node is which edge: ask each edge for its id.
+        // Which node is which edge: the registration that names the edge's address.
+        var nodes: [String: String] = [:]
+        for name in try await zk.children(layout.edges) {
+            if let registration = try? EdgeRegistration(decoding: try await zk.get(layout.edge(name)).data) {
+                nodes[registration.address] = name
+            }
+        }
         for i in clients.indices {
-            let registration = try await clients[i].rpc.call(
-                EdgeQuotaMethod.quotaUsage, QuotaStatusRequest(), as: EdgeRegistration.self)
-            clients[i].node = QuotaLayout.edgeName(id: registration.edgeId)
+            let address = "\(clients[i].rpc.configuration.host):\(clients[i].rpc.configuration.port)"
+            guard let node = nodes[address] else { throw RPCError(.notFound, "no registration names \(address)") }
+            clients[i].node = node
         }
 
         var figures = Figures()
@@ -161,7 +167,7 @@ struct QuotaBench: AsyncParsableCommand {
                     let deadline = ContinuousClock.now + .seconds(10)
                     while try await !applied(rpc) {
                         guard ContinuousClock.now < deadline else { throw RPCError(.deadlineExceeded, "an edge never applied the change") }
-                        try await Task.sleep(for: .microseconds(500))
+                        try await Task.sleep(for: .milliseconds(1))
                     }
                 }
             }

@@ -97,27 +97,33 @@ public final class BuyerSwarm: Sendable {
     public var completed: Int { finishedAttempts.load(ordering: .relaxed) }
 
     public func run() async throws -> Result {
-        let clients = (0..<configuration.connections).map { index in
-            let edge = configuration.edges[index % configuration.edges.count]
-            return EdgeClient(
-                rpc: RPCClient(
-                    configuration: RPCClientConfiguration(
-                        host: edge.host, port: edge.port, connections: 1, defaultTimeout: configuration.timeout),
-                    group: group, logger: logger))
+        // One client per connection and edge: a lane's own edge first; the others (connected only when needed)
+        // take its retries when its edge is gone, as a client behind a load balancer would see.
+        let edgeCount = configuration.edges.count
+        let lanes = (0..<configuration.connections).map { index in
+            (0..<edgeCount).map { offset in
+                let edge = configuration.edges[(index + offset) % edgeCount]
+                return EdgeClient(
+                    rpc: RPCClient(
+                        configuration: RPCClientConfiguration(
+                            host: edge.host, port: edge.port, connections: 1, connectTimeout: .seconds(1),
+                            defaultTimeout: configuration.timeout, maxBackoff: .milliseconds(200)),
+                        group: group, logger: logger))
+            }
         }
         // Connect before the clock starts: the sale measures purchases, not TCP handshakes.
-        for chunk in stride(from: 0, to: clients.count, by: 200) {
+        for chunk in stride(from: 0, to: lanes.count, by: 200) {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
-                for client in clients[chunk..<min(chunk + 200, clients.count)] {
-                    tasks.addTask { _ = try await client.ping() }
+                for clients in lanes[chunk..<min(chunk + 200, lanes.count)] {
+                    tasks.addTask { _ = try await clients[0].ping() }
                 }
                 try await tasks.waitForAll()
             }
         }
         let start = NIODeadline.now()
         let total = await withTaskGroup(of: Result.self) { tasks in
-            for client in clients {
-                tasks.addTask { await Lane(swarm: self, client: client).run() }
+            for clients in lanes {
+                tasks.addTask { await Lane(swarm: self, clients: clients).run() }
             }
             var total = Result()
             for await lane in tasks { total.merge(lane) }
@@ -125,7 +131,9 @@ public final class BuyerSwarm: Sendable {
         }
         var result = total
         result.wallSeconds = Double((NIODeadline.now() - start).nanoseconds) / 1e9
-        for client in clients { await client.shutdown() }
+        for clients in lanes {
+            for client in clients { await client.shutdown() }
+        }
         return result
     }
 
@@ -155,7 +163,8 @@ public final class BuyerSwarm: Sendable {
 /// One connection's share of the crowd: `depth` chains of attempts, each starting the next on completion.
 private final class Lane: Sendable {
     private let swarm: BuyerSwarm
-    private let client: EdgeClient
+    /// The lane's own edge first, then the others, for retries.
+    private let clients: [EdgeClient]
     private let state = NIOLockedValueBox(State())
 
     private struct State {
@@ -165,9 +174,9 @@ private final class Lane: Sendable {
         var done = false
     }
 
-    init(swarm: BuyerSwarm, client: EdgeClient) {
+    init(swarm: BuyerSwarm, clients: [EdgeClient]) {
         self.swarm = swarm
-        self.client = client
+        self.clients = clients
     }
 
     func run() async -> BuyerSwarm.Result {
@@ -195,6 +204,8 @@ private final class Lane: Sendable {
     }
 
     private func send(_ attempt: (requestID: UInt64, userID: UInt64, product: String), retry: Bool, tries: Int, started: NIODeadline) {
+        // Every other retry goes to the next edge: a dead edge must not keep a request in doubt forever.
+        let client = clients[(tries / 2) % clients.count]
         client.purchaseFuture(requestID: attempt.requestID, userID: attempt.userID, product: attempt.product, retry: retry)
             .whenComplete { outcome in
                 if case .failure(let error) = outcome, let rpc = error as? RPCError,
@@ -202,7 +213,7 @@ private final class Lane: Sendable {
                     // In doubt: ask again with the same request id; it can only ever make one order.
                     self.state.withLockedValue { $0.result.retries += 1 }
                     let delay = TimeAmount.milliseconds(Int64(min(200, 5 << min(tries, 6))))
-                    self.client.rpc.eventLoop.scheduleTask(in: delay) {
+                    client.rpc.eventLoop.scheduleTask(in: delay) {
                         self.send(attempt, retry: true, tries: tries + 1, started: started)
                     }
                     return

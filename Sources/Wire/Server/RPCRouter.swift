@@ -22,7 +22,7 @@ public struct RPCResponder<Response: ProtoMessage>: Sendable {
     let raw: RawResponder
 
     public func succeed(_ response: Response) {
-        self.raw.complete(.success(response.serializedBuffer()))
+        self.raw.succeed(response)
     }
 
     public func fail(_ error: RPCError) {
@@ -90,7 +90,7 @@ public struct RPCRouter: Sendable {
             guard let request: Request = Self.decode(payload, raw) else { return }
             Task {
                 do {
-                    raw.complete(.success(try await handler(request, context).serializedBuffer()))
+                    raw.succeed(try await handler(request, context))
                 } catch {
                     raw.complete(.failure(RPCError.wrapping(error)))
                 }
