@@ -211,10 +211,15 @@ final class RPCServerHandler: ChannelDuplexHandler {
     }
 
     /// Several answers for this connection at once (see `RPCResponder.completeAll`): written with one flush.
-    func completeBatch(_ answers: [(serial: UInt64, result: Result<ByteBuffer, RPCError>)]) {
+    func completeBatch<Response: ProtoMessage>(_ answers: [(serial: UInt64, result: Result<Response, RPCError>)]) {
         let wasInBurst = self.inReadBurst
         self.inReadBurst = true
-        for answer in answers { self.complete(serial: answer.serial, answer.result) }
+        for answer in answers {
+            switch answer.result {
+            case .success(let response): self.succeed(serial: answer.serial, response)
+            case .failure(let error): self.complete(serial: answer.serial, .failure(error))
+            }
+        }
         self.inReadBurst = wasInBurst
         if !wasInBurst { self.flushIfNeeded() }
     }
@@ -263,8 +268,12 @@ final class RPCServerHandler: ChannelDuplexHandler {
         }
         if self.inReadBurst {
             self.needsFlush = true  // flushed once at channelReadComplete: one syscall for a burst of answers
-        } else {
-            context.flush()
+        } else if !self.needsFlush {
+            // Answers completed from elsewhere (a queue's consumer answering a whole batch) come in bursts too:
+            // one flush at the end of this loop tick rather than a syscall per answer.
+            self.needsFlush = true
+            let loopBoundSelf = self.loopBoundSelf
+            context.eventLoop.execute { loopBoundSelf?.value.flushIfNeeded() }
         }
     }
 
