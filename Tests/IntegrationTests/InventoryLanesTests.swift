@@ -89,17 +89,17 @@ import Wire
         let whileLoading = lanes.queue(Self.item(2))
         #expect(whileLoading, "while the lookup loads, purchases still go to the database")
         lanes.lanes.soldOutLoaded(
-            product: 1, generation: generation, lookup: SoldOutLookup(orderByRequest: [1: 500], orderByUser: [1: 500]))
+            product: 1, generation: generation, lookup: SoldOutLookup(orderByRequest: [1: .init(id: 500, edge: 3)], orderByUser: [1: 500]))
 
         let retry = lanes.answer(Self.item(1))
         let sameBuyer = lanes.answer(Self.item(9, user: 1))
         let lookupOfOther = lanes.answer(Self.item(9, user: 1, lookupOnly: true))
         let lookupOfRetry = lanes.answer(Self.item(1, lookupOnly: true))
         let newcomer = lanes.answer(Self.item(10))
-        #expect(retry == PurchaseResponse(outcome: .purchased, orderId: 500, replayed: true))
+        #expect(retry == PurchaseResponse(outcome: .purchased, orderId: 500, replayed: true, edgeId: 3))
         #expect(sameBuyer == PurchaseResponse(outcome: .alreadyPurchased, orderId: 500))
         #expect(lookupOfOther == PurchaseResponse(outcome: .soldOut))
-        #expect(lookupOfRetry == PurchaseResponse(outcome: .purchased, orderId: 500, replayed: true))
+        #expect(lookupOfRetry == PurchaseResponse(outcome: .purchased, orderId: 500, replayed: true, edgeId: 3))
         #expect(newcomer == PurchaseResponse(outcome: .soldOut))
     }
 

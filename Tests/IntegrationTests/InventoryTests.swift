@@ -81,12 +81,13 @@ struct InventoryTests {
                 let retries = try await Self.buyAll(client, all.map { ($0, $0, "phone") }, copies: 1)
                 for id in early {
                     #expect(retries[id]![0] == PurchaseResponse(
-                        outcome: .purchased, orderId: firstRound[id]![0].orderId, replayed: true))
+                        outcome: .purchased, orderId: firstRound[id]![0].orderId, replayed: true, edgeId: 1))
                 }
                 for id in late {
                     let first = secondRound[id]![0]
                     if first.outcome == .purchased {
-                        #expect(retries[id]![0] == PurchaseResponse(outcome: .purchased, orderId: first.orderId, replayed: true))
+                        #expect(retries[id]![0] == PurchaseResponse(
+                            outcome: .purchased, orderId: first.orderId, replayed: true, edgeId: 1))
                     } else {
                         #expect(retries[id]![0].outcome == .soldOut)
                     }
@@ -102,7 +103,8 @@ struct InventoryTests {
             var lookup = PurchaseRequest(requestId: early[1], userId: early[1], productId: "phone")
             lookup.lookupOnly = true
             #expect(try await client.purchase(lookup) == PurchaseResponse(
-                outcome: .purchased, orderId: firstRound[early[1]]![0].orderId, replayed: true))
+                outcome: .purchased, orderId: firstRound[early[1]]![0].orderId, replayed: true, edgeId: 1),
+                "the answer names the edge whose purchase made the order")
             lookup.requestId = TestIds.make()[0]
             #expect(try await client.purchase(lookup).outcome == .soldOut)
 

@@ -32,12 +32,23 @@ struct Batch<Item: LaneItem>: Sendable {
 /// What a sold-out product still knows, so that it answers without the database and still honours idempotency:
 /// a retried request id gets its order, a buyer who holds an order gets ALREADY_PURCHASED.
 struct SoldOutLookup: Sendable {
-    var orderByRequest: [Int64: Int64] = [:]
+    /// An existing order and the edge whose purchase made it.
+    struct Order: Sendable {
+        var id: Int64
+        var edge: Int64
+
+        /// The answer to a retry or lookup of the request that made it.
+        var replayed: PurchaseResponse {
+            PurchaseResponse(outcome: .purchased, orderId: UInt64(id), replayed: true, edgeId: UInt32(truncatingIfNeeded: edge))
+        }
+    }
+
+    var orderByRequest: [Int64: Order] = [:]
     var orderByUser: [Int64: Int64] = [:]
 
     func answer(requestId: Int64, userId: Int64, lookupOnly: Bool) -> PurchaseResponse {
         if let order = orderByRequest[requestId] {
-            return PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true)
+            return order.replayed
         }
         if !lookupOnly, let order = orderByUser[userId] {
             return PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order))

@@ -180,7 +180,7 @@ private final class Consumer: @unchecked Sendable {
     private var connection: PostgresConnection?
 
     private static let statement =
-        "SELECT r_requests, r_outcomes, r_orders FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])"
+        "SELECT r_requests, r_outcomes, r_orders, r_edges FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])"
 
     init(pool: PurchasePool, logger: Logger) {
         self.pool = pool
@@ -260,15 +260,17 @@ private final class Consumer: @unchecked Sendable {
         let ids = "{" + lookups.map { String($0.requestId) }.joined(separator: ",") + "}"
         do {
             let result = try connection.query(
-                "SELECT request_id, order_id FROM orders WHERE request_id = ANY($1::bigint[])", [ids])
-            var orders: [Int64: Int64] = [:]
+                "SELECT request_id, order_id, edge_id FROM orders WHERE request_id = ANY($1::bigint[])", [ids])
+            var orders: [Int64: SoldOutLookup.Order] = [:]
             for row in 0..<result.count {
-                if let request = result.int64(row, 0), let order = result.int64(row, 1) { orders[request] = order }
+                if let request = result.int64(row, 0), let order = result.int64(row, 1) {
+                    orders[request] = SoldOutLookup.Order(id: order, edge: result.int64(row, 2) ?? 0)
+                }
             }
             var replies = Replies()
             for lookup in lookups {
                 if let order = orders[lookup.requestId] {
-                    replies.succeed(lookup, PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true))
+                    replies.succeed(lookup, order.replayed)
                 } else {
                     replies.succeed(lookup, PurchaseResponse(outcome: .soldOut))
                 }
@@ -359,33 +361,36 @@ private final class Consumer: @unchecked Sendable {
         let requests = result.string(0, 0).flatMap(PostgresArrays.integers) ?? []
         let codes = result.string(0, 1).flatMap(PostgresArrays.integers) ?? []
         let orders = result.string(0, 2).flatMap(PostgresArrays.integers) ?? []
+        let edges = result.string(0, 3).flatMap(PostgresArrays.integers) ?? []
         // The usual case: every purchase bought, answered in batch order; no lookup table needed.
         let purchases = batch.purchases
         if requests.count == purchases.count, codes.count == purchases.count, orders.count == purchases.count,
+           edges.count == purchases.count,
            purchases.indices.allSatisfy({ requests[$0] == purchases[$0].requestId && codes[$0] == Outcome.purchased })
         {
             var replies = Replies(capacity: purchases.count)
             for index in purchases.indices {
-                replies.succeed(purchases[index], PurchaseResponse(outcome: .purchased, orderId: UInt64(orders[index])))
+                replies.succeed(purchases[index], PurchaseResponse(
+                    outcome: .purchased, orderId: UInt64(orders[index]), edgeId: UInt32(truncatingIfNeeded: edges[index])))
             }
             replies.send()
             pool.record(batchSize: purchases.count, purchased: purchases.count, failed: false)
             return
         }
-        var outcomes: [Int64: (outcome: Int64, order: Int64)] = [:]
+        var outcomes: [Int64: (outcome: Int64, order: Int64, edge: Int64)] = [:]
         outcomes.reserveCapacity(requests.count)
-        for index in requests.indices where index < codes.count && index < orders.count {
+        for index in requests.indices where index < codes.count && index < orders.count && index < edges.count {
             let request = requests[index], outcome = codes[index]
             // A request id repeated across the procedure's chunks has an entry per chunk: the one that bought wins.
             if let seen = outcomes[request], Self.rank(seen.outcome) >= Self.rank(outcome) { continue }
-            outcomes[request] = (outcome, orders[index])
+            outcomes[request] = (outcome, orders[index], edges[index])
         }
         var replies = Replies()
         var retry: [PendingPurchase] = []
         var purchased = 0
         var sawSoldOut = false
         for purchase in batch.purchases {
-            guard let (outcome, order) = outcomes[purchase.requestId] else {
+            guard let (outcome, order, edge) = outcomes[purchase.requestId] else {
                 replies.fail(purchase, RPCError(.internal, "the purchase has no outcome"))
                 continue
             }
@@ -393,10 +398,11 @@ private final class Consumer: @unchecked Sendable {
             case Outcome.purchased:
                 // A request id twice in one batch: the second copy took no unit, so it is a replay.
                 purchased += 1
-                outcomes[purchase.requestId] = (Outcome.purchasedBefore, order)
-                replies.succeed(purchase, PurchaseResponse(outcome: .purchased, orderId: UInt64(order)))
+                outcomes[purchase.requestId] = (Outcome.purchasedBefore, order, edge)
+                replies.succeed(purchase, PurchaseResponse(
+                    outcome: .purchased, orderId: UInt64(order), edgeId: UInt32(truncatingIfNeeded: edge)))
             case Outcome.purchasedBefore:
-                replies.succeed(purchase, PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true))
+                replies.succeed(purchase, SoldOutLookup.Order(id: order, edge: edge).replayed)
             case Outcome.alreadyPurchased:
                 replies.succeed(purchase, PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order)))
             case Outcome.soldOut:
@@ -427,7 +433,7 @@ private final class Consumer: @unchecked Sendable {
         do {
             guard let connection = connectedConnection() else { return }
             let result = try connection.query(
-                "SELECT request_id, user_id, order_id FROM orders WHERE product_id = $1 LIMIT $2",
+                "SELECT request_id, user_id, order_id, edge_id FROM orders WHERE product_id = $1 LIMIT $2",
                 [String(product), String(limit + 1)])
             guard result.count <= limit else {
                 logger.info("sold-out product too large to mirror", metadata: ["product": "\(product)"])
@@ -440,7 +446,7 @@ private final class Consumer: @unchecked Sendable {
             for row in 0..<result.count {
                 guard let request = result.int64(row, 0), let user = result.int64(row, 1),
                       let order = result.int64(row, 2) else { continue }
-                lookup.orderByRequest[request] = order
+                lookup.orderByRequest[request] = SoldOutLookup.Order(id: order, edge: result.int64(row, 3) ?? 0)
                 lookup.orderByUser[user] = order
             }
             pool.soldOutLoaded(product: product, generation: generation, lookup: lookup)
