@@ -163,8 +163,8 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient", "QuotaService",
-                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                "TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient", "InventoryService",
+                "QuotaService", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict),
     ],

@@ -23,8 +23,11 @@ struct InventoryServiceMain: AsyncParsableCommand {
     @Option(help: "Port to listen on (0 = any free port).")
     var port = 0
 
-    @Option(help: "libpq connection string of the main database (catalog and cold products).")
-    var dsn = "host=127.0.0.1 port=15432 user=postgres dbname=postgres"
+    @Option(help: """
+        libpq connection string of the main database (catalog and cold products). Default: $FLASHSALE_PG_DSN, else \
+        the local server of scripts/postgres.sh. Keep passwords out of it: libpq reads PGPASSWORD / PGPASSFILE.
+        """)
+    var dsn: String?
 
     @Option(help: "libpq connection string of the hot-item database (default: the main server, database <main>_hot).")
     var hotDsn: String?
@@ -63,8 +66,10 @@ struct InventoryServiceMain: AsyncParsableCommand {
         // Before the pools exist: their metric handles are made when they are.
         if metrics.metricsPort != nil { ServiceMetrics.bootstrap() }
 
+        let environment = ProcessInfo.processInfo.environment
+        let mainDSN = dsn ?? environment["FLASHSALE_PG_DSN"] ?? "host=127.0.0.1 port=15432 user=postgres dbname=postgres"
         let inventory = try await Self.openInventory(
-            mainDSN: dsn, hotDSN: hotDsn, consumers: consumers, hotConsumers: hotConsumers, maxBatch: maxBatch,
+            mainDSN: mainDSN, hotDSN: hotDsn, consumers: consumers, hotConsumers: hotConsumers, maxBatch: maxBatch,
             queueLimit: queueLimit, logger: logger)
 
         var router = RPCRouter(serviceName: "inventory")
@@ -95,8 +100,9 @@ struct InventoryServiceMain: AsyncParsableCommand {
                 services: services + [
                     .init(service: inventory, successTerminationBehavior: .gracefullyShutdownGroup,
                           failureTerminationBehavior: .gracefullyShutdownGroup),
+                    // A server that cannot bind ends the process with its error (no READY line).
                     .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup,
-                          failureTerminationBehavior: .gracefullyShutdownGroup),
+                          failureTerminationBehavior: .cancelGroup),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))

@@ -34,7 +34,7 @@ final class PurchasePool: @unchecked Sendable {
     let configuration: Configuration
     private let logger: Logger
     private let condition = NSCondition()
-    private var lanes: PurchaseLanes
+    private var lanes: PurchaseLanes<PendingPurchase>
     private var stopping = false
     private var running = 0
     private var stopped: [CheckedContinuation<Void, Never>] = []
@@ -55,7 +55,7 @@ final class PurchasePool: @unchecked Sendable {
 
     func submit(_ purchase: PendingPurchase, product: Int32) {
         condition.lock()
-        let admission: PurchaseLanes.Admission
+        let admission: PurchaseLanes<PendingPurchase>.Admission
         if stopping && running == 0 {
             admission = .rejected(RPCError(.unavailable, "the inventory service is shutting down"))
         } else {
@@ -119,7 +119,7 @@ final class PurchasePool: @unchecked Sendable {
     // MARK: - Used by consumers
 
     /// Blocks until a batch is ready; nil once stopping and nothing is left.
-    fileprivate func takeBatch() -> Batch? {
+    fileprivate func takeBatch() -> Batch<PendingPurchase>? {
         condition.lock()
         defer { condition.unlock() }
         while true {
@@ -187,7 +187,7 @@ private final class Consumer: @unchecked Sendable {
     private var connection: PostgresConnection?
 
     private static let statement =
-        "SELECT r_request, r_outcome, r_order, r_edge FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])"
+        "SELECT r_requests, r_outcomes, r_orders, r_edges FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])"
 
     init(pool: PurchasePool, logger: Logger) {
         self.pool = pool
@@ -214,7 +214,7 @@ private final class Consumer: @unchecked Sendable {
     }
 
     /// A purchase whose caller gave up is not bought behind its back: it is answered DEADLINE_EXCEEDED unprocessed.
-    private func dropExpired(_ batch: Batch) -> Batch {
+    private func dropExpired(_ batch: Batch<PendingPurchase>) -> Batch<PendingPurchase> {
         guard batch.purchases.contains(where: { $0.deadline != nil }) else { return batch }
         let now = NIODeadline.now()
         var live = batch
@@ -253,7 +253,7 @@ private final class Consumer: @unchecked Sendable {
         }
     }
 
-    private func process(_ batch: Batch, on connection: PostgresConnection) {
+    private func process(_ batch: Batch<PendingPurchase>, on connection: PostgresConnection) {
         var buys = batch
         buys.purchases = batch.purchases.filter { !$0.lookupOnly }
         let lookups = batch.purchases.filter(\.lookupOnly)
@@ -292,7 +292,7 @@ private final class Consumer: @unchecked Sendable {
         }
     }
 
-    private func buy(_ batch: Batch, on connection: PostgresConnection) {
+    private func buy(_ batch: Batch<PendingPurchase>, on connection: PostgresConnection) {
         let parameters = Self.parameters(batch)
         var result: PostgresResult?
         var failure: PostgresError?
@@ -320,31 +320,20 @@ private final class Consumer: @unchecked Sendable {
         answer(batch, result!)
     }
 
-    private static func parameters(_ batch: Batch) -> [String?] {
-        var requests = "{", users = "{", edges = "{"
-        requests.reserveCapacity(batch.purchases.count * 20)
-        users.reserveCapacity(batch.purchases.count * 20)
-        edges.reserveCapacity(batch.purchases.count * 4)
-        for (index, purchase) in batch.purchases.enumerated() {
-            if index > 0 {
-                requests.append(",")
-                users.append(",")
-                edges.append(",")
-            }
-            requests.append(String(purchase.requestId))
-            users.append(String(purchase.userId))
-            edges.append(String(purchase.edgeId))
-        }
-        requests.append("}")
-        users.append("}")
-        edges.append("}")
-        return [String(batch.productKey), requests, users, edges]
+    private static func parameters(_ batch: Batch<PendingPurchase>) -> [String?] {
+        let purchases = batch.purchases
+        return [
+            String(batch.productKey),
+            PostgresArrays.text(count: purchases.count) { purchases[$0].requestId },
+            PostgresArrays.text(count: purchases.count) { purchases[$0].userId },
+            PostgresArrays.text(count: purchases.count) { Int64(purchases[$0].edgeId) },
+        ]
     }
 
     /// Nothing of the batch was committed (the statement is its own transaction): every purchase gets an error.
     /// After a lost connection the commit may or may not have happened; the caller's retry with the same request
     /// id then gets the first outcome.
-    private func fail(_ batch: Batch, _ error: PostgresError) {
+    private func fail(_ batch: Batch<PendingPurchase>, _ error: PostgresError) {
         logger.error("batch failed", metadata: [
             "product": "\(batch.productKey)", "size": "\(batch.purchases.count)", "error": "\(error)",
         ])
@@ -370,12 +359,43 @@ private final class Consumer: @unchecked Sendable {
         static let purchasedBefore: Int64 = 5
     }
 
-    private func answer(_ batch: Batch, _ result: PostgresResult) {
+    private static func rank(_ outcome: Int64) -> Int {
+        switch outcome {
+        case Outcome.purchased: 4
+        case Outcome.purchasedBefore: 3
+        case Outcome.alreadyPurchased: 2
+        case Outcome.soldOut: 1
+        default: 0
+        }
+    }
+
+    private func answer(_ batch: Batch<PendingPurchase>, _ result: PostgresResult) {
+        let requests = result.string(0, 0).flatMap(PostgresArrays.integers) ?? []
+        let codes = result.string(0, 1).flatMap(PostgresArrays.integers) ?? []
+        let orders = result.string(0, 2).flatMap(PostgresArrays.integers) ?? []
+        let edges = result.string(0, 3).flatMap(PostgresArrays.integers) ?? []
+        // The usual case: every purchase bought, answered in batch order; no lookup table needed.
+        let purchases = batch.purchases
+        if requests.count == purchases.count, codes.count == purchases.count, orders.count == purchases.count,
+           edges.count == purchases.count,
+           purchases.indices.allSatisfy({ requests[$0] == purchases[$0].requestId && codes[$0] == Outcome.purchased })
+        {
+            var replies = Replies(capacity: purchases.count)
+            for index in purchases.indices {
+                replies.succeed(purchases[index], PurchaseResponse(
+                    outcome: .purchased, orderId: UInt64(orders[index]), edgeId: UInt32(truncatingIfNeeded: edges[index])))
+            }
+            replies.send()
+            pool.record(batchSize: purchases.count, purchased: purchases.count, failed: false)
+            return
+        }
         var outcomes: [Int64: (outcome: Int64, order: Int64, edge: Int64)] = [:]
-        outcomes.reserveCapacity(result.count)
-        for row in 0..<result.count {
-            guard let request = result.int64(row, 0), let outcome = result.int64(row, 1) else { continue }
-            outcomes[request] = (outcome, result.int64(row, 2) ?? 0, result.int64(row, 3) ?? 0)
+        outcomes.reserveCapacity(requests.count)
+        for index in requests.indices where index < codes.count && index < orders.count && index < edges.count {
+            let request = requests[index], outcome = codes[index]
+            // A request id repeated across the procedure's chunks has an entry per chunk: the one that bought wins.
+            if let seen = outcomes[request], Self.rank(seen.outcome) >= Self.rank(outcome) { continue }
+            outcomes[request] = (outcome, orders[index], edges[index])
         }
         var replies = Replies()
         var retry: [PendingPurchase] = []
@@ -394,11 +414,11 @@ private final class Consumer: @unchecked Sendable {
                 // A request id twice in one batch: the second copy took no unit, so it is a replay.
                 purchased += 1
                 outcomes[purchase.requestId] = (Outcome.purchasedBefore, order, edge)
-                replies.succeed(purchase, PurchaseResponse(outcome: .purchased, orderId: UInt64(order), edgeId: UInt32(truncatingIfNeeded: edge)))
+                replies.succeed(purchase, PurchaseResponse(
+                    outcome: .purchased, orderId: UInt64(order), edgeId: UInt32(truncatingIfNeeded: edge)))
             case Outcome.purchasedBefore:
                 replayed += 1
-                replies.succeed(purchase, PurchaseResponse(
-                    outcome: .purchased, orderId: UInt64(order), replayed: true, edgeId: UInt32(truncatingIfNeeded: edge)))
+                replies.succeed(purchase, SoldOutLookup.Order(id: order, edge: edge).replayed)
             case Outcome.alreadyPurchased:
                 alreadyPurchased += 1
                 replies.succeed(purchase, PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order)))

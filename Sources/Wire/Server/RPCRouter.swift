@@ -37,6 +37,32 @@ public struct RPCResponder<Response: ProtoMessage>: Sendable {
     }
 }
 
+extension RPCResponder {
+    /// Completes many calls from any thread with one task per event loop and one flush per connection, instead of a
+    /// hop and a write syscall per call: for answers produced together (a queue consumer answering a whole batch).
+    /// Successful answers are serialized on the loop, straight into the connection's outgoing buffer.
+    public static func completeAll(_ answers: [(responder: RPCResponder<Response>, result: Result<Response, RPCError>)]) {
+        var byLoop: [ObjectIdentifier: (loop: any EventLoop, answers: [(RawResponder, Result<Response, RPCError>)])] = [:]
+        for answer in answers {
+            let raw = answer.responder.raw
+            let loop = raw.handler.eventLoop
+            byLoop[ObjectIdentifier(loop), default: (loop, [])].answers.append((raw, answer.result))
+        }
+        for (_, group) in byLoop {
+            let answers = group.answers
+            group.loop.execute {
+                // On the loop now: group by connection handler, then one batch (and one flush) per connection.
+                var byHandler: [ObjectIdentifier: (handler: RPCServerHandler, answers: [(serial: UInt64, result: Result<Response, RPCError>)])] = [:]
+                for (raw, result) in answers {
+                    let handler = raw.handler.value
+                    byHandler[ObjectIdentifier(handler), default: (handler, [])].answers.append((raw.serial, result))
+                }
+                for (_, entry) in byHandler { entry.handler.completeBatch(entry.answers) }
+            }
+        }
+    }
+}
+
 /// The methods a server answers. Built before the server starts; immutable once it runs.
 public struct RPCRouter: Sendable {
     struct Route: Sendable {

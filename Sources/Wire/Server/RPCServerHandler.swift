@@ -210,6 +210,20 @@ final class RPCServerHandler: ChannelDuplexHandler {
         return nil
     }
 
+    /// Several answers for this connection at once (see `RPCResponder.completeAll`): written with one flush.
+    func completeBatch<Response: ProtoMessage>(_ answers: [(serial: UInt64, result: Result<Response, RPCError>)]) {
+        let wasInBurst = self.inReadBurst
+        self.inReadBurst = true
+        for answer in answers {
+            switch answer.result {
+            case .success(let response): self.succeed(serial: answer.serial, response)
+            case .failure(let error): self.complete(serial: answer.serial, .failure(error))
+            }
+        }
+        self.inReadBurst = wasInBurst
+        if !wasInBurst { self.flushIfNeeded() }
+    }
+
     func complete(serial: UInt64, _ result: Result<ByteBuffer, RPCError>) {
         guard let callID = self.inFlight.removeValue(forKey: serial) else { return }  // answered already
         self.writeResponse(callID: callID, result)
