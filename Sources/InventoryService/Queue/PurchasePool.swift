@@ -387,6 +387,7 @@ private final class Consumer: @unchecked Sendable {
             }
             replies.send()
             pool.record(batchSize: purchases.count, purchased: purchases.count, failed: false)
+            pool.metrics.record(purchased: purchases.count, replayed: 0, alreadyPurchased: 0, soldOut: 0, requeued: 0)
             return
         }
         var outcomes: [Int64: (outcome: Int64, order: Int64, edge: Int64)] = [:]
