@@ -103,14 +103,16 @@ public final class BuyerSwarm: Sendable {
         // take its retries when its edge is gone, as a client behind a load balancer would see.
         let edgeCount = configuration.edges.count
         let lanes = (0..<configuration.connections).map { index in
-            (0..<edgeCount).map { offset in
+            // Every client of a lane lives on one event loop, so the lane's state needs no lock.
+            let loop = group.next()
+            return (0..<edgeCount).map { offset in
                 let edge = configuration.edges[(index + offset) % edgeCount]
                 return EdgeClient(
                     rpc: RPCClient(
                         configuration: RPCClientConfiguration(
                             host: edge.host, port: edge.port, connections: 1, connectTimeout: .seconds(1),
                             defaultTimeout: configuration.timeout, maxBackoff: .milliseconds(200)),
-                        group: group, logger: logger))
+                        group: loop, logger: logger))
             }
         }
         // Connect before the clock starts: the sale measures purchases, not TCP handshakes.
@@ -164,43 +166,44 @@ public final class BuyerSwarm: Sendable {
 }
 
 /// One connection's share of the crowd: `depth` chains of attempts, each starting the next on completion.
+/// Confined to one event loop (its clients' loop): every completion runs there, so its counters take no lock.
 private final class Lane: Sendable {
     private let swarm: BuyerSwarm
-    /// The lane's own edge first, then the others, for retries.
+    /// The lane's own edge first, then the others, for retries; all on `eventLoop`.
     private let clients: [EdgeClient]
-    private let state = NIOLockedValueBox(State())
+    private let eventLoop: any EventLoop
+    private let state: NIOLoopBoundBox<State>
 
     private struct State {
         var result = BuyerSwarm.Result()
         var chainsRunning = 0
         var continuation: CheckedContinuation<BuyerSwarm.Result, Never>?
-        var done = false
     }
 
     init(swarm: BuyerSwarm, clients: [EdgeClient]) {
         self.swarm = swarm
         self.clients = clients
+        self.eventLoop = clients[0].rpc.eventLoop
+        self.state = .makeBoxSendingValue(State(), eventLoop: eventLoop)
     }
 
     func run() async -> BuyerSwarm.Result {
         await withCheckedContinuation { continuation in
-            state.withLockedValue {
-                $0.continuation = continuation
-                $0.chainsRunning = swarm.depth
+            eventLoop.execute {
+                self.state.value.continuation = continuation
+                self.state.value.chainsRunning = self.swarm.depth
+                for _ in 0..<self.swarm.depth { self.next() }
             }
-            for _ in 0..<swarm.depth { next() }
         }
     }
 
     private func next() {
         guard let attempt = swarm.claimAttempt() else {
-            let finished = state.withLockedValue { state -> CheckedContinuation<BuyerSwarm.Result, Never>? in
-                state.chainsRunning -= 1
-                guard state.chainsRunning == 0 else { return nil }
-                defer { state.continuation = nil }
-                return state.continuation
+            state.value.chainsRunning -= 1
+            if state.value.chainsRunning == 0, let continuation = state.value.continuation {
+                state.value.continuation = nil
+                continuation.resume(returning: state.value.result)
             }
-            if let finished { finished.resume(returning: state.withLockedValue { $0.result }) }
             return
         }
         send(attempt, retry: false, tries: 0, started: .now())
@@ -214,7 +217,7 @@ private final class Lane: Sendable {
                 if case .failure(let error) = outcome, let rpc = error as? RPCError,
                    rpc.code == .unavailable || rpc.code == .deadlineExceeded, tries < self.swarm.maxRetries {
                     // In doubt: ask again with the same request id; it can only ever make one order.
-                    self.state.withLockedValue { $0.result.retries += 1 }
+                    self.state.value.result.retries += 1
                     let delay = TimeAmount.milliseconds(Int64(min(200, 5 << min(tries, 6))))
                     client.rpc.eventLoop.scheduleTask(in: delay) {
                         self.send(attempt, retry: true, tries: tries + 1, started: started)
@@ -222,30 +225,7 @@ private final class Lane: Sendable {
                     return
                 }
                 let micros = UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000))
-                self.state.withLockedValue { state in
-                    state.result.attempts += 1
-                    state.result.latency.record(micros)
-                    switch outcome {
-                    case .success(let response):
-                        switch response.outcome {
-                        case .purchased:
-                            state.result.purchased += 1
-                            state.result.purchases.append(.init(
-                                requestID: attempt.requestID, userID: attempt.userID, product: attempt.product,
-                                orderID: response.orderId))
-                        case .soldOut: state.result.soldOut += 1
-                        case .shed: state.result.shed += 1
-                        case .alreadyPurchased: state.result.alreadyPurchased += 1
-                        default:
-                            state.result.errors += 1
-                            state.result.errorsByCode["outcome \(response.outcome)", default: 0] += 1
-                        }
-                    case .failure(let error):
-                        state.result.errors += 1
-                        let code = (error as? RPCError).map { "\($0.code)" } ?? "\(error)"
-                        state.result.errorsByCode[code, default: 0] += 1
-                    }
-                }
+                Self.tally(outcome, of: attempt, micros: micros, into: &self.state.value.result)
                 self.swarm.attemptFinished()
                 if let pause = self.swarm.pause {
                     client.rpc.eventLoop.scheduleTask(in: pause) { self.next() }
@@ -253,5 +233,32 @@ private final class Lane: Sendable {
                     self.next()
                 }
             }
+    }
+
+    private static func tally(
+        _ outcome: Swift.Result<PurchaseResponse, any Error>, of attempt: (requestID: UInt64, userID: UInt64, product: String),
+        micros: UInt64, into result: inout BuyerSwarm.Result
+    ) {
+        result.attempts += 1
+        result.latency.record(micros)
+        switch outcome {
+        case .success(let response):
+            switch response.outcome {
+            case .purchased:
+                result.purchased += 1
+                result.purchases.append(.init(
+                    requestID: attempt.requestID, userID: attempt.userID, product: attempt.product, orderID: response.orderId))
+            case .soldOut: result.soldOut += 1
+            case .shed: result.shed += 1
+            case .alreadyPurchased: result.alreadyPurchased += 1
+            default:
+                result.errors += 1
+                result.errorsByCode["outcome \(response.outcome)", default: 0] += 1
+            }
+        case .failure(let error):
+            result.errors += 1
+            let code = (error as? RPCError).map { "\($0.code)" } ?? "\(error)"
+            result.errorsByCode[code, default: 0] += 1
+        }
     }
 }
