@@ -107,14 +107,14 @@ extension PurchaseResponse: ProtoBridged {
 
     func fill(_ c: inout Flashsale__PurchaseResponse, arena: ProtoArena) {
         flashsale__purchase_response__init(&c)
-        c.outcome = .init(rawValue: numericCast(self.outcome.rawValue))
+        c.outcome = .init(rawValue: .init(truncatingIfNeeded: self.outcome.rawValue))
         c.order_id = self.orderId
         c.replayed = (self.replayed ? 1 : 0)
     }
 
     init(c: UnsafePointer<Flashsale__PurchaseResponse>) {
         self.init()
-        self.outcome = .init(rawValue: numericCast(c.pointee.outcome.rawValue))
+        self.outcome = .init(rawValue: .init(truncatingIfNeeded: c.pointee.outcome.rawValue))
         self.orderId = c.pointee.order_id
         self.replayed = (c.pointee.replayed != 0)
     }

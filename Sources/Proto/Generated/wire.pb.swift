@@ -130,7 +130,7 @@ extension WireResponse: ProtoBridged {
     func fill(_ c: inout Flashsale__Wire__Response, arena: ProtoArena) {
         flashsale__wire__response__init(&c)
         c.call_id = self.callId
-        c.status = .init(rawValue: numericCast(self.status.rawValue))
+        c.status = .init(rawValue: .init(truncatingIfNeeded: self.status.rawValue))
         c.message = arena.cString(self.message)
         c.payload = arena.binary(self.payload)
     }
@@ -138,7 +138,7 @@ extension WireResponse: ProtoBridged {
     init(c: UnsafePointer<Flashsale__Wire__Response>) {
         self.init()
         self.callId = c.pointee.call_id
-        self.status = .init(rawValue: numericCast(c.pointee.status.rawValue))
+        self.status = .init(rawValue: .init(truncatingIfNeeded: c.pointee.status.rawValue))
         self.message = ProtoRuntime.string(c.pointee.message)
         self.payload = ProtoRuntime.bytes(c.pointee.payload)
     }
