@@ -142,7 +142,6 @@ class Generator:
         if f.type == "bytes":
             return f"arena.binary({expr})"
         if f.type in self.enums:
-            # Truncating, never trapping: a peer may send any 32-bit value (found by the fuzzer, Fuzz/).
             return f".init(rawValue: .init(truncatingIfNeeded: {expr}.rawValue))"
         msg = self.messages[f.type]
         return f"arena.message({self.c_type(msg)}.self) {{ {expr}.fill(&$0, arena: arena) }}"
@@ -157,7 +156,6 @@ class Generator:
         if f.type == "bytes":
             return f"ProtoRuntime.bytes({expr})"
         if f.type in self.enums:
-            # Truncating, never trapping: a peer may send any 32-bit value (found by the fuzzer, Fuzz/).
             return f".init(rawValue: .init(truncatingIfNeeded: {expr}.rawValue))"
         return f"{self.swift_name(self.messages[f.type])}(c: {expr}!)"
 
