@@ -25,7 +25,10 @@ struct EdgeMain: AsyncParsableCommand {
     @Option(help: "Attempts kept per million until config/shed is read.") var keepPerMillion: UInt32 = 1_000_000
     @Option(help: "Seed of the shedding lottery (random by default).") var shedSeed: UInt64?
     @Option(help: "Calls in flight per client connection before the edge stops reading it.") var maxCallsInFlight = 1024
-    @Option(help: "Seconds after which an idle client connection is closed.") var idleTimeout: Int64 = 300
+    @Option(help: "Seconds after which a client connection with nothing read and nothing in flight is closed (0: never).")
+    var idleTimeout: Double = 300
+    @Option(help: "Seconds a client connection may hold part of a frame before it is closed (slow clients; 0: never).")
+    var frameTimeout: Double = 10
     @Option(help: "Largest frame accepted, in bytes.") var maxFrameSize = 64 * 1024
     @Option(help: "Event loop threads.") var threads = System.coreCount
     @Option(help: "trace|debug|info|notice|warning|error|critical") var logLevel = "info"
@@ -59,7 +62,8 @@ struct EdgeMain: AsyncParsableCommand {
         let server = RPCServer(
             configuration: RPCServerConfiguration(
                 host: host, port: port, maxFrameSize: maxFrameSize, maxCallsInFlightPerConnection: maxCallsInFlight,
-                idleTimeout: .seconds(idleTimeout), operatorToken: token),
+                idleTimeout: ServiceRuntime.timeout(seconds: idleTimeout), frameTimeout: ServiceRuntime.timeout(seconds: frameTimeout),
+                operatorToken: token),
             router: router, group: group, logger: logger)
 
         let advertise = self.advertise
