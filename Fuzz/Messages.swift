@@ -149,6 +149,6 @@ let methods: [Method] = [
     Method("quota.RaiseStock", AdjustStockRequest.self, ProductQuotas.self, operatorOnly: true),
     Method("quota.LimitStock", AdjustStockRequest.self, ProductQuotas.self, operatorOnly: true),
     Method("quota.SetShed", SetShedRequest.self, QuotaStatusResponse.self, operatorOnly: true),
-    Method("quota.GrantMore", GrantMoreRequest.self, GrantMoreResponse.self),
+    Method("quota.GrantMore", GrantMoreRequest.self, GrantMoreResponse.self, operatorOnly: true),
     Method("quota.Status", QuotaStatusRequest.self, QuotaStatusResponse.self),
 ]

@@ -10,13 +10,21 @@ import Wire
 
 /// The edge: the platform's public entry. Purchases only, plus the quota service's `edge.ReleaseQuota`
 /// (operator token). Stateless apart from its counters: start as many as you like, on any port.
+///
+/// Methods: `edge.Purchase` (public), `Ping` (public, health), `edge.Stats` and `edge.QuotaUsage` (read-only
+/// counters), `edge.ReleaseQuota` (operator token). With `--operator-port`, the public port serves `edge.Purchase`
+/// and `Ping` only; the read-only and operator methods move to the operator port (by default on 127.0.0.1), which
+/// is then the address the edge registers for the quota service.
 @main
 struct EdgeMain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "Edge", abstract: "The flash sale's public purchase entry.")
 
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port to listen on; 0 picks a free one (printed on the READY line).") var port = 0
-    @Option(help: "Address other services reach this edge at (host:port); defaults to the bound address.") var advertise: String?
+    @Option(help: "Address other services reach this edge at (host:port); defaults to the bound address (the operator port's, if any).")
+    var advertise: String?
+    @Option(help: "Serve everything but edge.Purchase and Ping on this port instead (0 picks a free one).") var operatorPort: Int?
+    @Option(help: "Address the operator port listens on.") var operatorHost = "127.0.0.1"
     @Option(help: "ZooKeeper connection string (host:port[,host:port...]).") var zookeeper: String
     @Option(help: "The flash sale's root node in ZooKeeper.") var root = "/flashsale"
     @Option(help: "InventoryService address (host:port).") var inventory: String
@@ -57,14 +65,25 @@ struct EdgeMain: AsyncParsableCommand {
             edgeID: { agent.edgeID }, logger: logger)
 
         var router = RPCRouter(serviceName: "edge")
-        purchases.register(into: &router)
-        EdgeQuotaAgent.registerMethods(into: &router, ledger: ledger)
-        let server = RPCServer(
-            configuration: RPCServerConfiguration(
-                host: host, port: port, maxFrameSize: maxFrameSize, maxCallsInFlightPerConnection: maxCallsInFlight,
-                idleTimeout: ServiceRuntime.timeout(seconds: idleTimeout), frameTimeout: ServiceRuntime.timeout(seconds: frameTimeout),
-                operatorToken: token),
-            router: router, group: group, logger: logger)
+        var operatorRouter = RPCRouter(serviceName: "edge")
+        purchases.registerPurchase(into: &router)
+        if operatorPort == nil {
+            purchases.registerStats(into: &router)
+            EdgeQuotaAgent.registerMethods(into: &router, ledger: ledger)
+        } else {
+            purchases.registerStats(into: &operatorRouter)
+            EdgeQuotaAgent.registerMethods(into: &operatorRouter, ledger: ledger)
+        }
+        var serverConfiguration = RPCServerConfiguration(
+            host: host, port: port, maxFrameSize: maxFrameSize, maxCallsInFlightPerConnection: maxCallsInFlight,
+            idleTimeout: ServiceRuntime.timeout(seconds: idleTimeout), frameTimeout: ServiceRuntime.timeout(seconds: frameTimeout),
+            operatorToken: token)
+        let server = RPCServer(configuration: serverConfiguration, router: router, group: group, logger: logger)
+        let operatorServer = operatorPort.map { operatorPort in
+            serverConfiguration.host = operatorHost
+            serverConfiguration.port = operatorPort
+            return RPCServer(configuration: serverConfiguration, router: operatorRouter, group: group, logger: logger)
+        }
 
         let advertise = self.advertise
         let zookeeper = self.zookeeper
@@ -72,7 +91,8 @@ struct EdgeMain: AsyncParsableCommand {
         let quota = self.quota
         let agentRunner = ClosureService {
             let bound = try await server.localAddress()
-            let address = advertise ?? "\(bound.ipAddress ?? "127.0.0.1"):\(bound.port ?? 0)"
+            let reachedAt = try await operatorServer?.localAddress() ?? bound
+            let address = advertise ?? "\(reachedAt.ipAddress ?? "127.0.0.1"):\(reachedAt.port ?? 0)"
             let quotaAgent = EdgeQuotaAgent(
                 zooKeeper: zookeeper, root: root, address: address, ledger: ledger, shedder: shedder,
                 quotaService: quota, operatorToken: token, logger: logger)
@@ -91,7 +111,7 @@ struct EdgeMain: AsyncParsableCommand {
         // final usage and removes the edge's node.
         let services = ServiceGroup(
             configuration: .init(
-                services: [.init(service: agentRunner), .init(service: server)],
+                services: [.init(service: agentRunner), .init(service: server)] + (operatorServer.map { [.init(service: $0)] } ?? []),
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await services.run()
         await inventoryClient.shutdown()

@@ -45,7 +45,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     ///   - address: `host:port` where this edge answers (purchases and `edge.ReleaseQuota`); asked for once, when
     ///     `run` starts, so a server bound to port 0 can tell it (`{ try await server.localAddress() ... }`).
     ///   - quotaService: `host:port` of the quota service.
-    ///   - operatorToken: sent with calls to the quota service (not needed for `quota.GrantMore`).
+    ///   - operatorToken: sent with calls to the quota service (`quota.GrantMore` needs it).
     ///   - sessionTimeout: how long ZooKeeper keeps our node after it last heard from us (a killed edge's units are
     ///     reclaimed after this); 4 s is the least a default server grants.
     public init(
