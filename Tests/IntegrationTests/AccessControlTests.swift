@@ -2,6 +2,7 @@ import Cluster
 import FlashSaleClient
 import Foundation
 import Logging
+import PostgresClient
 import Proto
 import Testing
 import TestSupport
@@ -124,5 +125,74 @@ struct AccessControlTests {
             #expect(!log.contains(Self.token), "\(process.name) logged the operator token")
             #expect(!log.contains(Self.wrongToken), "\(process.name) logged a presented token")
         }
+    }
+
+    /// The inventory migrates as the owner and serves as a login role that is only a member of flashsale_service:
+    /// purchases (the procedures) work, on cold and hot products; writing a table directly is refused.
+    @Test func theServiceRoleMayCallTheProceduresButNotWriteTables() async throws {
+        let main = try await TestDatabase.create(prefix: "role")
+        let hot = try await TestDatabase.create(prefix: "role_hot")
+        let login = "flashsale_app_\(UInt32.random(in: 0...UInt32.max))"
+        let admin = try await PostgresConnection.connect(main.adminDSN)
+        // The same statement as the migration: the group role may exist already (roles are per server).
+        _ = try await admin.exec("""
+            DO $r$ BEGIN CREATE ROLE flashsale_service NOLOGIN; EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $r$;
+            CREATE ROLE \(login) LOGIN IN ROLE flashsale_service;
+            """)
+        let serving = main.dsn + " user=\(login)"
+        let servingHot = hot.dsn + " user=\(login)"
+        let inventory = try ManagedProcess.start(
+            product: "InventoryService",
+            arguments: ["--port", "0", "--dsn", serving, "--hot-dsn", servingHot, "--migrate-dsn", main.dsn,
+                        "--hot-migrate-dsn", hot.dsn, "--log-level", "info"],
+            environment: ["FLASHSALE_OPERATOR_TOKEN": Self.token], name: "inventory-role")
+        let client: InventoryClient
+        do {
+            let (host, port) = try await inventory.waitForReady()
+            client = InventoryClient(rpc: RPCClient(
+                configuration: RPCClientConfiguration(host: host, port: port, token: Self.token), logger: logger))
+        } catch {
+            await inventory.terminate()
+            throw error
+        }
+        do {
+            for (product, isHot) in [("cold", false), ("hot", true)] {
+                _ = try await client.createProduct(CreateProductRequest(productId: product, totalStock: 10, hot: isHot))
+                let bought = try await client.purchase(PurchaseRequest(requestId: isHot ? 2 : 1, userId: 7, productId: product))
+                #expect(bought.outcome == .purchased, "\(product): \(bought)")
+            }
+            _ = try await client.adjustStock(AdjustStockRequest(productId: "cold", change: .raiseBy(5)))
+            let audit = try await client.audit()
+            #expect(audit.clean && audit.products.count == 2, "\(audit)")
+            #expect(!inventory.log().contains("may write tables directly"), "the serving role is the restricted one")
+
+            for dsn in [serving, servingHot] {
+                let restricted = try await PostgresConnection.connect(dsn)
+                for statement in [
+                    "UPDATE stock_slot SET remaining = remaining + 100",
+                    "INSERT INTO orders (request_id, product_id, user_id) VALUES (99, 1, 99)",
+                    "DELETE FROM orders",
+                    "UPDATE products SET total_stock = 1000000",
+                    "INSERT INTO stock_slot (product_id, slot, remaining) VALUES (1, 99, 1000)",
+                    "TRUNCATE orders",
+                ] {
+                    let error = await #expect(throws: PostgresError.self, "\(statement)") { _ = try await restricted.exec(statement) }
+                    #expect(error?.code == "42501", "\(statement): permission denied, got \(String(describing: error))")
+                }
+                // Reading is allowed.
+                _ = try await restricted.query("SELECT count(*) FROM orders")
+                restricted.close()
+            }
+        } catch {
+            await client.shutdown()
+            await inventory.terminate()
+            throw error
+        }
+        await client.shutdown()
+        await inventory.terminate()
+        try? await main.drop()
+        try? await hot.drop()
+        _ = try? await admin.exec("DROP ROLE IF EXISTS \(login)")
+        admin.close()
     }
 }
