@@ -7,6 +7,7 @@ import NIOPosix
 import FlashSaleClient
 import ServiceLifecycle
 import Wire
+import ZooKeeperClient
 
 /// The edge: the platform's public entry. Purchases only, plus the quota service's `edge.ReleaseQuota`
 /// (operator token). Stateless apart from its counters: start as many as you like, on any port.
@@ -48,6 +49,12 @@ struct EdgeMain: AsyncParsableCommand {
         }
         let logger = ServiceRuntime.makeLogger(label: "edge", level: level)
         let token = try ServiceRuntime.operatorToken(environment: ProcessInfo.processInfo.environment)
+        // The edges' ZooKeeper identity (FLASHSALE_ZK_EDGE_SECRET or _FILE): read quotas, register, nothing more.
+        let zooKeeperAccess = ZooKeeperAccess(
+            edgeSecret: try ZooKeeperAccess.fromEnvironment(ProcessInfo.processInfo.environment).edgeSecret)
+        if ProcessInfo.processInfo.environment["FLASHSALE_ZK_QUOTA_SECRET"] != nil {
+            logger.warning("FLASHSALE_ZK_QUOTA_SECRET is set for an edge: edges need only FLASHSALE_ZK_EDGE_SECRET; ignored")
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
 
         let ledger = QuotaLedger()
@@ -95,7 +102,7 @@ struct EdgeMain: AsyncParsableCommand {
             let address = advertise ?? "\(reachedAt.ipAddress ?? "127.0.0.1"):\(reachedAt.port ?? 0)"
             let quotaAgent = EdgeQuotaAgent(
                 zooKeeper: zookeeper, root: root, address: address, ledger: ledger, shedder: shedder,
-                quotaService: quota, operatorToken: token, logger: logger)
+                quotaService: quota, operatorToken: token, access: zooKeeperAccess, logger: logger)
             agent.set(quotaAgent)
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await quotaAgent.run() }

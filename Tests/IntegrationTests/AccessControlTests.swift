@@ -7,6 +7,7 @@ import Proto
 import Testing
 import TestSupport
 import Wire
+import ZooKeeperClient
 
 /// Access rules, each tried against the real processes: operator methods refuse a missing token (UNAUTHENTICATED) and
 /// a wrong one (PERMISSION_DENIED) on every service; an edge with an operator port serves only purchases (and Ping)
@@ -194,5 +195,97 @@ struct AccessControlTests {
         try? await hot.drop()
         _ = try? await admin.exec("DROP ROLE IF EXISTS \(login)")
         admin.close()
+    }
+
+    /// ZooKeeper with digest ACLs: the quota service (its own secret) writes every node; an edge (the edges' secret)
+    /// registers and reads, and may not write a quota, the config or a product, nor delete anything; a client
+    /// without credentials may only read. The sale still works, and neither secret shows in any log.
+    @Test func onlyTheQuotaServiceMayWriteQuotasAndConfig() async throws {
+        let quotaSecret = "zk-quota-\(UInt64.random(in: 0...UInt64.max))"
+        let edgeSecret = "zk-edge-\(UInt64.random(in: 0...UInt64.max))"
+        let main = try await TestDatabase.create(prefix: "zkacl")
+        let hot = try await TestDatabase.create(prefix: "zkacl_hot")
+        let hosts = try await TestServers.zooKeeperHosts()
+        var configuration = Platform.Configuration(
+            databaseDSN: main.dsn, hotDatabaseDSN: hot.dsn, zooKeeperHosts: hosts, operatorToken: Self.token)
+        configuration.zooKeeperRoot = "/zkacl_test_\(UInt32.random(in: 0...UInt32.max))"
+        configuration.edges = 1
+        configuration.logLevel = "debug"
+        configuration.quotaEnvironment = ["FLASHSALE_ZK_QUOTA_SECRET": quotaSecret, "FLASHSALE_ZK_EDGE_SECRET": edgeSecret]
+        configuration.edgeEnvironment = ["FLASHSALE_ZK_EDGE_SECRET": edgeSecret]
+        let platform = try await Platform.start(configuration)
+        let layout = QuotaLayout(root: configuration.zooKeeperRoot)
+        let edgeSession = try await ZooKeeperClient.connect(hosts: hosts)
+        let anonymous = try await ZooKeeperClient.connect(hosts: hosts)
+        let quota = QuotaClient(host: platform.quota.host, port: platform.quota.port, token: Self.token, logger: logger)
+        let edge = EdgeClient(host: platform.edges[0].host, port: platform.edges[0].port, logger: logger)
+        do {
+            // Another edge: the edges' identity, and an identity of its own (as an Edge process presents).
+            let access = ZooKeeperAccess(edgeSecret: edgeSecret)
+            try await access.authenticateEdge(edgeSession)
+            try await quota.setShed(keepPerMillion: 1_000_000)
+            _ = try await quota.createProduct(CreateProductRequest(productId: "p1", totalStock: 20))
+            let edgeName = try #require(try await edgeSession.children(layout.edges).first)
+            let quotaNode = layout.quota("p1", edge: edgeName)
+            try await waitUntil(timeout: .seconds(20), what: "the edge's quota node") {
+                (try? await edgeSession.exists(quotaNode)) != nil
+            }
+
+            func expectNoAuth(_ what: String, _ body: () async throws -> Void) async {
+                let error = await #expect(throws: ZooKeeperError.self, "\(what)") { try await body() }
+                #expect(error?.code == .noAuth, "\(what): \(String(describing: error))")
+            }
+            let grant = QuotaGrant(granted: 1_000_000).serializedBytes()
+            for (who, zk) in [("edge", edgeSession), ("anonymous", anonymous)] {
+                await expectNoAuth("\(who) raises its quota") { _ = try await zk.set(quotaNode, data: grant) }
+                await expectNoAuth("\(who) sets the shed ratio") {
+                    _ = try await zk.set(layout.shed, data: ShedConfig(keepPerMillion: 1_000_000).serializedBytes())
+                }
+                await expectNoAuth("\(who) writes a product") { _ = try await zk.set(layout.product("p1"), data: [1]) }
+                await expectNoAuth("\(who) creates a product") { _ = try await zk.create(layout.product("evil"), data: []) }
+                await expectNoAuth("\(who) creates a quota node") { _ = try await zk.create(layout.quota("p1", edge: "edge-9999999999"), data: grant) }
+                await expectNoAuth("\(who) deletes a quota node") { try await zk.delete(quotaNode) }
+                await expectNoAuth("\(who) deletes an edge's registration") { try await zk.delete(layout.edge(edgeName)) }
+                await expectNoAuth("\(who) opens a quota node's ACL") { try await zk.setACL(quotaNode, ZooKeeperACL.openUnsafe) }
+                await expectNoAuth("\(who) takes the leader lock") { _ = try await zk.create(layout.leader + "-x", data: []) }
+                #expect(try await zk.get(quotaNode).data.isEmpty == false, "\(who) may read its quota")
+            }
+            await expectNoAuth("anonymous registers as an edge") {
+                _ = try await anonymous.create(layout.edges + "/edge-", data: [], mode: .ephemeralSequential)
+            }
+            await expectNoAuth("an edge rewrites another edge's registration") {
+                _ = try await edgeSession.set(layout.edge(edgeName), data: [])
+            }
+            // What an edge may do: register itself and write its own registration.
+            let mine = try await edgeSession.create(
+                layout.edges + "/edge-", data: [], mode: .ephemeralSequential, acl: access.registration)
+            _ = try await edgeSession.set(mine, data: EdgeRegistration(address: "127.0.0.1:1").serializedBytes())
+            // Not even its own: no DELETE under edges/ (an ephemeral node goes with its session).
+            await expectNoAuth("an edge deletes a registration") { try await edgeSession.delete(mine) }
+        } catch {
+            await edgeSession.close()
+            await anonymous.close()
+            await quota.shutdown()
+            await edge.shutdown()
+            await platform.stop()
+            throw error
+        }
+        // The sale works under the ACLs: quota applied, a purchase goes through.
+        try await waitUntil(timeout: .seconds(20), what: "the edge to hold its quota") {
+            (try? await edge.purchase(requestID: 1, userID: 1, product: "p1"))?.outcome == .purchased
+        }
+        let processes = [platform.inventory.process, platform.quota.process] + platform.edges.map(\.process)
+        await edgeSession.close()
+        await anonymous.close()
+        await quota.shutdown()
+        await edge.shutdown()
+        await platform.stop()
+        try? await main.drop()
+        try? await hot.drop()
+        for process in processes {
+            let log = process.log()
+            #expect(!log.contains(quotaSecret) && !log.contains(edgeSecret), "\(process.name) logged a ZooKeeper secret")
+        }
+        #expect(!platform.quota.process.log().contains("quota nodes are open"), "the quota service enforces ACLs")
     }
 }
