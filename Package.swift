@@ -22,6 +22,8 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift.git", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
     targets: [
         // C libraries from Debian, each behind a one-line shim.
@@ -74,7 +76,7 @@ let package = Package(
         .executableTarget(
             name: "Edge",
             dependencies: [
-                "Wire", "Proto", "FlashSaleClient", "ZooKeeperClient",
+                "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "FlashSaleClient", "ZooKeeperClient",
                 .product(name: "Atomics", package: "swift-atomics"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -83,7 +85,7 @@ let package = Package(
         .executableTarget(
             name: "QuotaService",
             dependencies: [
-                "Wire", "Proto", "FlashSaleClient", "ZooKeeperClient",
+                "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "FlashSaleClient", "ZooKeeperClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -91,7 +93,7 @@ let package = Package(
         .executableTarget(
             name: "InventoryService",
             dependencies: [
-                "Wire", "Proto", "FlashSaleClient", "PostgresClient",
+                "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "FlashSaleClient", "PostgresClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -102,7 +104,7 @@ let package = Package(
         .executableTarget(
             name: "FlashSaleCLI",
             dependencies: [
-                "Wire", "Proto", "FlashSaleClient", "PostgresClient", "Cluster",
+                "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Atomics", package: "swift-atomics"),
@@ -124,6 +126,22 @@ let package = Package(
         // Used by the `flashsale` tool and by the tests.
         .target(name: "Cluster", swiftSettings: strict),
 
+        // Prometheus metrics of every service: the registry behind swift-metrics and the `GET /metrics` HTTP port.
+        .target(
+            name: "ServiceMetrics",
+            dependencies: [
+                "ZooKeeperClient",
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+
         // Shared by the test targets: the real servers and executables, per-test databases.
         .target(
             name: "TestSupport",
@@ -144,7 +162,10 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient", "QuotaService"],
+            dependencies: [
+                "TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient", "InventoryService",
+                "QuotaService", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+            ],
             swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -7,7 +7,8 @@
 //   128...255 stream: the rest is a byte stream as a connection would deliver it, cut into chunks by a generator
 //             seeded from that byte; every frame is decoded as a request envelope and, for a known method, its
 //             payload as that method's request; and as a response envelope whose payload is decoded as the response
-//             of the method picked by the call id. The frames must not depend on where the chunks were cut.
+//             of the method picked by the call id. The frames must not depend on where the chunks were cut, and the
+//             runtime's own envelope codec (WireEnvelope) must agree with protobuf-c on every frame.
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -75,16 +76,42 @@ func decodeFrames(_ bytes: UnsafeRawBufferPointer, chunk: (Int) -> Int) -> Strea
     return outcome
 }
 
-/// One frame as the server and as a client would take it.
+/// One frame as the server and as a client would take it. The envelopes are decoded twice: by protobuf-c and by the
+/// hand-written codec the wire runtime uses (WireEnvelope), which must accept, refuse and encode exactly alike.
 func handleFrame(_ payload: UnsafeRawBufferPointer) {
-    if let request = try? WireRequest(decoding: payload) {
+    let frame = ByteBuffer(bytes: payload)
+    let request = try? WireRequest(decoding: payload)
+    let fastRequest = try? WireEnvelope.decodeRequest(frame)
+    guard request == fastRequest else {
+        fatalError("WireEnvelope.decodeRequest disagrees with protobuf-c: \(String(describing: fastRequest)) vs \(String(describing: request))")
+    }
+    if let request {
         checkRoundTrip(WireRequest.self, payload)
+        var fast = ByteBuffer()
+        WireEnvelope.writeRequestFrame(
+            into: &fast, callID: request.callId, method: request.method, timeoutUs: request.timeoutUs, token: request.token
+        ) { $0.writeImmutableBuffer(request.payload) }
+        guard fast.readableBytesView.dropFirst(4).elementsEqual(request.serializedBytes()) else {
+            fatalError("WireEnvelope encodes a request unlike protobuf-c: \(request)")
+        }
         if let method = methods.first(where: { $0.name == request.method }) {
             request.payload.withUnsafeReadableBytes { messageKinds[method.request].roundTrip($0) }
         }
     }
-    if let response = try? WireResponse(decoding: payload) {
+    let response = try? WireResponse(decoding: payload)
+    let fastResponse = try? WireEnvelope.decodeResponse(frame)
+    guard response == fastResponse else {
+        fatalError("WireEnvelope.decodeResponse disagrees with protobuf-c: \(String(describing: fastResponse)) vs \(String(describing: response))")
+    }
+    if let response {
         checkRoundTrip(WireResponse.self, payload)
+        var fast = ByteBuffer()
+        WireEnvelope.writeResponseFrame(
+            into: &fast, callID: response.callId, status: response.status.rawValue, message: response.message
+        ) { $0.writeImmutableBuffer(response.payload) }
+        guard fast.readableBytesView.dropFirst(4).elementsEqual(response.serializedBytes()) else {
+            fatalError("WireEnvelope encodes a response unlike protobuf-c: \(response)")
+        }
         let method = methods[Int(response.callId % UInt64(methods.count))]
         response.payload.withUnsafeReadableBytes { messageKinds[method.response].roundTrip($0) }
     }

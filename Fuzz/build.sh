@@ -88,7 +88,7 @@ done
 
 echo "compiling the harness ($CONFIG NIOCore)..." >&2
 # ld.gold prints "Cannot export local symbol __asan_..." for the ASan runtime: harmless (PLATFORM-NOTES.md).
-swiftc -sanitize=fuzzer,address -parse-as-library -module-name FlashSaleFuzz -swift-version 6 -O -g \
+swiftc -sanitize=fuzzer,address -parse-as-library -module-name FlashSaleFuzz -package-name flashsale -swift-version 6 -O -g \
   -module-cache-path "$OUT/module-cache" "${FLAGS[@]}" \
   "${SWIFT_SOURCES[@]}" "${C_OBJECTS[@]}" "${OBJECTS[@]}" -lprotobuf-c -o "$BIN.tmp" 2> >(grep -v "Cannot export local symbol" >&2)
 mv "$BIN.tmp" "$BIN"

@@ -10,11 +10,17 @@ bash scripts/install-deps.sh
 bash scripts/gen-proto.sh --check
 swift build --build-tests
 
+# A port something already listens on (another checkout's server) is skipped for the next free one.
+listening() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+free_port() { local port=$1; while listening "$port"; do port=$((port + 1)); done; echo "$port"; }
+
 started=()
 stop_started() { for s in "${started[@]:-}"; do [[ -n "$s" ]] && bash "scripts/$s.sh" stop || true; done; }
 trap stop_started EXIT
 for s in postgres zookeeper; do
   if ! bash "scripts/$s.sh" status >/dev/null 2>&1; then
+    if [[ $s == postgres ]]; then export FLASHSALE_PG_PORT=$(free_port "${FLASHSALE_PG_PORT:-15432}"); fi
+    if [[ $s == zookeeper ]]; then export FLASHSALE_ZK_PORT=$(free_port "${FLASHSALE_ZK_PORT:-12181}"); fi
     bash "scripts/$s.sh" start
     started+=("$s")
   fi

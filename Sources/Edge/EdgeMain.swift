@@ -6,6 +6,7 @@ import NIOCore
 import NIOPosix
 import FlashSaleClient
 import ServiceLifecycle
+import ServiceMetrics
 import Wire
 import ZooKeeperClient
 
@@ -41,6 +42,7 @@ struct EdgeMain: AsyncParsableCommand {
     @Option(help: "Largest frame accepted, in bytes.") var maxFrameSize = 64 * 1024
     @Option(help: "Event loop threads.") var threads = System.coreCount
     @Option(help: "trace|debug|info|notice|warning|error|critical") var logLevel = "info"
+    @OptionGroup var metrics: MetricsOptions
 
     func run() async throws {
         guard let level = Logger.Level(name: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
@@ -114,13 +116,22 @@ struct EdgeMain: AsyncParsableCommand {
                 try await tasks.waitForAll()
             }
         }
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: agentRunner), .init(service: server)]
+        if let operatorServer { services.append(.init(service: operatorServer)) }
+        if let metricsPort = metrics.metricsPort {
+            let hooks = ScrapeHooks()
+            ServiceMetrics.bootstrap()
+            EdgeMetrics.install(
+                into: hooks, purchases: purchases, ledger: ledger, server: server, zooKeeperState: { agent.zooKeeperState })
+            let metricsServer = MetricsServer(
+                service: "edge", host: metrics.metricsHost, port: metricsPort, hooks: hooks, group: group, logger: logger)
+            services.insert(.init(service: metricsServer), at: 0)
+        }
         // Shut down in reverse order: the server drains its calls in flight first, then the agent reports the
-        // final usage and removes the edge's node.
-        let services = ServiceGroup(
-            configuration: .init(
-                services: [.init(service: agentRunner), .init(service: server)] + (operatorServer.map { [.init(service: $0)] } ?? []),
-                gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await services.run()
+        // final usage and removes the edge's node; the metrics port (if any) goes last.
+        let serviceGroup = ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
+        try await serviceGroup.run()
         await inventoryClient.shutdown()
         try await group.shutdownGracefully()
     }
@@ -146,6 +157,8 @@ final class LateAgent: QuotaRefiller, Sendable {
     func set(_ agent: EdgeQuotaAgent) { _ = self.agent.storeIfNilThenLoad(agent) }
 
     var edgeID: UInt32 { agent.load()?.edgeID ?? 0 }
+
+    var zooKeeperState: ZooKeeperSessionState? { agent.load()?.zooKeeperState }
 
     func requestMore(product: String) async -> Bool {
         guard let agent = agent.load() else { return false }

@@ -1,4 +1,6 @@
 import ArgumentParser
+import Atomics
+import Foundation
 import Histogram
 import Logging
 import NIOConcurrencyHelpers
@@ -31,6 +33,11 @@ struct WireServerCommand: AsyncParsableCommand {
 
 /// `flashsale-bench wire`: Ping calls per second through the wire runtime (RPCClient -> RPCServer) over loopback,
 /// with `connections` connections each keeping `depth` calls in flight.
+///
+/// Lean on purpose (it shares the machine with the server it measures, as redis-benchmark does with Redis):
+/// each connection's driver lives on its connection's event loop, so a call costs the client library plus a
+/// histogram record, with no lock or thread hop. It also reports CPU time per call of itself and, given
+/// `--server-pid`, of the server: on a shared machine that is steadier than calls/s.
 struct WireLoadCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "wire", abstract: "Drive Ping calls at a wire server.")
 
@@ -40,14 +47,16 @@ struct WireLoadCommand: AsyncParsableCommand {
     @Option(help: "Calls in flight per connection.") var depth = 1
     @Option(help: "Seconds of measured load (after one second of warm-up).") var seconds = 5.0
     @Option(help: "Event loop threads.") var threads = System.coreCount
+    @Option(help: "The server's process id, to report its CPU time per call (Linux /proc).") var serverPid: Int?
 
     func run() async throws {
         let logger = ServiceRuntime.makeLogger(label: "wire-load", level: .warning)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let clients = (0..<connections).map { _ in
+        let loops = (0..<connections).map { _ in group.next() }
+        let clients = loops.map { loop in
             RPCClient(
                 configuration: RPCClientConfiguration(host: host, port: port, connections: 1, defaultTimeout: .seconds(30)),
-                group: group, logger: logger)
+                group: loop, logger: logger)
         }
         // Connect every client before measuring.
         for chunk in stride(from: 0, to: clients.count, by: 100) {
@@ -58,99 +67,112 @@ struct WireLoadCommand: AsyncParsableCommand {
                 try await tasks.waitForAll()
             }
         }
-        let recorder = LoadRecorder()
-        let phase = NIOLockedValueBox(Phase.warmUp)
-        let drivers = clients.map { PingDriver(client: $0, depth: depth, phase: phase, recorder: recorder) }
+        let phase = ManagedAtomic(Phase.warmUp.rawValue)
+        let drivers = zip(clients, loops).map { PingDriver(client: $0, loop: $1, depth: depth, phase: phase) }
         for driver in drivers { driver.start() }
         try await Task.sleep(for: .seconds(1))
-        phase.withLockedValue { $0 = .measuring }
+        phase.store(Phase.measuring.rawValue, ordering: .relaxed)
         let start = NIODeadline.now()
+        let clientCPUBefore = CPUTime.ofThisProcess()
+        let serverCPUBefore = serverPid.flatMap(CPUTime.ofProcess)
         try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
-        phase.withLockedValue { $0 = .stopped }
+        phase.store(Phase.stopped.rawValue, ordering: .relaxed)
         let elapsed = Double((NIODeadline.now() - start).nanoseconds) / 1e9
-        for driver in drivers { await driver.finished() }
+        let clientCPU = CPUTime.ofThisProcess() - clientCPUBefore
+        let serverCPU = serverPid.flatMap(CPUTime.ofProcess).flatMap { after in serverCPUBefore.map { after - $0 } }
+        let recorder = LoadRecorder()
+        for driver in drivers {
+            let result = try await driver.finished()
+            recorder.merge(result.histogram, completed: result.completed, failed: result.failed)
+        }
+        let calls = max(recorder.completed, 1)
         let rate = Double(recorder.completed) / elapsed
-        print("wire connections=\(connections) depth=\(depth) calls=\(recorder.completed) failed=\(recorder.failed) seconds=\(format(elapsed)) calls_per_s=\(Int(rate)) p50_ms=\(format(recorder.percentileMs(50), decimals: 3)) p99_ms=\(format(recorder.percentileMs(99), decimals: 3))")
+        var line = "wire connections=\(connections) depth=\(depth) calls=\(recorder.completed) failed=\(recorder.failed) seconds=\(format(elapsed)) calls_per_s=\(Int(rate)) p50_ms=\(format(recorder.percentileMs(50), decimals: 3)) p99_ms=\(format(recorder.percentileMs(99), decimals: 3))"
+        line += " client_cpu_us_per_call=\(format(clientCPU * 1e6 / Double(calls), decimals: 2))"
+        if let serverCPU { line += " server_cpu_us_per_call=\(format(serverCPU * 1e6 / Double(calls), decimals: 2))" }
+        print(line)
         for client in clients { await client.shutdown() }
         try await group.shutdownGracefully()
     }
 }
 
-enum Phase: Sendable { case warmUp, measuring, stopped }
+enum Phase: Int, AtomicValue, Sendable { case warmUp, measuring, stopped }
 
-/// Keeps `depth` Ping calls in flight on one client until the phase is `stopped`.
+/// CPU seconds (user + system) of a process.
+enum CPUTime {
+    static func ofThisProcess() -> Double {
+        var time = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &time)
+        return Double(time.tv_sec) + Double(time.tv_nsec) / 1e9
+    }
+
+    /// From /proc/PID/stat (utime and stime, in clock ticks).
+    static func ofProcess(_ pid: Int) -> Double? {
+        guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+              let afterName = stat.lastIndex(of: ")") else { return nil }
+        let fields = stat[stat.index(after: afterName)...].split(separator: " ")
+        // Fields after the name start at field 3 (state); utime and stime are fields 14 and 15.
+        guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+        return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+    }
+}
+
+/// Keeps `depth` Ping calls in flight on one client until the phase is `stopped`. Its state belongs to the
+/// client's event loop, where every completion runs.
 final class PingDriver: Sendable {
-    private let client: RPCClient
-    private let depth: Int
-    private let phase: NIOLockedValueBox<Phase>
-    private let recorder: LoadRecorder
-    private let local = NIOLockedValueBox(State())
-
-    private struct State {
+    struct Result: Sendable {
         var histogram = newLatencyHistogram()
         var completed = 0
         var failed = 0
-        var running = 0
-        var done = false
-        var waiters: [CheckedContinuation<Void, Never>] = []
     }
 
-    init(client: RPCClient, depth: Int, phase: NIOLockedValueBox<Phase>, recorder: LoadRecorder) {
+    private let client: RPCClient
+    private let loop: any EventLoop
+    private let depth: Int
+    private let phase: ManagedAtomic<Int>
+    private let state: NIOLoopBoundBox<(result: Result, running: Int)>
+    private let done: EventLoopPromise<Result>
+
+    init(client: RPCClient, loop: any EventLoop, depth: Int, phase: ManagedAtomic<Int>) {
         self.client = client
+        self.loop = loop
         self.depth = depth
         self.phase = phase
-        self.recorder = recorder
+        self.state = .makeBoxSendingValue((Result(), 0), eventLoop: loop)
+        self.done = loop.makePromise()
     }
 
     func start() {
-        local.withLockedValue { $0.running = depth }
-        for _ in 0..<depth { self.next() }
+        self.loop.execute {
+            self.state.value.running = self.depth
+            for _ in 0..<self.depth { self.next() }
+        }
     }
 
     private func next() {
-        let current = phase.withLockedValue { $0 }
-        guard current != .stopped else {
-            let finished = local.withLockedValue { state -> Bool in
-                state.running -= 1
-                return state.running == 0
-            }
-            if finished { self.finish() }
+        let current = self.phase.load(ordering: .relaxed)
+        guard current != Phase.stopped.rawValue else {
+            self.state.value.running -= 1
+            if self.state.value.running == 0 { self.done.succeed(self.state.value.result) }
             return
         }
-        let start = NIODeadline.now()
-        client.callFuture("Ping", WirePingRequest(), as: WirePingResponse.self).whenComplete { result in
-            if current == .measuring {
-                let micros = UInt64(max(0, (NIODeadline.now() - start).nanoseconds / 1000))
-                self.local.withLockedValue { state in
-                    switch result {
-                    case .success: state.completed += 1; state.histogram.record(micros)
-                    case .failure: state.failed += 1
-                    }
+        let measuring = current == Phase.measuring.rawValue
+        let start = measuring ? NIODeadline.now() : .uptimeNanoseconds(0)
+        self.client.callFuture("Ping", WirePingRequest(), as: WirePingResponse.self).whenComplete { result in
+            if measuring {
+                switch result {
+                case .success:
+                    self.state.value.result.completed += 1
+                    self.state.value.result.histogram.record(UInt64(max(0, (NIODeadline.now() - start).nanoseconds / 1000)))
+                case .failure:
+                    self.state.value.result.failed += 1
                 }
             }
             self.next()
         }
     }
 
-    private func finish() {
-        let snapshot = local.withLockedValue { $0 }
-        recorder.merge(snapshot.histogram, completed: snapshot.completed, failed: snapshot.failed)
-        let waiters = local.withLockedValue { state -> [CheckedContinuation<Void, Never>] in
-            state.done = true
-            defer { state.waiters = [] }
-            return state.waiters
-        }
-        for waiter in waiters { waiter.resume() }
-    }
-
-    func finished() async {
-        await withCheckedContinuation { continuation in
-            let alreadyDone = local.withLockedValue { state -> Bool in
-                if state.done { return true }
-                state.waiters.append(continuation)
-                return false
-            }
-            if alreadyDone { continuation.resume() }
-        }
+    func finished() async throws -> Result {
+        try await self.done.futureResult.get()
     }
 }

@@ -6,5 +6,8 @@ struct FlashSaleCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "flashsale",
         abstract: "Run and operate flash sales on the flash-sale platform.",
-        subcommands: [SaleCommand.self])
+        subcommands: [
+            SaleCommand.self, StatusCommand.self, ProductCommand.self, StockCommand.self, ShedCommand.self,
+            EdgesCommand.self, QuotasCommand.self, AuditCommand.self,
+        ])
 }

@@ -23,6 +23,8 @@ public final class BuyerSwarm: Sendable {
         public var seed: UInt64
         public var timeout: TimeAmount = .seconds(5)
         public var maxRetries: Int = 20
+        /// Each chain of attempts waits this long before its next attempt: paces a sale to last (fault tests).
+        public var pause: TimeAmount? = nil
         /// Request ids are `requestIDBase + attempt index`: distinct across runs against one database.
         public var requestIDBase: UInt64
 
@@ -150,6 +152,7 @@ public final class BuyerSwarm: Sendable {
     fileprivate func attemptFinished() { finishedAttempts.wrappingIncrement(ordering: .relaxed) }
 
     fileprivate var maxRetries: Int { configuration.maxRetries }
+    fileprivate var pause: TimeAmount? { configuration.pause }
     fileprivate var depth: Int { configuration.depth }
 
     static func splitMix64(_ x: UInt64) -> UInt64 {
@@ -244,7 +247,11 @@ private final class Lane: Sendable {
                     }
                 }
                 self.swarm.attemptFinished()
-                self.next()
+                if let pause = self.swarm.pause {
+                    client.rpc.eventLoop.scheduleTask(in: pause) { self.next() }
+                } else {
+                    self.next()
+                }
             }
     }
 }

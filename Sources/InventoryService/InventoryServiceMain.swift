@@ -1,9 +1,11 @@
 import ArgumentParser
 import Foundation
 import Logging
+import Metrics
 import NIOPosix
 import PostgresClient
 import ServiceLifecycle
+import ServiceMetrics
 import Wire
 
 /// `InventoryService`: the only process that talks to PostgreSQL. Migrates both databases, loads the catalog,
@@ -21,8 +23,11 @@ struct InventoryServiceMain: AsyncParsableCommand {
     @Option(help: "Port to listen on (0 = any free port).")
     var port = 0
 
-    @Option(help: "libpq connection string of the main database (catalog and cold products).")
-    var dsn = "host=127.0.0.1 port=15432 user=postgres dbname=postgres"
+    @Option(help: """
+        libpq connection string of the main database (catalog and cold products). Default: $FLASHSALE_PG_DSN, else \
+        the local server of scripts/postgres.sh. Keep passwords out of it: libpq reads PGPASSWORD / PGPASSFILE.
+        """)
+    var dsn: String?
 
     @Option(help: "libpq connection string of the hot-item database (default: the main server, database <main>_hot).")
     var hotDsn: String?
@@ -50,6 +55,8 @@ struct InventoryServiceMain: AsyncParsableCommand {
     @Option(help: "trace|debug|info|notice|warning|error|critical")
     var logLevel = "info"
 
+    @OptionGroup var metrics: MetricsOptions
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
         guard (1...64).contains(consumers), (1...64).contains(hotConsumers) else {
@@ -67,9 +74,14 @@ struct InventoryServiceMain: AsyncParsableCommand {
         let logger = ServiceRuntime.makeLogger(label: "inventory", level: Logger.Level(name: logLevel) ?? .info)
         let token = try ServiceRuntime.operatorToken(environment: ProcessInfo.processInfo.environment)
         if token == nil { logger.warning("no operator token: CreateProduct and AdjustStock are refused") }
+        // Before the pools exist: their metric handles are made when they are.
+        if metrics.metricsPort != nil { ServiceMetrics.bootstrap() }
 
+        let environment = ProcessInfo.processInfo.environment
+        let mainDSN = dsn ?? environment["FLASHSALE_PG_DSN"] ?? "host=127.0.0.1 port=15432 user=postgres dbname=postgres"
         let inventory = try await Self.openInventory(
-            mainDSN: dsn, hotDSN: hotDsn, migrateDSN: migrateDsn, hotMigrateDSN: hotMigrateDsn, consumers: consumers, hotConsumers: hotConsumers, maxBatch: maxBatch,
+            mainDSN: mainDSN, hotDSN: hotDsn, migrateDSN: migrateDsn, hotMigrateDSN: hotMigrateDsn, consumers: consumers,
+            hotConsumers: hotConsumers, maxBatch: maxBatch,
             queueLimit: queueLimit, logger: logger)
 
         var router = RPCRouter(serviceName: "inventory")
@@ -78,14 +90,31 @@ struct InventoryServiceMain: AsyncParsableCommand {
             configuration: RPCServerConfiguration(host: host, port: port, operatorToken: token),
             router: router, logger: logger)
 
-        // Shut down in reverse order: the server drains its calls first, then the consumers stop.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let metricsPort = metrics.metricsPort {
+            let hooks = ScrapeHooks()
+            let queueDepth = [
+                (inventory.mainPool, Gauge(label: MetricName.inventoryQueueDepth, dimensions: [("database", "main")])),
+                (inventory.hotPool, Gauge(label: MetricName.inventoryQueueDepth, dimensions: [("database", "hot")])),
+            ]
+            let connections = Gauge(label: MetricName.connections, dimensions: [("service", "inventory")])
+            hooks.add {
+                for (pool, gauge) in queueDepth { gauge.record(pool.queuedCount) }
+                connections.record(server.connectionCount)
+            }
+            services.append(.init(service: MetricsServer(
+                service: "inventory", host: metrics.metricsHost, port: metricsPort, hooks: hooks, logger: logger)))
+        }
+        // Shut down in reverse order: the server drains its calls first, then the consumers stop, then the metrics
+        // port (if any) closes.
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [
+                services: services + [
                     .init(service: inventory, successTerminationBehavior: .gracefullyShutdownGroup,
                           failureTerminationBehavior: .gracefullyShutdownGroup),
+                    // A server that cannot bind ends the process with its error (no READY line).
                     .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup,
-                          failureTerminationBehavior: .gracefullyShutdownGroup),
+                          failureTerminationBehavior: .cancelGroup),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))

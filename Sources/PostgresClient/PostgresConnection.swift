@@ -265,7 +265,9 @@ public final class PostgresConnection: @unchecked Sendable {
         _ = PQsetNoticeReceiver(conn, { context, result in
             guard let context, let result else { return }
             let sink = Unmanaged<NoticeSink>.fromOpaque(context).takeUnretainedValue()
-            sink.logger.debug("\(String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .newlines))")
+            sink.logger.debug(
+                "postgres notice",
+                metadata: ["notice": "\(String(cString: PQresultErrorMessage(result)).trimmingCharacters(in: .newlines))"])
         }, context)
     }
 }

@@ -1505,7 +1505,7 @@ const ProtobufCMessageDescriptor flashsale__purchase_request__descriptor =
   (ProtobufCMessageInit) flashsale__purchase_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flashsale__purchase_response__field_descriptors[3] =
+static const ProtobufCFieldDescriptor flashsale__purchase_response__field_descriptors[4] =
 {
   {
     "outcome",
@@ -1543,8 +1543,21 @@ static const ProtobufCFieldDescriptor flashsale__purchase_response__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "edge_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__PurchaseResponse, edge_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__purchase_response__field_indices_by_name[] = {
+  3,   /* field[3] = edge_id */
   1,   /* field[1] = order_id */
   0,   /* field[0] = outcome */
   2,   /* field[2] = replayed */
@@ -1552,7 +1565,7 @@ static const unsigned flashsale__purchase_response__field_indices_by_name[] = {
 static const ProtobufCIntRange flashsale__purchase_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor flashsale__purchase_response__descriptor =
 {
@@ -1562,7 +1575,7 @@ const ProtobufCMessageDescriptor flashsale__purchase_response__descriptor =
   "Flashsale__PurchaseResponse",
   "flashsale",
   sizeof(Flashsale__PurchaseResponse),
-  3,
+  4,
   flashsale__purchase_response__field_descriptors,
   flashsale__purchase_response__field_indices_by_name,
   1,  flashsale__purchase_response__number_ranges,

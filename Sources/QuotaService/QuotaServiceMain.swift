@@ -2,8 +2,10 @@ import ArgumentParser
 import FlashSaleClient
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import ServiceLifecycle
+import ServiceMetrics
 import Synchronization
 import Wire
 import ZooKeeperClient
@@ -21,6 +23,7 @@ struct QuotaServiceMain: AsyncParsableCommand {
     @Option(help: "The inventory service, host:port.") var inventory = "127.0.0.1:7100"
     @Option(help: "ZooKeeper session timeout in milliseconds.") var sessionTimeoutMs = 6_000
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel = "info"
+    @OptionGroup var metrics: MetricsOptions
 
     func run() async throws {
         guard let level = Logger.Level(name: logLevel) else { throw ValidationError("unknown log level \(logLevel)") }
@@ -32,6 +35,7 @@ struct QuotaServiceMain: AsyncParsableCommand {
         // Operator methods are refused without a token; the edges' ReleaseQuota needs the same one.
         let token = try ServiceRuntime.operatorToken(environment: ProcessInfo.processInfo.environment)
         if token == nil { logger.warning("no operator token: operator methods are refused and edges will not release units") }
+        if metrics.metricsPort != nil { ServiceMetrics.bootstrap() }
 
         // Digest ACLs on every node it creates (FLASHSALE_ZK_QUOTA_SECRET and FLASHSALE_ZK_EDGE_SECRET, or _FILE).
         let access = try ZooKeeperAccess.fromEnvironment(ProcessInfo.processInfo.environment)
@@ -54,9 +58,23 @@ struct QuotaServiceMain: AsyncParsableCommand {
         let address = AdvertisedAddress()
         let supervisor = QuotaSupervisor(coordinator: coordinator, advertisedAddress: { address.value }, logger: logger)
 
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let metricsPort = metrics.metricsPort {
+            let hooks = ScrapeHooks()
+            let connections = Gauge(label: MetricName.connections, dimensions: [("service", "quota")])
+            let leader = Gauge(label: MetricName.quotaLeader)
+            let zooKeeper = ZooKeeperMetrics(service: "quota")
+            hooks.add {
+                connections.record(server.connectionCount)
+                leader.record(supervisor.isLeader ? 1 : 0)
+                zooKeeper.record(zk.sessionState)
+            }
+            services.append(.init(service: MetricsServer(
+                service: "quota", host: metrics.metricsHost, port: metricsPort, hooks: hooks, logger: logger)))
+        }
         let group = ServiceGroup(
             configuration: ServiceGroupConfiguration(
-                services: [
+                services: services + [
                     .init(service: supervisor),
                     .init(service: server),
                     .init(service: ReadyAnnouncer(server: server, address: address)),

@@ -78,7 +78,10 @@ public final class ZooKeeperClient: Sendable {
             st.closed = true
             return st.handle.take()
         }
-        if let old { try? await NIOThreadPool.singleton.runIfActive { old.close() } }
+        // Not in the caller's task: `runIfActive` skips work submitted by a cancelled task, and a service closes its
+        // session precisely when it is being cancelled (graceful shutdown). Skipping the close would leave the
+        // session, and its ephemeral nodes, to linger until the session timeout.
+        if let old { await Task.detached { try? await NIOThreadPool.singleton.runIfActive { old.close() } }.value }
         hub.finish()
     }
 

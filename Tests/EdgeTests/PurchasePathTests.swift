@@ -208,3 +208,40 @@ struct Refill: QuotaRefiller {
         #expect(harness.ledger.usage(of: "tv")?.available == 1)
     }
 }
+
+/// Whose order is it: an edge keeps a unit only for an order its own forwarded purchase made.
+@Suite struct PurchasePathOwnershipTests {
+    private func inDoubt(_ harness: inout PurchasePathTests.Harness) async throws {
+        harness.ledger.applyGrant("tv", granted: 1)
+        harness.inventory.answer = { _ in .failure(RPCError(.unavailable, "inventory down")) }
+        _ = try await harness.purchase(PurchaseRequest(requestId: 1, userId: 1, productId: "tv"))
+        #expect(harness.path.resolver.pendingCount == 1)
+    }
+
+    @Test func claimedRetryReplayingThisEdgesOrderKeepsTheUnit() async throws {
+        var harness = try PurchasePathTests.Harness()
+        try await inDoubt(&harness)
+        harness.inventory.answer = { _ in .success(PurchaseResponse(outcome: .purchased, orderId: 5, replayed: true, edgeId: 7)) }
+        #expect(try await harness.purchase(PurchaseRequest(requestId: 1, userId: 1, productId: "tv", retry: true)).get().orderId == 5)
+        #expect(harness.ledger.usage(of: "tv")?.available == 0, "the first forward made the order: its unit is sold")
+    }
+
+    @Test func claimedRetryReplayingAnotherEdgesOrderGivesTheUnitBack() async throws {
+        var harness = try PurchasePathTests.Harness()
+        try await inDoubt(&harness)
+        harness.inventory.answer = { _ in .success(PurchaseResponse(outcome: .purchased, orderId: 5, replayed: true, edgeId: 3)) }
+        _ = try await harness.purchase(PurchaseRequest(requestId: 1, userId: 1, productId: "tv", retry: true))
+        #expect(harness.ledger.usage(of: "tv")?.available == 1, "edge 3 sold it; this edge's attempt bought nothing")
+    }
+
+    @Test func resolverKeepsTheUnitOnlyForThisEdgesOrder() async throws {
+        for (maker, expectedAvailable) in [(UInt32(7), Int64(0)), (UInt32(3), Int64(1))] {
+            var harness = try PurchasePathTests.Harness()
+            try await inDoubt(&harness)
+            harness.inventory.answer = { _ in .success(PurchaseResponse(outcome: .purchased, orderId: 5, replayed: true, edgeId: maker)) }
+            for _ in 0..<500 where harness.path.resolver.pendingCount > 0 { try await Task.sleep(for: .milliseconds(5)) }
+            #expect(harness.path.resolver.pendingCount == 0)
+            #expect(harness.ledger.usage(of: "tv")?.available == expectedAvailable, "order made by edge \(maker)")
+        }
+    }
+}

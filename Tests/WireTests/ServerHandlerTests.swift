@@ -48,7 +48,8 @@ private final class ReadCounter: ChannelOutboundHandler {
     }
 
     private func responses(_ channel: EmbeddedChannel) throws -> [WireResponse] {
-        channel.embeddedEventLoop.run()  // answers completed outside a read burst are flushed at the end of the tick
+        // Answers completed outside a read are flushed at the end of the loop tick: run it.
+        channel.embeddedEventLoop.run()
         var out: [WireResponse] = []
         while var buffer = try channel.readOutbound(as: ByteBuffer.self) {
             while let length = buffer.readInteger(as: UInt32.self) {

@@ -4,14 +4,16 @@
 # call, 4-slot FOR UPDATE) and this schema's own ceiling (pgbench calling purchase_batch directly with ready-made
 # batches of the size the service used, from as many clients as the service has hot consumers).
 #   scripts/bench.sh inventory [seconds]
-# Tuning knobs (environment): BENCH_CONNECTIONS, BENCH_IN_FLIGHT, HOT_CONSUMERS, MAX_BATCH, ANCHOR_SECONDS.
+# Tuning knobs (environment): BENCH_CONNECTIONS, BENCH_IN_FLIGHT, HOT_CONSUMERS, MAX_BATCH, ANCHOR_SECONDS, CEILING_SECONDS.
+# The service and the ceiling are each the best of several runs (the anchors script runs once).
 source "$(dirname "$0")/common.sh"
 SECONDS_PER_RUN=${1:-10}
-CONNECTIONS=${BENCH_CONNECTIONS:-100}
-IN_FLIGHT=${BENCH_IN_FLIGHT:-40}
+CONNECTIONS=${BENCH_CONNECTIONS:-16}
+IN_FLIGHT=${BENCH_IN_FLIGHT:-250}
 HOT_CONSUMERS=${HOT_CONSUMERS:-3}
 MAX_BATCH=${MAX_BATCH:-1000}
 ANCHOR_SECONDS=${ANCHOR_SECONDS:-8}
+CEILING_SECONDS=${CEILING_SECONDS:-5}
 PORT=${INVENTORY_BENCH_PORT:-17431}   # below the ephemeral range: the load's own connections cannot take it
 DB=flashsale_bench
 
@@ -38,9 +40,16 @@ start_ready "$SERVICE_LOG" "$BIN/InventoryService" --port "$PORT" --dsn "$DSN" \
 SERVICE_PID=${PIDS[-1]}
 "$BIN/flashsale-bench" inventory --port "$PORT" --product bench-ceiling --stock 1000000000 --prepare-only >&2
 "$BIN/flashsale-bench" inventory --port "$PORT" --product bench-hot --stock 10000000 --prepare-only >&2
-load=$("$BIN/flashsale-bench" inventory --port "$PORT" --product bench-hot --connections "$CONNECTIONS" \
-  --in-flight "$IN_FLIGHT" --seconds "$SECONDS_PER_RUN" --warmup 2)
-echo "$load"
+# Best of two runs, as for the ceiling below: other work on a shared machine only ever lowers a figure.
+load=""
+for round in 1 2; do
+  run=$("$BIN/flashsale-bench" inventory --port "$PORT" --product bench-hot --connections "$CONNECTIONS" \
+    --in-flight "$IN_FLIGHT" --seconds "$SECONDS_PER_RUN" --warmup 2)
+  echo "$run"
+  this=$(field "$(grep '^BENCH' <<<"$run")" orders_per_s)
+  best=$(field "$(grep '^BENCH' <<<"$load")" orders_per_s 2>/dev/null || true)
+  if [[ -z "$load" || "$this" -gt "${best:-0}" ]]; then load=$run; fi
+done
 kill -TERM "$SERVICE_PID"; wait "$SERVICE_PID" || true
 pool=$(grep 'pool=hot' "$SERVICE_LOG" | grep 'consumer pool stopped' | tail -1)
 echo "service hot pool: $pool"
@@ -62,13 +71,17 @@ SQL
   local before after
   before=$("${PSQL[@]}" -d "${DB}_hot" -c "SELECT count(*) FROM orders WHERE product_id = $ceiling_key")
   pgbench -n -h 127.0.0.1 -p "$FLASHSALE_PG_PORT" -U postgres -f "$script" -c "$HOT_CONSUMERS" -j 2 \
-    -T "$ANCHOR_SECONDS" "${DB}_hot" >/tmp/flashsale-inventory-ceiling.out 2>&1
+    -T "$CEILING_SECONDS" "${DB}_hot" >/tmp/flashsale-inventory-ceiling.out 2>&1
   after=$("${PSQL[@]}" -d "${DB}_hot" -c "SELECT count(*) FROM orders WHERE product_id = $ceiling_key")
-  echo $(( (after - before) / ANCHOR_SECONDS ))
+  echo $(( (after - before) / CEILING_SECONDS ))
 }
-echo "== own ceiling: pgbench -> purchase_batch, batches of $mean_batch (the service's mean), $HOT_CONSUMERS clients"
-own_ceiling=$(ceiling "$mean_batch")
-echo "own_ceiling batch=$mean_batch orders_per_s=$own_ceiling"
+echo "== own ceiling: pgbench -> purchase_batch, batches of $mean_batch (the service's mean), $HOT_CONSUMERS clients, best of 3"
+own_ceiling=0
+for round in 1 2 3; do
+  c=$(ceiling "$mean_batch")
+  echo "own_ceiling batch=$mean_batch round=$round orders_per_s=$c"
+  if (( c > own_ceiling )); then own_ceiling=$c; fi
+done
 if [[ "$mean_batch" != "$MAX_BATCH" ]]; then
   echo "own_ceiling batch=$MAX_BATCH (the service's maximum) orders_per_s=$(ceiling "$MAX_BATCH")"
 fi

@@ -39,8 +39,11 @@ final class InDoubtResolver: Sendable {
                 try? await Task.sleep(for: delay)
                 do {
                     let response = try await self.forwarder.forward(lookup, timeout: .seconds(5)).get()
-                    // Resolved here unless a retry claimed the attempt meanwhile (then the retry owns the unit).
-                    if self.claim(request.requestId), response.outcome != .purchased {
+                    // Resolved here unless a retry claimed the attempt meanwhile (then the retry owns the unit). The
+                    // unit stays used only if the order is this edge's own: a retry through another edge may have
+                    // made it, and then this attempt bought nothing.
+                    let madeHere = response.outcome == .purchased && response.edgeId == request.edgeId
+                    if self.claim(request.requestId), !madeHere {
                         self.ledger.giveBack(request.productId)
                     }
                     return

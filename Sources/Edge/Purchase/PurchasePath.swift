@@ -89,7 +89,7 @@ public final class PurchasePath: Sendable {
         }
         // A retry of an attempt this edge holds in doubt reuses that attempt's unit rather than taking another.
         if request.retry && self.resolver.claim(request.requestId) {
-            return self.forward(request, context: context, responder: responder)
+            return self.forward(request, context: context, responder: responder, carriesInDoubtUnit: true)
         }
         self.takeAndForward(request, context: context, responder: responder, refills: 0)
     }
@@ -99,7 +99,7 @@ public final class PurchasePath: Sendable {
     ) {
         switch self.ledger.take(request.productId) {
         case .taken:
-            self.forward(request, context: context, responder: responder)
+            self.forward(request, context: context, responder: responder, carriesInDoubtUnit: false)
         case .dry where refills < 2:
             // Stock may remain on other edges: ask for more, then try the counter again.
             let eventLoop = context.eventLoop
@@ -146,7 +146,12 @@ public final class PurchasePath: Sendable {
         }
     }
 
-    private func forward(_ request: PurchaseRequest, context: ServerCallContext, responder: RPCResponder<PurchaseResponse>) {
+    /// `carriesInDoubtUnit`: the unit is the one an earlier forward of this request id left in doubt, so a replayed
+    /// order made through this edge is that forward's order, and the unit stays used.
+    private func forward(
+        _ request: PurchaseRequest, context: ServerCallContext, responder: RPCResponder<PurchaseResponse>,
+        carriesInDoubtUnit: Bool
+    ) {
         var outgoing = request
         outgoing.edgeId = self.edgeID()
         outgoing.lookupOnly = false
@@ -155,8 +160,10 @@ public final class PurchasePath: Sendable {
         self.forwarder.forward(forwarded, timeout: self.timeout(context)).whenComplete { result in
             switch result {
             case .success(let response):
-                if response.outcome != .purchased || response.replayed {
-                    // This call bought nothing new: the unit goes back on the counter.
+                let madeHere = response.outcome == .purchased
+                    && (!response.replayed || (carriesInDoubtUnit && response.edgeId == forwarded.edgeId))
+                if !madeHere {
+                    // No order of this edge's own came of the unit: it goes back on the counter.
                     self.ledger.giveBack(request.productId)
                     if response.outcome == .soldOut { self.ledger.markSoldOut(request.productId) }
                 }

@@ -21,7 +21,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     private let advertised = Mutex("")
     private let zooKeeper: String
     fileprivate let access: ZooKeeperAccess
-    private let ledger: QuotaLedger
+    fileprivate let ledger: QuotaLedger
     private let shedder: LoadShedder
     private let quota: QuotaClient
     private let logger: Logger
@@ -33,6 +33,8 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     private let name = Mutex<String?>(nil)
     private let registration = Mutex(RegistrationState.pending([]))
     private let refills = Mutex<[String: Task<Bool, Never>]>([:])
+    /// The ZooKeeper client of the running session, for the metrics' session state.
+    private let client = Mutex<ZooKeeperClient?>(nil)
 
     private enum RegistrationState {
         case pending([CheckedContinuation<UInt32, any Error>])
@@ -93,6 +95,9 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     /// This edge's id (the sequence number of its node; orders record it). 0 until registered.
     public var edgeID: UInt32 { id.load(ordering: .acquiring) }
 
+    /// The ZooKeeper session's state (nil before `run` connected and after it closed the session).
+    public var zooKeeperState: ZooKeeperSessionState? { client.withLock { $0?.sessionState } }
+
     /// Waits until the edge is registered in ZooKeeper and returns its id. Throws if `run` ended before.
     public func registered() async throws -> UInt32 {
         try await withCheckedThrowingContinuation { continuation in
@@ -118,6 +123,8 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
             let address = try await self.resolveAddress()
             self.advertised.withLock { $0 = address }
             let zk = try await self.connect()
+            self.client.withLock { $0 = zk }
+            defer { self.client.withLock { $0 = nil } }
             let events = zk.events()  // before any watch is set
             var session = AgentSession(agent: self, zk: zk)
             do {
@@ -465,6 +472,9 @@ private struct AgentSession {
         }
         for product in names where rereadAll || !products.contains(product) {
             products.insert(product)
+            // Known from now on, with no units yet: an attempt before this edge's first grant arrives is answered
+            // as a dry counter (ask for more, else SOLD_OUT), never NOT_FOUND for a product that exists.
+            agent.ledger.applyGrant(product, granted: 0)
             try await readQuota(product)
         }
     }

@@ -34,8 +34,13 @@ struct FaultRow: Sendable {
     var retries = 0
     var errors = 0
     var seconds = 0.0
+    /// Attempts with an outcome once the fault was in place: fewer than `attempts`, or the case tested nothing.
+    var completedAtFault = 0
 
-    var passed: Bool { lost == 0 && duplicated == 0 && oversold == 0 && stranded == 0 && auditClean && quotaInvariant }
+    var passed: Bool {
+        lost == 0 && duplicated == 0 && oversold == 0 && stranded == 0 && auditClean && quotaInvariant
+            && completedAtFault < attempts
+    }
 }
 
 /// Runs one case: a sale on 3 edges against private PostgreSQL and ZooKeeper, the fault once a third of the
@@ -103,10 +108,14 @@ struct FaultCase {
             users: Int(stock) * 200, connections: connections, depth: depth, seed: UInt64(fault.hashValue.magnitude))
         configuration.timeout = .seconds(3)
         configuration.maxRetries = 60
+        // Paced to last about six seconds, so that the fault lands while most of the sale is still to come.
+        let chains = Int64(connections * depth)
+        configuration.pause = .nanoseconds(6_000_000_000 * chains / Int64(configuration.attempts))
         let swarm = BuyerSwarm(configuration: configuration, logger: logger)
         let sale = Task { try await swarm.run() }
         try await waitUntil(timeout: .seconds(60), what: "a third of the stock to sell") { swarm.completed >= Int(stock) / 3 }
         try await inject(platform: platform)
+        row.completedAtFault = swarm.completed
         let result = try await sale.value
 
         // In-doubt attempts settle, a dead edge's quota comes back; then sweep up whatever is left.

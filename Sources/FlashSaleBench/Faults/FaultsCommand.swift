@@ -37,11 +37,11 @@ struct FaultsCommand: AsyncParsableCommand {
         }
         await servers.stop()
 
-        print("case        attempts  orders  stock  lost  duplicated  oversold  stranded  audit  quota  retries  errors  seconds")
+        print("case        attempts  at fault  orders  stock  lost  duplicated  oversold  stranded  audit  quota  retries  errors  seconds")
         for row in rows {
             print([
                 row.fault.rawValue.padding(toLength: 11, withPad: " ", startingAt: 0),
-                pad(row.attempts, 8), pad(row.orders, 6), pad(row.stock, 5), pad(row.lost, 4), pad(row.duplicated, 10),
+                pad(row.attempts, 8), pad(row.completedAtFault, 9), pad(row.orders, 6), pad(row.stock, 5), pad(row.lost, 4), pad(row.duplicated, 10),
                 pad(row.oversold, 8), pad(row.stranded, 8), (row.auditClean ? "clean" : "FAIL ").padding(toLength: 5, withPad: " ", startingAt: 0),
                 (row.quotaInvariant ? "ok" : "FAIL").padding(toLength: 5, withPad: " ", startingAt: 0), pad(row.retries, 7),
                 pad(row.errors, 6), pad(Int(row.seconds), 7),

@@ -29,7 +29,7 @@ struct InventoryAPI: Sendable {
             }
             let purchase = PendingPurchase(
                 requestId: Int64(request.requestId), userId: Int64(request.userId), edgeId: Int32(request.edgeId),
-                lookupOnly: request.lookupOnly,                 deadline: context.deadline, eventLoop: context.eventLoop, responder: responder)
+                lookupOnly: request.lookupOnly,                 deadline: context.deadline, responder: responder)
             inventory.pool(for: product.role).submit(purchase, product: product.key)
         })
 

@@ -2,37 +2,53 @@ import NIOCore
 import Proto
 import Wire
 
+/// What the lanes need to know of a queued purchase (the rest travels along untouched).
+protocol LaneItem: Sendable {
+    var requestId: Int64 { get }
+    var userId: Int64 { get }
+    var lookupOnly: Bool { get }
+}
+
 /// A purchase waiting for its batch; answered through `responder` once its transaction committed (or failed).
-struct PendingPurchase: Sendable {
+struct PendingPurchase: LaneItem {
     let requestId: Int64
     let userId: Int64
     let edgeId: Int32
     /// The edge asks for this request id's existing outcome only: buy nothing.
     let lookupOnly: Bool
     let deadline: NIODeadline?
-    /// The connection's event loop: answers are delivered there in groups (see `Replies`).
-    let eventLoop: any EventLoop
     let responder: RPCResponder<PurchaseResponse>
 }
 
 /// Taken by one consumer: purchases of one product, in arrival order, for one procedure call.
-struct Batch: Sendable {
+struct Batch<Item: LaneItem>: Sendable {
     let productKey: Int32
     /// The product's stock generation when the batch was taken: a SOLD_OUT seen by a batch that started before a
     /// stock raise must not mark the raised product sold out.
     let generation: UInt64
-    var purchases: [PendingPurchase]
+    var purchases: [Item]
 }
 
 /// What a sold-out product still knows, so that it answers without the database and still honours idempotency:
 /// a retried request id gets its order, a buyer who holds an order gets ALREADY_PURCHASED.
 struct SoldOutLookup: Sendable {
-    var orderByRequest: [Int64: Int64] = [:]
+    /// An existing order and the edge whose purchase made it.
+    struct Order: Sendable {
+        var id: Int64
+        var edge: Int64
+
+        /// The answer to a retry or lookup of the request that made it.
+        var replayed: PurchaseResponse {
+            PurchaseResponse(outcome: .purchased, orderId: UInt64(id), replayed: true, edgeId: UInt32(truncatingIfNeeded: edge))
+        }
+    }
+
+    var orderByRequest: [Int64: Order] = [:]
     var orderByUser: [Int64: Int64] = [:]
 
     func answer(requestId: Int64, userId: Int64, lookupOnly: Bool) -> PurchaseResponse {
         if let order = orderByRequest[requestId] {
-            return PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true)
+            return order.replayed
         }
         if !lookupOnly, let order = orderByUser[userId] {
             return PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order))
@@ -43,7 +59,7 @@ struct SoldOutLookup: Sendable {
 
 /// The per-product queues of one consumer pool and the round-robin list of products with queued work.
 /// Pure state: not thread-safe by itself; `PurchasePool` guards it with its lock.
-struct PurchaseLanes {
+struct PurchaseLanes<Item: LaneItem> {
     enum SaleState {
         case selling
         /// A batch saw the stock gone; the lookup of its orders is being loaded. Purchases still go to the database.
@@ -56,7 +72,7 @@ struct PurchaseLanes {
     /// A class, so that queue operations mutate in place (a struct copied out of the dictionary would copy the
     /// whole queue on every append).
     private final class Lane {
-        var queue = CircularBuffer<PendingPurchase>(initialCapacity: 64)
+        var queue = CircularBuffer<Item>(initialCapacity: 64)
         var scheduled = false
         var state = SaleState.selling
         var generation: UInt64 = 0
@@ -89,7 +105,7 @@ struct PurchaseLanes {
     }
 
     /// Queues the purchase, or answers it at once (sold out), or refuses it (queue full).
-    mutating func admit(_ purchase: PendingPurchase, product: Int32) -> Admission {
+    mutating func admit(_ purchase: Item, product: Int32) -> Admission {
         let lane = self.lane(product)
         if case .soldOut(let lookup) = lane.state {
             return .answered(lookup.answer(requestId: purchase.requestId, userId: purchase.userId, lookupOnly: purchase.lookupOnly))
@@ -108,10 +124,10 @@ struct PurchaseLanes {
 
     /// The next product's batch (up to `maxBatch`, oldest first). A product with more queued goes back to the end
     /// of the list, so that another consumer can take its next batch at once and products share consumers fairly.
-    mutating func nextBatch() -> Batch? {
+    mutating func nextBatch() -> Batch<Item>? {
         guard let product = ready.popFirst(), let lane = lanes[product] else { return nil }
         let count = min(maxBatch, lane.queue.count)
-        var purchases: [PendingPurchase] = []
+        var purchases: [Item] = []
         purchases.reserveCapacity(count)
         for _ in 0..<count { purchases.append(lane.queue.removeFirst()) }
         queuedCount -= count
@@ -124,7 +140,7 @@ struct PurchaseLanes {
     }
 
     /// Puts purchases the database could not serve yet (their units were locked by other batches) back in front.
-    mutating func requeue(_ purchases: [PendingPurchase], product: Int32) {
+    mutating func requeue(_ purchases: [Item], product: Int32) {
         guard !purchases.isEmpty else { return }
         let lane = self.lane(product)
         for purchase in purchases.reversed() { lane.queue.prepend(purchase) }
@@ -161,13 +177,9 @@ struct PurchaseLanes {
         lane.state = .selling
     }
 
-    func state(of product: Int32) -> SaleState {
-        lanes[product]?.state ?? .selling
-    }
-
     /// Empties every queue (shutdown without a database): the caller fails them.
-    mutating func drainAll() -> [PendingPurchase] {
-        var all: [PendingPurchase] = []
+    mutating func drainAll() -> [Item] {
+        var all: [Item] = []
         while let batch = nextBatch() { all.append(contentsOf: batch.purchases) }
         return all
     }

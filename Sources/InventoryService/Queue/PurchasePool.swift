@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import Metrics
 import NIOCore
 import PostgresClient
 import Proto
@@ -33,13 +34,16 @@ final class PurchasePool: @unchecked Sendable {
     let configuration: Configuration
     private let logger: Logger
     private let condition = NSCondition()
-    private var lanes: PurchaseLanes
+    private var lanes: PurchaseLanes<PendingPurchase>
     private var stopping = false
     private var running = 0
     private var stopped: [CheckedContinuation<Void, Never>] = []
     private var statistics = Statistics()
+    /// Recorded by the consumers after each batch, outside `condition`.
+    fileprivate let metrics: PoolMetrics
 
     init(configuration: Configuration, logger: Logger) {
+        self.metrics = PoolMetrics(database: configuration.role.rawValue)
         self.configuration = configuration
         var logger = logger
         logger[metadataKey: "pool"] = "\(configuration.role.rawValue)"
@@ -51,7 +55,7 @@ final class PurchasePool: @unchecked Sendable {
 
     func submit(_ purchase: PendingPurchase, product: Int32) {
         condition.lock()
-        let admission: PurchaseLanes.Admission
+        let admission: PurchaseLanes<PendingPurchase>.Admission
         if stopping && running == 0 {
             admission = .rejected(RPCError(.unavailable, "the inventory service is shutting down"))
         } else {
@@ -72,6 +76,9 @@ final class PurchasePool: @unchecked Sendable {
     }
 
     var currentStatistics: Statistics { condition.withLock { statistics } }
+
+    /// Purchases waiting in this pool's queues (for the queue depth gauge, read when metrics are scraped).
+    var queuedCount: Int { condition.withLock { lanes.queuedCount } }
 
     // MARK: - Lifecycle
 
@@ -112,7 +119,7 @@ final class PurchasePool: @unchecked Sendable {
     // MARK: - Used by consumers
 
     /// Blocks until a batch is ready; nil once stopping and nothing is left.
-    fileprivate func takeBatch() -> Batch? {
+    fileprivate func takeBatch() -> Batch<PendingPurchase>? {
         condition.lock()
         defer { condition.unlock() }
         while true {
@@ -180,7 +187,7 @@ private final class Consumer: @unchecked Sendable {
     private var connection: PostgresConnection?
 
     private static let statement =
-        "SELECT r_request, r_outcome, r_order FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])"
+        "SELECT r_requests, r_outcomes, r_orders, r_edges FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])"
 
     init(pool: PurchasePool, logger: Logger) {
         self.pool = pool
@@ -207,7 +214,7 @@ private final class Consumer: @unchecked Sendable {
     }
 
     /// A purchase whose caller gave up is not bought behind its back: it is answered DEADLINE_EXCEEDED unprocessed.
-    private func dropExpired(_ batch: Batch) -> Batch {
+    private func dropExpired(_ batch: Batch<PendingPurchase>) -> Batch<PendingPurchase> {
         guard batch.purchases.contains(where: { $0.deadline != nil }) else { return batch }
         let now = NIODeadline.now()
         var live = batch
@@ -246,7 +253,7 @@ private final class Consumer: @unchecked Sendable {
         }
     }
 
-    private func process(_ batch: Batch, on connection: PostgresConnection) {
+    private func process(_ batch: Batch<PendingPurchase>, on connection: PostgresConnection) {
         var buys = batch
         buys.purchases = batch.purchases.filter { !$0.lookupOnly }
         let lookups = batch.purchases.filter(\.lookupOnly)
@@ -260,15 +267,17 @@ private final class Consumer: @unchecked Sendable {
         let ids = "{" + lookups.map { String($0.requestId) }.joined(separator: ",") + "}"
         do {
             let result = try connection.query(
-                "SELECT request_id, order_id FROM orders WHERE request_id = ANY($1::bigint[])", [ids])
-            var orders: [Int64: Int64] = [:]
+                "SELECT request_id, order_id, edge_id FROM orders WHERE request_id = ANY($1::bigint[])", [ids])
+            var orders: [Int64: SoldOutLookup.Order] = [:]
             for row in 0..<result.count {
-                if let request = result.int64(row, 0), let order = result.int64(row, 1) { orders[request] = order }
+                if let request = result.int64(row, 0), let order = result.int64(row, 1) {
+                    orders[request] = SoldOutLookup.Order(id: order, edge: result.int64(row, 2) ?? 0)
+                }
             }
             var replies = Replies()
             for lookup in lookups {
                 if let order = orders[lookup.requestId] {
-                    replies.succeed(lookup, PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true))
+                    replies.succeed(lookup, order.replayed)
                 } else {
                     replies.succeed(lookup, PurchaseResponse(outcome: .soldOut))
                 }
@@ -283,11 +292,14 @@ private final class Consumer: @unchecked Sendable {
         }
     }
 
-    private func buy(_ batch: Batch, on connection: PostgresConnection) {
+    private func buy(_ batch: Batch<PendingPurchase>, on connection: PostgresConnection) {
         let parameters = Self.parameters(batch)
         var result: PostgresResult?
         var failure: PostgresError?
         // A deadlock or serialization failure rolled the whole batch back: running it again is safe.
+        let started = ContinuousClock.now
+        defer { pool.metrics.commit.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
+        pool.metrics.batchSize.record(batch.purchases.count)
         for attempt in 1...2 {
             do {
                 result = try connection.query(Self.statement, parameters)
@@ -308,31 +320,20 @@ private final class Consumer: @unchecked Sendable {
         answer(batch, result!)
     }
 
-    private static func parameters(_ batch: Batch) -> [String?] {
-        var requests = "{", users = "{", edges = "{"
-        requests.reserveCapacity(batch.purchases.count * 20)
-        users.reserveCapacity(batch.purchases.count * 20)
-        edges.reserveCapacity(batch.purchases.count * 4)
-        for (index, purchase) in batch.purchases.enumerated() {
-            if index > 0 {
-                requests.append(",")
-                users.append(",")
-                edges.append(",")
-            }
-            requests.append(String(purchase.requestId))
-            users.append(String(purchase.userId))
-            edges.append(String(purchase.edgeId))
-        }
-        requests.append("}")
-        users.append("}")
-        edges.append("}")
-        return [String(batch.productKey), requests, users, edges]
+    private static func parameters(_ batch: Batch<PendingPurchase>) -> [String?] {
+        let purchases = batch.purchases
+        return [
+            String(batch.productKey),
+            PostgresArrays.text(count: purchases.count) { purchases[$0].requestId },
+            PostgresArrays.text(count: purchases.count) { purchases[$0].userId },
+            PostgresArrays.text(count: purchases.count) { Int64(purchases[$0].edgeId) },
+        ]
     }
 
     /// Nothing of the batch was committed (the statement is its own transaction): every purchase gets an error.
     /// After a lost connection the commit may or may not have happened; the caller's retry with the same request
     /// id then gets the first outcome.
-    private func fail(_ batch: Batch, _ error: PostgresError) {
+    private func fail(_ batch: Batch<PendingPurchase>, _ error: PostgresError) {
         logger.error("batch failed", metadata: [
             "product": "\(batch.productKey)", "size": "\(batch.purchases.count)", "error": "\(error)",
         ])
@@ -346,6 +347,8 @@ private final class Consumer: @unchecked Sendable {
         for purchase in batch.purchases { replies.fail(purchase, status) }
         replies.send()
         pool.record(batchSize: batch.purchases.count, purchased: 0, failed: true)
+        pool.metrics.failedBatches.increment()
+        pool.metrics.failed.increment(by: batch.purchases.count)
     }
 
     private enum Outcome {
@@ -356,19 +359,54 @@ private final class Consumer: @unchecked Sendable {
         static let purchasedBefore: Int64 = 5
     }
 
-    private func answer(_ batch: Batch, _ result: PostgresResult) {
-        var outcomes: [Int64: (outcome: Int64, order: Int64)] = [:]
-        outcomes.reserveCapacity(result.count)
-        for row in 0..<result.count {
-            guard let request = result.int64(row, 0), let outcome = result.int64(row, 1) else { continue }
-            outcomes[request] = (outcome, result.int64(row, 2) ?? 0)
+    private static func rank(_ outcome: Int64) -> Int {
+        switch outcome {
+        case Outcome.purchased: 4
+        case Outcome.purchasedBefore: 3
+        case Outcome.alreadyPurchased: 2
+        case Outcome.soldOut: 1
+        default: 0
+        }
+    }
+
+    private func answer(_ batch: Batch<PendingPurchase>, _ result: PostgresResult) {
+        let requests = result.string(0, 0).flatMap(PostgresArrays.integers) ?? []
+        let codes = result.string(0, 1).flatMap(PostgresArrays.integers) ?? []
+        let orders = result.string(0, 2).flatMap(PostgresArrays.integers) ?? []
+        let edges = result.string(0, 3).flatMap(PostgresArrays.integers) ?? []
+        // The usual case: every purchase bought, answered in batch order; no lookup table needed.
+        let purchases = batch.purchases
+        if requests.count == purchases.count, codes.count == purchases.count, orders.count == purchases.count,
+           edges.count == purchases.count,
+           purchases.indices.allSatisfy({ requests[$0] == purchases[$0].requestId && codes[$0] == Outcome.purchased })
+        {
+            var replies = Replies(capacity: purchases.count)
+            for index in purchases.indices {
+                replies.succeed(purchases[index], PurchaseResponse(
+                    outcome: .purchased, orderId: UInt64(orders[index]), edgeId: UInt32(truncatingIfNeeded: edges[index])))
+            }
+            replies.send()
+            pool.record(batchSize: purchases.count, purchased: purchases.count, failed: false)
+            pool.metrics.record(purchased: purchases.count, replayed: 0, alreadyPurchased: 0, soldOut: 0, requeued: 0)
+            return
+        }
+        var outcomes: [Int64: (outcome: Int64, order: Int64, edge: Int64)] = [:]
+        outcomes.reserveCapacity(requests.count)
+        for index in requests.indices where index < codes.count && index < orders.count && index < edges.count {
+            let request = requests[index], outcome = codes[index]
+            // A request id repeated across the procedure's chunks has an entry per chunk: the one that bought wins.
+            if let seen = outcomes[request], Self.rank(seen.outcome) >= Self.rank(outcome) { continue }
+            outcomes[request] = (outcome, orders[index], edges[index])
         }
         var replies = Replies()
         var retry: [PendingPurchase] = []
         var purchased = 0
+        var replayed = 0
+        var alreadyPurchased = 0
+        var soldOut = 0
         var sawSoldOut = false
         for purchase in batch.purchases {
-            guard let (outcome, order) = outcomes[purchase.requestId] else {
+            guard let (outcome, order, edge) = outcomes[purchase.requestId] else {
                 replies.fail(purchase, RPCError(.internal, "the purchase has no outcome"))
                 continue
             }
@@ -376,14 +414,18 @@ private final class Consumer: @unchecked Sendable {
             case Outcome.purchased:
                 // A request id twice in one batch: the second copy took no unit, so it is a replay.
                 purchased += 1
-                outcomes[purchase.requestId] = (Outcome.purchasedBefore, order)
-                replies.succeed(purchase, PurchaseResponse(outcome: .purchased, orderId: UInt64(order)))
+                outcomes[purchase.requestId] = (Outcome.purchasedBefore, order, edge)
+                replies.succeed(purchase, PurchaseResponse(
+                    outcome: .purchased, orderId: UInt64(order), edgeId: UInt32(truncatingIfNeeded: edge)))
             case Outcome.purchasedBefore:
-                replies.succeed(purchase, PurchaseResponse(outcome: .purchased, orderId: UInt64(order), replayed: true))
+                replayed += 1
+                replies.succeed(purchase, SoldOutLookup.Order(id: order, edge: edge).replayed)
             case Outcome.alreadyPurchased:
+                alreadyPurchased += 1
                 replies.succeed(purchase, PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order)))
             case Outcome.soldOut:
                 sawSoldOut = true
+                soldOut += 1
                 replies.succeed(purchase, PurchaseResponse(outcome: .soldOut))
             case Outcome.retry:
                 retry.append(purchase)
@@ -393,6 +435,8 @@ private final class Consumer: @unchecked Sendable {
         }
         replies.send()
         pool.record(batchSize: batch.purchases.count, purchased: purchased, requeued: retry.count, failed: false)
+        pool.metrics.record(
+            purchased: purchased, replayed: replayed, alreadyPurchased: alreadyPurchased, soldOut: soldOut, requeued: retry.count)
         if !retry.isEmpty {
             pool.requeue(retry, product: batch.productKey)
             // Every unit is locked by other batches: give them a moment to commit instead of spinning on the slots.
@@ -410,7 +454,7 @@ private final class Consumer: @unchecked Sendable {
         do {
             guard let connection = connectedConnection() else { return }
             let result = try connection.query(
-                "SELECT request_id, user_id, order_id FROM orders WHERE product_id = $1 LIMIT $2",
+                "SELECT request_id, user_id, order_id, edge_id FROM orders WHERE product_id = $1 LIMIT $2",
                 [String(product), String(limit + 1)])
             guard result.count <= limit else {
                 logger.info("sold-out product too large to mirror", metadata: ["product": "\(product)"])
@@ -423,7 +467,7 @@ private final class Consumer: @unchecked Sendable {
             for row in 0..<result.count {
                 guard let request = result.int64(row, 0), let user = result.int64(row, 1),
                       let order = result.int64(row, 2) else { continue }
-                lookup.orderByRequest[request] = order
+                lookup.orderByRequest[request] = SoldOutLookup.Order(id: order, edge: result.int64(row, 3) ?? 0)
                 lookup.orderByUser[user] = order
             }
             pool.soldOutLoaded(product: product, generation: generation, lookup: lookup)
@@ -432,5 +476,54 @@ private final class Consumer: @unchecked Sendable {
             logger.warning("sold-out lookup failed", metadata: ["product": "\(product)", "error": "\(error)"])
             pool.soldOutLoadFailed(product: product, generation: generation)
         }
+    }
+}
+
+/// A pool's Prometheus metrics (swift-metrics handles, made once): outcomes of bought purchases, batches, batch
+/// sizes and the procedure call's latency (commit included), labelled with the database (`main` or `hot`).
+struct PoolMetrics: Sendable {
+    let purchased: Counter
+    let replayed: Counter
+    let alreadyPurchased: Counter
+    let soldOut: Counter
+    let requeued: Counter
+    let failed: Counter
+    let batches: Counter
+    let failedBatches: Counter
+    let batchSize: Recorder
+    let commit: Timer
+
+    init(database: String) {
+        func outcome(_ name: String) -> Counter {
+            Counter(label: "flashsale_inventory_purchases_total", dimensions: [("database", database), ("outcome", name)])
+        }
+        purchased = outcome("purchased")
+        replayed = outcome("replayed")
+        alreadyPurchased = outcome("already_purchased")
+        soldOut = outcome("sold_out")
+        requeued = outcome("requeued")
+        failed = outcome("failed")
+        batches = Counter(label: "flashsale_inventory_batches_total", dimensions: [("database", database), ("result", "ok")])
+        failedBatches = Counter(label: "flashsale_inventory_batches_total", dimensions: [("database", database), ("result", "failed")])
+        batchSize = Recorder(label: "flashsale_inventory_batch_size", dimensions: [("database", database)], aggregate: true)
+        commit = Timer(label: "flashsale_inventory_commit_seconds", dimensions: [("database", database)])
+    }
+
+    func record(purchased: Int, replayed: Int, alreadyPurchased: Int, soldOut: Int, requeued: Int) {
+        batches.increment()
+        if purchased > 0 { self.purchased.increment(by: purchased) }
+        if replayed > 0 { self.replayed.increment(by: replayed) }
+        if alreadyPurchased > 0 { self.alreadyPurchased.increment(by: alreadyPurchased) }
+        if soldOut > 0 { self.soldOut.increment(by: soldOut) }
+        if requeued > 0 { self.requeued.increment(by: requeued) }
+    }
+}
+
+extension Duration {
+    /// The whole duration in nanoseconds (saturating).
+    fileprivate var nanoseconds: Int64 {
+        let (seconds, attoseconds) = components
+        return seconds.multipliedReportingOverflow(by: 1_000_000_000).overflow
+            ? .max : seconds * 1_000_000_000 + attoseconds / 1_000_000_000
     }
 }

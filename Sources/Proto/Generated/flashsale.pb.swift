@@ -83,13 +83,15 @@ public struct PurchaseResponse: ProtoMessage, Equatable {
     public var outcome: PurchaseOutcome = .init(rawValue: 0)
     public var orderId: UInt64 = 0
     public var replayed: Bool = false
+    public var edgeId: UInt32 = 0
 
     public init() {}
 
-    public init(outcome: PurchaseOutcome = .init(rawValue: 0), orderId: UInt64 = 0, replayed: Bool = false) {
+    public init(outcome: PurchaseOutcome = .init(rawValue: 0), orderId: UInt64 = 0, replayed: Bool = false, edgeId: UInt32 = 0) {
         self.outcome = outcome
         self.orderId = orderId
         self.replayed = replayed
+        self.edgeId = edgeId
     }
 }
 
@@ -110,6 +112,7 @@ extension PurchaseResponse: ProtoBridged {
         c.outcome = .init(rawValue: .init(truncatingIfNeeded: self.outcome.rawValue))
         c.order_id = self.orderId
         c.replayed = (self.replayed ? 1 : 0)
+        c.edge_id = self.edgeId
     }
 
     init(c: UnsafePointer<Flashsale__PurchaseResponse>) {
@@ -117,6 +120,7 @@ extension PurchaseResponse: ProtoBridged {
         self.outcome = .init(rawValue: .init(truncatingIfNeeded: c.pointee.outcome.rawValue))
         self.orderId = c.pointee.order_id
         self.replayed = (c.pointee.replayed != 0)
+        self.edgeId = c.pointee.edge_id
     }
 }
 

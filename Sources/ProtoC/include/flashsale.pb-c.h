@@ -110,10 +110,15 @@ struct  Flashsale__PurchaseResponse
    * True when this answer repeats the request id's first outcome: this call took no unit of stock.
    */
   protobuf_c_boolean replayed;
+  /*
+   * PURCHASED: the edge whose forwarded purchase made the order (0: none). An edge that retried or looked up a
+   * request keeps its quota unit only for an order it made itself.
+   */
+  uint32_t edge_id;
 };
 #define FLASHSALE__PURCHASE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__purchase_response__descriptor) \
-    , FLASHSALE__PURCHASE_OUTCOME__OUTCOME_UNSPECIFIED, 0, 0 }
+    , FLASHSALE__PURCHASE_OUTCOME__OUTCOME_UNSPECIFIED, 0, 0, 0 }
 
 
 struct  Flashsale__Product

@@ -71,29 +71,35 @@ public final class RPCClient: Sendable {
         timeout: TimeAmount? = nil, token: String? = nil
     ) -> EventLoopFuture<Response> {
         let connection = self.pickConnection()
-        let promise = connection.eventLoop.makePromise(of: WireResponse.self)
-        let call = OutgoingCall(
-            method: method, payload: request.serializedBuffer(),
-            timeout: timeout ?? self.configuration.defaultTimeout,
-            token: token ?? self.configuration.token, promise: promise)
-        connection.send(call)
-        return promise.futureResult.flatMapThrowing { response in
-            guard response.status == .ok else {
-                throw RPCError(RPCError.Code(rawValue: response.status.rawValue), response.message)
-            }
-            do {
-                return try Response(decoding: response.payload)
-            } catch {
-                throw RPCError(.internal, "response is not a valid \(Response.self)", cause: error)
+        let promise = connection.eventLoop.makePromise(of: Response.self)
+        // The response is decoded in the completion itself: one promise per call, no chained future.
+        connection.send(
+            method, request, timeout: timeout ?? self.configuration.defaultTimeout,
+            token: token ?? self.configuration.token
+        ) { outcome in
+            switch outcome {
+            case .response(let response):
+                guard response.status == .ok else {
+                    promise.fail(RPCError(RPCError.Code(rawValue: response.status.rawValue), response.message))
+                    return
+                }
+                do {
+                    promise.succeed(try Response(decoding: response.payload))
+                } catch {
+                    promise.fail(RPCError(.internal, "response is not a valid \(Response.self)", cause: error))
+                }
+            case .failure(let error):
+                promise.fail(error)
             }
         }
+        return promise.futureResult
     }
 
     /// Prefers a ready connection on the caller's own event loop (no thread hop), then any ready one.
     private func pickConnection() -> ClientConnection {
-        let start = self.roundRobin.loadThenWrappingIncrement(ordering: .relaxed)
         let count = self.connections.count
         if count == 1 { return self.connections[0] }
+        let start = self.roundRobin.loadThenWrappingIncrement(ordering: .relaxed)
         if let current = MultiThreadedEventLoopGroup.currentEventLoop {
             for offset in 0..<count {
                 let connection = self.connections[(start &+ offset) % count]
@@ -115,10 +121,10 @@ public final class RPCClient: Sendable {
 
 /// One pooled connection, its state confined to its event loop.
 final class ClientConnection: Sendable {
-    private enum State: Sendable {
+    private enum State {
         case idle
         case connecting(waiting: [OutgoingCall])
-        case ready(any Channel)
+        case ready(any Channel, RPCClientHandler)
         case backoff
         case shutdown
     }
@@ -128,7 +134,6 @@ final class ClientConnection: Sendable {
     private let logger: Logger
     private let state: NIOLoopBoundBox<State>
     private let backoff: NIOLoopBoundBox<TimeAmount>
-    private let flushPending: NIOLoopBoundBox<Bool>
     private let ready = ManagedAtomic<Bool>(false)
 
     init(configuration: RPCClientConfiguration, eventLoop: any EventLoop, logger: Logger, index: Int) {
@@ -139,12 +144,25 @@ final class ClientConnection: Sendable {
         self.logger = logger
         self.state = .makeBoxSendingValue(.idle, eventLoop: eventLoop)
         self.backoff = .makeBoxSendingValue(configuration.initialBackoff, eventLoop: eventLoop)
-        self.flushPending = .makeBoxSendingValue(false, eventLoop: eventLoop)
     }
 
     var isReady: Bool { self.ready.load(ordering: .relaxed) }
 
-    func send(_ call: OutgoingCall) {
+    /// On the connection's loop with the connection up (the common case: a caller on this loop), the request
+    /// is serialized straight into the connection's outgoing buffer; otherwise it is serialized here and
+    /// handed over.
+    func send<Request: ProtoMessage>(
+        _ method: String, _ request: Request, timeout: TimeAmount?, token: String,
+        complete: @escaping CallCompletion
+    ) {
+        if self.eventLoop.inEventLoop, case .ready(_, let handler) = self.state.value {
+            handler.send(method: method, timeout: timeout, token: token, complete: complete) {
+                request.serialize(into: &$0)
+            }
+            return
+        }
+        let call = OutgoingCall(
+            method: method, payload: request.serializedBuffer(), timeout: timeout, token: token, complete: complete)
         if self.eventLoop.inEventLoop {
             self.sendOnLoop(call)
         } else {
@@ -154,16 +172,8 @@ final class ClientConnection: Sendable {
 
     private func sendOnLoop(_ call: OutgoingCall) {
         switch self.state.value {
-        case .ready(let channel):
-            channel.write(call, promise: nil)
-            // One flush per loop tick for every call written in it: pipelined callers share a syscall.
-            if !self.flushPending.value {
-                self.flushPending.value = true
-                self.eventLoop.execute {
-                    self.flushPending.value = false
-                    channel.flush()
-                }
-            }
+        case .ready(_, let handler):
+            handler.send(call)
         case .idle:
             self.state.value = .connecting(waiting: [call])
             self.connect()
@@ -171,9 +181,9 @@ final class ClientConnection: Sendable {
             waiting.append(call)
             self.state.value = .connecting(waiting: waiting)
         case .backoff:
-            call.promise.fail(RPCError(.unavailable, "\(self.configuration.host):\(self.configuration.port) is unreachable; reconnecting"))
+            call.complete(.failure(RPCError(.unavailable, "\(self.configuration.host):\(self.configuration.port) is unreachable; reconnecting")))
         case .shutdown:
-            call.promise.fail(RPCError(.unavailable, "client is shut down"))
+            call.complete(.failure(RPCError(.unavailable, "client is shut down")))
         }
     }
 
@@ -202,7 +212,13 @@ final class ClientConnection: Sendable {
         }
         switch result {
         case .success(let channel):
-            self.state.value = .ready(channel)
+            guard let handler = try? channel.pipeline.syncOperations.handler(type: RPCClientHandler.self) else {
+                channel.close(promise: nil)
+                for call in waiting { call.complete(.failure(RPCError(.internal, "connection has no call handler"))) }
+                self.scheduleReconnect()
+                return
+            }
+            self.state.value = .ready(channel, handler)
             self.ready.store(true, ordering: .relaxed)
             self.backoff.value = self.configuration.initialBackoff
             channel.closeFuture.hop(to: self.eventLoop).whenComplete { _ in self.disconnected(channel) }
@@ -210,14 +226,14 @@ final class ClientConnection: Sendable {
         case .failure(let error):
             self.logger.debug("connect failed", metadata: ["error": "\(error)"])
             for call in waiting {
-                call.promise.fail(RPCError(.unavailable, "cannot connect to \(self.configuration.host):\(self.configuration.port)", cause: error))
+                call.complete(.failure(RPCError(.unavailable, "cannot connect to \(self.configuration.host):\(self.configuration.port)", cause: error)))
             }
             self.scheduleReconnect()
         }
     }
 
     private func disconnected(_ channel: any Channel) {
-        guard case .ready(let current) = self.state.value, current === channel else { return }
+        guard case .ready(let current, _) = self.state.value, current === channel else { return }
         self.ready.store(false, ordering: .relaxed)
         self.logger.debug("connection lost; reconnecting")
         self.scheduleReconnect()
@@ -243,9 +259,9 @@ final class ClientConnection: Sendable {
                 self.ready.store(false, ordering: .relaxed)
             }
             switch self.state.value {
-            case .ready(let channel): return channel
+            case .ready(let channel, _): return channel
             case .connecting(let waiting):
-                for call in waiting { call.promise.fail(RPCError(.unavailable, "client is shut down")) }
+                for call in waiting { call.complete(.failure(RPCError(.unavailable, "client is shut down"))) }
                 return nil
             default: return nil
             }

@@ -22,7 +22,7 @@ public struct RPCResponder<Response: ProtoMessage>: Sendable {
     let raw: RawResponder
 
     public func succeed(_ response: Response) {
-        self.raw.complete(.success(response.serializedBuffer()))
+        self.raw.succeed(response)
     }
 
     public func fail(_ error: RPCError) {
@@ -33,6 +33,32 @@ public struct RPCResponder<Response: ProtoMessage>: Sendable {
         switch result {
         case .success(let response): self.succeed(response)
         case .failure(let error): self.fail(error)
+        }
+    }
+}
+
+extension RPCResponder {
+    /// Completes many calls from any thread with one task per event loop and one flush per connection, instead of a
+    /// hop and a write syscall per call: for answers produced together (a queue consumer answering a whole batch).
+    /// Successful answers are serialized on the loop, straight into the connection's outgoing buffer.
+    public static func completeAll(_ answers: [(responder: RPCResponder<Response>, result: Result<Response, RPCError>)]) {
+        var byLoop: [ObjectIdentifier: (loop: any EventLoop, answers: [(RawResponder, Result<Response, RPCError>)])] = [:]
+        for answer in answers {
+            let raw = answer.responder.raw
+            let loop = raw.handler.eventLoop
+            byLoop[ObjectIdentifier(loop), default: (loop, [])].answers.append((raw, answer.result))
+        }
+        for (_, group) in byLoop {
+            let answers = group.answers
+            group.loop.execute {
+                // On the loop now: group by connection handler, then one batch (and one flush) per connection.
+                var byHandler: [ObjectIdentifier: (handler: RPCServerHandler, answers: [(serial: UInt64, result: Result<Response, RPCError>)])] = [:]
+                for (raw, result) in answers {
+                    let handler = raw.handler.value
+                    byHandler[ObjectIdentifier(handler), default: (handler, [])].answers.append((raw.serial, result))
+                }
+                for (_, entry) in byHandler { entry.handler.completeBatch(entry.answers) }
+            }
         }
     }
 }
@@ -64,7 +90,7 @@ public struct RPCRouter: Sendable {
             guard let request: Request = Self.decode(payload, raw) else { return }
             Task {
                 do {
-                    raw.complete(.success(try await handler(request, context).serializedBuffer()))
+                    raw.succeed(try await handler(request, context))
                 } catch {
                     raw.complete(.failure(RPCError.wrapping(error)))
                 }

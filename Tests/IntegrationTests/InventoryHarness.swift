@@ -1,0 +1,113 @@
+import FlashSaleClient
+import Foundation
+import Logging
+import PostgresClient
+import Proto
+import TestSupport
+import Wire
+
+/// A real `InventoryService` process on a database of its own (plus its `_hot` database), with a client and
+/// direct SQL access for checking what the database holds.
+final class InventoryHarness: Sendable {
+    static let token = "inventory-test-token"
+
+    let database: TestDatabase
+    let port: Int
+    let extraArguments: [String]
+    private let processBox = ProcessBox()
+
+    var process: ManagedProcess { processBox.current! }
+    var hotDSN: String { TestDatabase.dsn(database.adminDSN, database: database.name + "_hot") }
+
+    private init(database: TestDatabase, port: Int, extraArguments: [String]) {
+        self.database = database
+        self.port = port
+        self.extraArguments = extraArguments
+    }
+
+    /// Runs `body` against a fresh service and databases; everything is stopped and dropped afterwards.
+    static func with<T: Sendable>(
+        _ arguments: [String] = [], _ body: (InventoryHarness) async throws -> T
+    ) async throws -> T {
+        let database = try await TestDatabase.create(prefix: "t_inventory")
+        let harness = InventoryHarness(database: database, port: LocalPorts.free(), extraArguments: arguments)
+        do {
+            try await harness.start()
+            let result = try await body(harness)
+            await harness.tearDown()
+            return result
+        } catch {
+            print("service log tail:\n\(harness.processBox.current?.tail(lines: 40) ?? "")")
+            await harness.tearDown()
+            throw error
+        }
+    }
+
+    /// Starts (or restarts) the service on the same port and databases and waits for its READY line.
+    func start() async throws {
+        let process = try ManagedProcess.start(
+            product: "InventoryService",
+            arguments: ["--port", String(port), "--dsn", database.dsn, "--log-level", "info"] + extraArguments,
+            environment: ["FLASHSALE_OPERATOR_TOKEN": Self.token],
+            name: "inventory-\(database.name)")
+        processBox.set(process)
+        try await process.waitForLine(containing: "READY inventory", timeout: .seconds(30))
+    }
+
+    private func tearDown() async {
+        if let process = processBox.current { await process.terminate(grace: .seconds(5)) }
+        try? await database.drop()
+        if let admin = try? await PostgresConnection.connect(database.adminDSN) {
+            _ = try? await admin.exec("DROP DATABASE IF EXISTS \(database.name)_hot WITH (FORCE)")
+            admin.close()
+        }
+    }
+
+    func client(connections: Int = 4, token: String = InventoryHarness.token) -> InventoryClient {
+        var logger = Logger(label: "inventory-test")
+        logger.logLevel = .critical
+        return InventoryClient(port: port, connections: connections, token: token, logger: logger)
+    }
+
+    /// One statement on the main (or hot) database.
+    func sql(_ statement: String, _ parameters: [String?] = [], hot: Bool = false) async throws -> PostgresResult {
+        let connection = try await PostgresConnection.connect(hot ? hotDSN : database.dsn)
+        defer { connection.close() }
+        return try await connection.query(statement, parameters)
+    }
+
+    /// Orders in the database of `hot`, by request id.
+    func orders(hot: Bool = false) async throws -> [Int64: (order: Int64, user: Int64, product: Int64)] {
+        let result = try await sql("SELECT request_id, order_id, user_id, product_id FROM orders", hot: hot)
+        var orders: [Int64: (Int64, Int64, Int64)] = [:]
+        for row in 0..<result.count {
+            orders[result.int64(row, 0)!] = (result.int64(row, 1)!, result.int64(row, 2)!, result.int64(row, 3)!)
+        }
+        return orders
+    }
+}
+
+/// The harness's current process (it changes on restart).
+private final class ProcessBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var process: ManagedProcess?
+    var current: ManagedProcess? { lock.withLock { process } }
+    func set(_ process: ManagedProcess) { lock.withLock { self.process = process } }
+}
+
+/// Request ids unique within a test run.
+enum TestIds {
+    private static let lock = NSLock()
+    nonisolated(unsafe) private static var next: UInt64 = UInt64(Date().timeIntervalSince1970) << 20
+    static func make(_ count: Int = 1) -> [UInt64] {
+        lock.withLock {
+            defer { next += UInt64(count) }
+            return (0..<UInt64(count)).map { next + $0 }
+        }
+    }
+}
+
+extension RPCError {
+    /// The status of any error a call threw (INTERNAL for an error that is not an RPCError).
+    static func code(of error: any Error) -> RPCError.Code { RPCError.wrapping(error).code }
+}

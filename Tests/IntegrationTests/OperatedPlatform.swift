@@ -1,0 +1,337 @@
+import Cluster
+import FlashSaleClient
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import PostgresClient
+import Proto
+import Synchronization
+import TestSupport
+import Wire
+import ZooKeeperClient
+
+/// A platform for the operator's tests: its own databases and ZooKeeper root, every service with a metrics port,
+/// typed clients, the `flashsale` tool as a process, and Prometheus scrapes.
+struct OperatedPlatform: Sendable {
+    static let token = "ops-test-token"
+
+    let platform: Platform
+    let main: TestDatabase
+    let hot: TestDatabase
+    let quota: QuotaClient
+    let inventory: InventoryClient
+    /// One session for the test's own reads (polling with a session per read would load ZooKeeper for nothing).
+    let zooKeeper: ZooKeeperClient
+    let logger: Logger
+
+    var zooKeeperHosts: String { platform.configuration.zooKeeperHosts }
+    var root: String { platform.configuration.zooKeeperRoot }
+
+    static func with(
+        edges: Int, metrics: Bool = false, logLevel: String = "warning", _ body: (OperatedPlatform) async throws -> Void
+    ) async throws {
+        let logger = Logger(label: "ops-test")
+        let main = try await TestDatabase.create(prefix: "ops")
+        let hot = try await TestDatabase.create(prefix: "ops_hot")
+        var configuration = Platform.Configuration(
+            databaseDSN: main.dsn, hotDatabaseDSN: hot.dsn, zooKeeperHosts: try await TestServers.zooKeeperHosts(),
+            operatorToken: token)
+        configuration.zooKeeperRoot = "/ops_test_\(UInt32.random(in: 0...UInt32.max))"
+        configuration.edges = edges
+        configuration.logLevel = logLevel
+        if metrics {
+            for service in [\Platform.Configuration.inventoryArguments, \.quotaArguments, \.edgeArguments] {
+                configuration[keyPath: service] += ["--metrics-port", "0"]
+            }
+        }
+        let platform: Platform
+        do {
+            platform = try await Platform.start(configuration)
+        } catch {
+            try? await main.drop()
+            try? await hot.drop()
+            throw error
+        }
+        let zooKeeper: ZooKeeperClient
+        do {
+            zooKeeper = try await ZooKeeperClient.connect(hosts: configuration.zooKeeperHosts, connectTimeout: .seconds(10), logger: logger)
+        } catch {
+            await platform.stop()
+            try? await main.drop()
+            try? await hot.drop()
+            throw error
+        }
+        let running = OperatedPlatform(
+            platform: platform, main: main, hot: hot,
+            quota: QuotaClient(host: platform.quota.host, port: platform.quota.port, token: token, logger: logger),
+            inventory: InventoryClient(rpc: RPCClient(
+                configuration: RPCClientConfiguration(host: platform.inventory.host, port: platform.inventory.port, token: token),
+                logger: logger)),
+            zooKeeper: zooKeeper,
+            logger: logger)
+        do {
+            try await body(running)
+        } catch {
+            await running.stop()
+            throw error
+        }
+        await running.stop()
+    }
+
+    private func stop() async {
+        await quota.shutdown()
+        await inventory.shutdown()
+        await zooKeeper.close()
+        await platform.stop()
+        try? await main.drop()
+        try? await hot.drop()
+    }
+
+    // MARK: - The flashsale tool
+
+    /// Runs `flashsale ARGS --quota ... --inventory ...` (the platform's addresses appended where `connect`);
+    /// `token` nil runs it without any operator token.
+    func flashsale(_ arguments: [String], token: String? = OperatedPlatform.token, connect: Bool = true) async throws -> CommandResult {
+        var environment = ["FLASHSALE_OPERATOR_TOKEN": token ?? "", "FLASHSALE_OPERATOR_TOKEN_FILE": ""]
+        environment["FLASHSALE_QUOTA"] = ""
+        environment["FLASHSALE_INVENTORY"] = ""
+        let addresses = connect ? ["--quota", platform.quota.address, "--inventory", platform.inventory.address] : []
+        return try await runCommand(
+            try RepoPaths.executable("flashsale").path, arguments + addresses, environment: environment, timeout: .seconds(60))
+    }
+
+    /// Creates the products and waits until the live edges hold all their stock and the lottery's ratio.
+    func prepare(products: [String], stock: Int64, keepPerMillion: UInt32 = 1_000_000, edges expected: Int) async throws {
+        try await quota.setShed(keepPerMillion: keepPerMillion)
+        for product in products {
+            _ = try await quota.createProduct(CreateProductRequest(productId: product, totalStock: stock))
+        }
+        try await waitUntil(timeout: .seconds(30), what: "edges to hold the quotas") {
+            let status = try await quota.status()
+            return status.products.count == products.count && status.products.allSatisfy {
+                $0.edges.count == expected && $0.edges.reduce(0) { $0 + $1.granted } == stock
+            }
+        }
+        for edge in platform.edges where edge.process.isRunning {
+            let client = EdgeClient(host: edge.host, port: edge.port, logger: logger)
+            try await waitUntil(timeout: .seconds(10), what: "\(edge.name) to apply the shed ratio") {
+                try await client.stats().keepPerMillion == keepPerMillion
+            }
+            await client.shutdown()
+        }
+    }
+
+    /// Edges registered under the root in ZooKeeper now (their node names).
+    func registeredEdges() async throws -> [String] {
+        try await zooKeeper.children(QuotaLayout(root: root).edges)
+    }
+
+    /// The order id of each request id that has an order, read from the main database directly (works with the
+    /// inventory service stopped).
+    func ordersInDatabase(_ requestIDs: [UInt64], hot: Bool = false) async throws -> [UInt64: UInt64] {
+        let connection = try await PostgresConnection.connect(hot ? self.hot.dsn : main.dsn)
+        defer { connection.close() }
+        var orders: [UInt64: UInt64] = [:]
+        for chunk in stride(from: 0, to: requestIDs.count, by: 5_000) {
+            let ids = "{" + requestIDs[chunk..<min(chunk + 5_000, requestIDs.count)].map(String.init).joined(separator: ",") + "}"
+            let result = try await connection.query("SELECT request_id, order_id FROM orders WHERE request_id = ANY($1::bigint[])", [ids])
+            for row in 0..<result.count {
+                if let request = result.int64(row, 0), let order = result.int64(row, 1) { orders[UInt64(request)] = UInt64(order) }
+            }
+        }
+        return orders
+    }
+
+    /// Request ids of every order in the main database.
+    func orderRequestIDs() async throws -> Set<UInt64> {
+        let connection = try await PostgresConnection.connect(main.dsn)
+        defer { connection.close() }
+        let result = try await connection.query("SELECT request_id FROM orders")
+        return Set((0..<result.count).compactMap { result.int64($0, 0).map(UInt64.init) })
+    }
+
+    /// Orders and the sum of slot remaining in the main database.
+    func databaseCounts(hot: Bool = false) async throws -> (orders: Int64, remaining: Int64, negativeSlots: Int64) {
+        let connection = try await PostgresConnection.connect(hot ? self.hot.dsn : main.dsn)
+        defer { connection.close() }
+        let result = try await connection.query(
+            "SELECT (SELECT count(*) FROM orders), (SELECT coalesce(sum(remaining), 0) FROM stock_slot), (SELECT count(*) FROM stock_slot WHERE remaining < 0)")
+        return (result.int64(0, 0) ?? -1, result.int64(0, 1) ?? -1, result.int64(0, 2) ?? -1)
+    }
+}
+
+// MARK: - Metrics
+
+extension ServiceEndpoint {
+    /// Where the service serves its metrics: its `METRICS <service> host:port` line.
+    func metricsAddress() async throws -> (host: String, port: Int) {
+        try await process.waitForLine(containing: "METRICS ", timeout: .seconds(10))
+        for line in process.log().split(separator: "\n") where line.hasPrefix("METRICS ") {
+            let fields = line.split(separator: " ")
+            if fields.count >= 3, let colon = fields[2].lastIndex(of: ":"), let port = Int(fields[2][fields[2].index(after: colon)...]) {
+                return (String(fields[2][..<colon]), port)
+            }
+        }
+        throw ClusterError.commandFailed("\(name) printed no METRICS address")
+    }
+}
+
+/// One scrape of a Prometheus endpoint: every sample by its series (`name{labels}`).
+struct MetricsSample: Sendable {
+    var series: [String: Double] = [:]
+    var text = ""
+
+    /// Sum over every series of `name` whose labels include each of `labels` (`key="value"`).
+    func sum(_ name: String, _ labels: String...) -> Double {
+        series.reduce(0) { total, entry in
+            let key = entry.key
+            guard key == name || key.hasPrefix(name + "{") else { return total }
+            return labels.allSatisfy { key.contains($0) } ? total + entry.value : total
+        }
+    }
+
+    func has(_ name: String) -> Bool {
+        series.keys.contains { $0 == name || $0.hasPrefix(name + "{") }
+    }
+
+    /// `GET /metrics` over HTTP/1.0 (the server closes when done).
+    static func scrape(_ address: (host: String, port: Int)) async throws -> MetricsSample {
+        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .connectTimeout(.seconds(2))
+            .connect(host: address.host, port: address.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
+                }
+            }
+        let response = try await channel.executeThenClose { inbound, outbound in
+            try await outbound.write(ByteBuffer(string: "GET /metrics HTTP/1.0\r\nHost: \(address.host)\r\n\r\n"))
+            var all = ByteBuffer()
+            for try await var chunk in inbound { all.writeBuffer(&chunk) }
+            return String(buffer: all)
+        }
+        guard response.hasPrefix("HTTP/1.0 200") || response.hasPrefix("HTTP/1.1 200"),
+              let split = response.range(of: "\r\n\r\n") else {
+            throw ClusterError.commandFailed("scrape of \(address.host):\(address.port) answered: \(response.prefix(200))")
+        }
+        var sample = MetricsSample(text: String(response[split.upperBound...]))
+        for line in sample.text.split(separator: "\n") where !line.hasPrefix("#") {
+            guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+            sample.series[String(line[..<space])] = value
+        }
+        return sample
+    }
+}
+
+// MARK: - A crowd that follows the live edges
+
+/// Buyers for tests where edges come and go: `workers` loops, each sending one attempt at a time (distinct buyers) to
+/// a random live edge, at most `perSecond` attempts a second in all. An attempt whose outcome is in doubt
+/// (UNAVAILABLE, DEADLINE_EXCEEDED) is retried with the same request id and `retry: true` on a random live edge,
+/// as a careful client does; it can never make a second order.
+final class FollowingCrowd: Sendable {
+    struct Purchase: Sendable, Hashable {
+        var requestID: UInt64
+        var userID: UInt64
+        var orderID: UInt64
+    }
+
+    struct Result: Sendable {
+        var purchases: [Purchase] = []
+        var outcomes: [String: Int] = [:]
+        var errors: [String: Int] = [:]
+        var retries = 0
+        /// Attempts still in doubt when the crowd stopped (their order may or may not exist).
+        var abandoned: [UInt64] = []
+    }
+
+    private let product: String
+    private let logger: Logger
+    private let edges = Mutex<[(name: String, client: EdgeClient)]>([])
+    private let state = Mutex(Result())
+    private let stopped = Atomic<Bool>(false)
+    private let nextRequest: Atomic<UInt64>
+    private let base = UInt64.random(in: 1...0x7FFF_FFFF) << 32
+
+    init(product: String, logger: Logger) {
+        self.product = product
+        self.logger = logger
+        self.nextRequest = Atomic(base)
+    }
+
+    /// Aims the crowd at these edges from now on (new ones get a client; gone ones are dropped).
+    func follow(_ endpoints: [ServiceEndpoint]) async {
+        let names = Set(endpoints.map(\.name))
+        let dropped = edges.withLock { edges -> [EdgeClient] in
+            let gone = edges.filter { !names.contains($0.name) }.map(\.client)
+            edges.removeAll { !names.contains($0.name) }
+            for endpoint in endpoints where !edges.contains(where: { $0.name == endpoint.name }) {
+                edges.append((endpoint.name, EdgeClient(host: endpoint.host, port: endpoint.port, timeout: .seconds(3), logger: logger)))
+            }
+            return gone
+        }
+        for client in dropped { await client.shutdown() }
+    }
+
+    var result: Result { state.withLock { $0 } }
+    var purchased: Int { state.withLock { $0.purchases.count } }
+
+    func stop() { stopped.store(true, ordering: .relaxed) }
+
+    /// Runs until `stop()`.
+    func run(workers: Int, perSecond: Double) async {
+        let pause = Duration.seconds(Double(workers) / perSecond)
+        await withDiscardingTaskGroup { group in
+            for _ in 0..<workers {
+                group.addTask {
+                    while !self.stopped.load(ordering: .relaxed) {
+                        let started = ContinuousClock.now
+                        await self.attempt()
+                        let left = pause - (ContinuousClock.now - started)
+                        if left > .zero { try? await Task.sleep(for: left) }
+                    }
+                }
+            }
+        }
+        let clients = edges.withLock { edges in
+            defer { edges.removeAll() }
+            return edges.map(\.client)
+        }
+        for client in clients { await client.shutdown() }
+    }
+
+    private func pickEdge() -> EdgeClient? {
+        edges.withLock { $0.randomElement()?.client }
+    }
+
+    private func attempt() async {
+        let requestID = nextRequest.wrappingAdd(1, ordering: .relaxed).newValue
+        let userID = requestID  // a distinct buyer per attempt
+        var retry = false
+        for tries in 0..<60 {
+            guard let edge = pickEdge() else {
+                try? await Task.sleep(for: .milliseconds(50))
+                continue
+            }
+            do {
+                let response = try await edge.purchase(requestID: requestID, userID: userID, product: product, retry: retry)
+                state.withLock { state in
+                    state.outcomes["\(response.outcome)", default: 0] += 1
+                    if response.outcome == .purchased {
+                        state.purchases.append(Purchase(requestID: requestID, userID: userID, orderID: response.orderId))
+                    }
+                }
+                return
+            } catch let error as RPCError where error.code == .unavailable || error.code == .deadlineExceeded {
+                if stopped.load(ordering: .relaxed) && tries > 3 { break }
+                state.withLock { $0.retries += 1 }
+                retry = true
+                try? await Task.sleep(for: .milliseconds(min(200, 10 << min(tries, 4))))
+            } catch {
+                state.withLock { $0.errors["\(error)", default: 0] += 1 }
+                return
+            }
+        }
+        state.withLock { $0.abandoned.append(requestID) }
+    }
+}
