@@ -4,7 +4,8 @@
 #                                        timeouts are saved under .data/fuzz/artifacts/ and fail the run
 #   scripts/fuzz.sh --seeds              regenerate the committed seed corpus Fuzz/corpus/ from real messages
 # The corpus libFuzzer grows is kept in .data/fuzz/corpus/ (ignored) and reused by the next run.
-# Last line: FUZZ inputs=N crashes=N (crashes counts crash, leak, timeout and out-of-memory inputs).
+# Last line: FUZZ inputs=N crashes=N leaks=N timeouts=N out_of_memory=N (crashes counts every failing input: crash,
+# leak, timeout and out-of-memory).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -64,5 +65,6 @@ else
   rmdir "$ARTIFACTS" 2>/dev/null || true
   rm -f "$ARTIFACTS".job*.log
 fi
-echo "FUZZ inputs=$inputs crashes=$crashes"
+count() { find "$ARTIFACTS" -type f -name "$1-*" 2>/dev/null | wc -l; }
+echo "FUZZ inputs=$inputs crashes=$crashes leaks=$(count leak) timeouts=$(count timeout) out_of_memory=$(count oom)"
 [[ $crashes == 0 ]]
