@@ -40,6 +40,11 @@ public final class Platform: Sendable {
         public var inventoryArguments: [String] = []
         public var quotaArguments: [String] = []
         public var edgeArguments: [String] = []
+        /// Added to each service's environment (secrets such as FLASHSALE_ZK_QUOTA_SECRET go to the service that
+        /// needs them only).
+        public var inventoryEnvironment: [String: String] = [:]
+        public var quotaEnvironment: [String: String] = [:]
+        public var edgeEnvironment: [String: String] = [:]
 
         public init(databaseDSN: String, hotDatabaseDSN: String, zooKeeperHosts: String, operatorToken: String) {
             self.databaseDSN = databaseDSN
@@ -70,13 +75,14 @@ public final class Platform: Sendable {
     public static func start(_ configuration: Configuration) async throws -> Platform {
         let environment = ["FLASHSALE_OPERATOR_TOKEN": configuration.operatorToken]
         let inventory = try await startService(
-            "InventoryService", inventoryArguments(configuration, port: 0), environment: environment, name: "inventory")
+            "InventoryService", inventoryArguments(configuration, port: 0),
+            environment: environment.merging(configuration.inventoryEnvironment) { $1 }, name: "inventory")
         do {
             let quota = try await startService(
                 "QuotaService",
                 ["--port", "0", "--zookeeper", configuration.zooKeeperHosts, "--root", configuration.zooKeeperRoot,
                  "--inventory", inventory.address, "--log-level", configuration.logLevel] + configuration.quotaArguments,
-                environment: environment, name: "quota")
+                environment: environment.merging(configuration.quotaEnvironment) { $1 }, name: "quota")
             let platform = Platform(configuration: configuration, inventory: inventory, quota: quota)
             do {
                 for _ in 0..<configuration.edges { _ = try await platform.addEdge() }
@@ -100,7 +106,7 @@ public final class Platform: Sendable {
             ["--port", "0", "--zookeeper", configuration.zooKeeperHosts, "--root", configuration.zooKeeperRoot,
              "--inventory", inventory.address, "--quota", quota.address, "--log-level", configuration.logLevel]
                 + configuration.edgeArguments + extraArguments,
-            environment: environment, name: "edge\(index + 1)")
+            environment: environment.merging(configuration.edgeEnvironment) { $1 }, name: "edge\(index + 1)")
         edgeList.withLock { $0.append(edge) }
         return edge
     }
@@ -120,7 +126,7 @@ public final class Platform: Sendable {
         try await Task.sleep(for: downtime)
         let restarted = try await Self.startService(
             "InventoryService", Self.inventoryArguments(configuration, port: old.port),
-            environment: environment, name: "inventory-restarted")
+            environment: environment.merging(configuration.inventoryEnvironment) { $1 }, name: "inventory-restarted")
         inventoryEndpoint.withLock { $0 = restarted }
     }
 

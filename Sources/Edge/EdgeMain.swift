@@ -12,13 +12,21 @@ import ZooKeeperClient
 
 /// The edge: the platform's public entry. Purchases only, plus the quota service's `edge.ReleaseQuota`
 /// (operator token). Stateless apart from its counters: start as many as you like, on any port.
+///
+/// Methods: `edge.Purchase` (public), `Ping` (public, health), `edge.Stats` and `edge.QuotaUsage` (read-only
+/// counters), `edge.ReleaseQuota` (operator token). With `--operator-port`, the public port serves `edge.Purchase`
+/// and `Ping` only; the read-only and operator methods move to the operator port (by default on 127.0.0.1), which
+/// is then the address the edge registers for the quota service.
 @main
 struct EdgeMain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "Edge", abstract: "The flash sale's public purchase entry.")
 
     @Option(help: "Address to listen on.") var host = "127.0.0.1"
     @Option(help: "Port to listen on; 0 picks a free one (printed on the READY line).") var port = 0
-    @Option(help: "Address other services reach this edge at (host:port); defaults to the bound address.") var advertise: String?
+    @Option(help: "Address other services reach this edge at (host:port); defaults to the bound address (the operator port's, if any).")
+    var advertise: String?
+    @Option(help: "Serve everything but edge.Purchase and Ping on this port instead (0 picks a free one).") var operatorPort: Int?
+    @Option(help: "Address the operator port listens on.") var operatorHost = "127.0.0.1"
     @Option(help: "ZooKeeper connection string (host:port[,host:port...]).") var zookeeper: String
     @Option(help: "The flash sale's root node in ZooKeeper.") var root = "/flashsale"
     @Option(help: "InventoryService address (host:port).") var inventory: String
@@ -27,7 +35,10 @@ struct EdgeMain: AsyncParsableCommand {
     @Option(help: "Attempts kept per million until config/shed is read.") var keepPerMillion: UInt32 = 1_000_000
     @Option(help: "Seed of the shedding lottery (random by default).") var shedSeed: UInt64?
     @Option(help: "Calls in flight per client connection before the edge stops reading it.") var maxCallsInFlight = 1024
-    @Option(help: "Seconds after which an idle client connection is closed.") var idleTimeout: Int64 = 300
+    @Option(help: "Seconds after which a client connection with nothing read and nothing in flight is closed (0: never).")
+    var idleTimeout: Double = 300
+    @Option(help: "Seconds a client connection may hold part of a frame before it is closed (slow clients; 0: never).")
+    var frameTimeout: Double = 10
     @Option(help: "Largest frame accepted, in bytes.") var maxFrameSize = 64 * 1024
     @Option(help: "Event loop threads.") var threads = System.coreCount
     @Option(help: "trace|debug|info|notice|warning|error|critical") var logLevel = "info"
@@ -40,6 +51,12 @@ struct EdgeMain: AsyncParsableCommand {
         }
         let logger = ServiceRuntime.makeLogger(label: "edge", level: level)
         let token = try ServiceRuntime.operatorToken(environment: ProcessInfo.processInfo.environment)
+        // The edges' ZooKeeper identity (FLASHSALE_ZK_EDGE_SECRET or _FILE): read quotas, register, nothing more.
+        let zooKeeperAccess = ZooKeeperAccess(
+            edgeSecret: try ZooKeeperAccess.fromEnvironment(ProcessInfo.processInfo.environment).edgeSecret)
+        if ProcessInfo.processInfo.environment["FLASHSALE_ZK_QUOTA_SECRET"] != nil {
+            logger.warning("FLASHSALE_ZK_QUOTA_SECRET is set for an edge: edges need only FLASHSALE_ZK_EDGE_SECRET; ignored")
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
 
         let ledger = QuotaLedger()
@@ -57,13 +74,25 @@ struct EdgeMain: AsyncParsableCommand {
             edgeID: { agent.edgeID }, logger: logger)
 
         var router = RPCRouter(serviceName: "edge")
-        purchases.register(into: &router)
-        EdgeQuotaAgent.registerMethods(into: &router, ledger: ledger)
-        let server = RPCServer(
-            configuration: RPCServerConfiguration(
-                host: host, port: port, maxFrameSize: maxFrameSize, maxCallsInFlightPerConnection: maxCallsInFlight,
-                idleTimeout: .seconds(idleTimeout), operatorToken: token),
-            router: router, group: group, logger: logger)
+        var operatorRouter = RPCRouter(serviceName: "edge")
+        purchases.registerPurchase(into: &router)
+        if operatorPort == nil {
+            purchases.registerStats(into: &router)
+            EdgeQuotaAgent.registerMethods(into: &router, ledger: ledger)
+        } else {
+            purchases.registerStats(into: &operatorRouter)
+            EdgeQuotaAgent.registerMethods(into: &operatorRouter, ledger: ledger)
+        }
+        var serverConfiguration = RPCServerConfiguration(
+            host: host, port: port, maxFrameSize: maxFrameSize, maxCallsInFlightPerConnection: maxCallsInFlight,
+            idleTimeout: ServiceRuntime.timeout(seconds: idleTimeout), frameTimeout: ServiceRuntime.timeout(seconds: frameTimeout),
+            operatorToken: token)
+        let server = RPCServer(configuration: serverConfiguration, router: router, group: group, logger: logger)
+        let operatorServer = operatorPort.map { operatorPort in
+            serverConfiguration.host = operatorHost
+            serverConfiguration.port = operatorPort
+            return RPCServer(configuration: serverConfiguration, router: operatorRouter, group: group, logger: logger)
+        }
 
         let advertise = self.advertise
         let zookeeper = self.zookeeper
@@ -71,10 +100,11 @@ struct EdgeMain: AsyncParsableCommand {
         let quota = self.quota
         let agentRunner = ClosureService {
             let bound = try await server.localAddress()
-            let address = advertise ?? "\(bound.ipAddress ?? "127.0.0.1"):\(bound.port ?? 0)"
+            let reachedAt = try await operatorServer?.localAddress() ?? bound
+            let address = advertise ?? "\(reachedAt.ipAddress ?? "127.0.0.1"):\(reachedAt.port ?? 0)"
             let quotaAgent = EdgeQuotaAgent(
                 zooKeeper: zookeeper, root: root, address: address, ledger: ledger, shedder: shedder,
-                quotaService: quota, operatorToken: token, logger: logger)
+                quotaService: quota, operatorToken: token, access: zooKeeperAccess, logger: logger)
             agent.set(quotaAgent)
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await quotaAgent.run() }
@@ -87,6 +117,7 @@ struct EdgeMain: AsyncParsableCommand {
             }
         }
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: agentRunner), .init(service: server)]
+        if let operatorServer { services.append(.init(service: operatorServer)) }
         if let metricsPort = metrics.metricsPort {
             let hooks = ScrapeHooks()
             ServiceMetrics.bootstrap()

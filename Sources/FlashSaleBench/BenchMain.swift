@@ -12,5 +12,6 @@ struct FlashSaleBench: AsyncParsableCommand {
             WireServerCommand.self, WireLoadCommand.self, EdgeMemoryCommand.self, FaultsCommand.self,
             InventoryBench.self,
             QuotaBench.self,
+            HostileCommand.self,
         ])
 }

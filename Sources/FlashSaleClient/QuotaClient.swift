@@ -13,7 +13,7 @@ public enum QuotaMethod {
     public static let limitStock = "quota.LimitStock"
     /// Operator only: the edges' keep ratio.
     public static let setShed = "quota.SetShed"
-    /// From an edge that ran dry.
+    /// Operator token (service to service): from an edge that ran dry.
     public static let grantMore = "quota.GrantMore"
     public static let status = "quota.Status"
 }

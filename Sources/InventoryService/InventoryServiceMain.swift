@@ -32,6 +32,14 @@ struct InventoryServiceMain: AsyncParsableCommand {
     @Option(help: "libpq connection string of the hot-item database (default: the main server, database <main>_hot).")
     var hotDsn: String?
 
+    @Option(help: """
+        libpq connection string the migrations run with (the schema's owner; default: --dsn). Serve with a login role         that is a member of flashsale_service in --dsn: it may only call the procedures and read.
+        """)
+    var migrateDsn: String?
+
+    @Option(help: "The hot-item database's owner connection string (default: --hot-dsn, or derived from --migrate-dsn).")
+    var hotMigrateDsn: String?
+
     @Option(help: "Consumers (each with its own connection) of the main database's purchase queues.")
     var consumers = 2
 
@@ -57,6 +65,9 @@ struct InventoryServiceMain: AsyncParsableCommand {
         guard (1...10_000).contains(maxBatch) else { throw ValidationError("--max-batch must be 1...10000") }
         guard (1...10_000_000).contains(queueLimit) else { throw ValidationError("--queue-limit must be 1...10000000") }
         guard Logger.Level(name: logLevel) != nil else { throw ValidationError("unknown --log-level") }
+        if migrateDsn != nil && hotDsn != nil && hotMigrateDsn == nil {
+            throw ValidationError("with --migrate-dsn and --hot-dsn, give the hot database's owner as --hot-migrate-dsn too")
+        }
     }
 
     func run() async throws {
@@ -69,7 +80,8 @@ struct InventoryServiceMain: AsyncParsableCommand {
         let environment = ProcessInfo.processInfo.environment
         let mainDSN = dsn ?? environment["FLASHSALE_PG_DSN"] ?? "host=127.0.0.1 port=15432 user=postgres dbname=postgres"
         let inventory = try await Self.openInventory(
-            mainDSN: mainDSN, hotDSN: hotDsn, consumers: consumers, hotConsumers: hotConsumers, maxBatch: maxBatch,
+            mainDSN: mainDSN, hotDSN: hotDsn, migrateDSN: migrateDsn, hotMigrateDSN: hotMigrateDsn, consumers: consumers,
+            hotConsumers: hotConsumers, maxBatch: maxBatch,
             queueLimit: queueLimit, logger: logger)
 
         var router = RPCRouter(serviceName: "inventory")
@@ -118,26 +130,43 @@ struct InventoryServiceMain: AsyncParsableCommand {
     /// Connects and migrates both databases (creating the hot one if needed) and loads the catalog. Blocking libpq
     /// work runs on the connections' thread pool.
     static func openInventory(
-        mainDSN: String, hotDSN: String?, consumers: Int, hotConsumers: Int, maxBatch: Int, queueLimit: Int,
-        logger: Logger
+        mainDSN: String, hotDSN: String?, migrateDSN: String? = nil, hotMigrateDSN: String? = nil, consumers: Int,
+        hotConsumers: Int, maxBatch: Int, queueLimit: Int, logger: Logger
     ) async throws -> Inventory {
         let pool = PostgresConnection.sharedThreadPool
         let mainAdmin = try await PostgresConnection.connect(mainDSN, logger: logger)
-        try await pool.runIfActive { try Migrator.migrate(mainAdmin, logger: logger) }
+        // The owner migrates (and creates the hot database); the serving connections may be a restricted role.
+        let mainOwner = try await migrateDSN.asyncMap { try await PostgresConnection.connect($0, logger: logger) } ?? mainAdmin
+        try await pool.runIfActive { try Migrator.migrate(mainOwner, logger: logger) }
 
         let resolvedHotDSN: String
+        let resolvedHotMigrateDSN: String
         if let hotDSN {
             resolvedHotDSN = hotDSN
+            resolvedHotMigrateDSN = hotMigrateDSN ?? hotDSN
         } else {
-            let current = try await mainAdmin.query("SELECT current_database()").string(0, 0) ?? "postgres"
+            let current = try await mainOwner.query("SELECT current_database()").string(0, 0) ?? "postgres"
             try await pool.runIfActive {
                 try DatabaseSetup.ensureDatabase(
-                    named: DatabaseSetup.hotDatabaseName(mainDatabase: current), using: mainAdmin, logger: logger)
+                    named: DatabaseSetup.hotDatabaseName(mainDatabase: current), using: mainOwner, logger: logger)
             }
             resolvedHotDSN = DatabaseSetup.defaultHotDSN(mainDSN: mainDSN, mainDatabase: current)
+            resolvedHotMigrateDSN = hotMigrateDSN
+                ?? DatabaseSetup.defaultHotDSN(mainDSN: migrateDSN ?? mainDSN, mainDatabase: current)
         }
+        if mainOwner !== mainAdmin { mainOwner.close() }
         let hotAdmin = try await PostgresConnection.connect(resolvedHotDSN, logger: logger)
-        try await pool.runIfActive { try Migrator.migrate(hotAdmin, logger: logger) }
+        if resolvedHotMigrateDSN == resolvedHotDSN {
+            try await pool.runIfActive { try Migrator.migrate(hotAdmin, logger: logger) }
+        } else {
+            let hotOwner = try await PostgresConnection.connect(resolvedHotMigrateDSN, logger: logger)
+            defer { hotOwner.close() }
+            try await pool.runIfActive { try Migrator.migrate(hotOwner, logger: logger) }
+        }
+        // Say so when the serving role could change the stock without the procedures.
+        if try await mainAdmin.query("SELECT has_table_privilege('stock_slot', 'UPDATE')").bool(0, 0) == true {
+            logger.notice("the serving connections may write tables directly: serve with a member of \(Schema.serviceRoleName) (--dsn) and migrate as the owner (--migrate-dsn)")
+        }
 
         let main = ProductDatabase(role: .main, dsn: mainDSN, admin: mainAdmin, logger: logger)
         let hot = ProductDatabase(role: .hot, dsn: resolvedHotDSN, admin: hotAdmin, logger: logger)
@@ -155,5 +184,12 @@ struct InventoryServiceMain: AsyncParsableCommand {
             mainPool: PurchasePool(configuration: poolConfiguration(.main, mainDSN, consumers), logger: logger),
             hotPool: PurchasePool(configuration: poolConfiguration(.hot, resolvedHotDSN, hotConsumers), logger: logger),
             logger: logger)
+    }
+}
+
+extension Optional {
+    fileprivate func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
+        guard let value = self else { return nil }
+        return try await transform(value)
     }
 }

@@ -37,8 +37,13 @@ struct QuotaServiceMain: AsyncParsableCommand {
         if token == nil { logger.warning("no operator token: operator methods are refused and edges will not release units") }
         if metrics.metricsPort != nil { ServiceMetrics.bootstrap() }
 
+        // Digest ACLs on every node it creates (FLASHSALE_ZK_QUOTA_SECRET and FLASHSALE_ZK_EDGE_SECRET, or _FILE).
+        let access = try ZooKeeperAccess.fromEnvironment(ProcessInfo.processInfo.environment)
+        try access.validateForQuotaService()
+        if !access.quotaEnforces { logger.warning("no ZooKeeper secrets: quota nodes are open to every ZooKeeper client") }
         let zk = try await Self.connect(zookeeper, sessionTimeout: .milliseconds(sessionTimeoutMs), logger: logger)
-        let store = QuotaStore(zk: zk, layout: QuotaLayout(root: root), logger: logger)
+        try await access.authenticateQuotaService(zk)
+        let store = QuotaStore(zk: zk, layout: QuotaLayout(root: root), logger: logger, access: access)
         try await store.ensureLayout()
         let releaser = EdgeReleaser(operatorToken: token ?? "", logger: logger)
         let coordinator = QuotaCoordinator(

@@ -24,6 +24,11 @@ public enum ServiceRuntime {
         return token.isEmpty ? nil : token
     }
 
+    /// A timeout flag in seconds (fractions allowed) as the server configuration takes it: 0 or less is none.
+    public static func timeout(seconds: Double) -> TimeAmount? {
+        seconds > 0 ? .nanoseconds(Int64(seconds * 1e9)) : nil
+    }
+
     /// Printed once a service serves: `READY <service> <host>:<port>`. Scripts and tests wait for this line.
     public static func announceReady(service: String, address: SocketAddress) {
         print("READY \(service) \(address.ipAddress ?? "?"):\(address.port ?? 0)")

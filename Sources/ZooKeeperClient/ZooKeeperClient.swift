@@ -171,6 +171,20 @@ public final class ZooKeeperClient: Sendable {
         }
     }
 
+    /// Replaces the node's ACL if its ACL version matches (`-1`: any); needs the ADMIN permission on the node.
+    public func setACL(_ path: String, _ acl: [ZooKeeperACL], version: Int32 = -1) async throws {
+        let _: Void = try await submit(path) { (zh, ctx: UnsafeRawPointer) in
+            // The request (ACL included) is serialized before zoo_aset_acl returns.
+            withACLVector(acl) { aclVector in
+                zoo_aset_acl(zh, path, version, UnsafeMutablePointer(mutating: aclVector), { rc, ctx in
+                    let op = Pending<Void>.take(ctx)
+                    guard rc == 0 else { return op.fail(rc) }
+                    op.succeed(())
+                }, ctx)
+            }
+        }
+    }
+
     /// Deletes if the version matches (`-1`: any); a node with children fails with `notEmpty`.
     public func delete(_ path: String, version: Int32 = -1) async throws {
         let _: Void = try await submit(path) { (zh, ctx: UnsafeRawPointer) in

@@ -397,7 +397,7 @@ struct InventoryTests {
             await second.terminate()
             for hot in [false, true] {
                 let versions = try await harness.sql("SELECT version FROM schema_migrations ORDER BY version", hot: hot)
-                #expect(versions.rows.map { $0[0] } == ["1", "2"])
+                #expect(versions.rows.map { $0[0] } == ["1", "2", "3"], "every migration (3: the service role), once")
             }
         }
     }

@@ -50,9 +50,19 @@ public final class PurchasePath: Sendable {
     }
 
     public func register(into router: inout RPCRouter) {
+        self.registerPurchase(into: &router)
+        self.registerStats(into: &router)
+    }
+
+    /// `edge.Purchase`: the one public method of an edge.
+    public func registerPurchase(into router: inout RPCRouter) {
         router.register("edge.Purchase", onEventLoop: { (request: PurchaseRequest, context, responder: RPCResponder<PurchaseResponse>) in
             self.purchase(request, context: context, responder: responder)
         })
+    }
+
+    /// `edge.Stats`: read-only counters (on the operator port when the edge has one).
+    public func registerStats(into router: inout RPCRouter) {
         router.register("edge.Stats") { (_: EdgeStatsRequest, _: ServerCallContext) async throws -> EdgeStatsResponse in
             self.stats()
         }

@@ -20,6 +20,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     private let resolveAddress: @Sendable () async throws -> String
     private let advertised = Mutex("")
     private let zooKeeper: String
+    fileprivate let access: ZooKeeperAccess
     fileprivate let ledger: QuotaLedger
     private let shedder: LoadShedder
     private let quota: QuotaClient
@@ -47,16 +48,19 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     ///   - address: `host:port` where this edge answers (purchases and `edge.ReleaseQuota`); asked for once, when
     ///     `run` starts, so a server bound to port 0 can tell it (`{ try await server.localAddress() ... }`).
     ///   - quotaService: `host:port` of the quota service.
-    ///   - operatorToken: sent with calls to the quota service (not needed for `quota.GrantMore`).
+    ///   - operatorToken: sent with calls to the quota service (`quota.GrantMore` needs it).
+    ///   - access: the edges' ZooKeeper identity: with a secret, the edge authenticates, registers with an ACL and
+    ///     never creates the layout (the quota service does).
     ///   - sessionTimeout: how long ZooKeeper keeps our node after it last heard from us (a killed edge's units are
     ///     reclaimed after this); 4 s is the least a default server grants.
     public init(
         zooKeeper: String, root: String = QuotaLayout.defaultRoot, address: @escaping @Sendable () async throws -> String,
         ledger: QuotaLedger,
-        shedder: LoadShedder, quotaService: String, operatorToken: String? = nil, logger: Logger,
-        sessionTimeout: Duration = .seconds(4), reportInterval: Duration = .milliseconds(100)
+        shedder: LoadShedder, quotaService: String, operatorToken: String? = nil, access: ZooKeeperAccess = .open,
+        logger: Logger, sessionTimeout: Duration = .seconds(4), reportInterval: Duration = .milliseconds(100)
     ) {
         self.zooKeeper = zooKeeper
+        self.access = access
         self.layout = QuotaLayout(root: root)
         self.resolveAddress = address
         self.ledger = ledger
@@ -76,13 +80,13 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     /// The same, with an address known up front.
     public convenience init(
         zooKeeper: String, root: String = QuotaLayout.defaultRoot, address: String, ledger: QuotaLedger,
-        shedder: LoadShedder, quotaService: String, operatorToken: String? = nil, logger: Logger,
-        sessionTimeout: Duration = .seconds(4), reportInterval: Duration = .milliseconds(100)
+        shedder: LoadShedder, quotaService: String, operatorToken: String? = nil, access: ZooKeeperAccess = .open,
+        logger: Logger, sessionTimeout: Duration = .seconds(4), reportInterval: Duration = .milliseconds(100)
     ) {
         self.init(
             zooKeeper: zooKeeper, root: root, address: { address }, ledger: ledger, shedder: shedder,
-            quotaService: quotaService, operatorToken: operatorToken, logger: logger, sessionTimeout: sessionTimeout,
-            reportInterval: reportInterval)
+            quotaService: quotaService, operatorToken: operatorToken, access: access, logger: logger,
+            sessionTimeout: sessionTimeout, reportInterval: reportInterval)
     }
 
     /// `host:port` this edge advertises in its registration ("" until `run` resolved it).
@@ -151,8 +155,10 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
         while true {
             try Task.checkCancellation()
             do {
-                return try await ZooKeeperClient.connect(
+                let zk = try await ZooKeeperClient.connect(
                     hosts: zooKeeper, sessionTimeout: sessionTimeout, connectTimeout: .seconds(5), logger: logger)
+                try await access.authenticateEdge(zk)
+                return zk
             } catch {
                 logger.warning("zookeeper unreachable; retrying", metadata: ["hosts": "\(zooKeeper)", "error": "\(error)"])
                 try await Task.sleep(for: delay)
@@ -406,7 +412,8 @@ private struct AgentSession {
         let data = agent.registrationData()
         guard let name = agent.nodeName else {
             let path = try await zk.create(
-                layout.edges + "/" + QuotaLayout.edgePrefix, data: data, mode: .ephemeralSequential, createParents: true)
+                layout.edges + "/" + QuotaLayout.edgePrefix, data: data, mode: .ephemeralSequential,
+                acl: agent.access.registration, createParents: !agent.access.edgeEnforces)
             let name = String(path.split(separator: "/").last ?? "")
             agent.adopt(name: name)
             // The data written at creation could not hold the id yet.
@@ -415,12 +422,13 @@ private struct AgentSession {
         }
         let path = layout.edge(name)
         do {
-            try await zk.create(path, data: data, mode: .ephemeral, createParents: true)
+            try await zk.create(
+                path, data: data, mode: .ephemeral, acl: agent.access.registration, createParents: !agent.access.edgeEnforces)
         } catch let error as ZooKeeperError where error.code == .nodeExists {
             guard let stat = try await zk.exists(path), stat.ephemeralOwner != zk.sessionID else { return }
             // Left by our previous session, which the server has not expired yet: replace it.
             try await zk.delete(path, version: stat.version)
-            try await zk.create(path, data: data, mode: .ephemeral)
+            try await zk.create(path, data: data, mode: .ephemeral, acl: agent.access.registration)
         }
     }
 
@@ -458,7 +466,7 @@ private struct AgentSession {
         let names: [String]
         do {
             names = try await zk.children(layout.products, watch: true)
-        } catch let error as ZooKeeperError where error.code == .noNode {
+        } catch let error as ZooKeeperError where error.code == .noNode && !agent.access.edgeEnforces {
             try await zk.ensurePath(layout.products)
             names = try await zk.children(layout.products, watch: true)
         }

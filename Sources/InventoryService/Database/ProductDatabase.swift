@@ -47,7 +47,7 @@ final class ProductDatabase: Sendable {
 
     /// A fresh key from the main database's product sequence, so that hot products' keys never collide with cold ones.
     func allocateProductKey() async throws -> Int32 {
-        let result = try await run("SELECT nextval(pg_get_serial_sequence('products', 'id'))", [])
+        let result = try await run("SELECT allocate_product_key()", [])
         guard let key = result.int64(0, 0) else { throw RPCError(.internal, "no product key allocated") }
         return Int32(truncatingIfNeeded: key)
     }
@@ -68,13 +68,10 @@ final class ProductDatabase: Sendable {
 
     /// The main database's catalog entry of a hot product (its stock lives in the hot database).
     func addHotCatalogEntry(key: Int32, name: String, slotCount: Int, saleLimit: Int64) async throws -> Bool {
+        // A procedure: the service's role may not insert into the table (Schema.serviceRole).
         let result = try await run(
-            """
-            INSERT INTO products (id, name, total_stock, slot_count, hot, database, sale_limit)
-            VALUES ($1, $2, 0, $3, true, 'hot', $4) ON CONFLICT DO NOTHING
-            """,
-            [String(key), name, String(slotCount), String(saleLimit)])
-        return result.affectedRows == 1
+            "SELECT add_hot_catalog_entry($1, $2, $3, $4)", [String(key), name, String(slotCount), String(saleLimit)])
+        return result.bool(0, 0) ?? false
     }
 
     // MARK: - Stock

@@ -10,7 +10,53 @@ enum Schema {
     static let migrations: [Migration] = [
         Migration(version: 1, name: "products, slots and orders", sql: tables),
         Migration(version: 2, name: "batch purchase, product creation and stock adjustment procedures", sql: procedures),
+        Migration(version: 3, name: "service role: procedures and reads only", sql: serviceRole),
     ]
+
+    /// The role the serving connections log in with (through a login role that is a member of it): it may call the
+    /// procedures (which run as their owner: SECURITY DEFINER, pinned search_path) and read the tables, never
+    /// change a table directly. The migrations themselves run as the owner (`--migrate-dsn`). Creating the role
+    /// needs CREATEROLE on the migrating user; roles are per server, so a second database finds it made.
+    static let serviceRoleName = "flashsale_service"
+
+    static let serviceRole = #"""
+DO $role$
+BEGIN
+    CREATE ROLE flashsale_service NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN
+    NULL;  -- made by another database's migration (roles are per server), perhaps at the same moment
+END
+$role$;
+
+-- The last two statements the service ran directly on tables, as procedures.
+CREATE OR REPLACE FUNCTION allocate_product_key() RETURNS integer LANGUAGE sql AS $fn$
+    SELECT nextval(pg_get_serial_sequence('products', 'id'))::integer
+$fn$;
+CREATE OR REPLACE FUNCTION add_hot_catalog_entry(p_id integer, p_name text, p_slots integer, p_sale_limit bigint)
+RETURNS boolean LANGUAGE plpgsql AS $fn$
+BEGIN
+    INSERT INTO products (id, name, total_stock, slot_count, hot, database, sale_limit)
+    VALUES (p_id, p_name, 0, p_slots, true, 'hot', p_sale_limit) ON CONFLICT DO NOTHING;
+    RETURN FOUND;
+END
+$fn$;
+
+ALTER FUNCTION purchase_batch(integer, bigint[], bigint[], integer[]) SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION create_product(integer, text, bigint, integer, boolean, text, bigint) SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION adjust_stock(integer, bigint, bigint) SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION allocate_product_key() SECURITY DEFINER SET search_path = public, pg_temp;
+ALTER FUNCTION add_hot_catalog_entry(integer, text, integer, bigint) SECURITY DEFINER SET search_path = public, pg_temp;
+
+REVOKE ALL ON FUNCTION purchase_batch(integer, bigint[], bigint[], integer[]),
+    create_product(integer, text, bigint, integer, boolean, text, bigint), adjust_stock(integer, bigint, bigint),
+    allocate_product_key(), add_hot_catalog_entry(integer, text, integer, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION purchase_batch(integer, bigint[], bigint[], integer[]),
+    create_product(integer, text, bigint, integer, boolean, text, bigint), adjust_stock(integer, bigint, bigint),
+    allocate_product_key(), add_hot_catalog_entry(integer, text, integer, bigint) TO flashsale_service;
+
+REVOKE ALL ON products, stock_slot, orders, schema_migrations FROM PUBLIC;
+GRANT SELECT ON products, stock_slot, orders TO flashsale_service;
+"""#
 
     /// Keys sized for the hot path: int product keys, bigint request and user ids (no UUIDs generated in SQL), and
     /// exactly two unique indexes on orders: the request id (idempotency) and (product, user) (one unit per buyer).

@@ -49,7 +49,8 @@ struct QuotaAPI: Sendable {
             try await Self.mapped { try await coordinator.store.setShed(request.keepPerMillion) }
             return QuotaStatusResponse(keepPerMillion: request.keepPerMillion)
         }
-        router.register(QuotaMethod.grantMore) {
+        // Service to service (the edges hold the token): a stranger must not move grants between edges.
+        router.register(QuotaMethod.grantMore, operatorOnly: true) {
             (request: GrantMoreRequest, _: ServerCallContext) async throws -> GrantMoreResponse in
             try Self.checkProduct(request.productId)
             guard request.edgeId > 0 else { throw RPCError(.invalidArgument, "edge_id is missing (0)") }

@@ -10,17 +10,35 @@ struct QuotaStore: Sendable {
     let zk: ZooKeeperClient
     let layout: QuotaLayout
     let logger: Logger
+    /// Digest ACLs of the nodes this service creates (open when no secrets are configured).
+    var access: ZooKeeperAccess = .open
 
     struct Versioned: Sendable, Equatable {
         var state: ProductQuotaState
         var version: Int32
     }
 
-    /// `edges/`, `products/`, `quotas/`, `config/` (existing ones are kept).
+    /// `edges/`, `products/`, `quotas/`, `config/` (existing ones are kept). With ACLs, existing nodes of the tree
+    /// get them too (a tree made before ACLs were turned on, or a layout an edge made while it was open).
     func ensureLayout() async throws {
-        for path in [layout.edges, layout.products, layout.quotas, layout.config] {
-            try await zk.ensurePath(path)
+        // products first: the root (made on the way) takes the quota service's ACL, not edges/'s.
+        for path in [layout.products, layout.quotas, layout.config] {
+            try await zk.ensurePath(path, acl: access.quotaOwned)
         }
+        try await zk.ensurePath(layout.edges, acl: access.edgesFolder)
+        guard access.quotaEnforces else { return }
+        if !layout.root.isEmpty { try await zk.setACL(layout.root, access.quotaOwned) }
+        for path in [layout.products, layout.quotas, layout.config] {
+            try await zk.setACL(path, access.quotaOwned)
+            for child in try await zk.children(path) {
+                try await zk.setACL(path + "/" + child, access.quotaOwned)
+                guard path == layout.quotas else { continue }
+                for edge in try await zk.children(path + "/" + child) {
+                    try await zk.setACL(path + "/" + child + "/" + edge, access.quotaOwned)
+                }
+            }
+        }
+        try await zk.setACL(layout.edges, access.edgesFolder)
     }
 
     func productIDs() async throws -> [String] {
@@ -39,9 +57,9 @@ struct QuotaStore: Sendable {
 
     /// Creates the product's node and its quota folder; false if the product node exists already.
     func create(_ product: String, state: ProductQuotaState) async throws -> Bool {
-        try await zk.ensurePath(layout.quotas(of: product))
+        try await zk.ensurePath(layout.quotas(of: product), acl: access.quotaOwned)
         do {
-            try await zk.create(layout.product(product), data: state.serializedBytes())
+            try await zk.create(layout.product(product), data: state.serializedBytes(), acl: access.quotaOwned)
             return true
         } catch let error as ZooKeeperError where error.code == .nodeExists {
             return false
@@ -88,7 +106,7 @@ struct QuotaStore: Sendable {
                 return
             } catch let error as ZooKeeperError where error.code == .noNode {
                 do {
-                    try await zk.create(path, data: data, createParents: true)
+                    try await zk.create(path, data: data, acl: access.quotaOwned, createParents: true)
                     return
                 } catch let error as ZooKeeperError where error.code == .nodeExists {
                     continue
@@ -157,7 +175,7 @@ struct QuotaStore: Sendable {
                 return
             } catch let error as ZooKeeperError where error.code == .noNode {
                 do {
-                    try await zk.create(layout.shed, data: data, createParents: true)
+                    try await zk.create(layout.shed, data: data, acl: access.quotaOwned, createParents: true)
                     return
                 } catch let error as ZooKeeperError where error.code == .nodeExists {
                     continue

@@ -129,7 +129,9 @@ final class QuotaSupervisor: Service, Sendable {
     /// Creates the ephemeral `leader` node, or watches it when another process holds it.
     private func acquireLeadership() async throws -> Bool {
         do {
-            try await zk.create(layout.leader, data: Array(advertisedAddress().utf8), mode: .ephemeral, createParents: true)
+            try await zk.create(
+                layout.leader, data: Array(advertisedAddress().utf8), mode: .ephemeral,
+                acl: coordinator.store.access.quotaOwned, createParents: true)
             return true
         } catch let error as ZooKeeperError where error.code == .nodeExists {
             // Ours from before a lost connection (same session)? Otherwise wait for its deletion event.

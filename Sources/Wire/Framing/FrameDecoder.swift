@@ -30,14 +30,29 @@ public enum FrameError: Error, Equatable, Sendable {
 public struct FrameDecoder: ByteToMessageDecoder {
     public typealias InboundOut = ByteBuffer
 
-    public let maxFrameSize: Int
+    /// Fired (as a user inbound event) when the decoder starts holding the first bytes of a frame it cannot deliver
+    /// yet; the frame is complete at the next frame delivered. The server closes a connection that holds a partial
+    /// frame past its frame timeout (a slow client), without a timer or a clock read per frame.
+    public struct PartialFrameStarted: Sendable {}
 
-    public init(maxFrameSize: Int = Framing.defaultMaxFrameSize) {
+    public let maxFrameSize: Int
+    /// Fire `PartialFrameStarted` (servers); off by default (clients, tests).
+    public let reportsPartialFrames: Bool
+    private var holdingPartialFrame = false
+
+    public init(maxFrameSize: Int = Framing.defaultMaxFrameSize, reportsPartialFrames: Bool = false) {
         self.maxFrameSize = maxFrameSize
+        self.reportsPartialFrames = reportsPartialFrames
     }
 
     public mutating func decode(context: ChannelHandlerContext, buffer: inout ByteBuffer) throws -> DecodingState {
-        guard let frame = try self.nextFrame(&buffer) else { return .needMoreData }
+        guard let frame = try self.nextFrame(&buffer) else {
+            if buffer.readableBytes > 0 && !self.holdingPartialFrame {
+                self.holdingPartialFrame = true
+                if self.reportsPartialFrames { context.fireUserInboundEventTriggered(PartialFrameStarted()) }
+            }
+            return .needMoreData
+        }
         context.fireChannelRead(Self.wrapInboundOut(frame))
         return .continue
     }
@@ -61,6 +76,7 @@ public struct FrameDecoder: ByteToMessageDecoder {
         }
         guard buffer.readableBytes >= Framing.headerSize + Int(length) else { return nil }
         buffer.moveReaderIndex(forwardBy: Framing.headerSize)
+        self.holdingPartialFrame = false
         return buffer.readSlice(length: Int(length))
     }
 }

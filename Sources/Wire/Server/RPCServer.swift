@@ -84,10 +84,8 @@ public final class RPCServer: Service, Sendable {
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let sync = channel.pipeline.syncOperations
-                    if let idle = configuration.idleTimeout {
-                        try sync.addHandler(IdleStateHandler(readTimeout: idle))
-                    }
-                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize)))
+                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(
+                        maxFrameSize: configuration.maxFrameSize, reportsPartialFrames: configuration.frameTimeout != nil)))
                     try sync.addHandler(RPCServerHandler(router: router, configuration: configuration, logger: logger))
                     return channel
                 }

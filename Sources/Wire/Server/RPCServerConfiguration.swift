@@ -9,6 +9,10 @@ public struct RPCServerConfiguration: Sendable {
     public var maxCallsInFlightPerConnection: Int
     /// A connection with nothing read and nothing in flight for this long is closed.
     public var idleTimeout: TimeAmount?
+    /// A connection holding part of a frame for this long is closed: a slow client (a frame a byte at a time)
+    /// keeps the idle timeout from firing, not this one. Time the server itself stops reading the connection
+    /// (back-pressure) does not count.
+    public var frameTimeout: TimeAmount?
     /// Calls to operator-only methods must carry this token. Nil: operator methods are refused.
     public var operatorToken: String?
 
@@ -18,6 +22,7 @@ public struct RPCServerConfiguration: Sendable {
         maxFrameSize: Int = Framing.defaultMaxFrameSize,
         maxCallsInFlightPerConnection: Int = 1024,
         idleTimeout: TimeAmount? = .seconds(300),
+        frameTimeout: TimeAmount? = .seconds(10),
         operatorToken: String? = nil
     ) {
         self.host = host
@@ -25,6 +30,7 @@ public struct RPCServerConfiguration: Sendable {
         self.maxFrameSize = maxFrameSize
         self.maxCallsInFlightPerConnection = maxCallsInFlightPerConnection
         self.idleTimeout = idleTimeout
+        self.frameTimeout = frameTimeout
         self.operatorToken = operatorToken
     }
 }

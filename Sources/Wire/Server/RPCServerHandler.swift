@@ -53,6 +53,13 @@ final class RPCServerHandler: ChannelDuplexHandler {
     private var inReadBurst = false
     private var needsFlush = false
     private var draining = false
+    /// Since when the decoder holds a partial frame (nil: at a frame boundary), and the one timer that checks it.
+    private var partialFrameSince: NIODeadline?
+    private var frameTimer: Scheduled<Void>?
+    /// The end of the last read, and the one timer that closes the connection once it is idle (`idleTimeout`).
+    /// On the loop's clock, so that EmbeddedChannel tests can advance it (NIO's IdleStateHandler reads the real one).
+    private var lastRead = NIODeadline.uptimeNanoseconds(0)
+    private var idleTimer: Scheduled<Void>?
     /// Answers not yet handed to the channel: every answer of a read burst (or of a loop tick) is appended to
     /// one buffer and written with one write and one flush, rather than a buffer, a pipeline write and a
     /// pending-write node per answer (those showed up in `perf` profiles of `scripts/bench.sh wire`).
@@ -76,9 +83,19 @@ final class RPCServerHandler: ChannelDuplexHandler {
         if let remote = context.channel.remoteAddress {
             self.logger[metadataKey: "peer"] = "\(remote)"
         }
+        if context.channel.isActive { self.startIdleTimer(context) }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        self.startIdleTimer(context)
+        context.fireChannelActive()
     }
 
     func handlerRemoved(context: ChannelHandlerContext) {
+        self.frameTimer?.cancel()
+        self.frameTimer = nil
+        self.idleTimer?.cancel()
+        self.idleTimer = nil
         self.context = nil
         self.loopBoundSelf = nil
     }
@@ -87,10 +104,17 @@ final class RPCServerHandler: ChannelDuplexHandler {
         self.inFlight.count + self.queued.count >= self.configuration.maxCallsInFlightPerConnection
     }
 
+    /// Reading stops while the connection is at its cap of calls, draining, or its answers are not being taken
+    /// (a client that sends and never reads would otherwise make the server buffer its answers without bound).
+    private func mayRead(_ context: ChannelHandlerContext) -> Bool {
+        !self.isAtCapacity && !self.draining && context.channel.isWritable
+    }
+
     // MARK: inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.inReadBurst = true
+        self.partialFrameSince = nil
         let frame = Self.unwrapInboundIn(data)
         let request: WireRequest
         do {
@@ -109,6 +133,7 @@ final class RPCServerHandler: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         self.inReadBurst = false
+        if self.idleTimer != nil { self.lastRead = context.eventLoop.now }
         self.flushIfNeeded()
         context.fireChannelReadComplete()
     }
@@ -126,23 +151,86 @@ final class RPCServerHandler: ChannelDuplexHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            if self.inFlight.isEmpty && self.queued.isEmpty {
-                self.logger.debug("closing idle connection")
-                context.close(promise: nil)
+        if event is FrameDecoder.PartialFrameStarted {
+            if let timeout = self.configuration.frameTimeout {
+                let now = context.eventLoop.now
+                self.partialFrameSince = now
+                if self.frameTimer == nil { self.armFrameTimer(context, at: now + timeout) }
             }
             return
         }
         context.fireUserInboundEventTriggered(event)
     }
 
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable && self.readPending && self.mayRead(context) {
+            self.readPending = false
+            context.read()
+        }
+        context.fireChannelWritabilityChanged()
+    }
+
+    // MARK: idle timeout
+
+    private func startIdleTimer(_ context: ChannelHandlerContext) {
+        guard let timeout = self.configuration.idleTimeout, self.idleTimer == nil else { return }
+        self.lastRead = context.eventLoop.now
+        self.armIdleTimer(context, at: self.lastRead + timeout)
+    }
+
+    private func armIdleTimer(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        let handler = self.loopBoundSelf
+        self.idleTimer = context.eventLoop.scheduleTask(deadline: deadline) { handler?.value.idleTimerFired() }
+    }
+
+    /// Closes a connection with nothing read for `idleTimeout` and nothing in flight; otherwise checks again when
+    /// it could next be idle that long.
+    private func idleTimerFired() {
+        guard let context = self.context, let timeout = self.configuration.idleTimeout else { return }
+        let now = context.eventLoop.now
+        if now - self.lastRead < timeout {
+            self.armIdleTimer(context, at: self.lastRead + timeout)
+        } else if self.inFlight.isEmpty && self.queued.isEmpty {
+            self.idleTimer = nil
+            self.logger.debug("closing idle connection")
+            context.close(promise: nil)
+        } else {
+            self.armIdleTimer(context, at: now + timeout)
+        }
+    }
+
+    // MARK: frame timeout
+
+    private func armFrameTimer(_ context: ChannelHandlerContext, at deadline: NIODeadline) {
+        let handler = self.loopBoundSelf
+        self.frameTimer = context.eventLoop.scheduleTask(deadline: deadline) { handler?.value.frameTimerFired() }
+    }
+
+    /// One timer per connection, only while a partial frame is held: it re-arms for the partial frame held now.
+    private func frameTimerFired() {
+        self.frameTimer = nil
+        guard let context = self.context, let since = self.partialFrameSince, let timeout = self.configuration.frameTimeout
+        else { return }
+        let now = context.eventLoop.now
+        if self.readPending {
+            // We are not reading this connection (back-pressure): the client cannot finish its frame. Start over.
+            self.partialFrameSince = now
+            self.armFrameTimer(context, at: now + timeout)
+        } else if now - since >= timeout {
+            self.logger.debug("closing connection: a partial frame held past the frame timeout")
+            context.close(promise: nil)
+        } else {
+            self.armFrameTimer(context, at: since + timeout)
+        }
+    }
+
     // MARK: outbound
 
     func read(context: ChannelHandlerContext) {
-        if self.isAtCapacity || self.draining {
-            self.readPending = true
-        } else {
+        if self.mayRead(context) {
             context.read()
+        } else {
+            self.readPending = true
         }
     }
 
@@ -241,9 +329,9 @@ final class RPCServerHandler: ChannelDuplexHandler {
         while self.inFlight.count < self.configuration.maxCallsInFlightPerConnection, let (request, arrival) = self.queued.popFirst() {
             self.start(request, arrival: arrival)
         }
-        if self.readPending && !self.isAtCapacity && !self.draining {
+        if self.readPending, let context = self.context, self.mayRead(context) {
             self.readPending = false
-            self.context?.read()
+            context.read()
         }
         self.closeIfDrained()
     }
