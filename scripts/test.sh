@@ -29,4 +29,6 @@ eval "$(bash scripts/postgres.sh env)"
 eval "$(bash scripts/zookeeper.sh env)"
 export FLASHSALE_PG_DSN FLASHSALE_ZK
 
-swift test --skip-build "$@"
+# One suite at a time: the integration suites each start a whole platform, and on 2 cores running them side by
+# side turns their waits into timeouts. Serial costs a few minutes and makes the run deterministic.
+swift test --skip-build --no-parallel "$@"

@@ -34,7 +34,7 @@ struct FaultRow: Sendable {
     var retries = 0
     var errors = 0
     var seconds = 0.0
-    /// Attempts with an outcome once the fault was in place: fewer than `attempts`, or the case tested nothing.
+    /// Attempts with an outcome when the fault began: fewer than `attempts`, or the case tested nothing.
     var completedAtFault = 0
 
     var passed: Bool {
@@ -114,8 +114,9 @@ struct FaultCase {
         let swarm = BuyerSwarm(configuration: configuration, logger: logger)
         let sale = Task { try await swarm.run() }
         try await waitUntil(timeout: .seconds(60), what: "a third of the stock to sell") { swarm.completed >= Int(stock) / 3 }
-        try await inject(platform: platform)
+        // Counted as the fault begins: a restart's downtime is the fault, however long the restart takes.
         row.completedAtFault = swarm.completed
+        try await inject(platform: platform)
         let result = try await sale.value
 
         // In-doubt attempts settle, a dead edge's quota comes back; then sweep up whatever is left.
