@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # PostgreSQL 15 (Debian's binaries) for this checkout: start | stop | status | env.
 #
-# Listens on 127.0.0.1:${FLASHSALE_PG_PORT:-15432}, user "postgres", trust auth (loopback only).
+# Listens on 127.0.0.1:${FLASHSALE_PG_PORT:-15432}, trust auth (loopback only). Two roles: "postgres", the
+# superuser that owns and migrates the schema, and "flashsale_app", the login role the inventory serves as (a
+# member of flashsale_service, which may only call the procedures and read: see migration 3). `env` prints a DSN
+# for each: FLASHSALE_PG_DSN (owner) and FLASHSALE_PG_SERVICE_DSN (serving).
 # Data: <checkout>/.data/postgres/{data,run,postgres.log}. When running as root the server runs as
 # user "postgres", which must be able to reach that folder; if it cannot (a parent folder without
 # o+x), or the socket path would be too long, everything goes to /tmp/flashsale-<hash of checkout>/postgres.
@@ -113,12 +116,29 @@ EOF
         echo "include_if_exists = 'flashsale.conf'" >>"$PGDATA/postgresql.conf"
 }
 
+SERVICE_LOGIN=flashsale_app
+
+# The serving login role. Roles are per server and the group role is made by migration 3 too, with the same
+# statement, so whichever runs first makes it; the login role holds nothing but its membership.
+ensure_roles() {
+    "$PGBIN/psql" -qAtX -h 127.0.0.1 -p "$(running_port)" -U postgres -d postgres -v ON_ERROR_STOP=1 >/dev/null <<SQL ||
+SET client_min_messages = warning;
+DO \$r\$ BEGIN CREATE ROLE flashsale_service NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END \$r\$;
+DO \$r\$ BEGIN CREATE ROLE $SERVICE_LOGIN LOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END \$r\$;
+GRANT flashsale_service TO $SERVICE_LOGIN;
+SQL
+        die "cannot create the role $SERVICE_LOGIN (see $LOGFILE)"
+}
+
 cmd_start() {
     # A server that is up but not ready is either starting or dying (killed, not yet reaped): wait for
     # it to become ready, or to be gone and then start a new one.
     for _ in $(seq 1 150); do
         is_running || break
         if is_ready; then
+            ensure_roles
             echo "postgres already running on 127.0.0.1:$(running_port) (data $PGDATA)"
             return 0
         fi
@@ -146,6 +166,7 @@ cmd_start() {
         die "pg_ctl start failed (port $PORT in use? see $LOGFILE)"
     fi
     wait_ready
+    ensure_roles
     echo "postgres started on 127.0.0.1:$PORT (data $PGDATA)"
 }
 
@@ -183,6 +204,7 @@ cmd_env() {
     local port; port="$(running_port)"
     echo "export FLASHSALE_PG_PORT=$port"
     echo "export FLASHSALE_PG_DSN='host=127.0.0.1 port=$port user=postgres dbname=postgres'"
+    echo "export FLASHSALE_PG_SERVICE_DSN='host=127.0.0.1 port=$port user=$SERVICE_LOGIN dbname=postgres'"
 }
 
 case "${1:-}" in

@@ -11,12 +11,13 @@ import Wire
 import ZooKeeperClient
 
 /// The edge: the platform's public entry. Purchases only, plus the quota service's `edge.ReleaseQuota`
-/// (operator token). Stateless apart from its counters: start as many as you like, on any port.
+/// (service token). Stateless apart from its counters: start as many as you like, on any port.
 ///
 /// Methods: `edge.Purchase` (public), `Ping` (public, health), `edge.Stats` and `edge.QuotaUsage` (read-only
-/// counters), `edge.ReleaseQuota` (operator token). With `--operator-port`, the public port serves `edge.Purchase`
-/// and `Ping` only; the read-only and operator methods move to the operator port (by default on 127.0.0.1), which
-/// is then the address the edge registers for the quota service.
+/// counters), `edge.ReleaseQuota` (service token). The edge holds the service token (FLASHSALE_SERVICE_TOKEN[_FILE])
+/// for its own calls too (`inventory.Purchase`, `quota.GrantMore`), and never the operator's. With `--operator-port`,
+/// the public port serves `edge.Purchase` and `Ping` only; the other methods move to the operator port (by default
+/// on 127.0.0.1), which is then the address the edge registers for the quota service.
 @main
 struct EdgeMain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "Edge", abstract: "The flash sale's public purchase entry.")
@@ -50,7 +51,8 @@ struct EdgeMain: AsyncParsableCommand {
             throw ValidationError("--inventory and --quota take host:port")
         }
         let logger = ServiceRuntime.makeLogger(label: "edge", level: level)
-        let token = try ServiceRuntime.operatorToken(environment: ProcessInfo.processInfo.environment)
+        let credentials = try ServiceRuntime.credentials(environment: ProcessInfo.processInfo.environment, operator: false)
+        let serviceToken = credentials.serviceToken
         // The edges' ZooKeeper identity (FLASHSALE_ZK_EDGE_SECRET or _FILE): read quotas, register, nothing more.
         let zooKeeperAccess = ZooKeeperAccess(
             edgeSecret: try ZooKeeperAccess.fromEnvironment(ProcessInfo.processInfo.environment).edgeSecret)
@@ -64,7 +66,7 @@ struct EdgeMain: AsyncParsableCommand {
         let inventoryClient = RPCClient(
             configuration: RPCClientConfiguration(
                 host: inventoryAddress.host, port: inventoryAddress.port, connections: max(1, inventoryConnections),
-                defaultTimeout: .seconds(5), token: token ?? ""),
+                defaultTimeout: .seconds(5), token: serviceToken ?? ""),
             group: group, logger: logger)
         // The agent needs the address the server bound (port 0 picks one), so it is created once the server
         // listens; the purchase path reaches it through this late binding.
@@ -86,7 +88,7 @@ struct EdgeMain: AsyncParsableCommand {
         var serverConfiguration = RPCServerConfiguration(
             host: host, port: port, maxFrameSize: maxFrameSize, maxCallsInFlightPerConnection: maxCallsInFlight,
             idleTimeout: ServiceRuntime.timeout(seconds: idleTimeout), frameTimeout: ServiceRuntime.timeout(seconds: frameTimeout),
-            operatorToken: token)
+            credentials: credentials)
         let server = RPCServer(configuration: serverConfiguration, router: router, group: group, logger: logger)
         let operatorServer = operatorPort.map { operatorPort in
             serverConfiguration.host = operatorHost
@@ -104,7 +106,7 @@ struct EdgeMain: AsyncParsableCommand {
             let address = advertise ?? "\(reachedAt.ipAddress ?? "127.0.0.1"):\(reachedAt.port ?? 0)"
             let quotaAgent = EdgeQuotaAgent(
                 zooKeeper: zookeeper, root: root, address: address, ledger: ledger, shedder: shedder,
-                quotaService: quota, operatorToken: token, access: zooKeeperAccess, logger: logger)
+                quotaService: quota, serviceToken: serviceToken, access: zooKeeperAccess, logger: logger)
             agent.set(quotaAgent)
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask { try await quotaAgent.run() }

@@ -20,7 +20,7 @@ struct EdgeMemoryCommand: AsyncParsableCommand {
             RepoPaths.executable("Edge"),
             arguments: ["--port", "0", "--zookeeper", zookeeper, "--root", "/edge_rss_\(UInt32.random(in: 0...UInt32.max))",
                         "--inventory", "127.0.0.1:1", "--quota", "127.0.0.1:1", "--log-level", "error"],
-            name: "edge-rss")
+            environment: ["FLASHSALE_SERVICE_TOKEN": Platform.newSecret()], name: "edge-rss")
         defer { Task { await edge.terminate() } }
         let (host, port) = try await edge.waitForReady()
         let idle = try Self.residentMiB(pid: edge.pid)

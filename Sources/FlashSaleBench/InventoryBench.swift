@@ -46,7 +46,8 @@ struct InventoryBench: AsyncParsableCommand {
     mutating func run() async throws {
         var logger = Logger(label: "bench")
         logger.logLevel = .warning
-        let token = try ServiceRuntime.operatorToken(environment: ProcessInfo.processInfo.environment) ?? ""
+        // Purchases and CreateProduct are the service token's work (the bench stands in for the edges and quota service).
+        let token = try ServiceRuntime.serviceToken(environment: ProcessInfo.processInfo.environment) ?? ""
         let client = InventoryClient(host: host, port: port, connections: connections, token: token, logger: logger)
         defer { Task { [client] in await client.shutdown() } }
 
@@ -69,7 +70,8 @@ struct InventoryBench: AsyncParsableCommand {
         let loadClients = loops.map { loop in
             InventoryClient(rpc: RPCClient(
                 configuration: RPCClientConfiguration(
-                    host: host, port: port, connections: max(1, connections / loops.count), defaultTimeout: nil),
+                    host: host, port: port, connections: max(1, connections / loops.count), defaultTimeout: nil,
+                    token: token),
                 group: loop, logger: logger))
         }
         defer { Task { [loadClients] in for client in loadClients { await client.shutdown() } } }

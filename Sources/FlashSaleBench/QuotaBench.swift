@@ -1,4 +1,5 @@
 import ArgumentParser
+import Cluster
 import FlashSaleClient
 import Foundation
 import Histogram
@@ -83,6 +84,7 @@ struct QuotaBench: AsyncParsableCommand {
                 "--port", "0", "--zookeeper", zookeeper, "--root", root, "--inventory", "127.0.0.1:1",
                 "--quota", "127.0.0.1:1", "--log-level", "warning",
             ]
+            process.environment = ProcessInfo.processInfo.environment.merging(["FLASHSALE_SERVICE_TOKEN": Platform.newSecret()]) { $1 }
             _ = FileManager.default.createFile(atPath: log.path, contents: nil)
             let handle = try FileHandle(forWritingTo: log)
             process.standardOutput = handle

@@ -10,7 +10,8 @@ import Wire
 
 /// `InventoryService`: the only process that talks to PostgreSQL. Migrates both databases, loads the catalog,
 /// serves the inventory methods and prints `READY inventory HOST:PORT`; SIGTERM drains (in-flight batches commit
-/// and are answered) before exit. Secrets come from the environment only (FLASHSALE_OPERATOR_TOKEN[_FILE]).
+/// and are answered) before exit. Secrets come from the environment only: the service token
+/// (FLASHSALE_SERVICE_TOKEN[_FILE]) that purchases and stock changes need; the inventory serves no operator method.
 @main
 struct InventoryServiceMain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -24,8 +25,9 @@ struct InventoryServiceMain: AsyncParsableCommand {
     var port = 0
 
     @Option(help: """
-        libpq connection string of the main database (catalog and cold products). Default: $FLASHSALE_PG_DSN, else \
-        the local server of scripts/postgres.sh. Keep passwords out of it: libpq reads PGPASSWORD / PGPASSFILE.
+        libpq connection string the main database (catalog and cold products) is served with: a login role in \
+        flashsale_service. Default: $FLASHSALE_PG_SERVICE_DSN, else the local server of scripts/postgres.sh as \
+        flashsale_app. Keep passwords out of it: libpq reads PGPASSWORD / PGPASSFILE.
         """)
     var dsn: String?
 
@@ -33,7 +35,9 @@ struct InventoryServiceMain: AsyncParsableCommand {
     var hotDsn: String?
 
     @Option(help: """
-        libpq connection string the migrations run with (the schema's owner; default: --dsn). Serve with a login role         that is a member of flashsale_service in --dsn: it may only call the procedures and read.
+        libpq connection string the migrations run with (the schema's owner). Default: without --dsn, \
+        $FLASHSALE_PG_DSN, else the local server as postgres; with --dsn, --dsn (which must then be allowed to \
+        serve: --allow-privileged-role).
         """)
     var migrateDsn: String?
 
@@ -55,6 +59,12 @@ struct InventoryServiceMain: AsyncParsableCommand {
     @Option(help: "trace|debug|info|notice|warning|error|critical")
     var logLevel = "info"
 
+    @Flag(help: "Serve even if a serving role is a superuser, owns the tables or may write them (a developer's server).")
+    var allowPrivilegedRole = false
+
+    @Flag(help: "Serve even if a database's synchronous_commit does not flush each commit (a developer's server).")
+    var allowAsynchronousCommit = false
+
     @OptionGroup var metrics: MetricsOptions
 
     func validate() throws {
@@ -65,29 +75,33 @@ struct InventoryServiceMain: AsyncParsableCommand {
         guard (1...10_000).contains(maxBatch) else { throw ValidationError("--max-batch must be 1...10000") }
         guard (1...10_000_000).contains(queueLimit) else { throw ValidationError("--queue-limit must be 1...10000000") }
         guard Logger.Level(name: logLevel) != nil else { throw ValidationError("unknown --log-level") }
-        if migrateDsn != nil && hotDsn != nil && hotMigrateDsn == nil {
+        if (migrateDsn != nil || dsn == nil) && hotDsn != nil && hotMigrateDsn == nil {
             throw ValidationError("with --migrate-dsn and --hot-dsn, give the hot database's owner as --hot-migrate-dsn too")
         }
     }
 
     func run() async throws {
         let logger = ServiceRuntime.makeLogger(label: "inventory", level: Logger.Level(name: logLevel) ?? .info)
-        let token = try ServiceRuntime.operatorToken(environment: ProcessInfo.processInfo.environment)
-        if token == nil { logger.warning("no operator token: CreateProduct and AdjustStock are refused") }
+        let credentials = try ServiceRuntime.credentials(environment: ProcessInfo.processInfo.environment, operator: false)
         // Before the pools exist: their metric handles are made when they are.
         if metrics.metricsPort != nil { ServiceMetrics.bootstrap() }
 
         let environment = ProcessInfo.processInfo.environment
-        let mainDSN = dsn ?? environment["FLASHSALE_PG_DSN"] ?? "host=127.0.0.1 port=15432 user=postgres dbname=postgres"
+        // Without --dsn: serve as the login role and migrate as the owner, as `scripts/postgres.sh env` prints them.
+        let mainDSN = dsn ?? environment["FLASHSALE_PG_SERVICE_DSN"] ?? "host=127.0.0.1 port=15432 user=flashsale_app dbname=postgres"
+        let mainMigrateDSN = migrateDsn
+            ?? (dsn == nil ? environment["FLASHSALE_PG_DSN"] ?? "host=127.0.0.1 port=15432 user=postgres dbname=postgres" : nil)
         let inventory = try await Self.openInventory(
-            mainDSN: mainDSN, hotDSN: hotDsn, migrateDSN: migrateDsn, hotMigrateDSN: hotMigrateDsn, consumers: consumers,
+            mainDSN: mainDSN, hotDSN: hotDsn, migrateDSN: mainMigrateDSN, hotMigrateDSN: hotMigrateDsn, consumers: consumers,
             hotConsumers: hotConsumers, maxBatch: maxBatch,
-            queueLimit: queueLimit, logger: logger)
+            queueLimit: queueLimit,
+            allow: ServingCheck.Allowances(privilegedRole: allowPrivilegedRole, asynchronousCommit: allowAsynchronousCommit),
+            logger: logger)
 
         var router = RPCRouter(serviceName: "inventory")
         InventoryAPI(inventory: inventory).register(into: &router)
         let server = RPCServer(
-            configuration: RPCServerConfiguration(host: host, port: port, operatorToken: token),
+            configuration: RPCServerConfiguration(host: host, port: port, credentials: credentials),
             router: router, logger: logger)
 
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
@@ -131,7 +145,7 @@ struct InventoryServiceMain: AsyncParsableCommand {
     /// work runs on the connections' thread pool.
     static func openInventory(
         mainDSN: String, hotDSN: String?, migrateDSN: String? = nil, hotMigrateDSN: String? = nil, consumers: Int,
-        hotConsumers: Int, maxBatch: Int, queueLimit: Int, logger: Logger
+        hotConsumers: Int, maxBatch: Int, queueLimit: Int, allow: ServingCheck.Allowances = .init(), logger: Logger
     ) async throws -> Inventory {
         let pool = PostgresConnection.sharedThreadPool
         let mainAdmin = try await PostgresConnection.connect(mainDSN, logger: logger)
@@ -163,10 +177,8 @@ struct InventoryServiceMain: AsyncParsableCommand {
             defer { hotOwner.close() }
             try await pool.runIfActive { try Migrator.migrate(hotOwner, logger: logger) }
         }
-        // Say so when the serving role could change the stock without the procedures.
-        if try await mainAdmin.query("SELECT has_table_privilege('stock_slot', 'UPDATE')").bool(0, 0) == true {
-            logger.notice("the serving connections may write tables directly: serve with a member of \(Schema.serviceRoleName) (--dsn) and migrate as the owner (--migrate-dsn)")
-        }
+        try await ServingCheck.require(mainAdmin, database: .main, allow: allow, logger: logger)
+        try await ServingCheck.require(hotAdmin, database: .hot, allow: allow, logger: logger)
 
         let main = ProductDatabase(role: .main, dsn: mainDSN, admin: mainAdmin, logger: logger)
         let hot = ProductDatabase(role: .hot, dsn: resolvedHotDSN, admin: hotAdmin, logger: logger)

@@ -32,9 +32,11 @@ struct QuotaServiceMain: AsyncParsableCommand {
         }
         guard root.hasPrefix("/") else { throw ValidationError("--root must start with /") }
         let logger = ServiceRuntime.makeLogger(label: "quota", level: level)
-        // Operator methods are refused without a token; the edges' ReleaseQuota needs the same one.
-        let token = try ServiceRuntime.operatorToken(environment: ProcessInfo.processInfo.environment)
-        if token == nil { logger.warning("no operator token: operator methods are refused and edges will not release units") }
+        // The operator's methods need the operator token; the edges' GrantMore, and this service's own calls (the
+        // edges' ReleaseQuota, the inventory's CreateProduct and AdjustStock), the service token.
+        let credentials = try ServiceRuntime.credentials(environment: ProcessInfo.processInfo.environment, operator: true)
+        if credentials.operatorToken == nil { logger.warning("no operator token: operator methods are refused") }
+        let serviceToken = credentials.serviceToken ?? ""
         if metrics.metricsPort != nil { ServiceMetrics.bootstrap() }
 
         // Digest ACLs on every node it creates (FLASHSALE_ZK_QUOTA_SECRET and FLASHSALE_ZK_EDGE_SECRET, or _FILE).
@@ -45,16 +47,16 @@ struct QuotaServiceMain: AsyncParsableCommand {
         try await access.authenticateQuotaService(zk)
         let store = QuotaStore(zk: zk, layout: QuotaLayout(root: root), logger: logger, access: access)
         try await store.ensureLayout()
-        let releaser = EdgeReleaser(operatorToken: token ?? "", logger: logger)
+        let releaser = EdgeReleaser(serviceToken: serviceToken, logger: logger)
         let coordinator = QuotaCoordinator(
             store: store,
-            inventory: RemoteInventory(host: inventoryHost, port: inventoryPort, token: token ?? "", logger: logger),
+            inventory: RemoteInventory(host: inventoryHost, port: inventoryPort, token: serviceToken, logger: logger),
             releaser: releaser, logger: logger)
 
         var router = RPCRouter(serviceName: "quota")
         QuotaAPI(coordinator: coordinator).register(into: &router)
         let server = RPCServer(
-            configuration: RPCServerConfiguration(host: host, port: port, operatorToken: token), router: router, logger: logger)
+            configuration: RPCServerConfiguration(host: host, port: port, credentials: credentials), router: router, logger: logger)
         let address = AdvertisedAddress()
         let supervisor = QuotaSupervisor(coordinator: coordinator, advertisedAddress: { address.value }, logger: logger)
 

@@ -15,13 +15,38 @@ public enum ServiceRuntime {
     /// The operator token: `FLASHSALE_OPERATOR_TOKEN`, or the first line of the file named by
     /// `FLASHSALE_OPERATOR_TOKEN_FILE`. Never logged.
     public static func operatorToken(environment: [String: String]) throws -> String? {
-        if let token = environment["FLASHSALE_OPERATOR_TOKEN"], !token.isEmpty { return token }
-        guard let path = environment["FLASHSALE_OPERATOR_TOKEN_FILE"], !path.isEmpty else { return nil }
-        guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw RPCError(.failedPrecondition, "cannot read the operator token file")
+        try secret("FLASHSALE_OPERATOR_TOKEN", environment: environment)
+    }
+
+    /// The service token, which the services present to one another: `FLASHSALE_SERVICE_TOKEN`, or the first line
+    /// of the file named by `FLASHSALE_SERVICE_TOKEN_FILE`. Never logged.
+    public static func serviceToken(environment: [String: String]) throws -> String? {
+        try secret("FLASHSALE_SERVICE_TOKEN", environment: environment)
+    }
+
+    /// What a service's server accepts: the service token, which every service needs (without it a service can
+    /// neither serve nor make the calls it exists for, so it refuses to start), and the operator token when it
+    /// serves operator methods (`operator`). The two must differ, or each would do the other's work.
+    public static func credentials(environment: [String: String], operator: Bool) throws -> RPCCredentials {
+        guard let service = try serviceToken(environment: environment) else {
+            throw RPCError(.failedPrecondition, "no service token: set FLASHSALE_SERVICE_TOKEN or FLASHSALE_SERVICE_TOKEN_FILE")
         }
-        let token = contents.split(separator: "\n").first.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? ""
-        return token.isEmpty ? nil : token
+        let operatorToken = `operator` ? try operatorToken(environment: environment) : nil
+        if operatorToken == service {
+            throw RPCError(.failedPrecondition, "the operator and service tokens are the same: give each its own")
+        }
+        return RPCCredentials(operatorToken: operatorToken, serviceToken: service)
+    }
+
+    /// `NAME`, or the first line of the file named by `NAME_FILE` (trimmed); nil when neither is set or both empty.
+    static func secret(_ name: String, environment: [String: String]) throws -> String? {
+        if let value = environment[name], !value.isEmpty { return value }
+        guard let path = environment[name + "_FILE"], !path.isEmpty else { return nil }
+        guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
+            throw RPCError(.failedPrecondition, "cannot read the file named by \(name)_FILE")
+        }
+        let value = contents.split(separator: "\n").first.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? ""
+        return value.isEmpty ? nil : value
     }
 
     /// A timeout flag in seconds (fractions allowed) as the server configuration takes it: 0 or less is none.

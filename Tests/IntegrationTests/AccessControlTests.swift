@@ -9,41 +9,48 @@ import TestSupport
 import Wire
 import ZooKeeperClient
 
-/// Access rules, each tried against the real processes: operator methods refuse a missing token (UNAUTHENTICATED) and
-/// a wrong one (PERMISSION_DENIED) on every service; an edge with an operator port serves only purchases (and Ping)
-/// on its public port; the token never shows in any service's log, even at trace level.
+@testable import InventoryService
+
+/// Access rules, each tried against the real processes. Every method of every service takes only its own kind of
+/// token: UNAUTHENTICATED without one, PERMISSION_DENIED with a wrong one or the other kind's (the service token is
+/// what the services present to one another, the operator token what an operator presents). An edge with an operator
+/// port serves only purchases (and Ping) on its public port. No secret ever shows in a service's log, even at trace
+/// level. By default the platform serves as the restricted database role and runs ZooKeeper with digest ACLs, and the
+/// inventory refuses to serve as a privileged role or without durable commits.
 @Suite(.serialized, .timeLimit(.minutes(3)))
 struct AccessControlTests {
     let logger = Logger(label: "access-test")
     static let token = "access-test-token-\(UInt64.random(in: 0...UInt64.max))"
     static let wrongToken = "wrong-token-\(UInt64.random(in: 0...UInt64.max))"
 
-    /// Every method of every service and whether it needs the operator token (Fuzz/Messages.swift lists the same).
-    static let methods: [(service: String, method: String, operatorOnly: Bool)] = [
-        ("edge", "Ping", false),
-        ("edge", "edge.Purchase", false),
-        ("edge", "edge.Stats", false),
-        ("edge", "edge.QuotaUsage", false),
-        ("edge", "edge.ReleaseQuota", true),
-        ("inventory", "Ping", false),
-        ("inventory", "inventory.Purchase", false),
-        ("inventory", "inventory.CreateProduct", true),
-        ("inventory", "inventory.GetStock", false),
-        ("inventory", "inventory.ListProducts", false),
-        ("inventory", "inventory.AdjustStock", true),
-        ("inventory", "inventory.SoldCounts", false),
-        ("inventory", "inventory.Audit", false),
-        ("quota", "Ping", false),
-        ("quota", "quota.CreateProduct", true),
-        ("quota", "quota.RaiseStock", true),
-        ("quota", "quota.LimitStock", true),
-        ("quota", "quota.SetShed", true),
-        ("quota", "quota.GrantMore", true),
-        ("quota", "quota.Status", false),
+    /// Every method of every service and the token it needs, as the services' router registrations say (the
+    /// README's access rules list the same; Fuzz/Messages.swift lists the methods).
+    static let methods: [(service: String, method: String, access: RPCAccess)] = [
+        ("edge", "Ping", .public),
+        ("edge", "edge.Purchase", .public),
+        ("edge", "edge.Stats", .public),
+        ("edge", "edge.QuotaUsage", .public),
+        ("edge", "edge.ReleaseQuota", .service),
+        ("inventory", "Ping", .public),
+        ("inventory", "inventory.Purchase", .service),
+        ("inventory", "inventory.CreateProduct", .service),
+        ("inventory", "inventory.GetStock", .public),
+        ("inventory", "inventory.ListProducts", .public),
+        ("inventory", "inventory.AdjustStock", .service),
+        ("inventory", "inventory.SoldCounts", .public),
+        ("inventory", "inventory.Audit", .public),
+        ("quota", "Ping", .public),
+        ("quota", "quota.CreateProduct", .operator),
+        ("quota", "quota.RaiseStock", .operator),
+        ("quota", "quota.LimitStock", .operator),
+        ("quota", "quota.SetShed", .operator),
+        ("quota", "quota.GrantMore", .service),
+        ("quota", "quota.Status", .public),
     ]
 
     /// The call's status: nil for OK. Requests are empty messages: the token is checked before the payload is read,
-    /// and an empty operator request is refused as invalid further on, so no call changes anything.
+    /// and an empty request to a method that changes state is refused as invalid further on, so no call changes
+    /// anything.
     static func status(_ rpc: RPCClient, _ method: String, token: String) async -> RPCError.Code? {
         do {
             _ = try await rpc.call(method, ListProductsRequest(), as: ListProductsRequest.self, timeout: .seconds(10), token: token)
@@ -59,56 +66,29 @@ struct AccessControlTests {
         RPCClient(configuration: RPCClientConfiguration(host: endpoint.host, port: endpoint.port, connections: 1), logger: logger)
     }
 
-    @Test func operatorMethodsNeedTheTokenOnEveryServiceAndTheTokenIsNeverLogged() async throws {
-        let main = try await TestDatabase.create(prefix: "access")
-        let hot = try await TestDatabase.create(prefix: "access_hot")
+    /// A platform as `flashsale sale` starts one (defaults: its own service token and ZooKeeper secrets, the
+    /// restricted database role), with its own databases and root; stopped and dropped after `body`.
+    func withPlatform(
+        prefix: String, logLevel: String = "warning", _ body: (Platform, TestDatabase, TestDatabase) async throws -> Void
+    ) async throws {
+        let main = try await TestDatabase.create(prefix: prefix)
+        let hot = try await TestDatabase.create(prefix: prefix + "_hot")
         var configuration = Platform.Configuration(
             databaseDSN: main.dsn, hotDatabaseDSN: hot.dsn, zooKeeperHosts: try await TestServers.zooKeeperHosts(),
             operatorToken: Self.token)
-        configuration.zooKeeperRoot = "/access_test_\(UInt32.random(in: 0...UInt32.max))"
+        configuration.zooKeeperRoot = "/\(prefix)_test_\(UInt32.random(in: 0...UInt32.max))"
         configuration.edges = 1
-        configuration.logLevel = "trace"
-        let platform = try await Platform.start(configuration)
-        var processes = [platform.inventory.process, platform.quota.process]
+        configuration.logLevel = logLevel
+        let platform: Platform
         do {
-            let operatorPort = LocalPorts.free()
-            let split = try await platform.addEdge(extraArguments: ["--operator-port", "\(operatorPort)"])
-            processes += platform.edges.map(\.process)
-            let endpoints: [String: (host: String, port: Int)] = [
-                "edge": (platform.edges[0].host, platform.edges[0].port),
-                "inventory": (platform.inventory.host, platform.inventory.port),
-                "quota": (platform.quota.host, platform.quota.port),
-            ]
-            for (service, method, operatorOnly) in Self.methods {
-                let rpc = Self.client(endpoints[service]!, logger: logger)
-                let missing = await Self.status(rpc, method, token: "")
-                let wrong = await Self.status(rpc, method, token: Self.wrongToken)
-                let right = await Self.status(rpc, method, token: Self.token)
-                if operatorOnly {
-                    #expect(missing == .unauthenticated, "\(method) without a token: \(String(describing: missing))")
-                    #expect(wrong == .permissionDenied, "\(method) with a wrong token: \(String(describing: wrong))")
-                } else {
-                    #expect(missing != .unauthenticated && missing != .permissionDenied, "\(method) is public")
-                }
-                #expect(right != .unauthenticated && right != .permissionDenied && right != .unimplemented,
-                        "\(method) with the token: \(String(describing: right))")
-                await rpc.shutdown()
-            }
-
-            // The edge with an operator port: purchases and Ping on the public port, nothing else.
-            let publicPort = Self.client((split.host, split.port), logger: logger)
-            let operatorSide = Self.client(("127.0.0.1", operatorPort), logger: logger)
-            for method in ["edge.Stats", "edge.QuotaUsage", "edge.ReleaseQuota"] {
-                #expect(await Self.status(publicPort, method, token: Self.token) == .unimplemented, "\(method) on the public port")
-            }
-            #expect(await Self.status(publicPort, "edge.Purchase", token: "") == .invalidArgument, "an empty purchase is served (and refused as invalid)")
-            #expect(await Self.status(publicPort, "Ping", token: "") == nil)
-            #expect(await Self.status(operatorSide, "edge.Purchase", token: Self.token) == .unimplemented, "no purchases on the operator port")
-            #expect(await Self.status(operatorSide, "edge.Stats", token: "") == nil)
-            #expect(await Self.status(operatorSide, "edge.ReleaseQuota", token: "") == .unauthenticated)
-            #expect(await Self.status(operatorSide, "edge.ReleaseQuota", token: Self.wrongToken) == .permissionDenied)
-            await publicPort.shutdown()
-            await operatorSide.shutdown()
+            platform = try await Platform.start(configuration)
+        } catch {
+            try? await main.drop()
+            try? await hot.drop()
+            throw error
+        }
+        do {
+            try await body(platform, main, hot)
         } catch {
             await platform.stop()
             try? await main.drop()
@@ -118,14 +98,219 @@ struct AccessControlTests {
         await platform.stop()
         try? await main.drop()
         try? await hot.drop()
+    }
 
-        // Secrets never in the logs: not the token, not a wrong one a caller tried.
+    @Test func everyMethodTakesOnlyItsOwnKindOfTokenAndNoSecretIsLogged() async throws {
+        var processes: [ManagedProcess] = []
+        var secrets: [String] = [Self.token, Self.wrongToken]
+        try await withPlatform(prefix: "access", logLevel: "trace") { platform, _, _ in
+            let serviceToken = platform.configuration.serviceToken
+            secrets.append(serviceToken)
+            let operatorPort = LocalPorts.free()
+            let split = try await platform.addEdge(extraArguments: ["--operator-port", "\(operatorPort)"])
+            processes = [platform.inventory.process, platform.quota.process] + platform.edges.map(\.process)
+            let endpoints: [String: (host: String, port: Int)] = [
+                "edge": (platform.edges[0].host, platform.edges[0].port),
+                "inventory": (platform.inventory.host, platform.inventory.port),
+                "quota": (platform.quota.host, platform.quota.port),
+            ]
+            for (service, method, access) in Self.methods {
+                let rpc = Self.client(endpoints[service]!, logger: logger)
+                let missing = await Self.status(rpc, method, token: "")
+                let wrong = await Self.status(rpc, method, token: Self.wrongToken)
+                let (right, otherKind) = access == .operator ? (Self.token, serviceToken) : (serviceToken, Self.token)
+                let other = await Self.status(rpc, method, token: otherKind)
+                let answered = await Self.status(rpc, method, token: access == .public ? "" : right)
+                if access == .public {
+                    #expect(missing != .unauthenticated && missing != .permissionDenied, "\(method) is public")
+                } else {
+                    #expect(missing == .unauthenticated, "\(method) without a token: \(String(describing: missing))")
+                    #expect(wrong == .permissionDenied, "\(method) with a wrong token: \(String(describing: wrong))")
+                    #expect(other == .permissionDenied, "\(method) (\(access)) with the other kind's token: \(String(describing: other))")
+                }
+                #expect(answered != .unauthenticated && answered != .permissionDenied && answered != .unimplemented,
+                        "\(method) with its token: \(String(describing: answered))")
+                await rpc.shutdown()
+            }
+
+            // The edge with an operator port: purchases and Ping on the public port, nothing else.
+            let publicPort = Self.client((split.host, split.port), logger: logger)
+            let operatorSide = Self.client(("127.0.0.1", operatorPort), logger: logger)
+            for method in ["edge.Stats", "edge.QuotaUsage", "edge.ReleaseQuota"] {
+                #expect(await Self.status(publicPort, method, token: serviceToken) == .unimplemented, "\(method) on the public port")
+            }
+            #expect(await Self.status(publicPort, "edge.Purchase", token: "") == .invalidArgument, "an empty purchase is served (and refused as invalid)")
+            #expect(await Self.status(publicPort, "Ping", token: "") == nil)
+            #expect(await Self.status(operatorSide, "edge.Purchase", token: serviceToken) == .unimplemented, "no purchases on the operator port")
+            #expect(await Self.status(operatorSide, "edge.Stats", token: "") == nil)
+            #expect(await Self.status(operatorSide, "edge.ReleaseQuota", token: "") == .unauthenticated)
+            #expect(await Self.status(operatorSide, "edge.ReleaseQuota", token: Self.token) == .permissionDenied)
+            await publicPort.shutdown()
+            await operatorSide.shutdown()
+            if let zooKeeper = platform.configuration.zooKeeperSecrets { secrets += [zooKeeper.quota, zooKeeper.edge] }
+        }
+        // Secrets never in the logs: no token, no ZooKeeper secret, not a wrong token a caller tried.
+        #expect(processes.count == 4)
         for process in processes {
             let log = process.log()
             #expect(!log.isEmpty, "\(process.name) logged nothing at trace level")
-            #expect(!log.contains(Self.token), "\(process.name) logged the operator token")
-            #expect(!log.contains(Self.wrongToken), "\(process.name) logged a presented token")
+            for secret in secrets { #expect(!log.contains(secret), "\(process.name) logged a secret") }
         }
+    }
+
+    /// Review finding 13, reproduced: a stranger who reaches the inventory port books an order to any edge id (here 7),
+    /// which corrupts the per-edge accounting the quota service reclaims by. Without a token, or with the operator's,
+    /// the purchase is refused and nothing is booked.
+    @Test func aPurchaseStraightToTheInventoryNeedsTheServiceToken() async throws {
+        try await withPlatform(prefix: "access_buy") { platform, _, _ in
+            let quota = QuotaClient(host: platform.quota.host, port: platform.quota.port, token: Self.token, logger: logger)
+            _ = try await quota.createProduct(CreateProductRequest(productId: "p1", totalStock: 10))
+            await quota.shutdown()
+            let inventory = platform.inventory
+            for (token, refusal) in [("", RPCError.Code.unauthenticated), (Self.token, .permissionDenied)] {
+                let stranger = InventoryClient(rpc: RPCClient(
+                    configuration: RPCClientConfiguration(host: inventory.host, port: inventory.port, token: token), logger: logger))
+                for lookupOnly in [false, true] {
+                    let error = await #expect(throws: RPCError.self) {
+                        _ = try await stranger.purchase(PurchaseRequest(
+                            requestId: 1_000_007, userId: 7, productId: "p1", edgeId: 7, lookupOnly: lookupOnly))
+                    }
+                    #expect(error?.code == refusal, "token '\(token.prefix(6))', lookup \(lookupOnly): \(String(describing: error))")
+                }
+                await stranger.shutdown()
+            }
+            let reader = InventoryClient(host: inventory.host, port: inventory.port, logger: logger)
+            let sold = try await reader.soldCounts(productId: "p1")
+            #expect(sold.first?.sold == 0 && sold.first?.edges.contains { $0.edgeId == 7 } != true, "nothing booked to edge 7: \(sold)")
+            #expect(try await reader.getStock(productId: "p1").remaining == 10)
+            await reader.shutdown()
+        }
+    }
+
+    /// The default platform (as `flashsale sale` and every test start it) serves both databases as the login role
+    /// `flashsale_app`, a member of flashsale_service: its connections are that role, and through its DSN a table
+    /// cannot be written. Purchases (the procedures) work, on a cold and a hot product.
+    @Test func theDefaultPlatformServesAsTheRestrictedRole() async throws {
+        try await withPlatform(prefix: "access_role") { platform, main, hot in
+            let role = try #require(platform.configuration.servingRole)
+            let quota = QuotaClient(host: platform.quota.host, port: platform.quota.port, token: Self.token, logger: logger)
+            try await quota.setShed(keepPerMillion: 1_000_000)
+            _ = try await quota.createProduct(CreateProductRequest(productId: "cold", totalStock: 10))
+            _ = try await quota.createProduct(CreateProductRequest(productId: "hot", totalStock: 10, hot: true))
+            await quota.shutdown()
+            let edge = EdgeClient(host: platform.edges[0].host, port: platform.edges[0].port, logger: logger)
+            for (index, product) in ["cold", "hot"].enumerated() {
+                try await waitUntil(timeout: .seconds(20), what: "a purchase of \(product) through the edge") {
+                    (try? await edge.purchase(requestID: UInt64(index + 1), userID: 1, product: product))?.outcome == .purchased
+                }
+            }
+            await edge.shutdown()
+
+            let admin = try await PostgresConnection.connect(main.adminDSN)
+            for database in [main, hot] {
+                let users = try await admin.query(
+                    "SELECT DISTINCT usename::text FROM pg_stat_activity WHERE datname = $1 AND backend_type = 'client backend'",
+                    [database.name])
+                #expect(users.rows.map { $0[0] } == [role], "\(database.name) is served as \(role) only: \(users.rows)")
+                let serving = try await PostgresConnection.connect(PostgresDSN.with(user: role, database.dsn))
+                let error = await #expect(throws: PostgresError.self) {
+                    _ = try await serving.exec("UPDATE stock_slot SET remaining = remaining + 100")
+                }
+                #expect(error?.code == "42501", "\(database.name): permission denied, got \(String(describing: error))")
+                serving.close()
+            }
+            admin.close()
+        }
+    }
+
+    /// The inventory checks each database's serving connection at start: a superuser (or the tables' owner) is
+    /// refused, and so is synchronous_commit off, on the main database and on the hot one, unless a developer's flag
+    /// allows it (and then the log says so).
+    @Test func theInventoryRefusesAPrivilegedRoleOrAsynchronousCommit() async throws {
+        let main = try await TestDatabase.create(prefix: "access_start")
+        let hot = try await TestDatabase.create(prefix: "access_start_hot")
+        let serving = PostgresDSN.with(user: Platform.defaultServingRole, main.dsn)
+        let servingHot = PostgresDSN.with(user: Platform.defaultServingRole, hot.dsn)
+        let owners = ["--migrate-dsn", main.dsn, "--hot-migrate-dsn", hot.dsn]
+        let environment = ["FLASHSALE_SERVICE_TOKEN": Self.token]
+        func run(_ name: String, _ arguments: [String]) async throws -> (status: Int32?, log: String) {
+            let process = try ManagedProcess.start(
+                product: "InventoryService", arguments: ["--port", "0", "--log-level", "info"] + arguments,
+                environment: environment, name: name)
+            let status = try? await process.waitForExit(timeout: .seconds(30))
+            if status == nil { await process.terminate() }
+            return (status, process.log())
+        }
+        func started(_ name: String, _ arguments: [String]) async throws -> String {
+            let process = try ManagedProcess.start(
+                product: "InventoryService", arguments: ["--port", "0", "--log-level", "info"] + arguments,
+                environment: environment, name: name)
+            _ = try await process.waitForReady()
+            await process.terminate()
+            return process.log()
+        }
+        do {
+            // As the superuser that owns the tables (the old default): refused, no READY line.
+            let superuser = try await run("inventory-superuser", ["--dsn", main.dsn, "--hot-dsn", hot.dsn, "--hot-migrate-dsn", hot.dsn])
+            #expect(superuser.status != nil && superuser.status != 0, "exits: \(superuser.log.suffix(2000))")
+            #expect(superuser.log.contains("refusing to serve the main database") && superuser.log.contains("is a superuser"))
+            #expect(!superuser.log.contains("READY"))
+            // The hot database is checked too: superuser there alone is refused.
+            let hotSuperuser = try await run("inventory-hot-superuser", ["--dsn", serving, "--hot-dsn", hot.dsn] + owners)
+            #expect(hotSuperuser.status != nil && hotSuperuser.status != 0)
+            #expect(hotSuperuser.log.contains("refusing to serve the hot database"), "\(hotSuperuser.log.suffix(2000))")
+            // Commits that do not wait for the disk, on either database: refused.
+            let lazy = " options='-c synchronous_commit=off'"
+            for (name, arguments, database) in [
+                ("inventory-async-main", ["--dsn", serving + lazy, "--hot-dsn", servingHot] + owners, "main"),
+                ("inventory-async-hot", ["--dsn", serving, "--hot-dsn", servingHot + lazy] + owners, "hot"),
+            ] {
+                let refused = try await run(name, arguments)
+                #expect(refused.status != nil && refused.status != 0)
+                #expect(refused.log.contains("refusing to serve the \(database) database") && refused.log.contains("synchronous_commit is off"),
+                        "\(refused.log.suffix(2000))")
+            }
+            // A developer's flags allow each, and the log says so.
+            let allowed = try await started(
+                "inventory-allowed", ["--dsn", main.dsn, "--hot-dsn", servingHot + lazy, "--hot-migrate-dsn", hot.dsn,
+                                      "--allow-privileged-role", "--allow-asynchronous-commit"])
+            #expect(allowed.contains("serving with a privileged role") && allowed.contains("serving without durable commits"))
+            // The restricted role with durable commits: served, without a warning.
+            let fine = try await started("inventory-restricted", ["--dsn", serving, "--hot-dsn", servingHot] + owners)
+            #expect(!fine.contains("privileged role") && !fine.contains("durable commits"))
+        } catch {
+            try? await main.drop()
+            try? await hot.drop()
+            throw error
+        }
+        try? await main.drop()
+        try? await hot.drop()
+    }
+
+    /// The check's verdicts, one fact at a time.
+    @Test func theServingCheckNamesEachProblem() {
+        let fine = ServingCheck(
+            user: "app", superuser: false, ownsTables: false, writesTables: false, inServiceRole: true, synchronousCommit: "on")
+        #expect(fine.refusals(.init()).isEmpty)
+        var owner = fine
+        owner.ownsTables = true
+        owner.writesTables = true
+        #expect(owner.roleProblems == ["owns the tables"])
+        var writer = fine
+        writer.writesTables = true
+        #expect(writer.roleProblems == ["may write the tables directly"])
+        var outsider = fine
+        outsider.inServiceRole = false
+        #expect(outsider.roleProblems == ["is not a member of flashsale_service"])
+        #expect(outsider.refusals(.init(privilegedRole: true)).isEmpty)
+        for value in ["off", "local"] {
+            var lazy = fine
+            lazy.synchronousCommit = value
+            #expect(lazy.refusals(.init()).count == 1 && lazy.refusals(.init(asynchronousCommit: true)).isEmpty)
+        }
+        var remote = fine
+        remote.synchronousCommit = "remote_apply"
+        #expect(remote.durabilityProblem == nil)
     }
 
     /// The inventory migrates as the owner and serves as a login role that is only a member of flashsale_service:
@@ -146,7 +331,7 @@ struct AccessControlTests {
             product: "InventoryService",
             arguments: ["--port", "0", "--dsn", serving, "--hot-dsn", servingHot, "--migrate-dsn", main.dsn,
                         "--hot-migrate-dsn", hot.dsn, "--log-level", "info"],
-            environment: ["FLASHSALE_OPERATOR_TOKEN": Self.token], name: "inventory-role")
+            environment: ["FLASHSALE_SERVICE_TOKEN": Self.token], name: "inventory-role")
         let client: InventoryClient
         do {
             let (host, port) = try await inventory.waitForReady()
@@ -165,7 +350,7 @@ struct AccessControlTests {
             _ = try await client.adjustStock(AdjustStockRequest(productId: "cold", change: .raiseBy(5)))
             let audit = try await client.audit()
             #expect(audit.clean && audit.products.count == 2, "\(audit)")
-            #expect(!inventory.log().contains("may write tables directly"), "the serving role is the restricted one")
+            #expect(!inventory.log().contains("privileged role"), "the serving role is the restricted one")
 
             for dsn in [serving, servingHot] {
                 let restricted = try await PostgresConnection.connect(dsn)
@@ -197,12 +382,11 @@ struct AccessControlTests {
         admin.close()
     }
 
-    /// ZooKeeper with digest ACLs: the quota service (its own secret) writes every node; an edge (the edges' secret)
-    /// registers and reads, and may not write a quota, the config or a product, nor delete anything; a client
-    /// without credentials may only read. The sale still works, and neither secret shows in any log.
+    /// ZooKeeper with digest ACLs, on by default (the platform makes the secrets): the quota service (its own secret)
+    /// writes every node; an edge (the edges' secret) registers and reads, and may not write a quota, the config or a
+    /// product, nor delete anything; a client without credentials may only read. The sale still works, and neither
+    /// secret shows in any log.
     @Test func onlyTheQuotaServiceMayWriteQuotasAndConfig() async throws {
-        let quotaSecret = "zk-quota-\(UInt64.random(in: 0...UInt64.max))"
-        let edgeSecret = "zk-edge-\(UInt64.random(in: 0...UInt64.max))"
         let main = try await TestDatabase.create(prefix: "zkacl")
         let hot = try await TestDatabase.create(prefix: "zkacl_hot")
         let hosts = try await TestServers.zooKeeperHosts()
@@ -211,8 +395,8 @@ struct AccessControlTests {
         configuration.zooKeeperRoot = "/zkacl_test_\(UInt32.random(in: 0...UInt32.max))"
         configuration.edges = 1
         configuration.logLevel = "debug"
-        configuration.quotaEnvironment = ["FLASHSALE_ZK_QUOTA_SECRET": quotaSecret, "FLASHSALE_ZK_EDGE_SECRET": edgeSecret]
-        configuration.edgeEnvironment = ["FLASHSALE_ZK_EDGE_SECRET": edgeSecret]
+        let secrets = try #require(configuration.zooKeeperSecrets, "ZooKeeper ACLs are on by default")
+        let (quotaSecret, edgeSecret) = (secrets.quota, secrets.edge)
         let platform = try await Platform.start(configuration)
         let layout = QuotaLayout(root: configuration.zooKeeperRoot)
         let edgeSession = try await ZooKeeperClient.connect(hosts: hosts)

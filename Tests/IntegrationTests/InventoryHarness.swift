@@ -9,7 +9,9 @@ import Wire
 /// A real `InventoryService` process on a database of its own (plus its `_hot` database), with a client and
 /// direct SQL access for checking what the database holds.
 final class InventoryHarness: Sendable {
+    /// The service token: the tests stand in for the edges and the quota service.
     static let token = "inventory-test-token"
+    static let environment = ["FLASHSALE_SERVICE_TOKEN": token]
 
     let database: TestDatabase
     let port: Int
@@ -18,6 +20,10 @@ final class InventoryHarness: Sendable {
 
     var process: ManagedProcess { processBox.current! }
     var hotDSN: String { TestDatabase.dsn(database.adminDSN, database: database.name + "_hot") }
+    /// Served as the login role, migrated as the owner (both made by scripts/postgres.sh), as every launch path does.
+    var databaseArguments: [String] {
+        ["--dsn", PostgresDSN.with(user: Platform.defaultServingRole, database.dsn), "--migrate-dsn", database.dsn]
+    }
 
     private init(database: TestDatabase, port: Int, extraArguments: [String]) {
         self.database = database
@@ -47,8 +53,8 @@ final class InventoryHarness: Sendable {
     func start() async throws {
         let process = try ManagedProcess.start(
             product: "InventoryService",
-            arguments: ["--port", String(port), "--dsn", database.dsn, "--log-level", "info"] + extraArguments,
-            environment: ["FLASHSALE_OPERATOR_TOKEN": Self.token],
+            arguments: ["--port", String(port), "--log-level", "info"] + databaseArguments + extraArguments,
+            environment: Self.environment,
             name: "inventory-\(database.name)")
         processBox.set(process)
         try await process.waitForLine(containing: "READY inventory", timeout: .seconds(30))

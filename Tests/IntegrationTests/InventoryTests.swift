@@ -389,8 +389,8 @@ struct InventoryTests {
             // A second process on the same databases at once, and the first one restarted: both migrate safely.
             let second = try ManagedProcess.start(
                 product: "InventoryService",
-                arguments: ["--port", String(LocalPorts.free()), "--dsn", harness.database.dsn],
-                environment: ["FLASHSALE_OPERATOR_TOKEN": InventoryHarness.token], name: "inventory-second")
+                arguments: ["--port", String(LocalPorts.free())] + harness.databaseArguments,
+                environment: InventoryHarness.environment, name: "inventory-second")
             await harness.process.terminate()
             try await harness.start()
             try await second.waitForLine(containing: "READY inventory", timeout: .seconds(30))

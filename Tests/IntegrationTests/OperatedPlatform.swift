@@ -66,7 +66,8 @@ struct OperatedPlatform: Sendable {
             platform: platform, main: main, hot: hot,
             quota: QuotaClient(host: platform.quota.host, port: platform.quota.port, token: token, logger: logger),
             inventory: InventoryClient(rpc: RPCClient(
-                configuration: RPCClientConfiguration(host: platform.inventory.host, port: platform.inventory.port, token: token),
+                configuration: RPCClientConfiguration(
+                    host: platform.inventory.host, port: platform.inventory.port, token: platform.configuration.serviceToken),
                 logger: logger)),
             zooKeeper: zooKeeper,
             logger: logger)

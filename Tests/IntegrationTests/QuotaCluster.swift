@@ -12,6 +12,8 @@ import ZooKeeperClient
 /// Edge processes, under a ZooKeeper root of its own; plus buyers, a monitor of the invariant, and the final checks.
 final class QuotaCluster: Sendable {
     static let token = "quota-test-operator-token"
+    /// The services' own token (the edges' purchases, the quota service's stock changes), and the test's inventory client's.
+    static let serviceToken = "quota-test-service-token"
     let zkHosts: String
     let root: String
     let layout: QuotaLayout
@@ -37,7 +39,7 @@ final class QuotaCluster: Sendable {
         self.layout = QuotaLayout(root: root)
         self.zk = zk
         self.inventoryEndpoint = inventoryEndpoint
-        self.inventory = InventoryClient(port: inventoryEndpoint.port, token: Self.token, logger: logger)
+        self.inventory = InventoryClient(port: inventoryEndpoint.port, token: Self.serviceToken, logger: logger)
         self.quotaEndpoints = quotaEndpoints
         self.logger = logger
         self.monitor = InvariantMonitor()
@@ -53,12 +55,15 @@ final class QuotaCluster: Sendable {
         let main = try await TestDatabase.create(prefix: "t_quota")
         let hot = try await TestDatabase.create(prefix: "t_quota_hot")
         let root = "/quota-test-\(UInt64.random(in: 0...UInt64.max))"
-        let environment = ["FLASHSALE_OPERATOR_TOKEN": token]
+        let environment = ["FLASHSALE_OPERATOR_TOKEN": token, "FLASHSALE_SERVICE_TOKEN": serviceToken]
         var started: [ManagedProcess] = []
         var cluster: QuotaCluster?
         do {
             let inventory = try await start(
-                "InventoryService", ["--port", "0", "--dsn", main.dsn, "--hot-dsn", hot.dsn, "--log-level", "info"],
+                "InventoryService",
+                ["--port", "0", "--dsn", PostgresDSN.with(user: Platform.defaultServingRole, main.dsn),
+                 "--hot-dsn", PostgresDSN.with(user: Platform.defaultServingRole, hot.dsn),
+                 "--migrate-dsn", main.dsn, "--hot-migrate-dsn", hot.dsn, "--log-level", "info"],
                 environment: environment, name: "inventory")
             started.append(inventory.process)
             var quotas: [Endpoint] = []
@@ -120,7 +125,7 @@ final class QuotaCluster: Sendable {
             "Edge",
             ["--port", "0", "--zookeeper", zkHosts, "--root", root, "--inventory", inventoryEndpoint.address,
              "--quota", quotaEndpoints[quotaService].address, "--log-level", "debug"],
-            environment: ["FLASHSALE_OPERATOR_TOKEN": Self.token], name: "edge\(index + 1)")
+            environment: ["FLASHSALE_SERVICE_TOKEN": Self.serviceToken], name: "edge\(index + 1)")
         // Its id: the registration node that names its address.
         let deadline = ContinuousClock.now + .seconds(10)
         var id: UInt32 = 0
@@ -144,8 +149,9 @@ final class QuotaCluster: Sendable {
         QuotaClient(port: quotaEndpoints[index].port, token: Self.token, logger: logger)
     }
 
-    func quota(token: String) -> QuotaClient {
-        QuotaClient(port: quotaEndpoints[0].port, token: token, logger: logger)
+    /// A client of quota service `index` with `token`: `serviceToken` for what the edges call (`quota.GrantMore`).
+    func quota(_ index: Int = 0, token: String) -> QuotaClient {
+        QuotaClient(port: quotaEndpoints[index].port, token: token, logger: logger)
     }
 
     func edgeClient(_ edge: Endpoint) -> EdgeClient {

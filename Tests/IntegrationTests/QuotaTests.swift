@@ -150,7 +150,7 @@ struct QuotaTests {
                     group.addTask { _ = try await cluster.quota(i).raiseStock(productId: "tv", by: 50) }
                     group.addTask {
                         for _ in 0..<20 {
-                            _ = try await cluster.quota(i).grantMore(GrantMoreRequest(edgeId: cluster.edgeIDs[i + 1], productId: "tv"))
+                            _ = try await cluster.quota(i, token: QuotaCluster.serviceToken).grantMore(GrantMoreRequest(edgeId: cluster.edgeIDs[i + 1], productId: "tv"))
                         }
                     }
                 }
@@ -170,12 +170,13 @@ struct QuotaTests {
             try await cluster.waitForGrants("tv", [100])
             #expect(try await cluster.buy("tv", through: cluster.edges, count: 40) == 40)
             let quota = cluster.quota()
+            let edgeSide = cluster.quota(token: QuotaCluster.serviceToken)
             let record = try await cluster.record("tv")
 
             await expectStatus(.notFound) { try await quota.raiseStock(productId: "radio", by: 5) }
             await expectStatus(.notFound) { try await quota.limitStock(productId: "radio", to: 5) }
             await expectStatus(.notFound) { try await quota.status(productId: "radio") }
-            await expectStatus(.notFound) { try await quota.grantMore(GrantMoreRequest(edgeId: cluster.edgeIDs[0], productId: "radio")) }
+            await expectStatus(.notFound) { try await edgeSide.grantMore(GrantMoreRequest(edgeId: cluster.edgeIDs[0], productId: "radio")) }
             await expectStatus(.invalidArgument) { try await quota.raiseStock(productId: "tv", by: -5) }
             await expectStatus(.invalidArgument) { try await quota.raiseStock(productId: "tv", by: 0) }
             await expectStatus(.invalidArgument) { try await quota.limitStock(productId: "tv", to: -1) }
@@ -185,7 +186,7 @@ struct QuotaTests {
             await expectStatus(.invalidArgument) { try await quota.createProduct(CreateProductRequest(productId: "", totalStock: 10)) }
             await expectStatus(.alreadyExists) { try await quota.createProduct(CreateProductRequest(productId: "tv", totalStock: 10)) }
             await expectStatus(.invalidArgument) { try await quota.setShed(keepPerMillion: 1_000_001) }
-            await expectStatus(.invalidArgument) { try await quota.grantMore(GrantMoreRequest(edgeId: 0, productId: "tv")) }
+            await expectStatus(.invalidArgument) { try await edgeSide.grantMore(GrantMoreRequest(edgeId: 0, productId: "tv")) }
             let stranger = cluster.quota(token: "wrong")
             await expectStatus(nil) { try await stranger.raiseStock(productId: "tv", by: 5) }
 

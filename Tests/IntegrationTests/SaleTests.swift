@@ -38,7 +38,8 @@ struct SaleTests {
             platform: platform,
             quota: QuotaClient(host: platform.quota.host, port: platform.quota.port, token: Self.token, logger: logger),
             inventory: InventoryClient(rpc: RPCClient(
-                configuration: RPCClientConfiguration(host: platform.inventory.host, port: platform.inventory.port, token: Self.token),
+                configuration: RPCClientConfiguration(
+                    host: platform.inventory.host, port: platform.inventory.port, token: platform.configuration.serviceToken),
                 logger: logger)))
         do {
             try await body(running)

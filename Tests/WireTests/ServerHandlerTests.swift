@@ -133,19 +133,43 @@ private final class ReadCounter: ChannelOutboundHandler {
         #expect(!channel.isActive)
     }
 
-    @Test func operatorMethodsNeedTheToken() throws {
+    /// Each kind of method takes its own token only: none is UNAUTHENTICATED; a wrong one, or the other kind's, is
+    /// PERMISSION_DENIED; public methods ignore tokens.
+    @Test func eachMethodTakesItsOwnKindOfToken() throws {
         var router = RPCRouter(serviceName: "svc")
-        router.register("op.Do", operatorOnly: true) { (_: WirePingRequest, _, responder: RPCResponder<WirePingResponse>) in
-            responder.succeed(WirePingResponse(service: "done"))
+        for (method, access) in [("op.Do", RPCAccess.operator), ("svc.Do", .service), ("pub.Do", .public)] {
+            router.register(method, access: access) { (_: WirePingRequest, _, responder: RPCResponder<WirePingResponse>) in
+                responder.succeed(WirePingResponse(service: "done"))
+            }
         }
         var configuration = RPCServerConfiguration()
-        configuration.operatorToken = "right"
+        configuration.credentials = RPCCredentials(operatorToken: "operator-secret", serviceToken: "service-secret")
         let (channel, _) = try makeChannel(router: router, configuration: configuration)
-        try send(channel, WireRequest(callId: 1, method: "op.Do"))
-        try send(channel, WireRequest(callId: 2, method: "op.Do", token: "wrong"))
-        try send(channel, WireRequest(callId: 3, method: "op.Do", token: "right"))
+        var callID: UInt64 = 0
+        var expected: [WireStatusCode] = []
+        for (method, right, other) in [("op.Do", "operator-secret", "service-secret"), ("svc.Do", "service-secret", "operator-secret")] {
+            for (token, status) in [("", WireStatusCode.unauthenticated), ("wrong", .permissionDenied), (other, .permissionDenied), (right, .ok)] {
+                callID += 1
+                try send(channel, WireRequest(callId: callID, method: method, token: token))
+                expected.append(status)
+            }
+        }
+        for token in ["", "wrong", "operator-secret", "service-secret"] {
+            callID += 1
+            try send(channel, WireRequest(callId: callID, method: "pub.Do", token: token))
+            expected.append(.ok)
+        }
         let answers = try responses(channel)
-        #expect(answers.map(\.status) == [.unauthenticated, .permissionDenied, .ok])
+        #expect(answers.map(\.status) == expected)
+        #expect(answers[0].message == "this method needs the operator token")
+        #expect(answers[6].message == "the service token was refused")
+    }
+
+    @Test func aServerWithoutATokenOfAKindRefusesEveryTokenForIt() throws {
+        let refused = RPCCredentials(serviceToken: "service-secret").refusal(.operator, token: "service-secret")
+        #expect(refused?.code == .permissionDenied)
+        #expect(RPCCredentials().refusal(.service, token: "")?.code == .unauthenticated)
+        #expect(RPCCredentials().refusal(.public, token: "") == nil)
     }
 
     @Test func expiredCallIsNotStarted() throws {

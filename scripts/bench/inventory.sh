@@ -24,8 +24,10 @@ bash scripts/postgres.sh start >&2
 eval "$(bash scripts/postgres.sh env)"
 PSQL=(psql -qAt -h 127.0.0.1 -p "$FLASHSALE_PG_PORT" -U postgres -v ON_ERROR_STOP=1)
 "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS ${DB}_hot" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >&2
+# Served as the login role, migrated as the owner (scripts/postgres.sh makes both), as in production.
 DSN="host=127.0.0.1 port=$FLASHSALE_PG_PORT user=postgres dbname=$DB"
-export FLASHSALE_OPERATOR_TOKEN=${FLASHSALE_OPERATOR_TOKEN:-bench-$RANDOM$RANDOM}
+SERVICE_DSN="host=127.0.0.1 port=$FLASHSALE_PG_PORT user=flashsale_app dbname=$DB"
+export FLASHSALE_SERVICE_TOKEN=${FLASHSALE_SERVICE_TOKEN:-bench-$RANDOM$RANDOM$RANDOM$RANDOM}
 
 echo "== anchors: ../shared/anchors/pg-anchors.sh $ANCHOR_SECONDS 16"
 anchors=$(bash "$SHARED/anchors/pg-anchors.sh" "$ANCHOR_SECONDS" 16)
@@ -35,7 +37,7 @@ naive=$(anchor naive); proc=$(anchor proc); slot4=$(anchor slot4)
 
 echo "== service: InventoryService --hot-consumers $HOT_CONSUMERS --max-batch $MAX_BATCH"
 SERVICE_LOG=/tmp/flashsale-inventory-bench.log
-start_ready "$SERVICE_LOG" "$BIN/InventoryService" --port "$PORT" --dsn "$DSN" \
+start_ready "$SERVICE_LOG" "$BIN/InventoryService" --port "$PORT" --dsn "$SERVICE_DSN" --migrate-dsn "$DSN" \
   --hot-consumers "$HOT_CONSUMERS" --max-batch "$MAX_BATCH" --queue-limit 100000 --log-level info
 SERVICE_PID=${PIDS[-1]}
 "$BIN/flashsale-bench" inventory --port "$PORT" --product bench-ceiling --stock 1000000000 --prepare-only >&2

@@ -48,7 +48,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     ///   - address: `host:port` where this edge answers (purchases and `edge.ReleaseQuota`); asked for once, when
     ///     `run` starts, so a server bound to port 0 can tell it (`{ try await server.localAddress() ... }`).
     ///   - quotaService: `host:port` of the quota service.
-    ///   - operatorToken: sent with calls to the quota service (`quota.GrantMore` needs it).
+    ///   - serviceToken: sent with calls to the quota service (`quota.GrantMore` needs it).
     ///   - access: the edges' ZooKeeper identity: with a secret, the edge authenticates, registers with an ACL and
     ///     never creates the layout (the quota service does).
     ///   - sessionTimeout: how long ZooKeeper keeps our node after it last heard from us (a killed edge's units are
@@ -56,7 +56,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     public init(
         zooKeeper: String, root: String = QuotaLayout.defaultRoot, address: @escaping @Sendable () async throws -> String,
         ledger: QuotaLedger,
-        shedder: LoadShedder, quotaService: String, operatorToken: String? = nil, access: ZooKeeperAccess = .open,
+        shedder: LoadShedder, quotaService: String, serviceToken: String? = nil, access: ZooKeeperAccess = .open,
         logger: Logger, sessionTimeout: Duration = .seconds(4), reportInterval: Duration = .milliseconds(100)
     ) {
         self.zooKeeper = zooKeeper
@@ -73,19 +73,19 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
             rpc: RPCClient(
                 configuration: RPCClientConfiguration(
                     host: host, port: port, connectTimeout: .seconds(1), defaultTimeout: .seconds(3),
-                    token: operatorToken ?? ""),
+                    token: serviceToken ?? ""),
                 logger: logger))
     }
 
     /// The same, with an address known up front.
     public convenience init(
         zooKeeper: String, root: String = QuotaLayout.defaultRoot, address: String, ledger: QuotaLedger,
-        shedder: LoadShedder, quotaService: String, operatorToken: String? = nil, access: ZooKeeperAccess = .open,
+        shedder: LoadShedder, quotaService: String, serviceToken: String? = nil, access: ZooKeeperAccess = .open,
         logger: Logger, sessionTimeout: Duration = .seconds(4), reportInterval: Duration = .milliseconds(100)
     ) {
         self.init(
             zooKeeper: zooKeeper, root: root, address: { address }, ledger: ledger, shedder: shedder,
-            quotaService: quotaService, operatorToken: operatorToken, access: access, logger: logger,
+            quotaService: quotaService, serviceToken: serviceToken, access: access, logger: logger,
             sessionTimeout: sessionTimeout, reportInterval: reportInterval)
     }
 
@@ -261,7 +261,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     /// The same, before the agent exists: the edge registers its methods before it binds, and the agent needs
     /// the bound address. Both methods only need the ledger.
     public static func registerMethods(into router: inout RPCRouter, ledger: QuotaLedger) {
-        router.register(EdgeQuotaMethod.releaseQuota, operatorOnly: true) {
+        router.register(EdgeQuotaMethod.releaseQuota, access: .service) {
             (request: ReleaseQuotaRequest, _: ServerCallContext) async throws -> ReleaseQuotaResponse in
             guard !request.productId.isEmpty else { throw RPCError(.invalidArgument, "product_id is empty") }
             guard request.maxUnits >= 0 else { throw RPCError(.invalidArgument, "max_units is negative") }

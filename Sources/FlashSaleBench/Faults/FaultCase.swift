@@ -70,7 +70,8 @@ struct FaultCase {
         let quota = QuotaClient(host: platform.quota.host, port: platform.quota.port, token: token, logger: logger)
         let inventory = InventoryClient(rpc: RPCClient(
             configuration: RPCClientConfiguration(
-                host: platform.inventory.host, port: platform.inventory.port, connections: 2, maxBackoff: .milliseconds(200), token: token),
+                host: platform.inventory.host, port: platform.inventory.port, connections: 2, maxBackoff: .milliseconds(200),
+                token: platform.configuration.serviceToken),
             logger: logger))
         defer {
             Task {

@@ -51,7 +51,7 @@ struct HostileCommand: AsyncParsableCommand {
                 "--inventory", "127.0.0.1:1", "--quota", "127.0.0.1:1", "--log-level", "error",
                 "--idle-timeout", "\(idleTimeout)", "--frame-timeout", "\(frameTimeout)", "--threads", "\(edgeThreads)",
             ],
-            name: "edge-hostile")
+            environment: ["FLASHSALE_SERVICE_TOKEN": Platform.newSecret()], name: "edge-hostile")
         let (host, port) = try await edge.waitForReady()
         print("edge pid \(edge.pid) on \(host):\(port), idle timeout \(idleTimeout) s, frame timeout \(frameTimeout) s")
 

@@ -10,7 +10,9 @@ import Wire
 
 /// `flashsale sale`: the whole platform end to end. Starts (or reuses) PostgreSQL and ZooKeeper, starts the
 /// inventory service, the quota service and N edges, creates the products, runs the crowd of buyers with a
-/// progress bar, then prints the report and audits the database. Exits non-zero when the audit fails.
+/// progress bar, then prints the report and audits the database. Exits non-zero when the audit fails. The platform
+/// runs as it should in production: tokens and ZooKeeper secrets made for this run, the inventory serving as the
+/// restricted login role (see `Platform`).
 struct SaleCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sale", abstract: "Run a flash sale end to end and print its report.")
@@ -42,8 +44,7 @@ struct SaleCommand: AsyncParsableCommand {
         let (zooKeeper, startedZooKeeper) = try await ServerScript.zookeeper.ensureRunning()
         let runID = "sale_\(Int(Date().timeIntervalSince1970))_\(UInt32.random(in: 0...UInt32.max) % 10_000)"
         let databases = try await SaleDatabases.create(adminDSN: adminDSN, name: runID)
-        let token = ProcessInfo.processInfo.environment["FLASHSALE_OPERATOR_TOKEN"]
-            ?? String(UInt64.random(in: 0...UInt64.max), radix: 36) + String(UInt64.random(in: 0...UInt64.max), radix: 36)
+        let token = ProcessInfo.processInfo.environment["FLASHSALE_OPERATOR_TOKEN"] ?? Platform.newSecret()
 
         var platformConfiguration = Platform.Configuration(
             databaseDSN: databases.main, hotDatabaseDSN: databases.hot, zooKeeperHosts: zooKeeper, operatorToken: token)

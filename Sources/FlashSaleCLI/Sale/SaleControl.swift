@@ -18,8 +18,11 @@ struct SaleControl: Sendable {
         self.platform = platform
         self.logger = logger
         self.quota = QuotaClient(host: platform.quota.host, port: platform.quota.port, token: token, logger: logger)
+        // The report's lookups are `inventory.Purchase` calls (a lookup closes a request id): the service token's work.
         self.inventory = InventoryClient(rpc: RPCClient(
-            configuration: RPCClientConfiguration(host: platform.inventory.host, port: platform.inventory.port, connections: 2, token: token),
+            configuration: RPCClientConfiguration(
+                host: platform.inventory.host, port: platform.inventory.port, connections: 2,
+                token: platform.configuration.serviceToken),
             logger: logger))
         self.edges = platform.edges.map { EdgeClient(host: $0.host, port: $0.port, logger: logger) }
     }

@@ -11,7 +11,7 @@ struct InventoryAPI: Sendable {
 
     func register(into router: inout RPCRouter) {
         let inventory = self.inventory
-        router.register(InventoryMethod.purchase, onEventLoop: {
+        router.register(InventoryMethod.purchase, access: .service, onEventLoop: {
             (request: PurchaseRequest, context: ServerCallContext, responder: RPCResponder<PurchaseResponse>) in
             do {
                 try Validation.purchase(request)
@@ -33,7 +33,7 @@ struct InventoryAPI: Sendable {
             inventory.pool(for: product.role).submit(purchase, product: product.key)
         })
 
-        router.register(InventoryMethod.createProduct, operatorOnly: true) {
+        router.register(InventoryMethod.createProduct, access: .service) {
             (request: CreateProductRequest, _: ServerCallContext) async throws -> Product in
             let slots = try Validation.createProduct(request)
             return try await inventory.createProduct(request, slotCount: slots)
@@ -49,7 +49,7 @@ struct InventoryAPI: Sendable {
             ProductList(products: try await inventory.products())
         }
 
-        router.register(InventoryMethod.adjustStock, operatorOnly: true) {
+        router.register(InventoryMethod.adjustStock, access: .service) {
             (request: AdjustStockRequest, _: ServerCallContext) async throws -> Product in
             let change = try Validation.stockChange(request)
             return try await inventory.adjustStock(named: request.productId, change)

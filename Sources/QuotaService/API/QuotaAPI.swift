@@ -14,7 +14,7 @@ struct QuotaAPI: Sendable {
 
     func register(into router: inout RPCRouter) {
         let coordinator = self.coordinator
-        router.register(QuotaMethod.createProduct, operatorOnly: true) {
+        router.register(QuotaMethod.createProduct, access: .operator) {
             (request: CreateProductRequest, _: ServerCallContext) async throws -> ProductQuotas in
             try Self.checkProduct(request.productId)
             guard request.totalStock > 0 else { throw RPCError(.invalidArgument, "total_stock must be positive") }
@@ -23,7 +23,7 @@ struct QuotaAPI: Sendable {
             let outcome = try await Self.mapped { try await coordinator.createProduct(request) }
             return QuotaCoordinator.quotas(request.productId, outcome.balance)
         }
-        router.register(QuotaMethod.raiseStock, operatorOnly: true) {
+        router.register(QuotaMethod.raiseStock, access: .operator) {
             (request: AdjustStockRequest, _: ServerCallContext) async throws -> ProductQuotas in
             try Self.checkProduct(request.productId)
             guard case .raiseBy(let units)? = request.change else { throw RPCError(.invalidArgument, "set raise_by") }
@@ -32,7 +32,7 @@ struct QuotaAPI: Sendable {
             let outcome = try await Self.mapped { try await coordinator.adjustStock(request) }
             return QuotaCoordinator.quotas(request.productId, outcome.balance)
         }
-        router.register(QuotaMethod.limitStock, operatorOnly: true) {
+        router.register(QuotaMethod.limitStock, access: .operator) {
             (request: AdjustStockRequest, _: ServerCallContext) async throws -> ProductQuotas in
             try Self.checkProduct(request.productId)
             guard case .saleLimit(let limit)? = request.change else { throw RPCError(.invalidArgument, "set sale_limit") }
@@ -41,7 +41,7 @@ struct QuotaAPI: Sendable {
             let outcome = try await Self.mapped { try await coordinator.adjustStock(request) }
             return QuotaCoordinator.quotas(request.productId, outcome.balance)
         }
-        router.register(QuotaMethod.setShed, operatorOnly: true) {
+        router.register(QuotaMethod.setShed, access: .operator) {
             (request: SetShedRequest, _: ServerCallContext) async throws -> QuotaStatusResponse in
             guard request.keepPerMillion <= 1_000_000 else {
                 throw RPCError(.invalidArgument, "keep_per_million is above 1,000,000")
@@ -50,7 +50,7 @@ struct QuotaAPI: Sendable {
             return QuotaStatusResponse(keepPerMillion: request.keepPerMillion)
         }
         // Service to service (the edges hold the token): a stranger must not move grants between edges.
-        router.register(QuotaMethod.grantMore, operatorOnly: true) {
+        router.register(QuotaMethod.grantMore, access: .service) {
             (request: GrantMoreRequest, _: ServerCallContext) async throws -> GrantMoreResponse in
             try Self.checkProduct(request.productId)
             guard request.edgeId > 0 else { throw RPCError(.invalidArgument, "edge_id is missing (0)") }

@@ -21,8 +21,9 @@ final class EdgeReleaser: Sendable {
     private let logger: Logger
     private let clients = NIOLockedValueBox<[String: RPCClient]>([:])
 
-    init(operatorToken: String, timeout: TimeAmount = .seconds(1), logger: Logger) {
-        self.token = operatorToken
+    /// `serviceToken`: `edge.ReleaseQuota` needs it.
+    init(serviceToken: String, timeout: TimeAmount = .seconds(1), logger: Logger) {
+        self.token = serviceToken
         self.timeout = timeout
         self.logger = logger
     }

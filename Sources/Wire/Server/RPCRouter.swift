@@ -66,7 +66,7 @@ extension RPCResponder {
 /// The methods a server answers. Built before the server starts; immutable once it runs.
 public struct RPCRouter: Sendable {
     struct Route: Sendable {
-        let operatorOnly: Bool
+        let access: RPCAccess
         let invoke: @Sendable (ByteBuffer, ServerCallContext, RawResponder) -> Void
     }
 
@@ -83,10 +83,10 @@ public struct RPCRouter: Sendable {
     /// An async handler: runs in a task of its own; its thrown `RPCError` becomes the call's status.
     public mutating func register<Request: ProtoMessage, Response: ProtoMessage>(
         _ method: String,
-        operatorOnly: Bool = false,
+        access: RPCAccess = .public,
         _ handler: @escaping @Sendable (Request, ServerCallContext) async throws -> Response
     ) {
-        self.routes[method] = Route(operatorOnly: operatorOnly) { payload, context, raw in
+        self.routes[method] = Route(access: access) { payload, context, raw in
             guard let request: Request = Self.decode(payload, raw) else { return }
             Task {
                 do {
@@ -102,10 +102,10 @@ public struct RPCRouter: Sendable {
     /// (measured by `scripts/bench.sh wire`). It must not block; it completes the responder now or later.
     public mutating func register<Request: ProtoMessage, Response: ProtoMessage>(
         _ method: String,
-        operatorOnly: Bool = false,
+        access: RPCAccess = .public,
         onEventLoop handler: @escaping @Sendable (Request, ServerCallContext, RPCResponder<Response>) -> Void
     ) {
-        self.routes[method] = Route(operatorOnly: operatorOnly) { payload, context, raw in
+        self.routes[method] = Route(access: access) { payload, context, raw in
             guard let request: Request = Self.decode(payload, raw) else { return }
             handler(request, context, RPCResponder(raw: raw))
         }

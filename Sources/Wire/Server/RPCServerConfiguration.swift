@@ -13,8 +13,8 @@ public struct RPCServerConfiguration: Sendable {
     /// keeps the idle timeout from firing, not this one. Time the server itself stops reading the connection
     /// (back-pressure) does not count.
     public var frameTimeout: TimeAmount?
-    /// Calls to operator-only methods must carry this token. Nil: operator methods are refused.
-    public var operatorToken: String?
+    /// The tokens methods that are not public need (see `RPCAccess`).
+    public var credentials: RPCCredentials
 
     public init(
         host: String = "127.0.0.1",
@@ -23,7 +23,7 @@ public struct RPCServerConfiguration: Sendable {
         maxCallsInFlightPerConnection: Int = 1024,
         idleTimeout: TimeAmount? = .seconds(300),
         frameTimeout: TimeAmount? = .seconds(10),
-        operatorToken: String? = nil
+        credentials: RPCCredentials = RPCCredentials()
     ) {
         self.host = host
         self.port = port
@@ -31,6 +31,6 @@ public struct RPCServerConfiguration: Sendable {
         self.maxCallsInFlightPerConnection = maxCallsInFlightPerConnection
         self.idleTimeout = idleTimeout
         self.frameTimeout = frameTimeout
-        self.operatorToken = operatorToken
+        self.credentials = credentials
     }
 }

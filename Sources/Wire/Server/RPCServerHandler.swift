@@ -265,7 +265,7 @@ final class RPCServerHandler: ChannelDuplexHandler {
             return self.writeResponse(
                 callID: request.callId, .failure(RPCError(.unimplemented, "unknown method \(request.method)")))
         }
-        if route.operatorOnly, let refusal = self.checkOperatorToken(request.token) {
+        if let refusal = self.configuration.credentials.refusal(route.access, token: request.token) {
             return self.writeResponse(callID: request.callId, .failure(refusal))
         }
         var deadline: NIODeadline?
@@ -288,14 +288,6 @@ final class RPCServerHandler: ChannelDuplexHandler {
             method: request.method, callID: request.callId, deadline: deadline,
             eventLoop: context.eventLoop, logger: self.logger)
         route.invoke(request.payload, callContext, RawResponder(handler: loopBoundSelf, serial: serial))
-    }
-
-    private func checkOperatorToken(_ token: String) -> RPCError? {
-        guard !token.isEmpty else { return RPCError(.unauthenticated, "this method needs an operator token") }
-        guard let expected = self.configuration.operatorToken, constantTimeEquals(token, expected) else {
-            return RPCError(.permissionDenied, "operator token refused")
-        }
-        return nil
     }
 
     /// Several answers for this connection at once (see `RPCResponder.completeAll`): written with one flush.
@@ -381,11 +373,4 @@ final class RPCServerHandler: ChannelDuplexHandler {
             self.context?.close(promise: nil)
         }
     }
-}
-
-func constantTimeEquals(_ a: String, _ b: String) -> Bool {
-    let x = Array(a.utf8), y = Array(b.utf8)
-    var difference = UInt8(x.count == y.count ? 0 : 1)
-    for index in 0..<min(x.count, y.count) { difference |= x[index] ^ y[index] }
-    return difference == 0
 }
