@@ -5,12 +5,13 @@ import Wire
 
 /// The inventory service's method names, shared by its server and its clients.
 public enum InventoryMethod {
+    /// Service token (the edges call it).
     public static let purchase = "inventory.Purchase"
-    /// Operator only.
+    /// Service token (the quota service calls it).
     public static let createProduct = "inventory.CreateProduct"
     public static let getStock = "inventory.GetStock"
     public static let listProducts = "inventory.ListProducts"
-    /// Operator only.
+    /// Service token (the quota service calls it).
     public static let adjustStock = "inventory.AdjustStock"
     public static let soldCounts = "inventory.SoldCounts"
     public static let audit = "inventory.Audit"
@@ -25,7 +26,7 @@ public struct InventoryClient: Sendable {
         self.rpc = rpc
     }
 
-    /// A pool of `connections` to the service at host:port; `token` is the operator token (needed by
+    /// A pool of `connections` to the service at host:port; `token` is the service token (needed by purchases,
     /// `createProduct` and `adjustStock`).
     public init(
         host: String = "127.0.0.1", port: Int, connections: Int = 1, token: String = "",
@@ -54,7 +55,7 @@ public struct InventoryClient: Sendable {
 
     // MARK: - Products and stock
 
-    /// Operator only. ALREADY_EXISTS when the product id is taken.
+    /// Service token. ALREADY_EXISTS when the product id is taken.
     public func createProduct(_ request: CreateProductRequest, timeout: TimeAmount? = nil) async throws -> Product {
         try await rpc.call(InventoryMethod.createProduct, request, as: Product.self, timeout: timeout)
     }
@@ -67,17 +68,17 @@ public struct InventoryClient: Sendable {
         try await rpc.call(InventoryMethod.listProducts, ListProductsRequest(), as: ProductList.self, timeout: timeout).products
     }
 
-    /// Operator only. Returns the product after the change.
+    /// Service token. Returns the product after the change.
     public func adjustStock(_ request: AdjustStockRequest, timeout: TimeAmount? = nil) async throws -> Product {
         try await rpc.call(InventoryMethod.adjustStock, request, as: Product.self, timeout: timeout)
     }
 
-    /// Operator only. Adds `units` (> 0) to the product's stock.
+    /// Service token. Adds `units` (> 0) to the product's stock.
     public func raiseStock(productId: String, by units: Int64, timeout: TimeAmount? = nil) async throws -> Product {
         try await adjustStock(AdjustStockRequest(productId: productId, change: .raiseBy(units)), timeout: timeout)
     }
 
-    /// Operator only. Stops the sale after `limit` units sold in total; a limit below what is sold already
+    /// Service token. Stops the sale after `limit` units sold in total; a limit below what is sold already
     /// becomes what is sold (the returned product shows the limit in force).
     public func setSaleLimit(productId: String, limit: Int64, timeout: TimeAmount? = nil) async throws -> Product {
         try await adjustStock(AdjustStockRequest(productId: productId, change: .saleLimit(limit)), timeout: timeout)

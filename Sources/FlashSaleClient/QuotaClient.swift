@@ -13,14 +13,14 @@ public enum QuotaMethod {
     public static let limitStock = "quota.LimitStock"
     /// Operator only: the edges' keep ratio.
     public static let setShed = "quota.SetShed"
-    /// Operator token (service to service): from an edge that ran dry.
+    /// Service token: from an edge that ran dry.
     public static let grantMore = "quota.GrantMore"
     public static let status = "quota.Status"
 }
 
 /// Methods every edge answers for the quota service.
 public enum EdgeQuotaMethod {
-    /// Operator only: hand back up to `max_units` not yet used.
+    /// Service token (the quota service calls it): hand back up to `max_units` not yet used.
     public static let releaseQuota = "edge.ReleaseQuota"
     /// `QuotaStatusRequest` (empty product: all) -> `EdgeRegistration`: the edge's id, address and counters as applied
     /// now (not the last report in ZooKeeper). For operators, tests and the quota benchmark.
@@ -92,7 +92,8 @@ public struct QuotaClient: Sendable {
         self.rpc = rpc
     }
 
-    /// A client of the service at host:port; `token` is the operator token (needed by every operator method).
+    /// A client of the service at host:port; `token` is the operator token (operator methods) or, for an edge, the
+    /// service token (`grantMore`).
     public init(host: String = "127.0.0.1", port: Int, token: String = "", logger: Logger) {
         self.rpc = RPCClient(configuration: RPCClientConfiguration(host: host, port: port, token: token), logger: logger)
     }

@@ -252,7 +252,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
 
     // MARK: - Calls from the quota service
 
-    /// Adds the edge's quota methods: `edge.ReleaseQuota` (operator only: hands back up to `max_units` not yet
+    /// Adds the edge's quota methods: `edge.ReleaseQuota` (service token: hands back up to `max_units` not yet
     /// used) and `edge.QuotaUsage` (read only: the counters as applied now).
     public func register(into router: inout RPCRouter) {
         Self.registerMethods(into: &router, ledger: self.ledger)

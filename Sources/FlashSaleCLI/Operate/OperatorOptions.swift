@@ -90,10 +90,12 @@ struct Operator: Sendable {
                 host: quotaEndpoint.host, port: quotaEndpoint.port, connectTimeout: connectTimeout,
                 defaultTimeout: timeout, token: token ?? ""),
             logger: logger))
+        // No token: an operator only reads the inventory (changes go through the quota service), and the operator
+        // token is not sent where no method takes it.
         self.inventoryClient = InventoryClient(rpc: RPCClient(
             configuration: RPCClientConfiguration(
                 host: inventoryEndpoint.host, port: inventoryEndpoint.port, connectTimeout: connectTimeout,
-                defaultTimeout: timeout, token: token ?? ""),
+                defaultTimeout: timeout),
             logger: logger))
     }
 

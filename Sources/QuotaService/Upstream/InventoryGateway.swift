@@ -12,7 +12,7 @@ protocol InventoryGateway: Sendable {
     func soldCounts(_ productID: String) async throws -> ProductSold
 }
 
-/// The inventory service over the wire, with the operator token (CreateProduct and AdjustStock need it).
+/// The inventory service over the wire, with the service token (CreateProduct and AdjustStock need it).
 struct RemoteInventory: InventoryGateway {
     let rpc: RPCClient
     let timeout: TimeAmount
