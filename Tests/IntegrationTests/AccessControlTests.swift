@@ -290,7 +290,8 @@ struct AccessControlTests {
     /// The check's verdicts, one fact at a time.
     @Test func theServingCheckNamesEachProblem() {
         let fine = ServingCheck(
-            user: "app", superuser: false, ownsTables: false, writesTables: false, inServiceRole: true, synchronousCommit: "on")
+            user: "app", superuser: false, ownsTables: false, writesTables: false, createsRoles: false, inServiceRole: true,
+            synchronousCommit: "on")
         #expect(fine.refusals(.init()).isEmpty)
         var owner = fine
         owner.ownsTables = true
@@ -299,6 +300,9 @@ struct AccessControlTests {
         var writer = fine
         writer.writesTables = true
         #expect(writer.roleProblems == ["may write the tables directly"])
+        var roleMaker = fine
+        roleMaker.createsRoles = true
+        #expect(roleMaker.roleProblems == ["may create roles"])
         var outsider = fine
         outsider.inServiceRole = false
         #expect(outsider.roleProblems == ["is not a member of flashsale_service"])

@@ -2,9 +2,10 @@ import Logging
 import PostgresClient
 
 /// What the inventory requires of each database's serving connection before it serves (review findings 15, 20):
-/// - a restricted role: not a superuser, not the tables' owner, no right to write a table directly, and a member of
-///   `flashsale_service` (so it may call the procedures). Otherwise a bug or a stolen connection could rewrite the
-///   stock without the procedures' checks.
+/// - a restricted role: not a superuser, not the tables' owner, no right to write a table directly, not allowed to
+///   create roles (in PostgreSQL 15 that lets it grant itself the owner's), and a member of `flashsale_service` (so
+///   it may call the procedures). Otherwise a bug or a stolen connection could rewrite the stock without the
+///   procedures' checks.
 /// - `synchronous_commit` that flushes the commit before it returns (`on`, `remote_write` or `remote_apply`): the
 ///   inventory answers PURCHASED once the batch's commit returned, which must mean the order is on disk.
 /// Pure: the facts come from one query (`ServingCheck.query`), the verdict from `problems`.
@@ -13,6 +14,7 @@ struct ServingCheck: Sendable, Equatable {
     var superuser: Bool
     var ownsTables: Bool
     var writesTables: Bool
+    var createsRoles: Bool
     var inServiceRole: Bool
     var synchronousCommit: String
 
@@ -23,6 +25,7 @@ struct ServingCheck: Sendable, Equatable {
             has_table_privilege('stock_slot', 'INSERT, UPDATE, DELETE, TRUNCATE')
                 OR has_table_privilege('orders', 'INSERT, UPDATE, DELETE, TRUNCATE')
                 OR has_table_privilege('products', 'INSERT, UPDATE, DELETE, TRUNCATE'),
+            r.rolcreaterole,
             pg_has_role(current_user, '\(Schema.serviceRoleName)', 'USAGE'),
             current_setting('synchronous_commit')
         FROM pg_roles r, pg_class c
@@ -38,6 +41,7 @@ struct ServingCheck: Sendable, Equatable {
         if superuser { problems.append("is a superuser") }
         if ownsTables { problems.append("owns the tables") }
         if writesTables && !superuser && !ownsTables { problems.append("may write the tables directly") }
+        if createsRoles && !superuser { problems.append("may create roles") }
         if !inServiceRole { problems.append("is not a member of \(Schema.serviceRoleName)") }
         return problems
     }
@@ -53,8 +57,8 @@ struct ServingCheck: Sendable, Equatable {
         let row = try await connection.query(query)
         return ServingCheck(
             user: row.string(0, 0) ?? "?", superuser: row.bool(0, 1) ?? true, ownsTables: row.bool(0, 2) ?? true,
-            writesTables: row.bool(0, 3) ?? true, inServiceRole: row.bool(0, 4) ?? false,
-            synchronousCommit: row.string(0, 5) ?? "?")
+            writesTables: row.bool(0, 3) ?? true, createsRoles: row.bool(0, 4) ?? true, inServiceRole: row.bool(0, 5) ?? false,
+            synchronousCommit: row.string(0, 6) ?? "?")
     }
 
     /// What a developer may allow on a server of their own (`--allow-privileged-role`, `--allow-asynchronous-commit`).
