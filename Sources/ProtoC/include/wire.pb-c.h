@@ -65,7 +65,7 @@ struct  Flashsale__Wire__Request
    */
   int64_t timeout_us;
   /*
-   * operator token for operator methods; empty otherwise
+   * the token the method needs (service or operator); empty for public methods
    */
   char *token;
   /*
