@@ -73,9 +73,13 @@ public struct InventoryClient: Sendable {
         try await rpc.call(InventoryMethod.adjustStock, request, as: Product.self, timeout: timeout)
     }
 
-    /// Service token. Adds `units` (> 0) to the product's stock.
-    public func raiseStock(productId: String, by units: Int64, timeout: TimeAmount? = nil) async throws -> Product {
-        try await adjustStock(AdjustStockRequest(productId: productId, change: .raiseBy(units)), timeout: timeout)
+    /// Service token. Adds `units` (> 0) to the product's stock, once per `changeId`: a retry with the same change id
+    /// (after a timeout, say) changes nothing more.
+    public func raiseStock(
+        productId: String, by units: Int64, changeId: UInt64 = StockChangeId.make(), timeout: TimeAmount? = nil
+    ) async throws -> Product {
+        try await adjustStock(
+            AdjustStockRequest(productId: productId, changeId: changeId, change: .raiseBy(units)), timeout: timeout)
     }
 
     /// Service token. Stops the sale after `limit` units sold in total; a limit below what is sold already
@@ -102,4 +106,9 @@ public struct InventoryClient: Sendable {
     public func shutdown() async {
         await rpc.shutdown()
     }
+}
+
+/// Change ids for stock changes: random, non-zero. Keep one to retry the same change.
+public enum StockChangeId {
+    public static func make() -> UInt64 { UInt64.random(in: 1...UInt64.max) }
 }

@@ -104,10 +104,13 @@ public struct QuotaClient: Sendable {
         try await rpc.call(QuotaMethod.createProduct, request, as: ProductQuotas.self, timeout: timeout)
     }
 
-    /// Operator only. Adds `units` to the product's stock (database first), then grants them to the edges.
-    public func raiseStock(productId: String, by units: Int64, timeout: TimeAmount? = nil) async throws -> ProductQuotas {
+    /// Operator only. Adds `units` to the product's stock (database first), then grants them to the edges. The
+    /// database applies one `changeId` once: retry a raise that failed or timed out with the same one.
+    public func raiseStock(
+        productId: String, by units: Int64, changeId: UInt64 = StockChangeId.make(), timeout: TimeAmount? = nil
+    ) async throws -> ProductQuotas {
         try await rpc.call(
-            QuotaMethod.raiseStock, AdjustStockRequest(productId: productId, change: .raiseBy(units)),
+            QuotaMethod.raiseStock, AdjustStockRequest(productId: productId, changeId: changeId, change: .raiseBy(units)),
             as: ProductQuotas.self, timeout: timeout)
     }
 

@@ -97,13 +97,23 @@ final class Inventory: Service, Sendable {
         return try await (cold + hotOnes).filter { known.contains($0.productId) }
     }
 
-    func adjustStock(named name: String, _ change: ProductDatabase.StockChange) async throws -> Product {
+    func adjustStock(named name: String, _ change: ProductDatabase.StockChange, changeId: Int64?) async throws -> Product {
         let entry = try entry(named: name)
-        guard try await database(for: entry.role).adjustStock(key: entry.key, change) else {
-            throw RPCError(.notFound, "unknown product")
+        let outcome: ProductDatabase.StockChangeOutcome?
+        do {
+            outcome = try await database(for: entry.role).adjustStock(key: entry.key, change, changeId: changeId)
+        } catch {
+            // The change may have committed before the error (a lost reply): forget what memory knows of its sale.
+            pool(for: entry.role).stockChanged(product: entry.key)
+            throw error
         }
         pool(for: entry.role).stockChanged(product: entry.key)
-        logger.info("stock adjusted", metadata: ["product": "\(name)", "change": "\(change)"])
+        switch outcome {
+        case nil: throw RPCError(.notFound, "unknown product")
+        case .applied?: logger.info("stock adjusted", metadata: ["product": "\(name)", "change": "\(change)"])
+        case .appliedBefore?: logger.info("stock change retried", metadata: ["product": "\(name)", "change": "\(change)"])
+        case .changeIdReused?: throw RPCError(.failedPrecondition, "change id reused with another change")
+        }
         return try await product(named: name)
     }
 

@@ -194,7 +194,11 @@ struct InventoryServiceMain: AsyncParsableCommand {
         return Inventory(
             catalog: catalog, main: main, hot: hot,
             mainPool: PurchasePool(configuration: poolConfiguration(.main, mainDSN, consumers), logger: logger),
-            hotPool: PurchasePool(configuration: poolConfiguration(.hot, resolvedHotDSN, hotConsumers), logger: logger),
+            hotPool: PurchasePool(configuration: {
+                var hot = poolConfiguration(.hot, resolvedHotDSN, hotConsumers)
+                hot.bindingDSN = mainDSN  // hot request ids are bound in the main database first
+                return hot
+            }(), logger: logger),
             logger: logger)
     }
 }

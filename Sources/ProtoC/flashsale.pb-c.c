@@ -1895,7 +1895,7 @@ const ProtobufCMessageDescriptor flashsale__list_products_request__descriptor =
   (ProtobufCMessageInit) flashsale__list_products_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flashsale__adjust_stock_request__field_descriptors[3] =
+static const ProtobufCFieldDescriptor flashsale__adjust_stock_request__field_descriptors[4] =
 {
   {
     "product_id",
@@ -1933,8 +1933,21 @@ static const ProtobufCFieldDescriptor flashsale__adjust_stock_request__field_des
     0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "change_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__AdjustStockRequest, change_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__adjust_stock_request__field_indices_by_name[] = {
+  3,   /* field[3] = change_id */
   0,   /* field[0] = product_id */
   1,   /* field[1] = raise_by */
   2,   /* field[2] = sale_limit */
@@ -1942,7 +1955,7 @@ static const unsigned flashsale__adjust_stock_request__field_indices_by_name[] =
 static const ProtobufCIntRange flashsale__adjust_stock_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 3 }
+  { 0, 4 }
 };
 const ProtobufCMessageDescriptor flashsale__adjust_stock_request__descriptor =
 {
@@ -1952,7 +1965,7 @@ const ProtobufCMessageDescriptor flashsale__adjust_stock_request__descriptor =
   "Flashsale__AdjustStockRequest",
   "flashsale",
   sizeof(Flashsale__AdjustStockRequest),
-  3,
+  4,
   flashsale__adjust_stock_request__field_descriptors,
   flashsale__adjust_stock_request__field_indices_by_name,
   1,  flashsale__adjust_stock_request__number_ranges,

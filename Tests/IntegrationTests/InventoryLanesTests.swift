@@ -88,19 +88,27 @@ import Wire
         #expect(marked && !markedAgain, "the lookup is loaded once")
         let whileLoading = lanes.queue(Self.item(2))
         #expect(whileLoading, "while the lookup loads, purchases still go to the database")
-        lanes.lanes.soldOutLoaded(
-            product: 1, generation: generation, lookup: SoldOutLookup(orderByRequest: [1: .init(id: 500, edge: 3)], orderByUser: [1: 500]))
+        lanes.lanes.soldOutLoaded(product: 1, generation: generation, lookup: SoldOutLookup(byRequest: [
+            1: .init(user: 1, order: .init(id: 500, edge: 3)),
+            7: .init(user: 7, order: nil),  // closed: answered SOLD_OUT before
+        ]))
 
         let retry = lanes.answer(Self.item(1))
-        let sameBuyer = lanes.answer(Self.item(9, user: 1))
-        let lookupOfOther = lanes.answer(Self.item(9, user: 1, lookupOnly: true))
         let lookupOfRetry = lanes.answer(Self.item(1, lookupOnly: true))
-        let newcomer = lanes.answer(Self.item(10))
+        let retryOfClosed = lanes.answer(Self.item(7))
+        let lookupOfClosed = lanes.answer(Self.item(7, lookupOnly: true))
         #expect(retry == PurchaseResponse(outcome: .purchased, orderId: 500, replayed: true, edgeId: 3))
-        #expect(sameBuyer == PurchaseResponse(outcome: .alreadyPurchased, orderId: 500))
-        #expect(lookupOfOther == PurchaseResponse(outcome: .soldOut))
         #expect(lookupOfRetry == PurchaseResponse(outcome: .purchased, orderId: 500, replayed: true, edgeId: 3))
-        #expect(newcomer == PurchaseResponse(outcome: .soldOut))
+        #expect(retryOfClosed == PurchaseResponse(outcome: .soldOut, replayed: true))
+        #expect(lookupOfClosed == PurchaseResponse(outcome: .soldOut))
+        // A settled request id sent by another user is refused; an id the product has not settled goes to the
+        // database (which binds or closes it, and knows the other products' ids).
+        let reused = lanes.refusal(Self.item(1, user: 2))
+        let reusedClosed = lanes.refusal(Self.item(7, user: 2, lookupOnly: true))
+        let newcomer = lanes.queue(Self.item(10))
+        let sameBuyer = lanes.queue(Self.item(9, user: 1))
+        #expect(reused == .failedPrecondition && reusedClosed == .failedPrecondition)
+        #expect(newcomer && sameBuyer)
     }
 
     @Test func aStockChangeOutranksSoldOutSeenBeforeIt() {
@@ -133,14 +141,15 @@ import Wire
     }
 
     @Test func integerArraysRoundTripThroughPostgresText() {
-        let values: [Int64] = [1, -7, 0, Int64.max, Int64.min + 1, 1_234_567_890_123]
+        // Int64.min and -1: the bit patterns of request and user ids 2^63 and 2^64-1.
+        let values: [Int64] = [1, -7, 0, Int64.max, Int64.min + 1, 1_234_567_890_123, Int64.min, -1]
         let text = PostgresArrays.text(count: values.count) { values[$0] }
-        #expect(text == "{1,-7,0,9223372036854775807,-9223372036854775807,1234567890123}")
+        #expect(text == "{1,-7,0,9223372036854775807,-9223372036854775807,1234567890123,-9223372036854775808,-1}")
         #expect(PostgresArrays.integers(text) == values)
         #expect(PostgresArrays.text(count: 0) { _ in 0 } == "{}")
         #expect(PostgresArrays.integers("{}") == [])
         #expect(PostgresArrays.integers("{1,NULL,3}") == [1, 0, 3])
-        for bad in ["", "{", "1,2", "{1,,2}", "{a}", "{99999999999999999999}", "{1 ,2}"] {
+        for bad in ["", "{", "1,2", "{1,,2}", "{a}", "{99999999999999999999}", "{9223372036854775808}", "{-9223372036854775809}", "{1 ,2}"] {
             #expect(PostgresArrays.integers(bad) == nil, "\(bad)")
         }
     }

@@ -122,10 +122,16 @@ struct InventoryTests {
             var lookup = PurchaseRequest(requestId: id, userId: 7, productId: "cam")
             lookup.lookupOnly = true
             #expect(try await client.purchase(lookup).outcome == .soldOut)
-            let bought = try await client.purchase(PurchaseRequest(requestId: id, userId: 7, productId: "cam"))
+            // The lookup closed the id: its purchase now is SOLD_OUT replayed, and takes nothing.
+            let closed = try await client.purchase(PurchaseRequest(requestId: id, userId: 7, productId: "cam"))
+            #expect(closed == PurchaseResponse(outcome: .soldOut, replayed: true))
+            let other = TestIds.make()[0]
+            let bought = try await client.purchase(PurchaseRequest(requestId: other, userId: 7, productId: "cam"))
             #expect(bought.outcome == .purchased && !bought.replayed)
+            lookup.requestId = other
             #expect(try await client.purchase(lookup) == PurchaseResponse(outcome: .purchased, orderId: bought.orderId, replayed: true))
             #expect(try await client.getStock(productId: "cam").remaining == 9)
+            #expect(try await client.audit().clean, "closed ids are not orders")
         }
     }
 
@@ -188,8 +194,7 @@ struct InventoryTests {
             #expect(await code { try await client.purchase(PurchaseRequest(requestId: 0, userId: 1, productId: "ok")) } == .invalidArgument)
             #expect(await code { try await client.purchase(PurchaseRequest(requestId: id, userId: 0, productId: "ok")) } == .invalidArgument)
             #expect(await code { try await client.purchase(PurchaseRequest(requestId: id, userId: 1, productId: "")) } == .invalidArgument)
-            #expect(await code { try await client.purchase(PurchaseRequest(requestId: .max, userId: 1, productId: "ok")) } == .invalidArgument)
-            #expect(await code { try await client.purchase(PurchaseRequest(requestId: id, userId: .max, productId: "ok")) } == .invalidArgument)
+            // (Ids up to UInt64.max are valid: `idsUseTheWholeUInt64Range`.)
             #expect(await code { try await client.purchase(PurchaseRequest(requestId: id, userId: 1, productId: String(repeating: "x", count: 500))) } == .invalidArgument)
             #expect(await code { try await client.purchase(PurchaseRequest(requestId: id, userId: 1, productId: "ok", edgeId: .max)) } == .invalidArgument)
             // Products.
@@ -210,6 +215,7 @@ struct InventoryTests {
             #expect(await code { try await client.raiseStock(productId: "ok", by: 0) } == .invalidArgument)
             #expect(await code { try await client.raiseStock(productId: "ok", by: -3) } == .invalidArgument)
             #expect(await code { try await client.raiseStock(productId: "ok", by: .max) } == .invalidArgument)
+            #expect(await code { try await client.adjustStock(AdjustStockRequest(productId: "ok", change: .raiseBy(1))) } == .invalidArgument, "a raise needs a change id")
             #expect(await code { try await client.setSaleLimit(productId: "ok", limit: -1) } == .invalidArgument)
             #expect(await code { try await client.adjustStock(AdjustStockRequest(productId: "ok")) } == .invalidArgument)
             #expect(await code { try await anonymous.raiseStock(productId: "ok", by: 1) } == .unauthenticated)
@@ -397,7 +403,7 @@ struct InventoryTests {
             await second.terminate()
             for hot in [false, true] {
                 let versions = try await harness.sql("SELECT version FROM schema_migrations ORDER BY version", hot: hot)
-                #expect(versions.rows.map { $0[0] } == ["1", "2", "3"], "every migration (3: the service role), once")
+                #expect(versions.rows.map { $0[0] } == ["1", "2", "3", "4"], "every migration (4: request ids), once")
             }
         }
     }

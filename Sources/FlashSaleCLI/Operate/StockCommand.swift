@@ -12,16 +12,24 @@ struct StockCommand: AsyncParsableCommand {
 
         @Argument(help: "Product id.") var product: String
         @Option(help: "Units to add (> 0).") var by: Int64
+        @Option(help: "The raise's id (non-zero; default: a new one, printed). Retry a raise that failed with the id it printed: it applies once.")
+        var changeId: UInt64?
         @OptionGroup var platform: PlatformOptions
 
         func validate() throws {
             try validateProductID(product)
             guard by > 0 else { throw ValidationError("--by must be positive") }
+            guard changeId != 0 else { throw ValidationError("--change-id must not be 0") }
         }
 
         func run() async throws {
+            let changeId = self.changeId ?? StockChangeId.make()
+            // Before the call: if it fails or times out, the operator can retry this very raise.
+            standardError("raise \(product) by \(by): change id \(changeId) (retry with --change-id \(changeId))")
             try await operate(platform, requireToken: true) { op in
-                let quotas = try await op.quota(product: product) { try await $0.raiseStock(productId: product, by: by) }
+                let quotas = try await op.quota(product: product) {
+                    try await $0.raiseStock(productId: product, by: by, changeId: changeId)
+                }
                 let stock = try await op.inventory(product: product) { try await $0.getStock(productId: product) }
                 print("raised \(product) by \(by.grouped): stock \(stock.totalStock.grouped), sold \(stock.sold.grouped), remaining \(stock.remaining.grouped)")
                 print(quotaLines(quotas))

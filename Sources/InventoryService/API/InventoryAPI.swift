@@ -28,8 +28,9 @@ struct InventoryAPI: Sendable {
                 return
             }
             let purchase = PendingPurchase(
-                requestId: Int64(request.requestId), userId: Int64(request.userId), edgeId: Int32(request.edgeId),
-                lookupOnly: request.lookupOnly,                 deadline: context.deadline, responder: responder)
+                requestId: Int64(bitPattern: request.requestId), userId: Int64(bitPattern: request.userId),
+                edgeId: Int32(request.edgeId), lookupOnly: request.lookupOnly, deadline: context.deadline,
+                responder: responder)
             inventory.pool(for: product.role).submit(purchase, product: product.key)
         })
 
@@ -51,8 +52,8 @@ struct InventoryAPI: Sendable {
 
         router.register(InventoryMethod.adjustStock, access: .service) {
             (request: AdjustStockRequest, _: ServerCallContext) async throws -> Product in
-            let change = try Validation.stockChange(request)
-            return try await inventory.adjustStock(named: request.productId, change)
+            let (change, changeId) = try Validation.stockChange(request)
+            return try await inventory.adjustStock(named: request.productId, change, changeId: changeId)
         }
 
         router.register(InventoryMethod.soldCounts) {

@@ -21,12 +21,11 @@ enum Validation {
         }
     }
 
-    /// Request and user ids are bigints in the database: 1 ... Int64.max.
+    /// Request and user ids are any non-zero uint64 (the proto's range); the database keeps their bit pattern in a
+    /// bigint.
     static func purchase(_ request: PurchaseRequest) throws {
         guard request.requestId != 0 else { throw RPCError(.invalidArgument, "request_id is missing (0)") }
-        guard request.requestId <= UInt64(Int64.max) else { throw RPCError(.invalidArgument, "request_id is out of range") }
         guard request.userId != 0 else { throw RPCError(.invalidArgument, "user_id is missing (0)") }
-        guard request.userId <= UInt64(Int64.max) else { throw RPCError(.invalidArgument, "user_id is out of range") }
         guard request.edgeId <= UInt32(Int32.max) else { throw RPCError(.invalidArgument, "edge_id is out of range") }
         try productId(request.productId)
     }
@@ -42,17 +41,22 @@ enum Validation {
         return request.slotCount == 0 ? defaultSlots : Int(request.slotCount)
     }
 
-    static func stockChange(_ request: AdjustStockRequest) throws -> ProductDatabase.StockChange {
+    /// The change and its change id (bit pattern; nil: none). A raise needs one, so that a retry applies it once.
+    static func stockChange(_ request: AdjustStockRequest) throws -> (ProductDatabase.StockChange, changeId: Int64?) {
         try productId(request.productId)
+        let changeId = request.changeId == 0 ? nil : Int64(bitPattern: request.changeId)
         switch request.change {
         case .raiseBy(let units)?:
             guard units > 0 else { throw RPCError(.invalidArgument, "raise_by must be positive") }
             guard units <= maxStock else { throw RPCError(.invalidArgument, "raise_by is absurdly large") }
-            return .raise(units)
+            guard changeId != nil else {
+                throw RPCError(.invalidArgument, "change_id is missing (0): choose one per raise and reuse it to retry")
+            }
+            return (.raise(units), changeId)
         case .saleLimit(let limit)?:
             guard limit >= 0 else { throw RPCError(.invalidArgument, "sale_limit is negative") }
             guard limit <= maxStock else { throw RPCError(.invalidArgument, "sale_limit is absurdly large") }
-            return .saleLimit(limit)
+            return (.saleLimit(limit), changeId)
         case nil:
             throw RPCError(.invalidArgument, "set raise_by or sale_limit")
         }

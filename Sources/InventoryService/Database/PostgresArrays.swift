@@ -48,9 +48,12 @@ enum PostgresArrays {
                 if index + 3 < end, bytes[index] == UInt8(ascii: "N") {  // NULL
                     index += 4
                 } else {
+                    // Accumulated towards the sign, so that Int64.min (an id's bit pattern) reads too.
                     while index < end, bytes[index] >= UInt8(ascii: "0"), bytes[index] <= UInt8(ascii: "9") {
+                        let digit = Int64(bytes[index] - UInt8(ascii: "0"))
                         let (times, overflowA) = value.multipliedReportingOverflow(by: 10)
-                        let (sum, overflowB) = times.addingReportingOverflow(Int64(bytes[index] - UInt8(ascii: "0")))
+                        let (sum, overflowB) = negative
+                            ? times.subtractingReportingOverflow(digit) : times.addingReportingOverflow(digit)
                         guard !overflowA, !overflowB else { return nil }
                         value = sum
                         digits += 1
@@ -58,7 +61,7 @@ enum PostgresArrays {
                     }
                     guard digits > 0 else { return nil }
                 }
-                values.append(negative ? -value : value)
+                values.append(value)
                 guard index == end || bytes[index] == UInt8(ascii: ",") else { return nil }
                 index += 1
             }

@@ -108,15 +108,31 @@ final class ProductDatabase: Sendable {
         case saleLimit(Int64)
     }
 
-    /// Applies the change in one transaction (it waits for batches in flight on the product's slots).
-    /// False when the product does not exist here.
-    func adjustStock(key: Int32, _ change: StockChange) async throws -> Bool {
+    /// What `adjust_stock` did with a change.
+    enum StockChangeOutcome: Sendable {
+        case applied
+        /// Its change id was applied before: nothing changed now.
+        case appliedBefore
+        /// Its change id was used for another change: nothing changed.
+        case changeIdReused
+    }
+
+    /// Applies the change in one transaction (it waits for batches in flight on the product's slots), once per
+    /// change id. Nil when the product does not exist here.
+    func adjustStock(key: Int32, _ change: StockChange, changeId: Int64?) async throws -> StockChangeOutcome? {
         let params: [String?]
         switch change {
-        case .raise(let units): params = [String(key), String(units), nil]
-        case .saleLimit(let limit): params = [String(key), nil, String(limit)]
+        case .raise(let units): params = [String(key), String(units), nil, changeId.map { String($0) }]
+        case .saleLimit(let limit): params = [String(key), nil, String(limit), changeId.map { String($0) }]
         }
-        return !(try await run("SELECT r_total FROM adjust_stock($1, $2, $3)", params)).isEmpty
+        let result = try await run("SELECT r_outcome FROM adjust_stock($1, $2, $3, $4)", params)
+        guard !result.isEmpty else { return nil }
+        switch result.int64(0, 0) {
+        case 1: return .applied
+        case 2: return .appliedBefore
+        case 3: return .changeIdReused
+        default: throw RPCError(.internal, "adjust_stock returned an unknown outcome")
+        }
     }
 
     // MARK: - Sold counts and audit

@@ -11,6 +11,7 @@ enum Schema {
         Migration(version: 1, name: "products, slots and orders", sql: tables),
         Migration(version: 2, name: "batch purchase, product creation and stock adjustment procedures", sql: procedures),
         Migration(version: 3, name: "service role: procedures and reads only", sql: serviceRole),
+        Migration(version: 4, name: "request ids bound and closed, stock change ids, withheld units", sql: requestIds),
     ]
 
     /// The role the serving connections log in with (through a login role that is a member of it): it may call the
@@ -291,5 +292,329 @@ BEGIN
     RETURN QUERY SELECT total, lim, remaining;
 END
 $fn$;
+"""#
+
+    /// Migration 4. Every request id a database has settled is one row of `requests`, under its primary key: its
+    /// order, or (order_id NULL) a closed id that has none: a lookup_only answered SOLD_OUT, a purchase answered
+    /// SOLD_OUT, or, in the main database, a hot product's request id bound there so that no cold product reuses it.
+    /// `orders` becomes the view of the rows that are orders, so every reader keeps its meaning (and the audit still
+    /// balances: closed ids are not orders). Each row binds its request id to one (product, user).
+    ///
+    /// Outcome codes of purchase_batch and lookup_batch, beyond migration 2's: 6 SOLD_OUT replayed (a closed id),
+    /// 7 the request id is bound to another product or user.
+    ///
+    /// `stock_changes` makes a stock change with a change id apply once; `products.withheld` keeps the units a sale
+    /// limit took out, so that a higher limit puts them back.
+    static let requestIds = #"""
+ALTER TABLE orders RENAME TO requests;
+ALTER TABLE requests ALTER COLUMN order_id DROP NOT NULL;
+DROP INDEX orders_product_user;
+CREATE UNIQUE INDEX requests_product_user ON requests (product_id, user_id) WHERE order_id IS NOT NULL;
+CREATE VIEW orders AS
+    SELECT request_id, order_id, product_id, user_id, edge_id, created_at FROM requests WHERE order_id IS NOT NULL;
+
+CREATE TABLE stock_changes (
+    change_id  bigint  NOT NULL PRIMARY KEY,
+    product_id integer NOT NULL,
+    raise_by   bigint,
+    sale_limit bigint,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+ALTER TABLE products ADD COLUMN withheld bigint NOT NULL DEFAULT 0 CHECK (withheld >= 0);
+
+CREATE OR REPLACE FUNCTION purchase_batch(p_product integer, p_requests bigint[], p_users bigint[], p_edges integer[],
+                                          OUT r_requests bigint[], OUT r_outcomes smallint[], OUT r_orders bigint[],
+                                          OUT r_edges integer[])
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+-- As in migration 2, and: a request id bound to another product or user is refused (7), a closed one is SOLD_OUT
+-- replayed (6), and a SOLD_OUT answer closes its request id, so that it stays the first outcome after a raise. The
+-- service sends each request id with one user per call.
+DECLARE
+    n          integer := coalesce(cardinality(p_requests), 0);
+    slot_ids   integer[] := '{}';
+    slot_takes bigint[]  := '{}';
+    avail      bigint := 0;
+    s          record;
+    lo         integer := 1;
+    chunk      integer;
+    hi         integer;
+    inserted   integer;
+    used       bigint := 0;
+    take       bigint;
+    closed_now bigint[] := '{}';
+    got_requests bigint[];
+    got_outcomes smallint[];
+    got_orders   bigint[];
+    got_edges    integer[];
+BEGIN
+    r_requests := '{}';
+    r_outcomes := '{}';
+    r_orders := '{}';
+    r_edges := '{}';
+    IF n = 0 THEN RETURN; END IF;
+    IF cardinality(p_users) IS DISTINCT FROM n OR cardinality(p_edges) IS DISTINCT FROM n THEN
+        RAISE EXCEPTION 'purchase_batch: arrays of different lengths' USING ERRCODE = '22023';
+    END IF;
+    LOOP
+        SELECT ss.slot, ss.remaining INTO s FROM stock_slot ss
+         WHERE ss.product_id = p_product AND ss.remaining > 0 AND ss.slot <> ALL (slot_ids)
+         ORDER BY ss.remaining DESC LIMIT 1 FOR UPDATE SKIP LOCKED;
+        EXIT WHEN NOT FOUND;
+        slot_ids := slot_ids || s.slot;
+        slot_takes := slot_takes || s.remaining;
+        avail := avail + s.remaining;
+        EXIT WHEN avail >= n;
+    END LOOP;
+
+    WHILE lo <= n AND used < avail LOOP
+        chunk := least(avail - used, n - lo + 1)::integer;
+        hi := lo + chunk - 1;
+        BEGIN
+            WITH ins AS (
+                INSERT INTO requests (request_id, product_id, user_id, edge_id)
+                SELECT t.r, p_product, t.u, t.e FROM unnest(p_requests[lo:hi], p_users[lo:hi], p_edges[lo:hi]) AS t(r, u, e)
+                RETURNING requests.request_id, requests.order_id, requests.edge_id)
+            SELECT array_agg(ins.request_id), array_agg(ins.order_id), array_agg(ins.edge_id)
+              INTO got_requests, got_orders, got_edges FROM ins;
+            got_outcomes := array_fill(1::smallint, ARRAY[chunk]);
+            inserted := chunk;
+        EXCEPTION WHEN unique_violation THEN
+            WITH ins AS (
+                INSERT INTO requests (request_id, product_id, user_id, edge_id)
+                SELECT t.r, p_product, t.u, t.e FROM unnest(p_requests[lo:hi], p_users[lo:hi], p_edges[lo:hi]) AS t(r, u, e)
+                ON CONFLICT DO NOTHING
+                RETURNING requests.request_id)
+            SELECT coalesce(array_agg(ins.request_id), '{}') INTO got_requests FROM ins;
+            inserted := cardinality(got_requests);
+            SELECT array_agg(q.r), array_agg(q.outcome), array_agg(q.o), array_agg(q.e)
+              INTO got_requests, got_outcomes, got_orders, got_edges
+            FROM (SELECT DISTINCT ON (t.r) t.r,
+                         (CASE WHEN x.request_id = t.r AND (x.product_id <> p_product OR x.user_id <> t.u) THEN 7
+                               WHEN x.request_id = t.r AND x.order_id IS NULL THEN 6
+                               WHEN x.request_id = t.r AND t.r = ANY(got_requests) THEN 1
+                               WHEN x.request_id = t.r THEN 5
+                               WHEN x.request_id IS NULL THEN 0
+                               ELSE 4 END)::smallint AS outcome,
+                         coalesce(x.order_id, 0) AS o, coalesce(x.edge_id, 0) AS e
+                  FROM unnest(p_requests[lo:hi], p_users[lo:hi]) AS t(r, u)
+                  LEFT JOIN LATERAL (
+                      (SELECT o.request_id, o.order_id, o.edge_id, o.product_id, o.user_id FROM requests o WHERE o.request_id = t.r)
+                      UNION ALL
+                      (SELECT o.request_id, o.order_id, o.edge_id, o.product_id, o.user_id FROM requests o
+                        WHERE o.product_id = p_product AND o.user_id = t.u AND o.order_id IS NOT NULL)
+                      LIMIT 1) x ON true) q;
+        END;
+        r_requests := r_requests || got_requests;
+        r_outcomes := r_outcomes || got_outcomes;
+        r_orders := r_orders || got_orders;
+        r_edges := r_edges || got_edges;
+        used := used + inserted;
+        lo := hi + 1;
+    END LOOP;
+
+    take := used;
+    FOR i IN 1 .. coalesce(cardinality(slot_ids), 0) LOOP
+        EXIT WHEN take = 0;
+        UPDATE stock_slot SET remaining = remaining - least(take, slot_takes[i])
+         WHERE product_id = p_product AND slot = slot_ids[i];
+        take := take - least(take, slot_takes[i]);
+    END LOOP;
+
+    IF lo <= n THEN
+        -- Sold out (no slot holds a unit, committed or locked): close the request ids that have no row and whose
+        -- buyer holds no order. Under the request id's key, so a purchase of the same id still committing is waited
+        -- for (and then replayed).
+        IF NOT EXISTS (SELECT 1 FROM stock_slot ss WHERE ss.product_id = p_product AND ss.remaining > 0) THEN
+            WITH ins AS (
+                INSERT INTO requests (request_id, order_id, product_id, user_id, edge_id)
+                SELECT t.r, NULL, p_product, t.u, t.e FROM unnest(p_requests[lo:n], p_users[lo:n], p_edges[lo:n]) AS t(r, u, e)
+                 WHERE NOT EXISTS (SELECT 1 FROM requests o
+                                    WHERE o.product_id = p_product AND o.user_id = t.u AND o.order_id IS NOT NULL)
+                ON CONFLICT DO NOTHING
+                RETURNING requests.request_id)
+            SELECT coalesce(array_agg(ins.request_id), '{}') INTO closed_now FROM ins;
+        END IF;
+        SELECT array_agg(q.r), array_agg(q.outcome), array_agg(q.o), array_agg(q.e)
+              INTO got_requests, got_outcomes, got_orders, got_edges
+        FROM (SELECT DISTINCT ON (t.r) t.r,
+                     (CASE WHEN x.request_id = t.r AND (x.product_id <> p_product OR x.user_id <> t.u) THEN 7
+                           WHEN x.request_id = t.r AND x.order_id IS NULL AND t.r = ANY(closed_now) THEN 2
+                           WHEN x.request_id = t.r AND x.order_id IS NULL THEN 6
+                           WHEN x.request_id = t.r THEN 5
+                           WHEN x.request_id IS NOT NULL THEN 4
+                           ELSE 0 END)::smallint AS outcome,
+                     coalesce(x.order_id, 0) AS o, coalesce(x.edge_id, 0) AS e
+              FROM unnest(p_requests[lo:n], p_users[lo:n]) AS t(r, u)
+              LEFT JOIN LATERAL (
+                  (SELECT o.request_id, o.order_id, o.edge_id, o.product_id, o.user_id FROM requests o WHERE o.request_id = t.r)
+                  UNION ALL
+                  (SELECT o.request_id, o.order_id, o.edge_id, o.product_id, o.user_id FROM requests o
+                    WHERE o.product_id = p_product AND o.user_id = t.u AND o.order_id IS NOT NULL)
+                  LIMIT 1) x ON true) q;
+        r_requests := r_requests || got_requests;
+        r_outcomes := r_outcomes || got_outcomes;
+        r_orders := r_orders || got_orders;
+        r_edges := r_edges || got_edges;
+    END IF;
+END
+$fn$;
+
+-- lookup_only: each request id's order (5), or SOLD_OUT (2 closed now, 6 closed before), or 7 (bound to another
+-- product or user). The insert runs under the request id's key: it waits for a purchase of that id that is still
+-- committing, and closes an id that has no order, so no later purchase of it buys: the answer is definitive.
+CREATE FUNCTION lookup_batch(p_product integer, p_requests bigint[], p_users bigint[],
+                             OUT r_requests bigint[], OUT r_outcomes smallint[], OUT r_orders bigint[],
+                             OUT r_edges integer[])
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+DECLARE
+    closed_now bigint[];
+BEGIN
+    IF cardinality(p_users) IS DISTINCT FROM cardinality(p_requests) THEN
+        RAISE EXCEPTION 'lookup_batch: arrays of different lengths' USING ERRCODE = '22023';
+    END IF;
+    WITH ins AS (
+        INSERT INTO requests (request_id, order_id, product_id, user_id, edge_id)
+        SELECT t.r, NULL, p_product, t.u, 0 FROM unnest(p_requests, p_users) AS t(r, u)
+        ON CONFLICT DO NOTHING
+        RETURNING requests.request_id)
+    SELECT coalesce(array_agg(ins.request_id), '{}') INTO closed_now FROM ins;
+    SELECT coalesce(array_agg(t.r), '{}'),
+           coalesce(array_agg((CASE WHEN x.request_id IS NULL THEN 0
+                                    WHEN x.product_id <> p_product OR x.user_id <> t.u THEN 7
+                                    WHEN x.order_id IS NULL AND t.r = ANY(closed_now) THEN 2
+                                    WHEN x.order_id IS NULL THEN 6
+                                    ELSE 5 END)::smallint), '{}'),
+           coalesce(array_agg(CASE WHEN x.product_id = p_product AND x.user_id = t.u THEN coalesce(x.order_id, 0) ELSE 0 END), '{}'),
+           coalesce(array_agg(CASE WHEN x.product_id = p_product AND x.user_id = t.u THEN x.edge_id ELSE 0 END), '{}')
+      INTO r_requests, r_outcomes, r_orders, r_edges
+      FROM unnest(p_requests, p_users) AS t(r, u) LEFT JOIN requests x ON x.request_id = t.r;
+END
+$fn$;
+
+-- The main database binds a hot product's request ids before the hot database buys or looks them up, so that one
+-- request id never has orders in both databases. Returns the ids bound to another product or user.
+CREATE FUNCTION bind_requests(p_product integer, p_requests bigint[], p_users bigint[], OUT r_reused bigint[])
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+BEGIN
+    IF cardinality(p_users) IS DISTINCT FROM cardinality(p_requests) THEN
+        RAISE EXCEPTION 'bind_requests: arrays of different lengths' USING ERRCODE = '22023';
+    END IF;
+    INSERT INTO requests (request_id, order_id, product_id, user_id, edge_id)
+    SELECT t.r, NULL, p_product, t.u, 0 FROM unnest(p_requests, p_users) AS t(r, u)
+    ON CONFLICT DO NOTHING;
+    SELECT coalesce(array_agg(t.r), '{}') INTO r_reused
+      FROM unnest(p_requests, p_users) AS t(r, u) JOIN requests x ON x.request_id = t.r
+     WHERE x.product_id <> p_product OR x.user_id <> t.u;
+END
+$fn$;
+
+-- As in migration 2; the units a sale limit keeps off sale are remembered in `withheld`.
+CREATE OR REPLACE FUNCTION create_product(p_id integer, p_name text, p_total bigint, p_slots integer, p_hot boolean,
+                                          p_database text, p_sale_limit bigint)
+RETURNS TABLE (r_id integer, r_created boolean)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+DECLARE
+    on_sale bigint := CASE WHEN p_sale_limit > 0 THEN least(p_total, p_sale_limit) ELSE p_total END;
+    new_id  integer;
+BEGIN
+    INSERT INTO products (id, name, total_stock, slot_count, hot, database, sale_limit, withheld)
+    VALUES (coalesce(p_id, nextval(pg_get_serial_sequence('products', 'id'))::integer), p_name, on_sale, p_slots, p_hot,
+            p_database, p_sale_limit, p_total - on_sale)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING id INTO new_id;
+    IF new_id IS NULL THEN
+        RETURN QUERY SELECT p.id, false FROM products p WHERE p.name = p_name;
+        RETURN;
+    END IF;
+    INSERT INTO stock_slot (product_id, slot, remaining)
+    SELECT new_id, g, on_sale / p_slots + CASE WHEN g < on_sale % p_slots THEN 1 ELSE 0 END
+    FROM generate_series(0, p_slots - 1) AS g;
+    RETURN QUERY SELECT new_id, true;
+END
+$fn$;
+
+-- Raises the stock (p_raise > 0), or sets the sale limit (p_limit: stop after that many sold in total, never below
+-- what is sold). A lower limit takes unsold units out (into `withheld`), a higher one puts withheld units back, so
+-- the audit balances either way. With a change id the change applies once: a retry finds its row in
+-- stock_changes (written in the same transaction) and changes nothing. r_outcome: 1 applied, 2 applied before
+-- (this call changed nothing), 3 the change id was used for another change (nothing changed).
+DROP FUNCTION adjust_stock(integer, bigint, bigint);
+CREATE FUNCTION adjust_stock(p_product integer, p_raise bigint, p_limit bigint, p_change bigint DEFAULT NULL)
+RETURNS TABLE (r_total bigint, r_sale_limit bigint, r_remaining bigint, r_outcome smallint)
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+DECLARE
+    total     bigint;
+    lim       bigint;
+    slots     integer;
+    kept      bigint;
+    remaining bigint;
+    sold      bigint;
+    target    bigint;
+    surplus   bigint;
+    restore   bigint;
+    prior     record;
+    s         record;
+BEGIN
+    SELECT p.total_stock, p.sale_limit, p.slot_count, p.withheld INTO total, lim, slots, kept
+      FROM products p WHERE p.id = p_product FOR UPDATE;
+    IF NOT FOUND THEN RETURN; END IF;
+    IF p_change IS NOT NULL THEN
+        -- A retry of this change waits here (or on the product row) for the first attempt, then finds it done.
+        INSERT INTO stock_changes (change_id, product_id, raise_by, sale_limit)
+        VALUES (p_change, p_product, p_raise, p_limit) ON CONFLICT (change_id) DO NOTHING;
+        IF NOT FOUND THEN
+            SELECT c.product_id, c.raise_by, c.sale_limit INTO prior FROM stock_changes c WHERE c.change_id = p_change;
+            RETURN QUERY SELECT total, lim,
+                   (SELECT coalesce(sum(ss.remaining), 0) FROM stock_slot ss WHERE ss.product_id = p_product)::bigint,
+                   (CASE WHEN prior.product_id = p_product AND prior.raise_by IS NOT DISTINCT FROM p_raise
+                              AND prior.sale_limit IS NOT DISTINCT FROM p_limit THEN 2 ELSE 3 END)::smallint;
+            RETURN;
+        END IF;
+    END IF;
+    -- Waits for batches in flight: their decrements must be counted as sold.
+    PERFORM 1 FROM stock_slot ss WHERE ss.product_id = p_product ORDER BY ss.slot FOR UPDATE;
+    SELECT sum(ss.remaining) INTO remaining FROM stock_slot ss WHERE ss.product_id = p_product;
+    sold := total - remaining;
+    IF p_raise IS NOT NULL THEN
+        UPDATE stock_slot ss SET remaining = ss.remaining + p_raise / slots + CASE WHEN ss.slot < p_raise % slots THEN 1 ELSE 0 END
+         WHERE ss.product_id = p_product;
+        total := total + p_raise;
+        remaining := remaining + p_raise;
+        IF lim > 0 THEN lim := lim + p_raise; END IF;
+    ELSE
+        lim := greatest(p_limit, sold);
+        target := lim - sold;
+        IF remaining > target THEN
+            surplus := remaining - target;
+            total := total - surplus;
+            remaining := remaining - surplus;
+            kept := kept + surplus;
+            FOR s IN SELECT ss.slot, ss.remaining FROM stock_slot ss WHERE ss.product_id = p_product AND ss.remaining > 0
+                     ORDER BY ss.remaining DESC LOOP
+                EXIT WHEN surplus = 0;
+                UPDATE stock_slot SET remaining = stock_slot.remaining - least(surplus, s.remaining)
+                 WHERE stock_slot.product_id = p_product AND stock_slot.slot = s.slot;
+                surplus := surplus - least(surplus, s.remaining);
+            END LOOP;
+        ELSIF remaining < target AND kept > 0 THEN
+            restore := least(kept, target - remaining);
+            UPDATE stock_slot ss SET remaining = ss.remaining + restore / slots + CASE WHEN ss.slot < restore % slots THEN 1 ELSE 0 END
+             WHERE ss.product_id = p_product;
+            total := total + restore;
+            remaining := remaining + restore;
+            kept := kept - restore;
+        END IF;
+    END IF;
+    UPDATE products SET total_stock = total, sale_limit = lim, withheld = kept WHERE id = p_product;
+    RETURN QUERY SELECT total, lim, remaining, 1::smallint;
+END
+$fn$;
+
+REVOKE ALL ON FUNCTION lookup_batch(integer, bigint[], bigint[]), bind_requests(integer, bigint[], bigint[]),
+    adjust_stock(integer, bigint, bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION lookup_batch(integer, bigint[], bigint[]), bind_requests(integer, bigint[], bigint[]),
+    adjust_stock(integer, bigint, bigint, bigint) TO flashsale_service;
+REVOKE ALL ON orders, stock_changes FROM PUBLIC;
+GRANT SELECT ON orders, stock_changes TO flashsale_service;
 """#
 }

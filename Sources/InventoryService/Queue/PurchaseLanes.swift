@@ -29,8 +29,9 @@ struct Batch<Item: LaneItem>: Sendable {
     var purchases: [Item]
 }
 
-/// What a sold-out product still knows, so that it answers without the database and still honours idempotency:
-/// a retried request id gets its order, a buyer who holds an order gets ALREADY_PURCHASED.
+/// What a sold-out product still knows, so that it answers the request ids it has settled without the database:
+/// a retry or lookup of a request that bought gets its order, of a closed request id SOLD_OUT, and a request id
+/// bound to another user is refused. Any other request id goes to the database, which binds or closes it.
 struct SoldOutLookup: Sendable {
     /// An existing order and the edge whose purchase made it.
     struct Order: Sendable {
@@ -39,21 +40,34 @@ struct SoldOutLookup: Sendable {
 
         /// The answer to a retry or lookup of the request that made it.
         var replayed: PurchaseResponse {
-            PurchaseResponse(outcome: .purchased, orderId: UInt64(id), replayed: true, edgeId: UInt32(truncatingIfNeeded: edge))
+            PurchaseResponse(outcome: .purchased, orderId: UInt64(bitPattern: id), replayed: true, edgeId: UInt32(truncatingIfNeeded: edge))
         }
     }
 
-    var orderByRequest: [Int64: Order] = [:]
-    var orderByUser: [Int64: Int64] = [:]
+    /// A request id of this product: the user it is bound to and its order (nil: closed without one).
+    struct Settled: Sendable {
+        var user: Int64
+        var order: Order?
+    }
 
-    func answer(requestId: Int64, userId: Int64, lookupOnly: Bool) -> PurchaseResponse {
-        if let order = orderByRequest[requestId] {
-            return order.replayed
-        }
-        if !lookupOnly, let order = orderByUser[userId] {
-            return PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order))
-        }
-        return PurchaseResponse(outcome: .soldOut)
+    var byRequest: [Int64: Settled] = [:]
+
+    /// Nil when only the database can answer (a request id this product has not settled).
+    func answer(requestId: Int64, userId: Int64, lookupOnly: Bool) -> Result<PurchaseResponse, RPCError>? {
+        guard let settled = byRequest[requestId] else { return nil }
+        guard settled.user == userId else { return .failure(RequestIds.reused) }
+        if let order = settled.order { return .success(order.replayed) }
+        return .success(RequestIds.closed(lookupOnly: lookupOnly))
+    }
+}
+
+/// The answers every path gives about a request id's binding.
+enum RequestIds {
+    static var reused: RPCError { RPCError(.failedPrecondition, "request id reused with another product or user") }
+
+    /// A closed request id (no order, and none can be made): SOLD_OUT; to a purchase, a replayed one.
+    static func closed(lookupOnly: Bool) -> PurchaseResponse {
+        PurchaseResponse(outcome: .soldOut, replayed: !lookupOnly)
     }
 }
 
@@ -104,11 +118,17 @@ struct PurchaseLanes<Item: LaneItem> {
         return lane
     }
 
-    /// Queues the purchase, or answers it at once (sold out), or refuses it (queue full).
+    /// Queues the purchase, or answers it at once (a request id a sold-out product settled), or refuses it (queue full,
+    /// or a request id bound to another user).
     mutating func admit(_ purchase: Item, product: Int32) -> Admission {
         let lane = self.lane(product)
-        if case .soldOut(let lookup) = lane.state {
-            return .answered(lookup.answer(requestId: purchase.requestId, userId: purchase.userId, lookupOnly: purchase.lookupOnly))
+        if case .soldOut(let lookup) = lane.state,
+           let known = lookup.answer(requestId: purchase.requestId, userId: purchase.userId, lookupOnly: purchase.lookupOnly)
+        {
+            switch known {
+            case .success(let response): return .answered(response)
+            case .failure(let error): return .rejected(error)
+            }
         }
         guard lane.queue.count < queueLimit else {
             return .rejected(RPCError(.resourceExhausted, "too many purchases queued for this product; retry later"))

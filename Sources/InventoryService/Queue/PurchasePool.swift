@@ -20,6 +20,9 @@ final class PurchasePool: @unchecked Sendable {
         var queueLimit: Int
         /// A sold-out product with more orders than this is not mirrored in memory (its purchases go to the database).
         var soldOutLookupLimit: Int = 1_000_000
+        /// The hot pool: the main database, where each batch's request ids are bound before this database buys or
+        /// looks them up, so that no request id has orders in both. Nil for the main pool.
+        var bindingDSN: String? = nil
     }
 
     struct Statistics: Sendable {
@@ -185,9 +188,13 @@ private final class Consumer: @unchecked Sendable {
     private let pool: PurchasePool
     private let logger: Logger
     private var connection: PostgresConnection?
+    /// The hot pool's connection to the main database, for `bind` (closed with the consumer).
+    private var binding: PostgresConnection?
 
     private static let statement =
         "SELECT r_requests, r_outcomes, r_orders, r_edges FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])"
+    private static let lookupStatement =
+        "SELECT r_requests, r_outcomes, r_orders, r_edges FROM lookup_batch($1::integer, $2::bigint[], $3::bigint[])"
 
     init(pool: PurchasePool, logger: Logger) {
         self.pool = pool
@@ -254,70 +261,144 @@ private final class Consumer: @unchecked Sendable {
     }
 
     private func process(_ batch: Batch<PendingPurchase>, on connection: PostgresConnection) {
+        var batch = batch
+        let later = Self.oneUserPerRequestId(&batch.purchases)
+        // A copy of a request id sent by another user waits for the next batch, which finds the id bound.
+        if !later.isEmpty { pool.requeue(later, product: batch.productKey) }
+        if pool.configuration.bindingDSN != nil {
+            guard let bound = bind(batch), !bound.purchases.isEmpty else { return }
+            batch = bound
+        }
         var buys = batch
         buys.purchases = batch.purchases.filter { !$0.lookupOnly }
         let lookups = batch.purchases.filter(\.lookupOnly)
         if !buys.purchases.isEmpty { buy(buys, on: connection) }
         // After the purchases: a lookup sees an order its own request's purchase made in this very batch.
-        if !lookups.isEmpty { lookUp(lookups, on: connection) }
+        if !lookups.isEmpty { lookUp(lookups, product: batch.productKey, on: connection) }
     }
 
-    /// Lookup-only requests (the edge resolving an attempt in doubt): the request id's order, or SOLD_OUT; nothing bought.
-    private func lookUp(_ lookups: [PendingPurchase], on connection: PostgresConnection) {
-        let ids = "{" + lookups.map { String($0.requestId) }.joined(separator: ",") + "}"
+    /// Keeps each request id's first user in `purchases` (the procedures answer per request id) and returns the
+    /// copies of a request id with another user.
+    private static func oneUserPerRequestId(_ purchases: inout [PendingPurchase]) -> [PendingPurchase] {
+        var users: [Int64: Int64] = [:]
+        users.reserveCapacity(purchases.count)
+        var later: [PendingPurchase] = []
+        for purchase in purchases {
+            if let user = users[purchase.requestId] {
+                if user != purchase.userId { later.append(purchase) }
+            } else {
+                users[purchase.requestId] = purchase.userId
+            }
+        }
+        if !later.isEmpty {
+            purchases.removeAll { users[$0.requestId] != $0.userId }
+        }
+        return later
+    }
+
+    /// Hot products: the main database binds the batch's request ids first. Ids bound to another product or user are
+    /// refused; if the binding fails, nothing was bought and the whole batch is answered UNAVAILABLE.
+    private func bind(_ batch: Batch<PendingPurchase>) -> Batch<PendingPurchase>? {
+        let purchases = batch.purchases
         do {
-            let result = try connection.query(
-                "SELECT request_id, order_id, edge_id FROM orders WHERE request_id = ANY($1::bigint[])", [ids])
-            var orders: [Int64: SoldOutLookup.Order] = [:]
-            for row in 0..<result.count {
-                if let request = result.int64(row, 0), let order = result.int64(row, 1) {
-                    orders[request] = SoldOutLookup.Order(id: order, edge: result.int64(row, 2) ?? 0)
-                }
+            let result = try call(
+                "SELECT r_reused FROM bind_requests($1::integer, $2::bigint[], $3::bigint[])",
+                [String(batch.productKey), PostgresArrays.text(count: purchases.count) { purchases[$0].requestId },
+                 PostgresArrays.text(count: purchases.count) { purchases[$0].userId }],
+                on: try bindingConnection()).get()
+            guard let reused = result.string(0, 0).flatMap(PostgresArrays.integers) else {
+                throw PostgresError(code: "XX000", message: "bind_requests returned no array")
             }
+            guard !reused.isEmpty else { return batch }
+            let refused = Set(reused)
             var replies = Replies()
-            for lookup in lookups {
-                if let order = orders[lookup.requestId] {
-                    replies.succeed(lookup, order.replayed)
-                } else {
-                    replies.succeed(lookup, PurchaseResponse(outcome: .soldOut))
-                }
+            var live = batch
+            live.purchases = purchases.filter { purchase in
+                guard refused.contains(purchase.requestId) else { return true }
+                replies.fail(purchase, RequestIds.reused)
+                return false
             }
             replies.send()
+            return live
         } catch {
-            logger.error("lookup failed", metadata: ["size": "\(lookups.count)", "error": "\(error)"])
-            let status = RPCError(.unavailable, "the lookup could not be completed; retry")
+            logger.error("binding request ids failed", metadata: ["size": "\(purchases.count)", "error": "\(error)"])
+            let status = RPCError(.unavailable, "the request ids could not be bound; nothing was bought; retry")
             var replies = Replies()
-            for lookup in lookups { replies.fail(lookup, status) }
+            for purchase in purchases { replies.fail(purchase, status) }
             replies.send()
+            return nil
         }
     }
 
-    private func buy(_ batch: Batch<PendingPurchase>, on connection: PostgresConnection) {
-        let parameters = Self.parameters(batch)
-        var result: PostgresResult?
-        var failure: PostgresError?
-        // A deadlock or serialization failure rolled the whole batch back: running it again is safe.
-        let started = ContinuousClock.now
-        defer { pool.metrics.commit.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
-        pool.metrics.batchSize.record(batch.purchases.count)
+    /// The connection to the binding (main) database, opened on first use and reset after a failure.
+    private func bindingConnection() throws -> PostgresConnection {
+        if let binding {
+            if !binding.isConnected { try binding.reset() }
+            return binding
+        }
+        let fresh = try PostgresConnection.connect(pool.configuration.bindingDSN!, logger: logger)
+        binding = fresh
+        return fresh
+    }
+
+    /// Lookup-only requests (the edge resolving an attempt in doubt): the request id's order, or SOLD_OUT; nothing
+    /// bought. Definitive: `lookup_batch` closes an id without an order (see Schema.requestIds).
+    private func lookUp(_ lookups: [PendingPurchase], product: Int32, on connection: PostgresConnection) {
+        let parameters = [
+            String(product), PostgresArrays.text(count: lookups.count) { lookups[$0].requestId },
+            PostgresArrays.text(count: lookups.count) { lookups[$0].userId },
+        ]
+        var replies = Replies()
+        switch call(Self.lookupStatement, parameters, on: connection) {
+        case .success(let result):
+            let outcomes = Self.outcomes(result)
+            for lookup in lookups {
+                switch outcomes[lookup.requestId]?.outcome {
+                case Outcome.purchasedBefore?:
+                    let found = outcomes[lookup.requestId]!
+                    replies.succeed(lookup, SoldOutLookup.Order(id: found.order, edge: found.edge).replayed)
+                case Outcome.soldOut?, Outcome.closed?:
+                    replies.succeed(lookup, RequestIds.closed(lookupOnly: true))
+                case Outcome.reused?:
+                    replies.fail(lookup, RequestIds.reused)
+                default:
+                    replies.fail(lookup, RPCError(.internal, "the lookup has no outcome"))
+                }
+            }
+        case .failure(let error):
+            logger.error("lookup failed", metadata: ["size": "\(lookups.count)", "error": "\(error)"])
+            let status = RPCError(.unavailable, "the lookup could not be completed; retry")
+            for lookup in lookups { replies.fail(lookup, status) }
+        }
+        replies.send()
+    }
+
+    /// One procedure call. A deadlock or serialization failure rolled the whole call back: running it again is safe.
+    private func call(_ statement: String, _ parameters: [String?], on connection: PostgresConnection)
+        -> Result<PostgresResult, PostgresError>
+    {
+        var failure = PostgresError(code: "XX000", message: "not run")
         for attempt in 1...2 {
             do {
-                result = try connection.query(Self.statement, parameters)
-                failure = nil
-                break
+                return .success(try connection.query(statement, parameters))
             } catch let error as PostgresError {
                 failure = error
                 if !(error.isRetryableTransactionFailure && attempt == 1) { break }
             } catch {
-                failure = PostgresError(code: "XX000", message: "\(error)")
-                break
+                return .failure(PostgresError(code: "XX000", message: "\(error)"))
             }
         }
-        if let failure {
-            fail(batch, failure)
-            return
+        return .failure(failure)
+    }
+
+    private func buy(_ batch: Batch<PendingPurchase>, on connection: PostgresConnection) {
+        let started = ContinuousClock.now
+        defer { pool.metrics.commit.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
+        pool.metrics.batchSize.record(batch.purchases.count)
+        switch call(Self.statement, Self.parameters(batch), on: connection) {
+        case .success(let result): answer(batch, result)
+        case .failure(let error): fail(batch, error)
         }
-        answer(batch, result!)
     }
 
     private static func parameters(_ batch: Batch<PendingPurchase>) -> [String?] {
@@ -351,12 +432,17 @@ private final class Consumer: @unchecked Sendable {
         pool.metrics.failed.increment(by: batch.purchases.count)
     }
 
+    /// The procedures' outcome codes (Schema.procedures and Schema.requestIds).
     private enum Outcome {
         static let retry: Int64 = 0
         static let purchased: Int64 = 1
         static let soldOut: Int64 = 2
         static let alreadyPurchased: Int64 = 4
         static let purchasedBefore: Int64 = 5
+        /// A closed request id: SOLD_OUT replayed.
+        static let closed: Int64 = 6
+        /// The request id is bound to another product or user.
+        static let reused: Int64 = 7
     }
 
     private static func rank(_ outcome: Int64) -> Int {
@@ -364,9 +450,26 @@ private final class Consumer: @unchecked Sendable {
         case Outcome.purchased: 4
         case Outcome.purchasedBefore: 3
         case Outcome.alreadyPurchased: 2
-        case Outcome.soldOut: 1
+        case Outcome.soldOut, Outcome.closed, Outcome.reused: 1
         default: 0
         }
+    }
+
+    /// Each request id's outcome from the parallel arrays. A request id repeated across the procedure's chunks has an
+    /// entry per chunk: the one that bought wins.
+    private static func outcomes(_ result: PostgresResult) -> [Int64: (outcome: Int64, order: Int64, edge: Int64)] {
+        let requests = result.string(0, 0).flatMap(PostgresArrays.integers) ?? []
+        let codes = result.string(0, 1).flatMap(PostgresArrays.integers) ?? []
+        let orders = result.string(0, 2).flatMap(PostgresArrays.integers) ?? []
+        let edges = result.string(0, 3).flatMap(PostgresArrays.integers) ?? []
+        var outcomes: [Int64: (outcome: Int64, order: Int64, edge: Int64)] = [:]
+        outcomes.reserveCapacity(requests.count)
+        for index in requests.indices where index < codes.count && index < orders.count && index < edges.count {
+            let request = requests[index], outcome = codes[index]
+            if let seen = outcomes[request], rank(seen.outcome) >= rank(outcome) { continue }
+            outcomes[request] = (outcome, orders[index], edges[index])
+        }
+        return outcomes
     }
 
     private func answer(_ batch: Batch<PendingPurchase>, _ result: PostgresResult) {
@@ -390,14 +493,7 @@ private final class Consumer: @unchecked Sendable {
             pool.metrics.record(purchased: purchases.count, replayed: 0, alreadyPurchased: 0, soldOut: 0, requeued: 0)
             return
         }
-        var outcomes: [Int64: (outcome: Int64, order: Int64, edge: Int64)] = [:]
-        outcomes.reserveCapacity(requests.count)
-        for index in requests.indices where index < codes.count && index < orders.count && index < edges.count {
-            let request = requests[index], outcome = codes[index]
-            // A request id repeated across the procedure's chunks has an entry per chunk: the one that bought wins.
-            if let seen = outcomes[request], Self.rank(seen.outcome) >= Self.rank(outcome) { continue }
-            outcomes[request] = (outcome, orders[index], edges[index])
-        }
+        var outcomes = Self.outcomes(result)
         var replies = Replies()
         var retry: [PendingPurchase] = []
         var purchased = 0
@@ -427,6 +523,11 @@ private final class Consumer: @unchecked Sendable {
                 sawSoldOut = true
                 soldOut += 1
                 replies.succeed(purchase, PurchaseResponse(outcome: .soldOut))
+            case Outcome.closed:
+                soldOut += 1
+                replies.succeed(purchase, RequestIds.closed(lookupOnly: false))
+            case Outcome.reused:
+                replies.fail(purchase, RequestIds.reused)
             case Outcome.retry:
                 retry.append(purchase)
             default:
@@ -453,8 +554,9 @@ private final class Consumer: @unchecked Sendable {
         let limit = pool.configuration.soldOutLookupLimit
         do {
             guard let connection = connectedConnection() else { return }
+            // Orders and closed request ids alike: both are settled for good.
             let result = try connection.query(
-                "SELECT request_id, user_id, order_id, edge_id FROM orders WHERE product_id = $1 LIMIT $2",
+                "SELECT request_id, user_id, order_id, edge_id FROM requests WHERE product_id = $1 LIMIT $2",
                 [String(product), String(limit + 1)])
             guard result.count <= limit else {
                 logger.info("sold-out product too large to mirror", metadata: ["product": "\(product)"])
@@ -462,13 +564,11 @@ private final class Consumer: @unchecked Sendable {
                 return
             }
             var lookup = SoldOutLookup()
-            lookup.orderByRequest.reserveCapacity(result.count)
-            lookup.orderByUser.reserveCapacity(result.count)
+            lookup.byRequest.reserveCapacity(result.count)
             for row in 0..<result.count {
-                guard let request = result.int64(row, 0), let user = result.int64(row, 1),
-                      let order = result.int64(row, 2) else { continue }
-                lookup.orderByRequest[request] = SoldOutLookup.Order(id: order, edge: result.int64(row, 3) ?? 0)
-                lookup.orderByUser[user] = order
+                guard let request = result.int64(row, 0), let user = result.int64(row, 1) else { continue }
+                let order = result.int64(row, 2).map { SoldOutLookup.Order(id: $0, edge: result.int64(row, 3) ?? 0) }
+                lookup.byRequest[request] = SoldOutLookup.Settled(user: user, order: order)
             }
             pool.soldOutLoaded(product: product, generation: generation, lookup: lookup)
             logger.info("product sold out", metadata: ["product": "\(product)", "orders": "\(result.count)"])

@@ -334,6 +334,7 @@ extension ListProductsRequest: ProtoBridged {
 /// `flashsale.AdjustStockRequest`
 public struct AdjustStockRequest: ProtoMessage, Equatable {
     public var productId: String = ""
+    public var changeId: UInt64 = 0
     public enum Change: Sendable, Equatable {
         case raiseBy(Int64)
         case saleLimit(Int64)
@@ -342,8 +343,9 @@ public struct AdjustStockRequest: ProtoMessage, Equatable {
 
     public init() {}
 
-    public init(productId: String = "", change: Change? = nil) {
+    public init(productId: String = "", changeId: UInt64 = 0, change: Change? = nil) {
         self.productId = productId
+        self.changeId = changeId
         self.change = change
     }
 }
@@ -363,6 +365,7 @@ extension AdjustStockRequest: ProtoBridged {
     func fill(_ c: inout Flashsale__AdjustStockRequest, arena: ProtoArena) {
         flashsale__adjust_stock_request__init(&c)
         c.product_id = arena.cString(self.productId)
+        c.change_id = self.changeId
         switch self.change {
         case .raiseBy(let value)?:
             c.change_case = .init(rawValue: 2)
@@ -377,6 +380,7 @@ extension AdjustStockRequest: ProtoBridged {
     init(c: UnsafePointer<Flashsale__AdjustStockRequest>) {
         self.init()
         self.productId = ProtoRuntime.string(c.pointee.product_id)
+        self.changeId = c.pointee.change_id
         switch c.pointee.change_case.rawValue {
         case 2: self.change = .raiseBy(c.pointee.raise_by)
         case 3: self.change = .saleLimit(c.pointee.sale_limit)

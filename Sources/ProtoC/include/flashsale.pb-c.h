@@ -74,11 +74,12 @@ struct  Flashsale__PurchaseRequest
 {
   ProtobufCMessage base;
   /*
-   * idempotency key chosen by the client (non-zero)
+   * Idempotency key chosen by the client: any non-zero uint64 (the database keeps its bit pattern). It is bound to
+   * the first (product_id, user_id) it is used with; another product or user gets FAILED_PRECONDITION.
    */
   uint64_t request_id;
   /*
-   * non-zero
+   * any non-zero uint64
    */
   uint64_t user_id;
   char *product_id;
@@ -92,7 +93,8 @@ struct  Flashsale__PurchaseRequest
    */
   protobuf_c_boolean retry;
   /*
-   * Set by the edge: report this request id's existing outcome, but buy nothing (SOLD_OUT when it has none).
+   * Set by the edge: report this request id's existing outcome, but buy nothing. Definitive: a request id without
+   * an order is closed (SOLD_OUT now, and SOLD_OUT replayed to any later purchase of it).
    */
   protobuf_c_boolean lookup_only;
 };
@@ -211,6 +213,11 @@ struct  Flashsale__AdjustStockRequest
 {
   ProtobufCMessage base;
   char *product_id;
+  /*
+   * Chosen by the caller (non-zero; required with raise_by): a change with a change id the database has seen is
+   * not applied again, so a retried raise applies once. 0 with sale_limit: none (a limit is absolute anyway).
+   */
+  uint64_t change_id;
   Flashsale__AdjustStockRequest__ChangeCase change_case;
   union {
     /*
@@ -218,14 +225,14 @@ struct  Flashsale__AdjustStockRequest
      */
     int64_t raise_by;
     /*
-     * stop after this many sold in total (>= sold already)
+     * stop after this many sold in total (>= sold already); a higher one restores units
      */
     int64_t sale_limit;
   };
 };
 #define FLASHSALE__ADJUST_STOCK_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__adjust_stock_request__descriptor) \
-    , (char *)protobuf_c_empty_string, FLASHSALE__ADJUST_STOCK_REQUEST__CHANGE__NOT_SET, {0} }
+    , (char *)protobuf_c_empty_string, 0, FLASHSALE__ADJUST_STOCK_REQUEST__CHANGE__NOT_SET, {0} }
 
 
 struct  Flashsale__EdgeSold

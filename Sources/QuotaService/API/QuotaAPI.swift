@@ -29,6 +29,10 @@ struct QuotaAPI: Sendable {
             guard case .raiseBy(let units)? = request.change else { throw RPCError(.invalidArgument, "set raise_by") }
             guard units > 0 else { throw RPCError(.invalidArgument, "raise_by must be positive") }
             guard units <= Self.maxUnits else { throw RPCError(.invalidArgument, "raise_by is absurdly large") }
+            // Passed on to the inventory, which applies a change id once: the operator's retry is safe.
+            guard request.changeId != 0 else {
+                throw RPCError(.invalidArgument, "change_id is missing (0): choose one per raise and reuse it to retry")
+            }
             let outcome = try await Self.mapped { try await coordinator.adjustStock(request) }
             return QuotaCoordinator.quotas(request.productId, outcome.balance)
         }
