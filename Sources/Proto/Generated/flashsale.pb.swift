@@ -945,12 +945,14 @@ extension GrantMoreResponse: ProtoBridged {
 public struct ReleaseQuotaRequest: ProtoMessage, Equatable {
     public var productId: String = ""
     public var maxUnits: Int64 = 0
+    public var edgeId: UInt32 = 0
 
     public init() {}
 
-    public init(productId: String = "", maxUnits: Int64 = 0) {
+    public init(productId: String = "", maxUnits: Int64 = 0, edgeId: UInt32 = 0) {
         self.productId = productId
         self.maxUnits = maxUnits
+        self.edgeId = edgeId
     }
 }
 
@@ -970,12 +972,14 @@ extension ReleaseQuotaRequest: ProtoBridged {
         flashsale__release_quota_request__init(&c)
         c.product_id = arena.cString(self.productId)
         c.max_units = self.maxUnits
+        c.edge_id = self.edgeId
     }
 
     init(c: UnsafePointer<Flashsale__ReleaseQuotaRequest>) {
         self.init()
         self.productId = ProtoRuntime.string(c.pointee.product_id)
         self.maxUnits = c.pointee.max_units
+        self.edgeId = c.pointee.edge_id
     }
 }
 
