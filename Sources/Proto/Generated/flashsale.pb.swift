@@ -987,12 +987,14 @@ extension ReleaseQuotaRequest: ProtoBridged {
 public struct ReleaseQuotaResponse: ProtoMessage, Equatable {
     public var released: Int64 = 0
     public var releasedTotal: Int64 = 0
+    public var session: Int64 = 0
 
     public init() {}
 
-    public init(released: Int64 = 0, releasedTotal: Int64 = 0) {
+    public init(released: Int64 = 0, releasedTotal: Int64 = 0, session: Int64 = 0) {
         self.released = released
         self.releasedTotal = releasedTotal
+        self.session = session
     }
 }
 
@@ -1012,12 +1014,14 @@ extension ReleaseQuotaResponse: ProtoBridged {
         flashsale__release_quota_response__init(&c)
         c.released = self.released
         c.released_total = self.releasedTotal
+        c.session = self.session
     }
 
     init(c: UnsafePointer<Flashsale__ReleaseQuotaResponse>) {
         self.init()
         self.released = c.pointee.released
         self.releasedTotal = c.pointee.released_total
+        self.session = c.pointee.session
     }
 }
 

@@ -465,10 +465,14 @@ struct  Flashsale__ReleaseQuotaResponse
    * all units this edge has handed back for the product (lets the caller record it idempotently)
    */
   int64_t released_total;
+  /*
+   * the edge's ZooKeeper session now: the quota service trusts a registration made by it alone
+   */
+  int64_t session;
 };
 #define FLASHSALE__RELEASE_QUOTA_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__release_quota_response__descriptor) \
-    , 0, 0 }
+    , 0, 0, 0 }
 
 
 struct  Flashsale__SetShedRequest
