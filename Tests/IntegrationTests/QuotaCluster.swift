@@ -113,12 +113,13 @@ final class QuotaCluster: Sendable {
     }
 
     /// Starts an edge talking to quota service `quotaService`; returns once it is registered (its READY line).
+    /// `port` 0 picks a free one; `zooKeeper` overrides the cluster's (a proxy the test can cut).
     @discardableResult
-    func addEdge(quotaService: Int = 0) async throws -> Endpoint {
+    func addEdge(quotaService: Int = 0, port: Int = 0, zooKeeper: String? = nil) async throws -> Endpoint {
         let index = edgeList.withLock { $0.count }
         let edge = try await Self.start(
             "Edge",
-            ["--port", "0", "--zookeeper", zkHosts, "--root", root, "--inventory", inventoryEndpoint.address,
+            ["--port", "\(port)", "--zookeeper", zooKeeper ?? zkHosts, "--root", root, "--inventory", inventoryEndpoint.address,
              "--quota", quotaEndpoints[quotaService].address, "--log-level", "debug"],
             environment: ["FLASHSALE_OPERATOR_TOKEN": Self.token], name: "edge\(index + 1)")
         // Its id: the registration node that names its address.
@@ -172,6 +173,15 @@ final class QuotaCluster: Sendable {
             await client.shutdown()
         }
         return stats
+    }
+
+    /// What the edge's ledger holds for `product` now (`edge.QuotaUsage`, from the edge itself).
+    func usage(_ edge: Endpoint, _ product: String) async throws -> ProductUsage? {
+        let client = edgeClient(edge)
+        defer { Task { await client.shutdown() } }
+        let registration = try await client.rpc.call(
+            EdgeQuotaMethod.quotaUsage, QuotaStatusRequest(productId: product), as: EdgeRegistration.self)
+        return registration.usage.first { $0.productId == product }
     }
 
     func soldCount(_ product: String) async throws -> Int64 {
