@@ -31,10 +31,27 @@ final class QuotaCoordinator: Sendable {
         var plan: QuotaBalance.Plan
     }
 
-    /// One round for `product`. `probeAbsent`: edges that hold units but are no longer registered are asked to hand
-    /// them all back; those that do not answer are retired (what they did not sell returns to the pool).
+    /// Which absent allotments (no trusted registration) a round probes first.
+    enum Probe: Sendable, Equatable {
+        case none
+        /// All of them: those that do not answer are retired (what they did not sell returns to the pool).
+        case absent
+        /// This edge's only, if absent: one that asks for units is alive, and may not have vouched for its session yet.
+        case edge(String)
+
+        func covers(_ name: String) -> Bool {
+            switch self {
+            case .none: false
+            case .absent: true
+            case .edge(let edge): edge == name
+            }
+        }
+    }
+
+    /// One round for `product`. Absent edges that `probe` covers are first asked, by id, to hand back everything
+    /// they hold (see `probe(_:_:balance:)`).
     @discardableResult
-    func round(_ product: String, _ trigger: QuotaBalance.Trigger, probeAbsent: Bool = false) async throws -> Outcome {
+    func round(_ product: String, _ trigger: QuotaBalance.Trigger, probe scope: Probe = .none) async throws -> Outcome {
         try await locks.withLock(product) {
             var releasesAsked = false
             var probed = false
@@ -44,9 +61,9 @@ final class QuotaCoordinator: Sendable {
                 var balance = try await self.picture(product, record.state)
                 self.report(product, distrusted: balance.reconcile(product: product, dead: dead))
 
-                if probeAbsent && !probed {
+                if scope != .none && !probed {
                     probed = true
-                    let absent = balance.allotments.filter { !$0.retired && !balance.isLive($0) }
+                    let absent = balance.allotments.filter { !$0.retired && !balance.isLive($0) && scope.covers($0.edge) }
                     if !absent.isEmpty {
                         dead = try await self.probe(product, absent, balance: balance)
                         continue
@@ -157,7 +174,7 @@ final class QuotaCoordinator: Sendable {
         try await record(product, answers, rebind: rebind, new: absent.filter { rebind[$0.edge] != nil })
         let dead = Set(answers.filter { $0.value == .unreachable || $0.value == .anotherEdge }.keys)
         if !dead.isEmpty { logger.info("edges gone: reclaiming their unsold units", metadata: ["product": "\(product)", "edges": "\(dead.sorted())"]) }
-        if !rebind.isEmpty { logger.info("edges registered again", metadata: ["product": "\(product)", "edges": "\(rebind.keys.sorted())"]) }
+        if !rebind.isEmpty { logger.info("edges vouched for their registrations", metadata: ["product": "\(product)", "edges": "\(rebind.keys.sorted())"]) }
         return dead
     }
 
@@ -252,7 +269,7 @@ final class QuotaCoordinator: Sendable {
     /// A dry edge asks for more: it is favoured in a round that may take surplus units back from the others.
     func grantMore(edgeID: UInt32, product: String) async throws -> GrantMoreResponse {
         let name = QuotaLayout.edgeName(id: edgeID)
-        let outcome = try await round(product, .fill([name]))
+        let outcome = try await round(product, .fill([name]), probe: .edge(name))
         let granted = outcome.plan.allotments.first { $0.edge == name }?.granted ?? 0
         // Sold out only when the database has nothing left to sell; units held by other edges may still come back.
         let soldOut = outcome.plan.grants[name] == nil && outcome.balance.sellable == 0

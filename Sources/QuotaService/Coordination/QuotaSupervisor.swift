@@ -95,12 +95,12 @@ final class QuotaSupervisor: Service, Sendable {
                         knownEdges = edges
                         if !joined.isEmpty {
                             logger.info("edges joined", metadata: ["edges": "\(joined.sorted())"])
-                            try await forEachProduct { try await self.coordinator.round($0, .fill(joined), probeAbsent: true) }
+                            try await forEachProduct { try await self.coordinator.round($0, .fill(joined), probe: .absent) }
                         }
                     }
                     if edgeTrigger || ContinuousClock.now - lastSettle >= settleInterval {
                         lastSettle = .now
-                        try await forEachProduct { try await self.coordinator.round($0, .settle, probeAbsent: true) }
+                        try await forEachProduct { try await self.coordinator.round($0, .settle, probe: .absent) }
                         await coordinator.releaser.forgetIdle()
                     }
                 }

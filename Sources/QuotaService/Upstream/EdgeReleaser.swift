@@ -45,6 +45,9 @@ final class EdgeReleaser: Sendable {
             return .released(total: response.releasedTotal, session: response.session)
         } catch let error as RPCError where error.code == .unavailable || error.code == .deadlineExceeded {
             logger.info("edge unreachable", metadata: ["address": "\(address)", "edge": "\(edgeID)", "error": "\(error)"])
+            // Its connection is broken: the next call connects afresh rather than failing at once while this client
+            // backs off (an edge started since on that address, or the same one back, must get a real try).
+            if error.code == .unavailable { await forget(address, client) }
             return .unreachable
         } catch let error as RPCError where error.code == .failedPrecondition {
             logger.info("another edge answers at the address", metadata: ["address": "\(address)", "edge": "\(edgeID)", "error": "\(error)"])
@@ -53,6 +56,15 @@ final class EdgeReleaser: Sendable {
             logger.warning("edge refused to release", metadata: ["address": "\(address)", "edge": "\(edgeID)", "error": "\(error)"])
             return .refused
         }
+    }
+
+    private func forget(_ address: String, _ client: RPCClient) async {
+        let removed = clients.withLockedValue { clients -> Bool in
+            guard clients[address]?.client === client else { return false }
+            clients[address] = nil
+            return true
+        }
+        if removed { await client.shutdown() }
     }
 
     /// Drops the clients no call used for `idleLimit` (no call is in flight on them: calls time out long before).
