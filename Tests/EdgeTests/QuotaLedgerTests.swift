@@ -78,6 +78,24 @@ import Testing
         #expect(ledger.take("tv") == .taken)
     }
 
+    /// After a session expiry the allotment may have been retired (never revived): the edge sells again only once
+    /// a release meant for it arrives after it registered again, which the quota service sends to no retired edge.
+    @Test func afterAnExpiryOnlyTheQuotaServicesReleaseLiftsTheSuspension() {
+        let ledger = QuotaLedger()
+        ledger.setHolder(edgeID: 3, session: 0x51)
+        ledger.applyGrant("tv", granted: 4)
+        #expect(ledger.suspendUntilVouched() == 4)
+        #expect(ledger.session == 0)
+        ledger.resume()  // registered again and resynced: not enough
+        #expect(ledger.take("tv") == .unavailable)
+        #expect(!ledger.vouch())  // a probe while still cut off (no new session yet)
+        #expect(ledger.take("tv") == .unavailable)
+        ledger.setHolder(edgeID: 3, session: 0x52)
+        #expect(ledger.vouch())
+        ledger.applyGrant("tv", granted: 5)
+        #expect(ledger.take("tv") == .taken)
+    }
+
     @Test func aGrantOutOfRangeIsIgnored() {
         let ledger = QuotaLedger()
         ledger.applyGrant("tv", granted: 10)

@@ -17,7 +17,8 @@ import ZooKeeperClient
 /// off, so past the session timeout minus a margin since ZooKeeper last answered (`SessionGuard`) the ledger is
 /// suspended: takes answer UNAVAILABLE and every unit not in use is handed back, until the edge has registered again
 /// and re-read its quotas. Session expired: the same, then the node is created again under the same name by the
-/// new session (which the quota service trusts once this edge names it in a ReleaseQuota answer).
+/// new session, which the quota service trusts once this edge names it in a ReleaseQuota answer; the edge sells
+/// again only once such a release came (a retired allotment gets none: it is never revived).
 public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     public let layout: QuotaLayout
     private let resolveAddress: @Sendable () async throws -> String
@@ -258,12 +259,16 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
         lastHeard.withLock { $0 = max($0, instant) }
     }
 
-    /// Registered again and re-read: sell again.
+    /// Registered again and re-read: sell again (after an expiry, once the quota service took the new session).
     fileprivate func resumeSelling(heardAt instant: ContinuousClock.Instant) {
         heard(at: instant)
         guard ledger.isSuspended else { return }
         ledger.resume()
-        logger.info("registered and resynced: selling again")
+        if ledger.isSuspended {
+            logger.info("registered again: selling once the quota service has taken the new session")
+        } else {
+            logger.info("registered and resynced: selling again")
+        }
     }
 
     // MARK: - Refills
@@ -326,6 +331,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
                 throw RPCError(.failedPrecondition, "this is edge \(holder), not edge \(request.edgeId)")
             }
             let released = ledger.release(request.productId, maxUnits: request.maxUnits)
+            ledger.vouch()  // after a session expiry: the allotment is not retired, so sell again
             return ReleaseQuotaResponse(
                 released: released, releasedTotal: ledger.usage(of: request.productId)?.released ?? 0,
                 session: ledger.session)
@@ -500,7 +506,7 @@ private struct AgentSession {
 
     private mutating func recoverFromExpiry() async throws {
         agent.log.warning("zookeeper session expired: handing back unsold units and registering again")
-        agent.ledger.suspend()
+        agent.ledger.suspendUntilVouched()
         var delay = Duration.milliseconds(50)
         while true {
             try Task.checkCancellation()

@@ -29,6 +29,8 @@ public final class QuotaLedger: Sendable {
 
     private let table = ManagedAtomic(ProductTable(products: [:]))
     private let suspended = ManagedAtomic(false)
+    /// Set by `suspendUntilVouched`: only `vouch` lifts the suspension.
+    private let awaitingVouch = ManagedAtomic(false)
     private let holderID = ManagedAtomic<UInt32>(0)
     private let holderSession = ManagedAtomic<Int64>(0)
     /// Serializes writers of the table (adding products); readers never take it.
@@ -86,9 +88,30 @@ public final class QuotaLedger: Sendable {
         return self.releaseEverything()
     }
 
-    /// Takes work again (the edge registered again and re-read its quotas).
+    /// Takes work again (the edge is connected again with its session, registered and re-read its quotas); not
+    /// while a vouch is awaited.
     public func resume() {
+        guard !self.awaitingVouch.load(ordering: .sequentiallyConsistent) else { return }
         self.suspended.store(false, ordering: .sequentiallyConsistent)
+    }
+
+    /// After a session expiry: suspended, with no session, until the quota service has taken the edge's new one.
+    /// It may have retired the allotment meanwhile (then it never revives it, and no more units may be sold here);
+    /// a release meant for this edge after it registered again (`vouch`) says it did not.
+    @discardableResult
+    public func suspendUntilVouched() -> Int64 {
+        self.awaitingVouch.store(true, ordering: .sequentiallyConsistent)
+        self.holderSession.store(0, ordering: .sequentiallyConsistent)
+        return self.suspend()
+    }
+
+    /// A release meant for this edge arrived: if it came after the edge registered again (it has a session), the
+    /// quota service holds an allotment for it that is not retired: sell again. Returns true if that lifted it.
+    @discardableResult
+    public func vouch() -> Bool {
+        guard self.session != 0, self.awaitingVouch.exchange(false, ordering: .sequentiallyConsistent) else { return false }
+        self.suspended.store(false, ordering: .sequentiallyConsistent)
+        return true
     }
 
     /// Hands back every unit not in use, of every product. Returns how many.
