@@ -219,6 +219,70 @@ struct QuotaHostileTests {
     }
 }
 
+extension QuotaHostileTests {
+    /// The review's reproduce of finding 8: the edge cut off from ZooKeeper, and the quota service from the edge, past
+    /// the session timeout. The quota service retires the edge and hands its units to the others; before, the edge
+    /// still held them (and sold them) all along. Now it handed them back before its session could expire, and once
+    /// back it sells nothing: its allotment is retired and never revived.
+    @Test func anEdgeCutOffFromZooKeeperAndTheQuotaServiceHoldsNothingOnceRetired() async throws {
+        try await QuotaCluster.with(edges: 2) { cluster in
+            let zooKeeperSide = try await BlackholeProxy.start(to: cluster.zkHosts)
+            let port = LocalPorts.free()
+            let quotaSide = try await BlackholeProxy.start(to: "127.0.0.1:\(port)")
+            do {
+                let cut = try await cluster.addEdge(port: port, zooKeeper: zooKeeperSide.address, advertise: quotaSide.address)
+                let cutName = QuotaLayout.edgeName(id: cluster.edgeIDs[2])
+                try await cluster.createProduct("tv", stock: 900)
+                try await cluster.waitForGrants("tv", [300, 300, 300])
+                let others = Array(cluster.edges.prefix(2))
+                let sale = cluster.startSale("tv", through: others)
+                try await cluster.waitForSold("tv", atLeast: 30)
+
+                try zooKeeperSide.blackhole()
+                try quotaSide.blackhole()
+                var samplesAfterRetirement = 0
+                let deadline = ContinuousClock.now + .seconds(30)
+                while samplesAfterRetirement < 10 {
+                    guard ContinuousClock.now < deadline else { throw ClusterError.timeout("the cut edge to be retired") }
+                    // Remaining first: a sale between the reads only lowers what the edges hold.
+                    let remaining = try await cluster.inventory.getStock(productId: "tv").remaining
+                    var held: Int64 = 0
+                    for edge in cluster.runningEdges { held += try await cluster.usage(edge, "tv").map { $0.granted - $0.used - $0.released } ?? 0 }
+                    #expect(held <= remaining, "edges hold \(held) > remaining \(remaining)")
+                    let retired = try #require(try await cluster.record("tv")).allotments.allSatisfy { $0.edge != cutName }
+                    if retired { samplesAfterRetirement += 1 }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+
+                try zooKeeperSide.restore()
+                try quotaSide.restore()
+                try await cluster.waitUntil("the cut edge to register again", timeout: .seconds(30)) {
+                    try await cluster.registrations().keys.contains(cutName)
+                }
+                let client = cluster.edgeClient(cut)
+                for _ in 0..<5 {
+                    let (request, user) = cluster.nextIDs()
+                    await #expect(throws: RPCError.self) { _ = try await client.purchase(requestID: request, userID: user, product: "tv") }
+                    try await Task.sleep(for: .milliseconds(200))
+                }
+                await client.shutdown()
+                #expect(try await cluster.record("tv")?.allotments.contains { $0.edge == cutName } == false)
+
+                let outcome = await sale.stop()
+                #expect(outcome.errors == 0)
+                #expect(try await cluster.sell("tv", until: 900, through: others) == 900)
+                try await cluster.checkInvariants(expectOrders: ["tv": 900])
+            } catch {
+                await zooKeeperSide.stop()
+                await quotaSide.stop()
+                throw error
+            }
+            await zooKeeperSide.stop()
+            await quotaSide.stop()
+        }
+    }
+}
+
 /// A TCP proxy the test can blackhole (python3, a process of its own): while blackholed it reads and drops every
 /// byte both ways and holds new connections silent, as a partition does (no reset); restored, it closes every
 /// connection it holds (their streams lost bytes) and forwards new ones. It is blackholed while its control file
