@@ -53,6 +53,11 @@ public struct QuotaLayout: Sendable, Hashable {
     public func quotas(of product: String) -> String { quotas + "/" + product }
     public func quota(_ product: String, edge: String) -> String { quotas + "/" + product + "/" + edge }
 
+    /// The most units any quota number read from ZooKeeper may hold (a grant, a release, a sold count): far beyond
+    /// any stock (10^12 per change), and small enough that sums over many edges never overflow. Readers clamp to
+    /// 0...maxUnits and log what was out of range, so no node's data, however forged, makes a service trap.
+    public static let maxUnits: Int64 = 1 << 52
+
     /// The prefix of edges' sequential nodes: ZooKeeper appends a 10-digit sequence number, from 0.
     public static let edgePrefix = "edge-"
 

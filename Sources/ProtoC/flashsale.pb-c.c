@@ -2764,7 +2764,7 @@ const ProtobufCMessageDescriptor flashsale__grant_more_response__descriptor =
   (ProtobufCMessageInit) flashsale__grant_more_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flashsale__release_quota_request__field_descriptors[2] =
+static const ProtobufCFieldDescriptor flashsale__release_quota_request__field_descriptors[3] =
 {
   {
     "product_id",
@@ -2790,15 +2790,28 @@ static const ProtobufCFieldDescriptor flashsale__release_quota_request__field_de
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "edge_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__ReleaseQuotaRequest, edge_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__release_quota_request__field_indices_by_name[] = {
+  2,   /* field[2] = edge_id */
   1,   /* field[1] = max_units */
   0,   /* field[0] = product_id */
 };
 static const ProtobufCIntRange flashsale__release_quota_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor flashsale__release_quota_request__descriptor =
 {
@@ -2808,14 +2821,14 @@ const ProtobufCMessageDescriptor flashsale__release_quota_request__descriptor =
   "Flashsale__ReleaseQuotaRequest",
   "flashsale",
   sizeof(Flashsale__ReleaseQuotaRequest),
-  2,
+  3,
   flashsale__release_quota_request__field_descriptors,
   flashsale__release_quota_request__field_indices_by_name,
   1,  flashsale__release_quota_request__number_ranges,
   (ProtobufCMessageInit) flashsale__release_quota_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flashsale__release_quota_response__field_descriptors[2] =
+static const ProtobufCFieldDescriptor flashsale__release_quota_response__field_descriptors[3] =
 {
   {
     "released",
@@ -2841,15 +2854,28 @@ static const ProtobufCFieldDescriptor flashsale__release_quota_response__field_d
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "session",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__ReleaseQuotaResponse, session),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__release_quota_response__field_indices_by_name[] = {
   0,   /* field[0] = released */
   1,   /* field[1] = released_total */
+  2,   /* field[2] = session */
 };
 static const ProtobufCIntRange flashsale__release_quota_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 2 }
+  { 0, 3 }
 };
 const ProtobufCMessageDescriptor flashsale__release_quota_response__descriptor =
 {
@@ -2859,7 +2885,7 @@ const ProtobufCMessageDescriptor flashsale__release_quota_response__descriptor =
   "Flashsale__ReleaseQuotaResponse",
   "flashsale",
   sizeof(Flashsale__ReleaseQuotaResponse),
-  2,
+  3,
   flashsale__release_quota_response__field_descriptors,
   flashsale__release_quota_response__field_indices_by_name,
   1,  flashsale__release_quota_response__number_ranges,

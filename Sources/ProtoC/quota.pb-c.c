@@ -97,7 +97,7 @@ void   flashsale__product_quota_state__free_unpacked
   assert(message->base.descriptor == &flashsale__product_quota_state__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
-static const ProtobufCFieldDescriptor flashsale__edge_allotment__field_descriptors[6] =
+static const ProtobufCFieldDescriptor flashsale__edge_allotment__field_descriptors[7] =
 {
   {
     "edge",
@@ -171,6 +171,18 @@ static const ProtobufCFieldDescriptor flashsale__edge_allotment__field_descripto
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "session",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__EdgeAllotment, session),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__edge_allotment__field_indices_by_name[] = {
   5,   /* field[5] = address */
@@ -179,11 +191,12 @@ static const unsigned flashsale__edge_allotment__field_indices_by_name[] = {
   2,   /* field[2] = granted */
   3,   /* field[3] = reclaimed */
   4,   /* field[4] = retired */
+  6,   /* field[6] = session */
 };
 static const ProtobufCIntRange flashsale__edge_allotment__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor flashsale__edge_allotment__descriptor =
 {
@@ -193,14 +206,14 @@ const ProtobufCMessageDescriptor flashsale__edge_allotment__descriptor =
   "Flashsale__EdgeAllotment",
   "flashsale",
   sizeof(Flashsale__EdgeAllotment),
-  6,
+  7,
   flashsale__edge_allotment__field_descriptors,
   flashsale__edge_allotment__field_indices_by_name,
   1,  flashsale__edge_allotment__number_ranges,
   (ProtobufCMessageInit) flashsale__edge_allotment__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flashsale__product_quota_state__field_descriptors[5] =
+static const ProtobufCFieldDescriptor flashsale__product_quota_state__field_descriptors[6] =
 {
   {
     "total_stock",
@@ -262,18 +275,31 @@ static const ProtobufCFieldDescriptor flashsale__product_quota_state__field_desc
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "max_edge_id",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__ProductQuotaState, max_edge_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__product_quota_state__field_indices_by_name[] = {
   4,   /* field[4] = allotments */
   2,   /* field[2] = database */
   1,   /* field[1] = hot */
+  5,   /* field[5] = max_edge_id */
   3,   /* field[3] = sale_limit */
   0,   /* field[0] = total_stock */
 };
 static const ProtobufCIntRange flashsale__product_quota_state__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor flashsale__product_quota_state__descriptor =
 {
@@ -283,7 +309,7 @@ const ProtobufCMessageDescriptor flashsale__product_quota_state__descriptor =
   "Flashsale__ProductQuotaState",
   "flashsale",
   sizeof(Flashsale__ProductQuotaState),
-  5,
+  6,
   flashsale__product_quota_state__field_descriptors,
   flashsale__product_quota_state__field_indices_by_name,
   1,  flashsale__product_quota_state__number_ranges,

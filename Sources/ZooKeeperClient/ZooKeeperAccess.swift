@@ -65,6 +65,9 @@ public struct ZooKeeperAccess: Sendable {
     }
 
     /// `edges/`: the quota service owns it; edges may create their registration nodes under it (not delete).
+    /// CREATE lets its holder pick any name, so the quota service never trusts a name alone: it takes a registration
+    /// only from the session the edge itself names when it answers a probe, by id, at its recorded address, never
+    /// revives a retired allotment, and refuses names it cannot have handed out (`QuotaStore.registeredEdges`).
     public var edgesFolder: [ZooKeeperACL] {
         guard let quotaSecret, let edgeSecret else { return ZooKeeperACL.openUnsafe }
         return [

@@ -114,12 +114,140 @@ import Testing
         #expect(plan.pool == 0)
     }
 
-    @Test func theEdgesOwnCountOfReleasedUnitsIsTakenWhenAhead() {
+    @Test func theEdgesOwnCountOfReleasedUnitsIsTakenWhenAheadAndNeverBeyondItsGrant() {
         var balance = Self.balance(capacity: 100, live: [Self.edge(1, released: 7)])
+        #expect(balance.allotments[0].reclaimed == 0)  // nothing granted yet: nothing can have come back
+        balance.allotments[0].granted = 50
+        balance.reconcile(product: "tv")
         #expect(balance.allotments[0].reclaimed == 7)
         balance.registered[Self.edge(1).name] = Self.edge(1, released: 3)  // a stale report never lowers it
         balance.reconcile(product: "tv")
         #expect(balance.allotments[0].reclaimed == 7)
+        balance.registered[Self.edge(1).name] = Self.edge(1, released: 80)  // nor hands back more than was granted
+        balance.reconcile(product: "tv")
+        #expect(balance.allotments[0].reclaimed == 50)
+    }
+
+    // MARK: - Untrusted registrations (review findings 4 and 14)
+
+    @Test func aRetiredAllotmentIsNeverRevived() {
+        var balance = Self.balance(capacity: 300, live: [Self.edge(1), Self.edge(2)])
+        balance.allotments = balance.plan(.settle, allowReleases: true).allotments  // 150 each
+        balance.registered[Self.edge(2).name] = nil
+        balance.reconcile(product: "tv", dead: [Self.edge(2).name])
+        #expect(balance.pool == 150)
+        // Someone creates the dead edge's name again, claiming it handed nothing back.
+        balance.registered[Self.edge(2).name] = Self.edge(2, released: 0)
+        let distrusted = balance.reconcile(product: "tv")
+        #expect(distrusted == [Self.edge(2).name: .retired])
+        #expect(balance.allotments[1].retired)
+        #expect(balance.pool == 150)
+        #expect(balance.plan(.settle, allowReleases: true).grants == [Self.edge(1).name: 150])
+    }
+
+    @Test func aRegistrationByAnotherSessionIsNotTrustedUntilRebound() {
+        var first = Self.edge(1)
+        first.session = 0x51
+        var balance = Self.balance(capacity: 100, live: [first])
+        #expect(!balance.isLive(balance.allotments[0]))  // new: nothing until the edge vouched for its session
+        #expect(balance.plan(.settle, allowReleases: true).grants.isEmpty)
+        balance.allotments[0].session = 0x51  // it answered a probe naming session 0x51
+        balance.allotments = balance.plan(.settle, allowReleases: true).allotments
+        #expect(balance.allotments[0].granted == 100)
+        var forged = Self.edge(1, released: 100)
+        forged.session = 0x99
+        balance.registered[forged.name] = forged
+        #expect(balance.reconcile(product: "tv") == [forged.name: .otherSession])
+        #expect(!balance.isLive(balance.allotments[0]))  // absent: it is probed, by id, at the recorded address
+        #expect(balance.allotments[0].reclaimed == 0)  // its claim that everything came back is not taken
+        #expect(balance.pool == 0)
+    }
+
+    @Test func aNameAtOrBelowTheHighestIdAllottedGetsNoAllotment() {
+        var balance = Self.balance(capacity: 100, live: [Self.edge(5)])
+        #expect(balance.maxEdgeID == 5)
+        balance.registered[Self.edge(3).name] = Self.edge(3)  // never seen while it lived, or pruned once retired
+        balance.registered[Self.edge(9).name] = Self.edge(9)
+        #expect(balance.reconcile(product: "tv") == [Self.edge(3).name: .reusedName])
+        #expect(balance.allotments.map(\.edgeId) == [5, 9])
+        #expect(balance.maxEdgeID == 9)
+    }
+
+    @Test func retiredAllotmentsArePrunedAndTheirNamesStayDead() {
+        var balance = Self.balance(capacity: 100, live: [Self.edge(1), Self.edge(2)])
+        balance.allotments = balance.plan(.settle, allowReleases: true).allotments
+        balance.registered[Self.edge(1).name] = nil
+        balance.reconcile(product: "tv", dead: [Self.edge(1).name])
+        #expect(balance.pruneRetired() == [Self.edge(1).name])
+        #expect(balance.allotments.map(\.edgeId) == [2])
+        balance.registered[Self.edge(1).name] = Self.edge(1)
+        #expect(balance.reconcile(product: "tv") == [Self.edge(1).name: .reusedName])
+        #expect(balance.allotments.map(\.edgeId) == [2])
+    }
+
+    @Test func aRecordOutOfRangeIsSanitized() {
+        let state = ProductQuotaState(totalStock: .min, saleLimit: .max, allotments: [
+            EdgeAllotment(edge: Self.edge(1).name, edgeId: 77, granted: .max, reclaimed: .min),
+            EdgeAllotment(edge: Self.edge(1).name, edgeId: 1, granted: 5),  // a second allotment for one name
+            EdgeAllotment(edge: "not-an-edge", edgeId: 3, granted: 5),
+            EdgeAllotment(edge: Self.edge(2).name, edgeId: 2, granted: 10, reclaimed: 11, address: "nowhere"),
+        ])
+        let clean = QuotaStore.sanitized(state)
+        #expect(clean.totalStock == 0 && clean.saleLimit == QuotaLayout.maxUnits)
+        #expect(clean.allotments == [
+            EdgeAllotment(edge: Self.edge(1).name, edgeId: 1, granted: QuotaLayout.maxUnits, reclaimed: 0),
+            EdgeAllotment(edge: Self.edge(2).name, edgeId: 2, granted: 10, reclaimed: 10, address: ""),
+        ])
+    }
+
+    /// Property-style: any Int64 in any number the planner reads (the record, the registrations, the database's
+    /// counts), extremes first. Before the clamps, `0 - Int64.min` in `outstanding` trapped the whole process.
+    /// Whatever comes in: no trap, grants are never negative and never exceed the free units, and only live edges
+    /// get any.
+    @Test(arguments: [11, 12, 13, 14, 15, 16, 17, 18] as [UInt64]) func extremeNumbersNeverTrapThePlanner(seed: UInt64) {
+        var rng = SplitMix(seed)
+        let extremes: [Int64] = [.min, .min + 1, -1, 0, 1, QuotaLayout.maxUnits, QuotaLayout.maxUnits + 1, .max - 1, .max]
+        func number() -> Int64 {
+            rng.next() % 2 == 0 ? extremes[Int(rng.next() % UInt64(extremes.count))] : Int64(bitPattern: rng.next())
+        }
+        for _ in 0..<300 {
+            let count = Int(rng.next() % 6)
+            var sold: [UInt32: Int64] = [:]
+            var allotments: [EdgeAllotment] = []
+            var registered: [String: RegisteredEdge] = [:]
+            for id in 1...UInt32(count + 1) {
+                sold[id] = number()
+                if rng.next() % 3 != 0 {
+                    allotments.append(EdgeAllotment(
+                        edge: Self.edge(id).name, edgeId: id, granted: number(), reclaimed: number(),
+                        retired: rng.next() % 4 == 0, address: Self.edge(id).address))
+                }
+                if rng.next() % 3 != 0 {
+                    var edge = Self.edge(id, released: number())
+                    edge.used = ["tv": number()]
+                    registered[edge.name] = edge
+                }
+            }
+            var balance = QuotaBalance(
+                capacity: number(), soldTotal: number(), soldByEdge: sold, allotments: allotments, registered: registered,
+                maxEdgeID: UInt32(rng.next() % 4))
+            let dead: Set<String> = rng.next() % 2 == 0 ? [Self.edge(1).name] : []
+            balance.reconcile(product: "tv", dead: dead)
+            _ = balance.targets(favoured: [Self.edge(1).name])
+            _ = QuotaCoordinator.quotas("tv", balance)
+            let triggers: [QuotaBalance.Trigger] = [.settle, .fill([Self.edge(2).name]), .spread(number())]
+            for trigger in triggers {
+                for allowReleases in [true, false] {
+                    let plan = balance.plan(trigger, allowReleases: allowReleases)
+                    #expect(plan.grants.values.allSatisfy { $0 > 0 }, "seed \(seed)")
+                    #expect(Units.sum(plan.grants.values) <= max(0, balance.pool), "seed \(seed)")
+                    #expect(plan.releases.allSatisfy { $0.units > 0 }, "seed \(seed)")
+                    for name in plan.grants.keys {
+                        #expect(balance.allotments.contains { $0.edge == name && balance.isLive($0) }, "seed \(seed)")
+                    }
+                }
+            }
+        }
     }
 
     @Test func noEdgesNoGrants() {

@@ -118,19 +118,21 @@ final class QuotaCluster: Sendable {
     }
 
     /// Starts an edge talking to quota service `quotaService`; returns once it is registered (its READY line).
+    /// `port` 0 picks a free one; `zooKeeper` overrides the cluster's and `advertise` the address the quota service
+    /// calls (proxies the test can cut).
     @discardableResult
-    func addEdge(quotaService: Int = 0) async throws -> Endpoint {
+    func addEdge(quotaService: Int = 0, port: Int = 0, zooKeeper: String? = nil, advertise: String? = nil) async throws -> Endpoint {
         let index = edgeList.withLock { $0.count }
         let edge = try await Self.start(
             "Edge",
-            ["--port", "0", "--zookeeper", zkHosts, "--root", root, "--inventory", inventoryEndpoint.address,
-             "--quota", quotaEndpoints[quotaService].address, "--log-level", "debug"],
+            ["--port", "\(port)", "--zookeeper", zooKeeper ?? zkHosts, "--root", root, "--inventory", inventoryEndpoint.address,
+             "--quota", quotaEndpoints[quotaService].address, "--log-level", "debug"] + (advertise.map { ["--advertise", $0] } ?? []),
             environment: ["FLASHSALE_SERVICE_TOKEN": Self.serviceToken], name: "edge\(index + 1)")
         // Its id: the registration node that names its address.
         let deadline = ContinuousClock.now + .seconds(10)
         var id: UInt32 = 0
         while id == 0 {
-            for (name, registration) in try await registrations() where registration.address == edge.address {
+            for (name, registration) in try await registrations() where registration.address == (advertise ?? edge.address) {
                 id = QuotaLayout.edgeID(name: name) ?? 0
             }
             if id == 0 {
@@ -178,6 +180,15 @@ final class QuotaCluster: Sendable {
             await client.shutdown()
         }
         return stats
+    }
+
+    /// What the edge's ledger holds for `product` now (`edge.QuotaUsage`, from the edge itself).
+    func usage(_ edge: Endpoint, _ product: String) async throws -> ProductUsage? {
+        let client = edgeClient(edge)
+        defer { Task { await client.shutdown() } }
+        let registration = try await client.rpc.call(
+            EdgeQuotaMethod.quotaUsage, QuotaStatusRequest(productId: product), as: EdgeRegistration.self)
+        return registration.usage.first { $0.productId == product }
     }
 
     func soldCount(_ product: String) async throws -> Int64 {

@@ -111,6 +111,10 @@ public final class PurchasePath: Sendable {
             }
         case .dry, .soldOut:
             self.answerWithoutStock(request, context: context, responder: responder, otherwise: .success(PurchaseResponse(outcome: .soldOut)))
+        case .unavailable:
+            // Cut off from ZooKeeper past its session's safe time (QuotaLedger.suspend): nothing taken; retry.
+            self.count(.failure(RPCError(.unavailable, "")))
+            responder.fail(RPCError(.unavailable, "this edge is cut off from ZooKeeper; retry"))
         case .unknownProduct:
             self.answerWithoutStock(
                 request, context: context, responder: responder,

@@ -11,10 +11,14 @@ import ZooKeeperClient
 /// changes to the `QuotaLedger` and the `LoadShedder` as they come, without a restart. It asks the quota service for
 /// more when a product runs dry (`requestMore`) and answers the quota service's `edge.ReleaseQuota`.
 ///
-/// ZooKeeper unreachable: the ledger keeps serving what was granted (the node stays ours until the session expires)
-/// and every watch is re-read when the connection is back. Session expired: the quota service may already have
-/// counted our unsold units as free, so they are handed back first (released, and reported as such), then the node
-/// is created again under the same name and everything is re-read.
+/// ZooKeeper unreachable: the ledger keeps serving what was granted while the node is surely still ours, and every
+/// watch is re-read when the connection is back. The server expires the session one session timeout after it last
+/// heard from us, and the quota service then gives our unsold units to others; we cannot see that happen while cut
+/// off, so past the session timeout minus a margin since ZooKeeper last answered (`SessionGuard`) the ledger is
+/// suspended: takes answer UNAVAILABLE and every unit not in use is handed back, until the edge has registered again
+/// and re-read its quotas. Session expired: the same, then the node is created again under the same name by the
+/// new session, which the quota service trusts once this edge names it in a ReleaseQuota answer; the edge sells
+/// again only once such a release came (a retired allotment gets none: it is never revived).
 public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     public let layout: QuotaLayout
     private let resolveAddress: @Sendable () async throws -> String
@@ -28,13 +32,14 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     private let sessionTimeout: Duration
     private let reportInterval: Duration
 
-    private let id = Atomic<UInt32>(0)
     /// Our node's name once registered. Kept for the life of the process: see `register`.
     private let name = Mutex<String?>(nil)
     private let registration = Mutex(RegistrationState.pending([]))
     private let refills = Mutex<[String: Task<Bool, Never>]>([:])
     /// The ZooKeeper client of the running session, for the metrics' session state.
     private let client = Mutex<ZooKeeperClient?>(nil)
+    /// When a call that ZooKeeper answered was sent: the server heard from our session at or after it.
+    private let lastHeard = Mutex(ContinuousClock.now)
 
     private enum RegistrationState {
         case pending([CheckedContinuation<UInt32, any Error>])
@@ -93,7 +98,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     public var address: String { advertised.withLock { $0 } }
 
     /// This edge's id (the sequence number of its node; orders record it). 0 until registered.
-    public var edgeID: UInt32 { id.load(ordering: .acquiring) }
+    public var edgeID: UInt32 { ledger.edgeID }
 
     /// The ZooKeeper session's state (nil before `run` connected and after it closed the session).
     public var zooKeeperState: ZooKeeperSessionState? { client.withLock { $0?.sessionState } }
@@ -128,12 +133,16 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
             let events = zk.events()  // before any watch is set
             var session = AgentSession(agent: self, zk: zk)
             do {
+                let before = ContinuousClock.now
                 try await session.registerUntilDone()
                 await session.resync()
+                self.heard(at: before)
                 self.finishRegistration(.success(self.edgeID))
                 self.logger.info("edge registered", metadata: ["edge": "\(self.edgeID)", "address": "\(self.address)"])
                 await withDiscardingTaskGroup { group in
                     group.addTask { await self.reportUsage(zk) }
+                    group.addTask { await self.heartbeat(zk) }
+                    group.addTask { await self.watchSession(zk) }
                     for await event in events {
                         await session.handle(event)
                     }
@@ -212,6 +221,56 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
         }
     }
 
+    // MARK: - Session safety
+
+    /// A cheap call every tenth of the session timeout, so that `lastHeard` is never older than that while
+    /// ZooKeeper answers.
+    private func heartbeat(_ zk: ZooKeeperClient) async {
+        while !Task.isCancelled {
+            let sent = ContinuousClock.now
+            if (try? await zk.exists(layout.edges)) != nil { heard(at: sent) }
+            try? await Task.sleep(for: SessionGuard.heartbeat(sessionTimeout: effectiveTimeout(zk)))
+        }
+    }
+
+    /// Suspends the ledger once the session may be about to expire (`SessionGuard`).
+    private func watchSession(_ zk: ZooKeeperClient) async {
+        while !Task.isCancelled {
+            try? await Task.sleep(for: .milliseconds(50))
+            let heard = lastHeard.withLock { $0 }
+            guard !ledger.isSuspended,
+                SessionGuard.mustSuspend(lastHeard: heard, now: .now, sessionTimeout: effectiveTimeout(zk))
+            else { continue }
+            let released = ledger.suspend()
+            logger.warning("zookeeper silent past the session's safe time: selling stops until registered again", metadata: [
+                "silent": "\(ContinuousClock.now - heard)",
+                "released": "\(released)",
+            ])
+        }
+    }
+
+    /// The timeout the server granted (it clamps the one asked for), or the one asked for before it answered.
+    private func effectiveTimeout(_ zk: ZooKeeperClient) -> Duration {
+        let negotiated = zk.negotiatedSessionTimeout
+        return negotiated > .zero ? negotiated : sessionTimeout
+    }
+
+    fileprivate func heard(at instant: ContinuousClock.Instant) {
+        lastHeard.withLock { $0 = max($0, instant) }
+    }
+
+    /// Registered again and re-read: sell again (after an expiry, once the quota service took the new session).
+    fileprivate func resumeSelling(heardAt instant: ContinuousClock.Instant) {
+        heard(at: instant)
+        guard ledger.isSuspended else { return }
+        ledger.resume()
+        if ledger.isSuspended {
+            logger.info("registered again: selling once the quota service has taken the new session")
+        } else {
+            logger.info("registered and resynced: selling again")
+        }
+    }
+
     // MARK: - Refills
 
     /// Asks the quota service for more units of `product`; concurrent calls for one product share one request.
@@ -265,9 +324,17 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
             (request: ReleaseQuotaRequest, _: ServerCallContext) async throws -> ReleaseQuotaResponse in
             guard !request.productId.isEmpty else { throw RPCError(.invalidArgument, "product_id is empty") }
             guard request.maxUnits >= 0 else { throw RPCError(.invalidArgument, "max_units is negative") }
+            // An edge is an identity, not an address: a release meant for an edge that used to listen here (or
+            // for any edge while this one is not registered yet) is not ours to answer.
+            let holder = ledger.edgeID
+            guard holder != 0, request.edgeId == holder else {
+                throw RPCError(.failedPrecondition, "this is edge \(holder), not edge \(request.edgeId)")
+            }
             let released = ledger.release(request.productId, maxUnits: request.maxUnits)
+            ledger.vouch()  // after a session expiry: the allotment is not retired, so sell again
             return ReleaseQuotaResponse(
-                released: released, releasedTotal: ledger.usage(of: request.productId)?.released ?? 0)
+                released: released, releasedTotal: ledger.usage(of: request.productId)?.released ?? 0,
+                session: ledger.session)
         }
         // On the event loop: a few atomic loads, no reason for a task hop (the quota benchmark polls it).
         router.register(EdgeQuotaMethod.quotaUsage, onEventLoop: {
@@ -285,6 +352,12 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
             logger.warning("quota node holds no grant", metadata: ["product": "\(product)"])
             return
         }
+        guard (0...QuotaLayout.maxUnits).contains(grant.granted) else {
+            logger.warning("quota node holds a grant out of range; ignored", metadata: [
+                "product": "\(product)", "granted": "\(grant.granted)",
+            ])
+            return
+        }
         let added = ledger.applyGrant(product, granted: grant.granted)
         if added > 0 {
             logger.debug("quota applied", metadata: ["product": "\(product)", "granted": "\(grant.granted)", "added": "\(added)"])
@@ -299,16 +372,9 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
         shedder.setKeepPerMillion(config.keepPerMillion)
     }
 
-    /// After a session expiry the quota service may have given our unsold units to others: hand them back first.
-    fileprivate func releaseEverything() {
-        for usage in ledger.usage() where usage.available > 0 {
-            _ = ledger.release(usage.product, maxUnits: Int64.max)
-        }
-    }
-
-    fileprivate func adopt(name: String) {
+    fileprivate func adopt(name: String, session: Int64) {
         self.name.withLock { $0 = name }
-        if let id = QuotaLayout.edgeID(name: name) { self.id.store(id, ordering: .releasing) }
+        if let id = QuotaLayout.edgeID(name: name) { ledger.setHolder(edgeID: id, session: session) }
     }
 
     fileprivate var nodeName: String? { name.withLock { $0 } }
@@ -341,11 +407,13 @@ private struct AgentSession {
             case .session(.expired):
                 try await recoverFromExpiry()
             case .session(.connected), .session(.connectedReadOnly):
-                if disconnected {
+                if disconnected || agent.ledger.isSuspended {
                     disconnected = false
                     agent.log.info("zookeeper connection back: resyncing")
+                    let before = ContinuousClock.now
                     try await ensureRegistered()
-                    await resync()
+                    try await resyncOrThrow()
+                    agent.resumeSelling(heardAt: before)
                 }
             case .session:
                 if !disconnected {
@@ -415,7 +483,7 @@ private struct AgentSession {
                 layout.edges + "/" + QuotaLayout.edgePrefix, data: data, mode: .ephemeralSequential,
                 acl: agent.access.registration, createParents: !agent.access.edgeEnforces)
             let name = String(path.split(separator: "/").last ?? "")
-            agent.adopt(name: name)
+            agent.adopt(name: name, session: zk.sessionID)
             // The data written at creation could not hold the id yet.
             try await zk.set(path, data: agent.registrationData(), version: 0)
             return
@@ -425,16 +493,20 @@ private struct AgentSession {
             try await zk.create(
                 path, data: data, mode: .ephemeral, acl: agent.access.registration, createParents: !agent.access.edgeEnforces)
         } catch let error as ZooKeeperError where error.code == .nodeExists {
-            guard let stat = try await zk.exists(path), stat.ephemeralOwner != zk.sessionID else { return }
-            // Left by our previous session, which the server has not expired yet: replace it.
-            try await zk.delete(path, version: stat.version)
-            try await zk.create(path, data: data, mode: .ephemeral, acl: agent.access.registration)
+            if let stat = try await zk.exists(path), stat.ephemeralOwner != zk.sessionID {
+                // Left by our previous session, which the server has not expired yet (or made by someone else):
+                // replace it.
+                try await zk.delete(path, version: stat.version)
+                try await zk.create(path, data: data, mode: .ephemeral, acl: agent.access.registration)
+            }
         }
+        // The quota service trusts the registration of the session this edge names in its ReleaseQuota answers.
+        agent.ledger.setHolder(edgeID: agent.edgeID, session: zk.sessionID)
     }
 
     private mutating func recoverFromExpiry() async throws {
         agent.log.warning("zookeeper session expired: handing back unsold units and registering again")
-        agent.releaseEverything()
+        agent.ledger.suspendUntilVouched()
         var delay = Duration.milliseconds(50)
         while true {
             try Task.checkCancellation()
@@ -448,18 +520,25 @@ private struct AgentSession {
             }
         }
         disconnected = false
+        let before = ContinuousClock.now
         try await registerUntilDone()
-        await resync()
+        try await resyncOrThrow()
+        agent.resumeSelling(heardAt: before)
     }
 
     /// Re-reads (and re-watches) the shed setting, the product list and every quota node of ours.
     mutating func resync() async {
         do {
-            try await readShed()
-            try await refreshProducts(rereadAll: true)
+            try await resyncOrThrow()
         } catch {
             agent.log.debug("resync incomplete", metadata: ["error": "\(error)"])
         }
+    }
+
+    /// The same; a suspended edge sells again only once this succeeded (else the next `connected` event retries).
+    mutating func resyncOrThrow() async throws {
+        try await readShed()
+        try await refreshProducts(rereadAll: true)
     }
 
     private mutating func refreshProducts(rereadAll: Bool) async throws {
@@ -503,4 +582,19 @@ private struct AgentSession {
             }
         }
     }
+}
+
+/// When an edge cut off from ZooKeeper must stop selling, pure: the server expires a session one session timeout
+/// after it last heard from it (never earlier: it rounds expiry up to its next tick), and `lastHeard` is when a call
+/// it answered was sent, so the session lives at least until `lastHeard + sessionTimeout`. The edge stops a margin
+/// before that: an eighth of the timeout, at least 200 ms (the watch's granularity, scheduling, a slow answer).
+enum SessionGuard {
+    static func margin(sessionTimeout: Duration) -> Duration { max(sessionTimeout / 8, .milliseconds(200)) }
+
+    static func mustSuspend(lastHeard: ContinuousClock.Instant, now: ContinuousClock.Instant, sessionTimeout: Duration) -> Bool {
+        now - lastHeard >= sessionTimeout - margin(sessionTimeout: sessionTimeout)
+    }
+
+    /// How often to make sure ZooKeeper still answers: often enough that a healthy connection is never near the limit.
+    static func heartbeat(sessionTimeout: Duration) -> Duration { max(sessionTimeout / 10, .milliseconds(50)) }
 }

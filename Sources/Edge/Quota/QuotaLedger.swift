@@ -1,4 +1,5 @@
 import Atomics
+import FlashSaleClient
 import NIOConcurrencyHelpers
 
 /// The edge's local quota: per product, the units the quota service granted this edge minus the units it used
@@ -7,6 +8,11 @@ import NIOConcurrencyHelpers
 ///
 /// One atomic per product and no lock on the hot path: the product table is an immutable snapshot swapped
 /// atomically when a product is added, so concurrent purchases of different products never contend.
+///
+/// The ledger also says whose quota it is (the edge id and the ZooKeeper session that registered it: a release
+/// meant for another edge is refused) and whether the edge may sell from it now: `suspend` stops every take when
+/// the edge can no longer vouch that its quota is still its own (cut off from ZooKeeper past its session's safe
+/// time), and hands back every unit not in use.
 public final class QuotaLedger: Sendable {
     public enum Take: Equatable, Sendable {
         /// A unit is reserved for this attempt: forward it, and give it back if the inventory refuses.
@@ -17,9 +23,16 @@ public final class QuotaLedger: Sendable {
         case soldOut
         /// No quota was ever granted for this product on this edge.
         case unknownProduct
+        /// The edge is suspended (`suspend`): answer UNAVAILABLE, the client retries (elsewhere, or here later).
+        case unavailable
     }
 
     private let table = ManagedAtomic(ProductTable(products: [:]))
+    private let suspended = ManagedAtomic(false)
+    /// Set by `suspendUntilVouched`: only `vouch` lifts the suspension.
+    private let awaitingVouch = ManagedAtomic(false)
+    private let holderID = ManagedAtomic<UInt32>(0)
+    private let holderSession = ManagedAtomic<Int64>(0)
     /// Serializes writers of the table (adding products); readers never take it.
     private let tableWriters = NIOLock()
 
@@ -27,19 +40,84 @@ public final class QuotaLedger: Sendable {
 
     public func take(_ product: String) -> Take {
         guard let quota = self.table.load(ordering: .acquiring).products[product] else { return .unknownProduct }
+        if self.suspended.load(ordering: .acquiring) { return .unavailable }
         return quota.take()
     }
 
-    /// A unit taken for an attempt that bought nothing (ALREADY_PURCHASED, an error) goes back on the counter.
+    /// A unit taken for an attempt that bought nothing (ALREADY_PURCHASED, an error) goes back on the counter
+    /// (and is handed back at once while suspended).
     public func giveBack(_ product: String) {
-        self.table.load(ordering: .acquiring).products[product]?.giveBack()
+        guard let quota = self.table.load(ordering: .acquiring).products[product] else { return }
+        quota.giveBack()
+        if self.suspended.load(ordering: .acquiring) { _ = quota.release(1) }
     }
 
     /// Applies the total granted to this edge, as read from its quota node. Grants only grow; a smaller or
-    /// equal total (a stale or repeated watch) changes nothing. Returns the units added.
+    /// equal total (a stale or repeated watch) changes nothing, and so does one out of 0...maxUnits (a node no
+    /// quota service wrote). Returns the units added (handed back at once while suspended).
     @discardableResult
     public func applyGrant(_ product: String, granted: Int64) -> Int64 {
-        self.quota(for: product).applyGrant(granted)
+        guard granted <= QuotaLayout.maxUnits else { return 0 }
+        let quota = self.quota(for: product)
+        let added = quota.applyGrant(granted)
+        if added > 0 && self.suspended.load(ordering: .acquiring) { _ = quota.release(Int64.max) }
+        return added
+    }
+
+    // MARK: - Whose quota, and whether it may be sold now
+
+    /// The edge this quota was granted to (0 until registered).
+    public var edgeID: UInt32 { self.holderID.load(ordering: .acquiring) }
+
+    /// The ZooKeeper session of the edge's registration now (0 until registered).
+    public var session: Int64 { self.holderSession.load(ordering: .acquiring) }
+
+    /// Set when the edge (re-)registers: its id never changes, its session does after an expiry.
+    public func setHolder(edgeID: UInt32, session: Int64) {
+        self.holderID.store(edgeID, ordering: .releasing)
+        self.holderSession.store(session, ordering: .releasing)
+    }
+
+    public var isSuspended: Bool { self.suspended.load(ordering: .acquiring) }
+
+    /// Stops every take (`.unavailable`) and hands back every unit not in use; units that come back while
+    /// suspended are handed back too. Returns the units handed back now.
+    @discardableResult
+    public func suspend() -> Int64 {
+        self.suspended.store(true, ordering: .sequentiallyConsistent)
+        return self.releaseEverything()
+    }
+
+    /// Takes work again (the edge is connected again with its session, registered and re-read its quotas); not
+    /// while a vouch is awaited.
+    public func resume() {
+        guard !self.awaitingVouch.load(ordering: .sequentiallyConsistent) else { return }
+        self.suspended.store(false, ordering: .sequentiallyConsistent)
+    }
+
+    /// After a session expiry: suspended, with no session, until the quota service has taken the edge's new one.
+    /// It may have retired the allotment meanwhile (then it never revives it, and no more units may be sold here);
+    /// a release meant for this edge after it registered again (`vouch`) says it did not.
+    @discardableResult
+    public func suspendUntilVouched() -> Int64 {
+        self.awaitingVouch.store(true, ordering: .sequentiallyConsistent)
+        self.holderSession.store(0, ordering: .sequentiallyConsistent)
+        return self.suspend()
+    }
+
+    /// A release meant for this edge arrived: if it came after the edge registered again (it has a session), the
+    /// quota service holds an allotment for it that is not retired: sell again. Returns true if that lifted it.
+    @discardableResult
+    public func vouch() -> Bool {
+        guard self.session != 0, self.awaitingVouch.exchange(false, ordering: .sequentiallyConsistent) else { return false }
+        self.suspended.store(false, ordering: .sequentiallyConsistent)
+        return true
+    }
+
+    /// Hands back every unit not in use, of every product. Returns how many.
+    @discardableResult
+    public func releaseEverything() -> Int64 {
+        self.table.load(ordering: .acquiring).products.values.reduce(Int64(0)) { $0 &+ $1.release(Int64.max) }
     }
 
     /// Hands back up to `maxUnits` not yet used (the quota service reclaiming them). Returns what was released.

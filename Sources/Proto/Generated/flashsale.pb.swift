@@ -949,12 +949,14 @@ extension GrantMoreResponse: ProtoBridged {
 public struct ReleaseQuotaRequest: ProtoMessage, Equatable {
     public var productId: String = ""
     public var maxUnits: Int64 = 0
+    public var edgeId: UInt32 = 0
 
     public init() {}
 
-    public init(productId: String = "", maxUnits: Int64 = 0) {
+    public init(productId: String = "", maxUnits: Int64 = 0, edgeId: UInt32 = 0) {
         self.productId = productId
         self.maxUnits = maxUnits
+        self.edgeId = edgeId
     }
 }
 
@@ -974,12 +976,14 @@ extension ReleaseQuotaRequest: ProtoBridged {
         flashsale__release_quota_request__init(&c)
         c.product_id = arena.cString(self.productId)
         c.max_units = self.maxUnits
+        c.edge_id = self.edgeId
     }
 
     init(c: UnsafePointer<Flashsale__ReleaseQuotaRequest>) {
         self.init()
         self.productId = ProtoRuntime.string(c.pointee.product_id)
         self.maxUnits = c.pointee.max_units
+        self.edgeId = c.pointee.edge_id
     }
 }
 
@@ -987,12 +991,14 @@ extension ReleaseQuotaRequest: ProtoBridged {
 public struct ReleaseQuotaResponse: ProtoMessage, Equatable {
     public var released: Int64 = 0
     public var releasedTotal: Int64 = 0
+    public var session: Int64 = 0
 
     public init() {}
 
-    public init(released: Int64 = 0, releasedTotal: Int64 = 0) {
+    public init(released: Int64 = 0, releasedTotal: Int64 = 0, session: Int64 = 0) {
         self.released = released
         self.releasedTotal = releasedTotal
+        self.session = session
     }
 }
 
@@ -1012,12 +1018,14 @@ extension ReleaseQuotaResponse: ProtoBridged {
         flashsale__release_quota_response__init(&c)
         c.released = self.released
         c.released_total = self.releasedTotal
+        c.session = self.session
     }
 
     init(c: UnsafePointer<Flashsale__ReleaseQuotaResponse>) {
         self.init()
         self.released = c.pointee.released
         self.releasedTotal = c.pointee.released_total
+        self.session = c.pointee.session
     }
 }
 

@@ -11,16 +11,18 @@ public struct EdgeAllotment: ProtoMessage, Equatable {
     public var reclaimed: Int64 = 0
     public var retired: Bool = false
     public var address: String = ""
+    public var session: Int64 = 0
 
     public init() {}
 
-    public init(edge: String = "", edgeId: UInt32 = 0, granted: Int64 = 0, reclaimed: Int64 = 0, retired: Bool = false, address: String = "") {
+    public init(edge: String = "", edgeId: UInt32 = 0, granted: Int64 = 0, reclaimed: Int64 = 0, retired: Bool = false, address: String = "", session: Int64 = 0) {
         self.edge = edge
         self.edgeId = edgeId
         self.granted = granted
         self.reclaimed = reclaimed
         self.retired = retired
         self.address = address
+        self.session = session
     }
 }
 
@@ -44,6 +46,7 @@ extension EdgeAllotment: ProtoBridged {
         c.reclaimed = self.reclaimed
         c.retired = (self.retired ? 1 : 0)
         c.address = arena.cString(self.address)
+        c.session = self.session
     }
 
     init(c: UnsafePointer<Flashsale__EdgeAllotment>) {
@@ -54,6 +57,7 @@ extension EdgeAllotment: ProtoBridged {
         self.reclaimed = c.pointee.reclaimed
         self.retired = (c.pointee.retired != 0)
         self.address = ProtoRuntime.string(c.pointee.address)
+        self.session = c.pointee.session
     }
 }
 
@@ -64,15 +68,17 @@ public struct ProductQuotaState: ProtoMessage, Equatable {
     public var database: String = ""
     public var saleLimit: Int64 = 0
     public var allotments: [EdgeAllotment] = []
+    public var maxEdgeId: UInt32 = 0
 
     public init() {}
 
-    public init(totalStock: Int64 = 0, hot: Bool = false, database: String = "", saleLimit: Int64 = 0, allotments: [EdgeAllotment] = []) {
+    public init(totalStock: Int64 = 0, hot: Bool = false, database: String = "", saleLimit: Int64 = 0, allotments: [EdgeAllotment] = [], maxEdgeId: UInt32 = 0) {
         self.totalStock = totalStock
         self.hot = hot
         self.database = database
         self.saleLimit = saleLimit
         self.allotments = allotments
+        self.maxEdgeId = maxEdgeId
     }
 }
 
@@ -95,6 +101,7 @@ extension ProductQuotaState: ProtoBridged {
         c.database = arena.cString(self.database)
         c.sale_limit = self.saleLimit
         (c.n_allotments, c.allotments) = arena.messageArray(self.allotments) { $0.fill(&$1, arena: arena) }
+        c.max_edge_id = self.maxEdgeId
     }
 
     init(c: UnsafePointer<Flashsale__ProductQuotaState>) {
@@ -104,5 +111,6 @@ extension ProductQuotaState: ProtoBridged {
         self.database = ProtoRuntime.string(c.pointee.database)
         self.saleLimit = c.pointee.sale_limit
         self.allotments = (0..<c.pointee.n_allotments).map { EdgeAllotment(c: c.pointee.allotments[$0]!) }
+        self.maxEdgeId = c.pointee.max_edge_id
     }
 }

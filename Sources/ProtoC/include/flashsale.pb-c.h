@@ -442,17 +442,23 @@ struct  Flashsale__GrantMoreResponse
 
 
 /*
- * quota service -> edge: hand back up to max_units of unused quota.
+ * quota service -> edge: hand back up to max_units of unused quota. An edge is an identity, not an address: the
+ * call names the edge it is meant for, and any other edge (one started later on the same host:port) refuses it
+ * with FAILED_PRECONDITION, which the quota service takes as "that edge is gone".
  */
 struct  Flashsale__ReleaseQuotaRequest
 {
   ProtobufCMessage base;
   char *product_id;
   int64_t max_units;
+  /*
+   * the edge the release is meant for (its registration's id); 0 matches no edge
+   */
+  uint32_t edge_id;
 };
 #define FLASHSALE__RELEASE_QUOTA_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__release_quota_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0 }
 
 
 struct  Flashsale__ReleaseQuotaResponse
@@ -466,10 +472,14 @@ struct  Flashsale__ReleaseQuotaResponse
    * all units this edge has handed back for the product (lets the caller record it idempotently)
    */
   int64_t released_total;
+  /*
+   * the edge's ZooKeeper session now: the quota service trusts a registration made by it alone
+   */
+  int64_t session;
 };
 #define FLASHSALE__RELEASE_QUOTA_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__release_quota_response__descriptor) \
-    , 0, 0 }
+    , 0, 0, 0 }
 
 
 struct  Flashsale__SetShedRequest

@@ -54,10 +54,14 @@ struct  Flashsale__EdgeAllotment
    * where it answers edge.ReleaseQuota
    */
   char *address;
+  /*
+   * the ZooKeeper session (ephemeralOwner) whose registration this allotment trusts
+   */
+  int64_t session;
 };
 #define FLASHSALE__EDGE_ALLOTMENT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__edge_allotment__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, (char *)protobuf_c_empty_string }
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, (char *)protobuf_c_empty_string, 0 }
 
 
 /*
@@ -74,10 +78,15 @@ struct  Flashsale__ProductQuotaState
   int64_t sale_limit;
   size_t n_allotments;
   Flashsale__EdgeAllotment **allotments;
+  /*
+   * The highest edge id ever given an allotment. A name at or below it without an allotment (one pruned once
+   * retired, or one never seen while it lived) is never given one: a dead edge's name cannot be revived.
+   */
+  uint32_t max_edge_id;
 };
 #define FLASHSALE__PRODUCT_QUOTA_STATE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__product_quota_state__descriptor) \
-    , 0, 0, (char *)protobuf_c_empty_string, 0, 0,NULL }
+    , 0, 0, (char *)protobuf_c_empty_string, 0, 0,NULL, 0 }
 
 
 /* Flashsale__EdgeAllotment methods */

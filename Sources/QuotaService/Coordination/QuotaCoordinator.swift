@@ -1,6 +1,7 @@
 import FlashSaleClient
 import Logging
 import Proto
+import Synchronization
 import Wire
 import ZooKeeperClient
 
@@ -15,6 +16,8 @@ final class QuotaCoordinator: Sendable {
     let logger: Logger
     private let locks = ProductLocks()
     private static let maxAttempts = 16
+    /// Registrations already logged as not taken (each is logged once, not every round); bounded.
+    private let reported = Mutex<Set<String>>([])
 
     init(store: QuotaStore, inventory: any InventoryGateway, releaser: EdgeReleaser, logger: Logger) {
         self.store = store
@@ -28,10 +31,27 @@ final class QuotaCoordinator: Sendable {
         var plan: QuotaBalance.Plan
     }
 
-    /// One round for `product`. `probeAbsent`: edges that hold units but are no longer registered are asked to hand
-    /// them all back; those that do not answer are retired (what they did not sell returns to the pool).
+    /// Which absent allotments (no trusted registration) a round probes first.
+    enum Probe: Sendable, Equatable {
+        case none
+        /// All of them: those that do not answer are retired (what they did not sell returns to the pool).
+        case absent
+        /// This edge's only, if absent: one that asks for units is alive, and may not have vouched for its session yet.
+        case edge(String)
+
+        func covers(_ name: String) -> Bool {
+            switch self {
+            case .none: false
+            case .absent: true
+            case .edge(let edge): edge == name
+            }
+        }
+    }
+
+    /// One round for `product`. Absent edges that `probe` covers are first asked, by id, to hand back everything
+    /// they hold (see `probe(_:_:balance:)`).
     @discardableResult
-    func round(_ product: String, _ trigger: QuotaBalance.Trigger, probeAbsent: Bool = false) async throws -> Outcome {
+    func round(_ product: String, _ trigger: QuotaBalance.Trigger, probe scope: Probe = .none) async throws -> Outcome {
         try await locks.withLock(product) {
             var releasesAsked = false
             var probed = false
@@ -39,13 +59,13 @@ final class QuotaCoordinator: Sendable {
             for _ in 0..<Self.maxAttempts {
                 guard let record = try await store.read(product) else { throw RPCError(.notFound, "unknown product") }
                 var balance = try await self.picture(product, record.state)
-                balance.reconcile(product: product, dead: dead)
+                self.report(product, distrusted: balance.reconcile(product: product, dead: dead))
 
-                if probeAbsent && !probed {
+                if scope != .none && !probed {
                     probed = true
-                    let absent = balance.allotments.filter { !$0.retired && !balance.isLive($0) }
+                    let absent = balance.allotments.filter { !$0.retired && !balance.isLive($0) && scope.covers($0.edge) }
                     if !absent.isEmpty {
-                        dead = try await self.probe(product, absent)
+                        dead = try await self.probe(product, absent, balance: balance)
                         continue
                     }
                 }
@@ -57,8 +77,12 @@ final class QuotaCoordinator: Sendable {
                     continue
                 }
 
+                var after = balance
+                after.allotments = plan.allotments
+                let gone = after.pruneRetired()
                 var state = record.state
-                state.allotments = plan.allotments
+                state.allotments = after.allotments
+                state.maxEdgeId = after.maxEdgeID
                 if state != record.state {
                     do {
                         try await store.write(product, state: state, version: record.version)
@@ -66,17 +90,33 @@ final class QuotaCoordinator: Sendable {
                         continue  // another quota service decided meanwhile: decide again on its record
                     }
                 }
-                try await store.publish(product, allotments: plan.allotments)
+                if !gone.isEmpty {
+                    logger.info("gone edges dropped from the record", metadata: ["product": "\(product)", "edges": "\(gone)"])
+                    await store.removeQuotas(product, edges: gone)
+                }
+                try await store.publish(product, allotments: after.allotments)
                 if !plan.grants.isEmpty {
                     logger.debug("granted", metadata: [
                         "product": "\(product)", "grants": "\(plan.grants)", "pool": "\(plan.pool)",
                     ])
                 }
-                var after = balance
-                after.allotments = plan.allotments
                 return Outcome(balance: after, plan: plan)
             }
             throw RPCError(.aborted, "the product's record kept changing; try again")
+        }
+    }
+
+    /// Logs, once per registration, what is not taken as an edge and why (the data are edge-written: a forgery, or
+    /// an edge that came back too late).
+    private func report(_ product: String, rejected: [String: String] = [:], distrusted: [String: QuotaBalance.Distrust] = [:]) {
+        var fresh: [(String, String)] = []
+        reported.withLock { reported in
+            if reported.count > 10_000 { reported.removeAll() }
+            for (name, why) in rejected where reported.insert(name + " " + why).inserted { fresh.append((name, why)) }
+            for (name, why) in distrusted where reported.insert(name + " \(why)").inserted { fresh.append((name, "\(why)")) }
+        }
+        for (name, why) in fresh.sorted(by: { $0.0 < $1.0 }) {
+            logger.warning("registration not trusted", metadata: ["product": "\(product)", "node": "\(name)", "reason": "\(why)"])
         }
     }
 
@@ -84,13 +124,14 @@ final class QuotaCoordinator: Sendable {
     func picture(_ product: String, _ state: ProductQuotaState) async throws -> QuotaBalance {
         async let stock = inventory.product(product)
         async let sold = inventory.soldCounts(product)
-        let registered = try await store.registeredEdges()
+        let (registered, rejected) = try await store.registeredEdges()
+        report(product, rejected: rejected)
         let (stockNow, soldNow) = try await (stock, sold)
         var byEdge: [UInt32: Int64] = [:]
-        for edge in soldNow.edges { byEdge[edge.edgeId, default: 0] += edge.sold }
+        for edge in soldNow.edges { byEdge[edge.edgeId] = Units.sum([byEdge[edge.edgeId] ?? 0, edge.sold]) }
         return QuotaBalance(
             capacity: Self.capacity(stockNow), soldTotal: soldNow.sold, soldByEdge: byEdge,
-            allotments: state.allotments, registered: registered)
+            allotments: state.allotments, registered: registered, maxEdgeID: state.maxEdgeId)
     }
 
     /// Units the database will ever sell: its total stock, or the sale limit when that is lower.
@@ -104,39 +145,66 @@ final class QuotaCoordinator: Sendable {
         let answers = await withTaskGroup(of: (String, EdgeReleaser.Answer).self) { group in
             for release in releases {
                 group.addTask {
-                    (release.edge, await self.releaser.release(product: product, units: release.units, address: release.address))
+                    (release.edge, await self.releaser.release(
+                        product: product, units: release.units, edgeID: release.edgeId, address: release.address))
                 }
             }
             return await group.reduce(into: [String: EdgeReleaser.Answer]()) { $0[$1.0] = $1.1 }
         }
-        try await record(product, answers)
+        try await record(product, answers, rebind: [:])
         logger.debug("asked edges for units", metadata: ["product": "\(product)", "answers": "\(answers)"])
     }
 
-    /// Absent edges (units recorded, node gone) are asked for everything they hold. Those that answer are alive
-    /// (a session expiry: they register again); those that do not are gone: returned as dead, to be retired.
-    private func probe(_ product: String, _ absent: [EdgeAllotment]) async throws -> Set<String> {
+    /// Absent edges (units recorded, no trusted registration) are asked, by id, for everything they hold. Those that
+    /// answer are alive (a session expiry: they register again), and a registration by the session an edge names
+    /// in its answer is trusted from then on. Those that do not answer, or whose address now answers as another
+    /// edge (FAILED_PRECONDITION), are gone: returned as dead, to be retired.
+    private func probe(_ product: String, _ absent: [EdgeAllotment], balance: QuotaBalance) async throws -> Set<String> {
         var answers: [String: EdgeReleaser.Answer] = [:]
+        var rebind: [String: Int64] = [:]
         for allotment in absent {
-            answers[allotment.edge] = await releaser.release(product: product, units: Int64.max, address: allotment.address)
+            let answer = await releaser.release(
+                product: product, units: Int64.max, edgeID: allotment.edgeId, address: allotment.address)
+            answers[allotment.edge] = answer
+            if case .released(_, let session) = answer, session != 0, balance.registered[allotment.edge]?.session == session {
+                rebind[allotment.edge] = session
+            }
         }
-        try await record(product, answers)
-        let dead = Set(answers.filter { $0.value == .unreachable }.keys)
+        // A new edge's allotment is not in the record yet: it is written with the session it vouched for.
+        try await record(product, answers, rebind: rebind, new: absent.filter { rebind[$0.edge] != nil })
+        let dead = Set(answers.filter { $0.value == .unreachable || $0.value == .anotherEdge }.keys)
         if !dead.isEmpty { logger.info("edges gone: reclaiming their unsold units", metadata: ["product": "\(product)", "edges": "\(dead.sorted())"]) }
+        if !rebind.isEmpty { logger.info("edges vouched for their registrations", metadata: ["product": "\(product)", "edges": "\(rebind.keys.sorted())"]) }
         return dead
     }
 
-    private func record(_ product: String, _ answers: [String: EdgeReleaser.Answer]) async throws {
+    private func record(
+        _ product: String, _ answers: [String: EdgeReleaser.Answer], rebind: [String: Int64], new: [EdgeAllotment] = []
+    ) async throws {
         var totals: [String: Int64] = [:]
-        for (edge, answer) in answers { if case .released(let total) = answer { totals[edge] = total } }
-        guard !totals.isEmpty else { return }
+        for (edge, answer) in answers { if case .released(let total, _) = answer { totals[edge] = Units.clamp(total) } }
+        guard !totals.isEmpty || !rebind.isEmpty else { return }
         try await store.update(product) { state in
             var changed = false
-            for i in state.allotments.indices {
-                if let total = totals[state.allotments[i].edge], total > state.allotments[i].reclaimed {
+            for i in state.allotments.indices where !state.allotments[i].retired {
+                let name = state.allotments[i].edge
+                // Never beyond what was granted: an answer cannot hand back units the edge never held.
+                if let total = totals[name].map({ min($0, state.allotments[i].granted) }), total > state.allotments[i].reclaimed {
                     state.allotments[i].reclaimed = total
                     changed = true
                 }
+                if let session = rebind[name], session != state.allotments[i].session {
+                    state.allotments[i].session = session
+                    changed = true
+                }
+            }
+            for allotment in new where allotment.edgeId > state.maxEdgeId && !state.allotments.contains(where: { $0.edge == allotment.edge }) {
+                var added = allotment
+                added.session = rebind[allotment.edge] ?? 0
+                state.allotments.append(added)
+                state.allotments.sort { $0.edgeId < $1.edgeId }
+                state.maxEdgeId = allotment.edgeId
+                changed = true
             }
             return changed
         }
@@ -201,7 +269,7 @@ final class QuotaCoordinator: Sendable {
     /// A dry edge asks for more: it is favoured in a round that may take surplus units back from the others.
     func grantMore(edgeID: UInt32, product: String) async throws -> GrantMoreResponse {
         let name = QuotaLayout.edgeName(id: edgeID)
-        let outcome = try await round(product, .fill([name]))
+        let outcome = try await round(product, .fill([name]), probe: .edge(name))
         let granted = outcome.plan.allotments.first { $0.edge == name }?.granted ?? 0
         // Sold out only when the database has nothing left to sell; units held by other edges may still come back.
         let soldOut = outcome.plan.grants[name] == nil && outcome.balance.sellable == 0
@@ -220,7 +288,7 @@ final class QuotaCoordinator: Sendable {
                 throw RPCError(.notFound, "unknown product")
             }
             var balance = try await picture(id, record.state)
-            balance.reconcile(product: id)
+            report(id, distrusted: balance.reconcile(product: id))
             response.products.append(Self.quotas(id, balance))
         }
         return response

@@ -101,7 +101,8 @@ struct QuotaStore: Sendable {
             do {
                 let (bytes, stat) = try await zk.get(path)
                 let current = (try? QuotaGrant(decoding: bytes))?.granted ?? 0
-                if current >= granted { return }
+                // Raise only, unless the node holds what no record can have granted (then it is rewritten).
+                if current >= granted && current <= QuotaLayout.maxUnits { return }
                 try await zk.set(path, data: data, version: stat.version)
                 return
             } catch let error as ZooKeeperError where error.code == .noNode {
@@ -131,35 +132,75 @@ struct QuotaStore: Sendable {
         try await zk.children(layout.edges, watch: watch).filter { QuotaLayout.edgeID(name: $0) != nil }
     }
 
-    /// Every registered edge with what it reports. An edge whose node vanishes meanwhile is left out.
-    func registeredEdges() async throws -> [String: RegisteredEdge] {
+    /// Every registered edge with what it reports, and the nodes under `edges/` that are not taken as edges, with
+    /// why. Registrations are edge-written, so each is checked: its name must be one a sequential create can have
+    /// made (below the folder's `cversion`, which names the next sequence number), its node ephemeral (it records
+    /// the session that made it), its address `host:port`, and every number is clamped to 0...maxUnits. An edge
+    /// whose node vanishes meanwhile is left out.
+    func registeredEdges() async throws -> (edges: [String: RegisteredEdge], rejected: [String: String]) {
         var edges: [String: RegisteredEdge] = [:]
-        for name in try await edgeNames() {
+        var rejected: [String: String] = [:]
+        let names = try await edgeNames()
+        // Read after the listing: every listed name's sequence number is below it.
+        let nextSequence = Int64(try await zk.exists(layout.edges)?.cversion ?? 0)
+        for name in names {
             guard let id = QuotaLayout.edgeID(name: name) else { continue }
+            guard Int64(id) <= nextSequence else {
+                rejected[name] = "a sequence number ZooKeeper has not handed out yet"
+                continue
+            }
             let data: [UInt8]
+            let stat: ZooKeeperStat
             do {
-                data = try await zk.get(layout.edge(name)).data
+                (data, stat) = try await zk.get(layout.edge(name))
             } catch let error as ZooKeeperError where error.code == .noNode {
+                continue
+            }
+            guard stat.ephemeralOwner != 0 else {
+                rejected[name] = "not an ephemeral node"
                 continue
             }
             // A node that does not hold a registration is still an edge (its id is in the name), just not reachable.
             let registration = (try? EdgeRegistration(decoding: data)) ?? EdgeRegistration(edgeId: id)
             var released: [String: Int64] = [:]
             var used: [String: Int64] = [:]
+            var clamped = false
             for usage in registration.usage {
-                released[usage.productId] = usage.released
-                used[usage.productId] = usage.used
+                let (releasedNow, usedNow) = (Units.clamp(usage.released), Units.clamp(usage.used))
+                clamped = clamped || releasedNow != usage.released || usedNow != usage.used
+                released[usage.productId] = max(released[usage.productId] ?? 0, releasedNow)
+                used[usage.productId] = max(used[usage.productId] ?? 0, usedNow)
             }
-            edges[name] = RegisteredEdge(name: name, id: id, address: registration.address, released: released, used: used)
+            if clamped { rejected[name] = "numbers out of range (clamped)" }
+            let address = registration.address.utf8.count <= 300 && HostPort.parse(registration.address) != nil
+                ? registration.address : ""
+            if address != registration.address { rejected[name] = "an address that is not host:port" }
+            edges[name] = RegisteredEdge(
+                name: name, id: id, address: address, released: released, used: used, session: stat.ephemeralOwner)
         }
-        return edges
+        return (edges, rejected)
+    }
+
+    /// Deletes the quota nodes of `product` for edges that are gone (their allotments were pruned).
+    func removeQuotas(_ product: String, edges: [String]) async {
+        for edge in edges {
+            do {
+                try await zk.delete(layout.quota(product, edge: edge))
+            } catch let error as ZooKeeperError where error.code == .noNode {
+                continue
+            } catch {
+                logger.warning("quota node of a gone edge not deleted", metadata: [
+                    "product": "\(product)", "edge": "\(edge)", "error": "\(error)",
+                ])
+            }
+        }
     }
 
     // MARK: - Shed
 
     func shed() async throws -> UInt32? {
         do {
-            return try ShedConfig(decoding: try await zk.get(layout.shed).data).keepPerMillion
+            return min(try ShedConfig(decoding: try await zk.get(layout.shed).data).keepPerMillion, 1_000_000)
         } catch let error as ZooKeeperError where error.code == .noNode {
             return nil
         }
@@ -188,9 +229,29 @@ struct QuotaStore: Sendable {
 
     static func decode(_ data: [UInt8]) throws -> ProductQuotaState {
         do {
-            return try ProductQuotaState(decoding: data)
+            return sanitized(try ProductQuotaState(decoding: data))
         } catch {
             throw RPCError(.dataLoss, "the product node does not hold a quota record")
         }
+    }
+
+    /// The record as the planner may use it: one allotment per edge name, whose id is the name's, with counts in
+    /// 0...maxUnits and nothing reclaimed beyond what was granted. (The node is writable by the quota service alone
+    /// when ACLs are on; without them anyone may write it.) A sanitized record is written back by the next round.
+    static func sanitized(_ state: ProductQuotaState) -> ProductQuotaState {
+        var state = state
+        var seen = Set<String>()
+        state.allotments = state.allotments.compactMap { allotment in
+            guard let id = QuotaLayout.edgeID(name: allotment.edge), seen.insert(allotment.edge).inserted else { return nil }
+            var allotment = allotment
+            allotment.edgeId = id
+            allotment.granted = Units.clamp(allotment.granted)
+            allotment.reclaimed = min(Units.clamp(allotment.reclaimed), allotment.granted)
+            if HostPort.parse(allotment.address) == nil { allotment.address = "" }
+            return allotment
+        }
+        state.totalStock = Units.clamp(state.totalStock)
+        state.saleLimit = Units.clamp(state.saleLimit)
+        return state
     }
 }

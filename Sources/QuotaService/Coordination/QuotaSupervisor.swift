@@ -95,12 +95,13 @@ final class QuotaSupervisor: Service, Sendable {
                         knownEdges = edges
                         if !joined.isEmpty {
                             logger.info("edges joined", metadata: ["edges": "\(joined.sorted())"])
-                            try await forEachProduct { try await self.coordinator.round($0, .fill(joined)) }
+                            try await forEachProduct { try await self.coordinator.round($0, .fill(joined), probe: .absent) }
                         }
                     }
                     if edgeTrigger || ContinuousClock.now - lastSettle >= settleInterval {
                         lastSettle = .now
-                        try await forEachProduct { try await self.coordinator.round($0, .settle, probeAbsent: true) }
+                        try await forEachProduct { try await self.coordinator.round($0, .settle, probe: .absent) }
+                        await coordinator.releaser.forgetIdle()
                     }
                 }
             } catch is CancellationError {
