@@ -203,6 +203,29 @@ struct InventoryRequestIdTests {
         }
     }
 
+    /// Finding 12 as the operator meets it: `flashsale stock raise` prints its change id, and running it again with
+    /// `--change-id` (after a timeout, say) goes through the quota service and raises nothing more.
+    @Test func theOperatorsRetriedRaiseAppliesOnceThroughTheQuotaService() async throws {
+        try await OperatedPlatform.with(edges: 1) { ops in
+            try await ops.prepare(products: ["p1"], stock: 100, edges: 1)
+            let first = try await ops.flashsale(["stock", "raise", "p1", "--by", "50"])
+            #expect(first.status == 0, "\(first.output)")
+            guard let match = first.output.firstMatch(of: /--change-id (\d+)/) else {
+                Issue.record("no change id printed: \(first.output)")
+                return
+            }
+            let id = String(match.1)
+            let retry = try await ops.flashsale(["stock", "raise", "p1", "--by", "50", "--change-id", id])
+            #expect(retry.status == 0 && retry.output.contains("stock 150"), "\(retry.output)")
+            let other = try await ops.flashsale(["stock", "raise", "p1", "--by", "7", "--change-id", id])
+            #expect(other.status != 0 && other.output.contains("change id reused with another change"), "\(other.output)")
+            #expect(try await ops.inventory.getStock(productId: "p1").totalStock == 150)
+            try await waitUntil(timeout: .seconds(10), what: "the raise to reach the edge") {
+                try await ops.quota.status(productId: "p1").products[0].edges.reduce(0) { $0 + $1.granted } == 150
+            }
+        }
+    }
+
     /// Finding 16. The old limit cut the stock for good: "limit 50" then "limit 100" left 50 on sale while the
     /// answer said sale_limit 100.
     @Test func raisingALoweredSaleLimitRestoresTheUnits() async throws {

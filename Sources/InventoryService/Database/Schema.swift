@@ -495,13 +495,21 @@ $fn$;
 -- request id never has orders in both databases. Returns the ids bound to another product or user.
 CREATE FUNCTION bind_requests(p_product integer, p_requests bigint[], p_users bigint[], OUT r_reused bigint[])
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
+DECLARE
+    inserted integer;
 BEGIN
     IF cardinality(p_users) IS DISTINCT FROM cardinality(p_requests) THEN
         RAISE EXCEPTION 'bind_requests: arrays of different lengths' USING ERRCODE = '22023';
     END IF;
-    INSERT INTO requests (request_id, order_id, product_id, user_id, edge_id)
-    SELECT t.r, NULL, p_product, t.u, 0 FROM unnest(p_requests, p_users) AS t(r, u)
-    ON CONFLICT DO NOTHING;
+    WITH ins AS (
+        INSERT INTO requests (request_id, order_id, product_id, user_id, edge_id)
+        SELECT t.r, NULL, p_product, t.u, 0 FROM unnest(p_requests, p_users) AS t(r, u)
+        ON CONFLICT DO NOTHING
+        RETURNING 1)
+    SELECT count(*) INTO inserted FROM ins;
+    r_reused := '{}';
+    -- The usual case: every id was new here, so none can be bound elsewhere.
+    IF inserted = coalesce(cardinality(p_requests), 0) THEN RETURN; END IF;
     SELECT coalesce(array_agg(t.r), '{}') INTO r_reused
       FROM unnest(p_requests, p_users) AS t(r, u) JOIN requests x ON x.request_id = t.r
      WHERE x.product_id <> p_product OR x.user_id <> t.u;
