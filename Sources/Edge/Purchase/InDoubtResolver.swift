@@ -27,6 +27,7 @@ final class InDoubtResolver: Service, Sendable {
     private let held = ManagedAtomic<Int>(0)
     private let entries = ManagedAtomic<Int>(0)
     private let idle = IdleSignal()
+    private let capacity: Int
 
     init(
         ledger: QuotaLedger, forwarder: any PurchaseForwarder, limits: InDoubtTable.Limits = .init(), lookupTimeout: TimeAmount = .seconds(5), tick: Duration = .milliseconds(50),
@@ -38,13 +39,15 @@ final class InDoubtResolver: Service, Sendable {
         self.tick = tick
         self.logger = logger
         self.table = NIOLockedValueBox(InDoubtTable(limits: limits))
+        self.capacity = limits.capacity
     }
 
     /// Purchases held in doubt now.
     var pendingCount: Int { held.load(ordering: .relaxed) }
     /// Purchases holding a unit (in flight or in doubt).
     var trackedCount: Int { entries.load(ordering: .relaxed) }
-    var isFull: Bool { table.withLockedValue { $0.isFull } }
+    /// Past the cap: new forwards are refused before they take a unit. Lock-free (the reservation checks again).
+    var isFull: Bool { trackedCount >= capacity }
 
     private func update<T>(_ body: (inout InDoubtTable) -> T) -> T {
         table.withLockedValue { table in
@@ -55,9 +58,10 @@ final class InDoubtResolver: Service, Sendable {
         }
     }
 
-    /// See `InDoubtTable.claim`. Lock-free when nothing is held (the common case).
+    /// See `InDoubtTable.claim`. Lock-free when nothing is held, the common case (a purchase that goes in doubt
+    /// just after this check is still found when the attempt reserves its unit).
     func claim(_ request: PurchaseRequest) -> InDoubtTable.Claim {
-        guard trackedCount > 0 else { return .none }
+        guard pendingCount > 0 else { return .none }
         return update { $0.claim(PurchaseKey(request)) }
     }
 

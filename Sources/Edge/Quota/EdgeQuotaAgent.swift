@@ -227,12 +227,21 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
         }
         if let starts {
             askForMore(product).whenComplete { result in
+                guard case .success(let outcome) = result, outcome != .unavailable else {
+                    // Nothing to be had just now (or no quota service): dry attempts in the next moment share this
+                    // answer instead of each asking again.
+                    starts.completeWith(result)
+                    self.quota.rpc.eventLoop.scheduleTask(in: Self.refillHoldOff) { self.refills.withLock { $0[product] = nil } }
+                    return
+                }
                 self.refills.withLock { $0[product] = nil }
                 starts.completeWith(result)
             }
         }
         return future.hop(to: eventLoop)
     }
+
+    private static let refillHoldOff = TimeAmount.milliseconds(50)
 
     private func askForMore(_ product: String) -> EventLoopFuture<RefillOutcome> {
         let edgeID = self.edgeID
