@@ -5,8 +5,8 @@ import Proto
 import ServiceLifecycle
 import Wire
 
-/// Where the survivors go: the inventory service. A protocol so that the purchase path is unit-tested on an
-/// EmbeddedChannel; the edge itself uses `InventoryForwarder`.
+/// Where the survivors go: the inventory service. A protocol so that the purchase path is unit-tested behind its
+/// real server handler on a test channel; the edge itself uses `InventoryForwarder`.
 public protocol PurchaseForwarder: Sendable {
     func forward(_ request: PurchaseRequest, timeout: TimeAmount) -> EventLoopFuture<PurchaseResponse>
 }
