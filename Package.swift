@@ -158,7 +158,10 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(
             name: "EdgeTests",
-            dependencies: ["Edge", "Proto", "Wire", .product(name: "NIOEmbedded", package: "swift-nio")],
+            dependencies: [
+                "Edge", "Proto", "Wire", .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",

@@ -36,6 +36,9 @@ struct EdgeMain: AsyncParsableCommand {
     @Option(help: "Attempts kept per million until config/shed is read.") var keepPerMillion: UInt32 = 1_000_000
     @Option(help: "Seed of the shedding lottery (random by default).") var shedSeed: UInt64?
     @Option(help: "Calls in flight per client connection before the edge stops reading it.") var maxCallsInFlight = 1024
+    @Option(help: "Purchases with less budget left than this (milliseconds) are refused DEADLINE_EXCEEDED before they take a unit.")
+    var minimumBudgetMs = 50
+    @Option(help: "Purchases in flight or in doubt at most; past it new ones are refused UNAVAILABLE.") var maxInDoubt = 10_000
     @Option(help: "Seconds after which a client connection with nothing read and nothing in flight is closed (0: never).")
     var idleTimeout: Double = 300
     @Option(help: "Seconds a client connection may hold part of a frame before it is closed (slow clients; 0: never).")
@@ -71,9 +74,12 @@ struct EdgeMain: AsyncParsableCommand {
         // The agent needs the address the server bound (port 0 picks one), so it is created once the server
         // listens; the purchase path reaches it through this late binding.
         let agent = LateAgent()
+        var purchaseConfiguration = PurchasePath.Configuration()
+        purchaseConfiguration.minimumBudget = .milliseconds(Int64(minimumBudgetMs))
+        purchaseConfiguration.maxTracked = maxInDoubt
         let purchases = PurchasePath(
             ledger: ledger, shedder: shedder, forwarder: InventoryForwarder(client: InventoryClient(rpc: inventoryClient)), refiller: agent,
-            edgeID: { agent.edgeID }, logger: logger)
+            edgeID: { agent.edgeID }, configuration: purchaseConfiguration, logger: logger)
 
         var router = RPCRouter(serviceName: "edge")
         var operatorRouter = RPCRouter(serviceName: "edge")
@@ -118,7 +124,10 @@ struct EdgeMain: AsyncParsableCommand {
                 try await tasks.waitForAll()
             }
         }
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [.init(service: agentRunner), .init(service: server)]
+        // The resolver stops after the server has answered its calls in flight (reverse order).
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: agentRunner), .init(service: purchases.inDoubtResolver), .init(service: server),
+        ]
         if let operatorServer { services.append(.init(service: operatorServer)) }
         if let metricsPort = metrics.metricsPort {
             let hooks = ScrapeHooks()
@@ -162,9 +171,9 @@ final class LateAgent: QuotaRefiller, Sendable {
 
     var zooKeeperState: ZooKeeperSessionState? { agent.load()?.zooKeeperState }
 
-    func requestMore(product: String) async -> Bool {
-        guard let agent = agent.load() else { return false }
-        return await agent.requestMore(product: product)
+    func requestMore(product: String, on eventLoop: any EventLoop) -> EventLoopFuture<RefillOutcome> {
+        guard let agent = agent.load() else { return eventLoop.makeSucceededFuture(.unavailable) }
+        return agent.requestMore(product: product, on: eventLoop)
     }
 }
 

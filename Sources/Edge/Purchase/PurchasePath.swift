@@ -2,21 +2,34 @@ import Atomics
 import Logging
 import NIOCore
 import Proto
+import ServiceLifecycle
 import Wire
 
-/// Where the survivors go: the inventory service. A protocol so that the purchase path is unit-tested on an
-/// EmbeddedChannel; the edge itself uses `InventoryForwarder`.
+/// Where the survivors go: the inventory service. A protocol so that the purchase path is unit-tested behind its
+/// real server handler on a test channel; the edge itself uses `InventoryForwarder`.
 public protocol PurchaseForwarder: Sendable {
     func forward(_ request: PurchaseRequest, timeout: TimeAmount) -> EventLoopFuture<PurchaseResponse>
 }
 
-/// Asks the quota service for more units when this edge runs dry; true when units were added to the ledger.
-public protocol QuotaRefiller: Sendable {
-    func requestMore(product: String) async -> Bool
+/// What a refill brought.
+public enum RefillOutcome: Sendable, Equatable {
+    /// Units were added to the ledger: take again.
+    case granted
+    /// The quota service says the database has nothing left to sell (the ledger is marked so).
+    case soldOut
+    /// Nothing now (the quota service unreachable, or every unit held elsewhere or in doubt): try again later.
+    case unavailable
 }
 
-/// The edge's public call, decided on the connection's event loop: validate, shed by lottery, take a unit from
-/// the product's local counter, forward the survivor to the inventory, relay its outcome.
+/// Asks the quota service for more units when this edge runs dry. One refill in flight per product: concurrent
+/// callers share its outcome, delivered on `eventLoop`.
+public protocol QuotaRefiller: Sendable {
+    func requestMore(product: String, on eventLoop: any EventLoop) -> EventLoopFuture<RefillOutcome>
+}
+
+/// The edge's public call, decided on the connection's event loop: validate, refuse a budget too small to buy,
+/// take over a unit this edge holds in doubt for the same purchase, else shed by lottery and take a unit from the
+/// product's local counter; forward to the inventory, relay its outcome.
 ///
 /// It runs on the event loop rather than in a task per call: almost every attempt in a flash sale ends at the
 /// lottery or the counter, and a task hop per attempt would cost more than the decision itself
@@ -24,30 +37,66 @@ public protocol QuotaRefiller: Sendable {
 public final class PurchasePath: Sendable {
     public static let maxProductIDLength = 128
 
+    public struct Configuration: Sendable {
+        /// Used when a call names no deadline.
+        public var defaultTimeout: TimeAmount = .seconds(5)
+        /// Less budget than this left: refused DEADLINE_EXCEEDED before a unit is taken (it could only time out in
+        /// flight and hold the unit in doubt).
+        public var minimumBudget: TimeAmount = .milliseconds(50)
+        /// Lookups on behalf of clients (shed retries, retries without stock) in flight at once; past it UNAVAILABLE.
+        public var clientLookups = 1024
+        var inDoubt = InDoubtTable.Limits()
+        /// How often the resolver looks at the table while something is held.
+        public var resolverTick: Duration = .milliseconds(50)
+
+        public init() {}
+
+        /// Purchases in flight or in doubt at most (each holds a unit); past it new ones are refused UNAVAILABLE.
+        public var maxTracked: Int {
+            get { inDoubt.capacity }
+            set { inDoubt.capacity = max(1, newValue) }
+        }
+
+        /// Before the first lookup of an attempt in doubt; also the first backoff step between failed lookups.
+        public var inDoubtSettleDelay: Duration {
+            get { inDoubt.settle }
+            set {
+                inDoubt.settle = newValue
+                inDoubt.backoff = Backoff(initial: newValue, max: max(newValue, .seconds(10)))
+            }
+        }
+    }
+
     private let ledger: QuotaLedger
     private let shedder: LoadShedder
     private let forwarder: any PurchaseForwarder
     private let refiller: any QuotaRefiller
     private let edgeID: @Sendable () -> UInt32
-    private let defaultTimeout: TimeAmount
+    private let configuration: Configuration
     private let logger: Logger
+    private let clientLookups = ManagedAtomic<Int>(0)
     let counters = EdgeCounters()
+    /// A `Service`: run it in the edge's service group.
     let resolver: InDoubtResolver
 
     public init(
         ledger: QuotaLedger, shedder: LoadShedder, forwarder: any PurchaseForwarder, refiller: any QuotaRefiller,
-        edgeID: @escaping @Sendable () -> UInt32, defaultTimeout: TimeAmount = .seconds(5),
-        inDoubtSettleDelay: Duration = .seconds(1), logger: Logger
+        edgeID: @escaping @Sendable () -> UInt32, configuration: Configuration = .init(), logger: Logger
     ) {
         self.ledger = ledger
         self.shedder = shedder
         self.forwarder = forwarder
         self.refiller = refiller
         self.edgeID = edgeID
-        self.defaultTimeout = defaultTimeout
+        self.configuration = configuration
         self.logger = logger
-        self.resolver = InDoubtResolver(ledger: ledger, forwarder: forwarder, settleDelay: inDoubtSettleDelay, logger: logger)
+        self.resolver = InDoubtResolver(
+            ledger: ledger, forwarder: forwarder, limits: configuration.inDoubt, lookupTimeout: configuration.defaultTimeout,
+            tick: configuration.resolverTick, logger: logger)
     }
+
+    /// The in-doubt resolver, to run in the edge's service group.
+    public var inDoubtResolver: any Service { self.resolver }
 
     public func register(into router: inout RPCRouter) {
         self.registerPurchase(into: &router)
@@ -76,121 +125,159 @@ public final class PurchasePath: Sendable {
         return stats
     }
 
+    /// One attempt on its way: the call it answers and the request as it goes to the inventory.
+    private struct Attempt {
+        var request: PurchaseRequest
+        var context: ServerCallContext
+        var responder: RPCResponder<PurchaseResponse>
+        /// The timeout of its forward when the call has no deadline.
+        var budget: TimeAmount
+    }
+
     func purchase(_ request: PurchaseRequest, context: ServerCallContext, responder: RPCResponder<PurchaseResponse>) {
         self.counters.attempts.wrappingIncrement(ordering: .relaxed)
         if let problem = Self.validate(request) {
-            self.counters.errors.wrappingIncrement(ordering: .relaxed)
-            return responder.fail(problem)
+            return self.finish(.failure(problem), responder)
         }
-        // An in-doubt retry must learn its first outcome, so it is never shed.
-        if !request.retry && !self.shedder.admit() {
-            self.counters.shed.wrappingIncrement(ordering: .relaxed)
-            return responder.succeed(PurchaseResponse(outcome: .shed))
-        }
-        // A retry of an attempt this edge holds in doubt reuses that attempt's unit rather than taking another.
-        if request.retry && self.resolver.claim(request.requestId) {
-            return self.forward(request, context: context, responder: responder, carriesInDoubtUnit: true)
-        }
-        self.takeAndForward(request, context: context, responder: responder, refills: 0)
-    }
-
-    private func takeAndForward(
-        _ request: PurchaseRequest, context: ServerCallContext, responder: RPCResponder<PurchaseResponse>, refills: Int
-    ) {
-        switch self.ledger.take(request.productId) {
-        case .taken:
-            self.forward(request, context: context, responder: responder, carriesInDoubtUnit: false)
-        case .dry where refills < 2:
-            // Stock may remain on other edges: ask for more, then try the counter again.
-            let eventLoop = context.eventLoop
-            Task {
-                _ = await self.refiller.requestMore(product: request.productId)
-                eventLoop.execute {
-                    self.takeAndForward(request, context: context, responder: responder, refills: refills + 1)
-                }
-            }
-        case .dry, .soldOut:
-            self.answerWithoutStock(request, context: context, responder: responder, otherwise: .success(PurchaseResponse(outcome: .soldOut)))
-        case .unavailable:
-            // Cut off from ZooKeeper past its session's safe time (QuotaLedger.suspend): nothing taken; retry.
-            self.count(.failure(RPCError(.unavailable, "")))
-            responder.fail(RPCError(.unavailable, "this edge is cut off from ZooKeeper; retry"))
-        case .unknownProduct:
-            self.answerWithoutStock(
-                request, context: context, responder: responder,
-                otherwise: .failure(RPCError(.notFound, "unknown product")))
-        }
-    }
-
-    /// No unit for this attempt. A retry may still have a first outcome at the inventory: look it up, buy nothing.
-    private func answerWithoutStock(
-        _ request: PurchaseRequest, context: ServerCallContext, responder: RPCResponder<PurchaseResponse>,
-        otherwise: Result<PurchaseResponse, RPCError>
-    ) {
-        guard request.retry else {
-            self.count(otherwise)
-            return responder.complete(otherwise)
-        }
-        var lookup = request
-        lookup.lookupOnly = true
-        lookup.edgeId = self.edgeID()
-        self.forwarder.forward(lookup, timeout: self.timeout(context)).whenComplete { result in
-            switch result {
-            case .success(let response) where response.outcome == .purchased:
-                self.count(.success(response))
-                responder.succeed(response)
-            case .success:
-                self.count(otherwise)
-                responder.complete(otherwise)
-            case .failure(let error):
-                let error = RPCError.wrapping(error)
-                self.count(.failure(error))
-                responder.fail(error)
-            }
-        }
-    }
-
-    /// `carriesInDoubtUnit`: the unit is the one an earlier forward of this request id left in doubt, so a replayed
-    /// order made through this edge is that forward's order, and the unit stays used.
-    private func forward(
-        _ request: PurchaseRequest, context: ServerCallContext, responder: RPCResponder<PurchaseResponse>,
-        carriesInDoubtUnit: Bool
-    ) {
         var outgoing = request
         outgoing.edgeId = self.edgeID()
         outgoing.lookupOnly = false
-        let forwarded = outgoing
-        self.counters.forwarded.wrappingIncrement(ordering: .relaxed)
-        self.forwarder.forward(forwarded, timeout: self.timeout(context)).whenComplete { result in
+        let attempt = Attempt(
+            request: outgoing, context: context, responder: responder,
+            budget: context.deadline == nil ? self.configuration.defaultTimeout : .zero)
+        guard self.hasBudget(attempt) else { return self.finish(.failure(Self.tooLate), responder) }
+        // The same purchase held in doubt here: it already won the lottery once; it learns its first outcome with
+        // the unit it holds.
+        switch self.resolver.claim(request) {
+        case .claimed(let generation):
+            return self.forward(attempt, generation: generation, carriesInDoubtUnit: true)
+        case .inFlight:
+            return self.finish(.failure(Self.inFlight), responder)
+        case .none:
+            break
+        }
+        guard self.shedder.admit() else {
+            // A retry may have an order made elsewhere: tell it that rather than SHED.
+            return request.retry ? self.lookUp(attempt, otherwise: .success(PurchaseResponse(outcome: .shed))) : self.finish(.success(PurchaseResponse(outcome: .shed)), responder)
+        }
+        self.takeAndForward(attempt, refills: 0)
+    }
+
+    private static let inFlight = RPCError(.unavailable, "a purchase of this request id is in flight; retry")
+
+    private func takeAndForward(_ attempt: Attempt, refills: Int) {
+        let product = attempt.request.productId
+        // Checked again after a refill: the wait may have used the budget up.
+        guard self.hasBudget(attempt) else { return self.finish(.failure(Self.tooLate), attempt.responder) }
+        if self.resolver.isFull {
+            return self.finish(.failure(RPCError(.unavailable, "too many purchases in doubt; retry")), attempt.responder)
+        }
+        switch self.ledger.take(product) {
+        case .taken:
+            switch self.resolver.reserve(attempt.request) {
+            case .reserved(let generation):
+                self.forward(attempt, generation: generation, carriesInDoubtUnit: false)
+            case .claimed(let generation):
+                self.ledger.giveBack(product)
+                self.forward(attempt, generation: generation, carriesInDoubtUnit: true)
+            case .inFlight:
+                self.ledger.giveBack(product)
+                self.finish(.failure(Self.inFlight), attempt.responder)
+            case .full:
+                self.ledger.giveBack(product)
+                self.finish(.failure(RPCError(.unavailable, "too many purchases in doubt; retry")), attempt.responder)
+            }
+        case .dry where refills < 2:
+            // Stock may remain elsewhere: ask for more (one refill per product in flight), then try the counter again.
+            let eventLoop = attempt.context.eventLoop
+            self.refiller.requestMore(product: product, on: eventLoop).whenComplete { outcome in
+                switch outcome {
+                case .success(.granted): self.takeAndForward(attempt, refills: refills + 1)
+                case .success(.soldOut): self.soldOut(attempt)
+                case .success(.unavailable), .failure: self.finish(.failure(Self.dry), attempt.responder)
+                }
+            }
+        case .dry:
+            self.finish(.failure(Self.dry), attempt.responder)
+        case .soldOut:
+            self.soldOut(attempt)
+        case .unavailable:
+            // Cut off from ZooKeeper past its session's safe time (QuotaLedger.suspend): nothing taken; retry.
+            self.finish(.failure(Self.cutOff), attempt.responder)
+        case .unknownProduct:
+            self.lookUpIfRetry(attempt, otherwise: .failure(RPCError(.notFound, "unknown product")))
+        }
+    }
+
+    private static let cutOff = RPCError(.unavailable, "this edge is cut off from ZooKeeper; retry")
+
+    /// No unit here, and none known sold out: another edge, or this one a moment later, may still sell.
+    private static let dry = RPCError(.unavailable, "no stock on this edge right now; retry")
+
+    private func soldOut(_ attempt: Attempt) {
+        self.lookUpIfRetry(attempt, otherwise: .success(PurchaseResponse(outcome: .soldOut)))
+    }
+
+    private func lookUpIfRetry(_ attempt: Attempt, otherwise: Result<PurchaseResponse, RPCError>) {
+        guard attempt.request.retry else { return self.finish(otherwise, attempt.responder) }
+        self.lookUp(attempt, otherwise: otherwise)
+    }
+
+    /// No unit for this attempt, but a retry may have a first outcome at the inventory: look it up (definitive,
+    /// buys nothing) and relay an order; otherwise answer `otherwise`.
+    private func lookUp(_ attempt: Attempt, otherwise: Result<PurchaseResponse, RPCError>) {
+        guard self.clientLookups.loadThenWrappingIncrement(ordering: .relaxed) < self.configuration.clientLookups else {
+            self.clientLookups.wrappingDecrement(ordering: .relaxed)
+            return self.finish(.failure(RPCError(.unavailable, "too many lookups in flight; retry")), attempt.responder)
+        }
+        var lookup = attempt.request
+        lookup.lookupOnly = true
+        self.forwarder.forward(lookup, timeout: self.forwardTimeout(attempt)).hop(to: attempt.context.eventLoop).whenComplete { result in
+            self.clientLookups.wrappingDecrement(ordering: .relaxed)
             switch result {
-            case .success(let response):
-                let madeHere = response.outcome == .purchased
-                    && (!response.replayed || (carriesInDoubtUnit && response.edgeId == forwarded.edgeId))
-                if !madeHere {
-                    // No order of this edge's own came of the unit: it goes back on the counter.
-                    self.ledger.giveBack(request.productId)
-                    if response.outcome == .soldOut { self.ledger.markSoldOut(request.productId) }
-                }
-                self.count(.success(response))
-                responder.succeed(response)
+            case .success(let response) where response.outcome == .purchased || response.outcome == .alreadyPurchased:
+                self.finish(.success(response), attempt.responder)
+            case .success:
+                self.finish(otherwise, attempt.responder)
             case .failure(let error):
-                let error = RPCError.wrapping(error)
-                if Self.leavesOutcomeInDoubt(error) {
-                    // The order may have committed. Keep the unit until the inventory says which.
-                    self.resolver.resolveLater(forwarded)
-                } else {
-                    // Refused before it was queued (bad input, queue full, unknown product): nothing was bought.
-                    self.ledger.giveBack(request.productId)
-                }
-                self.count(.failure(error))
-                responder.fail(error)
+                self.finish(.failure(RPCError.wrapping(error)), attempt.responder)
             }
         }
     }
 
-    private func timeout(_ context: ServerCallContext) -> TimeAmount {
-        guard let deadline = context.deadline else { return self.defaultTimeout }
+    /// Forwards with the unit `generation` names in the in-doubt table, and settles that unit by the answer.
+    private func forward(_ attempt: Attempt, generation: UInt64, carriesInDoubtUnit: Bool) {
+        let request = attempt.request
+        self.counters.forwarded.wrappingIncrement(ordering: .relaxed)
+        self.forwarder.forward(request, timeout: self.forwardTimeout(attempt)).hop(to: attempt.context.eventLoop).whenComplete { result in
+            let result = result.mapError(RPCError.wrapping)
+            let fate = InDoubtTable.fate(ofForward: result, carriesInDoubtUnit: carriesInDoubtUnit, edgeID: request.edgeId)
+            self.resolver.forwardEnded(request, generation: generation, fate: fate)
+            if fate == .giveBack { self.ledger.giveBack(request.productId) }
+            // A replayed SOLD_OUT is that request id's first outcome, not news about the stock.
+            if case .success(let response) = result, response.outcome == .soldOut, !response.replayed {
+                self.ledger.markSoldOut(request.productId)
+            }
+            self.finish(result, attempt.responder)
+        }
+    }
+
+    /// What is left of the client's budget now (the forward or lookup must end before the client gives up).
+    private func forwardTimeout(_ attempt: Attempt) -> TimeAmount {
+        guard let deadline = attempt.context.deadline else { return attempt.budget }
         return deadline - .now()
+    }
+
+    /// Enough budget left to buy? Less, and the forward could only time out in flight with its unit in doubt.
+    private func hasBudget(_ attempt: Attempt) -> Bool {
+        self.forwardTimeout(attempt) >= self.configuration.minimumBudget
+    }
+
+    private static let tooLate = RPCError(.deadlineExceeded, "too little time left to buy")
+
+    private func finish(_ result: Result<PurchaseResponse, RPCError>, _ responder: RPCResponder<PurchaseResponse>) {
+        self.count(result)
+        responder.complete(result)
     }
 
     private func count(_ result: Result<PurchaseResponse, RPCError>) {
@@ -205,14 +292,6 @@ public final class PurchasePath: Sendable {
             }
         case .failure:
             self.counters.errors.wrappingIncrement(ordering: .relaxed)
-        }
-    }
-
-    /// Errors after which the purchase may or may not have committed.
-    static func leavesOutcomeInDoubt(_ error: RPCError) -> Bool {
-        switch error.code {
-        case .unavailable, .deadlineExceeded, .internal, .unknown, .cancelled, .aborted, .dataLoss: return true
-        default: return false
         }
     }
 

@@ -1,5 +1,6 @@
 import FlashSaleClient
 import Logging
+import NIOCore
 import Proto
 import ServiceLifecycle
 import Synchronization
@@ -35,7 +36,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     /// Our node's name once registered. Kept for the life of the process: see `register`.
     private let name = Mutex<String?>(nil)
     private let registration = Mutex(RegistrationState.pending([]))
-    private let refills = Mutex<[String: Task<Bool, Never>]>([:])
+    private let refills = Mutex<[String: EventLoopFuture<RefillOutcome>]>([:])
     /// The ZooKeeper client of the running session, for the metrics' session state.
     private let client = Mutex<ZooKeeperClient?>(nil)
     /// When a call that ZooKeeper answered was sent: the server heard from our session at or after it.
@@ -273,39 +274,52 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
 
     // MARK: - Refills
 
-    /// Asks the quota service for more units of `product`; concurrent calls for one product share one request.
-    /// True if units were added to the ledger. When the quota service says the product is sold out everywhere,
-    /// the ledger is marked so (until the next grant).
-    public func requestMore(product: String) async -> Bool {
-        let task = refills.withLock { refills -> Task<Bool, Never> in
-            if let running = refills[product] { return running }
-            let task = Task { await self.askForMore(product) }
-            refills[product] = task
-            return task
+    /// Asks the quota service for more units of `product`. One request per product is in flight at a time:
+    /// concurrent callers share its outcome (a burst of dry attempts costs one call, and no task each). When the
+    /// quota service says the product is sold out everywhere, the ledger is marked so (until the next grant).
+    public func requestMore(product: String, on eventLoop: any EventLoop) -> EventLoopFuture<RefillOutcome> {
+        let (future, starts) = refills.withLock { refills -> (EventLoopFuture<RefillOutcome>, EventLoopPromise<RefillOutcome>?) in
+            if let running = refills[product] { return (running, nil) }
+            let promise = quota.rpc.eventLoop.makePromise(of: RefillOutcome.self)
+            refills[product] = promise.futureResult
+            return (promise.futureResult, promise)
         }
-        let added = await task.value
-        refills.withLock { refills in
-            if refills[product] == task { refills[product] = nil }
+        if let starts {
+            askForMore(product).whenComplete { result in
+                guard case .success(let outcome) = result, outcome != .unavailable else {
+                    // Nothing to be had just now (or no quota service): dry attempts in the next moment share this
+                    // answer instead of each asking again.
+                    starts.completeWith(result)
+                    self.quota.rpc.eventLoop.scheduleTask(in: Self.refillHoldOff) { self.refills.withLock { $0[product] = nil } }
+                    return
+                }
+                self.refills.withLock { $0[product] = nil }
+                starts.completeWith(result)
+            }
         }
-        return added
+        return future.hop(to: eventLoop)
     }
 
-    private func askForMore(_ product: String) async -> Bool {
+    private static let refillHoldOff = TimeAmount.milliseconds(50)
+
+    private func askForMore(_ product: String) -> EventLoopFuture<RefillOutcome> {
         let edgeID = self.edgeID
-        guard edgeID != 0 else { return false }
+        guard edgeID != 0 else { return quota.rpc.eventLoop.makeSucceededFuture(.unavailable) }
         let before = ledger.usage(of: product)
-        do {
-            let response = try await quota.grantMore(
-                GrantMoreRequest(edgeId: edgeID, productId: product, used: before?.used ?? 0))
-            ledger.applyGrant(product, granted: response.granted)
-            let after = ledger.usage(of: product)
+        let request = GrantMoreRequest(edgeId: edgeID, productId: product, used: before?.used ?? 0)
+        return quota.rpc.callFuture(QuotaMethod.grantMore, request, as: GrantMoreResponse.self).map { response in
+            self.ledger.applyGrant(product, granted: response.granted)
+            let after = self.ledger.usage(of: product)
             // The quota node's watch may have applied the grant first: compare with what we had before the call.
-            if (after?.granted ?? 0) > (before?.granted ?? 0) || (after?.available ?? 0) > 0 { return true }
-            if response.soldOut { ledger.markSoldOut(product) }
-            return false
-        } catch {
-            logger.warning("quota refill failed", metadata: ["product": "\(product)", "error": "\(error)"])
-            return false
+            if (after?.granted ?? 0) > (before?.granted ?? 0) || (after?.available ?? 0) > 0 { return .granted }
+            if response.soldOut {
+                self.ledger.markSoldOut(product)
+                return .soldOut
+            }
+            return .unavailable
+        }.recover { error in
+            self.logger.warning("quota refill failed", metadata: ["product": "\(product)", "error": "\(error)"])
+            return .unavailable
         }
     }
 

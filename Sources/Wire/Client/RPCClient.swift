@@ -181,9 +181,9 @@ final class ClientConnection: Sendable {
             waiting.append(call)
             self.state.value = .connecting(waiting: waiting)
         case .backoff:
-            call.complete(.failure(RPCError(.unavailable, "\(self.configuration.host):\(self.configuration.port) is unreachable; reconnecting")))
+            call.complete(.failure(RPCError.notSent(.unavailable, "\(self.configuration.host):\(self.configuration.port) is unreachable; reconnecting")))
         case .shutdown:
-            call.complete(.failure(RPCError(.unavailable, "client is shut down")))
+            call.complete(.failure(RPCError.notSent(.unavailable, "client is shut down")))
         }
     }
 
@@ -214,7 +214,7 @@ final class ClientConnection: Sendable {
         case .success(let channel):
             guard let handler = try? channel.pipeline.syncOperations.handler(type: RPCClientHandler.self) else {
                 channel.close(promise: nil)
-                for call in waiting { call.complete(.failure(RPCError(.internal, "connection has no call handler"))) }
+                for call in waiting { call.complete(.failure(RPCError.notSent(.internal, "connection has no call handler"))) }
                 self.scheduleReconnect()
                 return
             }
@@ -226,7 +226,7 @@ final class ClientConnection: Sendable {
         case .failure(let error):
             self.logger.debug("connect failed", metadata: ["error": "\(error)"])
             for call in waiting {
-                call.complete(.failure(RPCError(.unavailable, "cannot connect to \(self.configuration.host):\(self.configuration.port)", cause: error)))
+                call.complete(.failure(RPCError.notSent(.unavailable, "cannot connect to \(self.configuration.host):\(self.configuration.port)", cause: error)))
             }
             self.scheduleReconnect()
         }
@@ -261,7 +261,7 @@ final class ClientConnection: Sendable {
             switch self.state.value {
             case .ready(let channel, _): return channel
             case .connecting(let waiting):
-                for call in waiting { call.complete(.failure(RPCError(.unavailable, "client is shut down"))) }
+                for call in waiting { call.complete(.failure(RPCError.notSent(.unavailable, "client is shut down"))) }
                 return nil
             default: return nil
             }

@@ -81,7 +81,7 @@ final class RPCClientHandler: ChannelInboundHandler {
         guard let context = self.context, context.channel.isActive else {
             // Failed on the next tick, not from inside the call: a caller that retries at once must not recurse.
             let eventLoop = self.context?.eventLoop
-            let failure = RPCError(.unavailable, "connection closed before the call was sent")
+            let failure = RPCError.notSent(.unavailable, "connection closed before the call was sent")
             if let eventLoop { eventLoop.execute { complete(.failure(failure)) } } else { complete(.failure(failure)) }
             return
         }
@@ -89,7 +89,7 @@ final class RPCClientHandler: ChannelInboundHandler {
         var deadline: NIODeadline?
         if let timeout {
             guard timeout.nanoseconds > 0 else {
-                complete(.failure(RPCError(.deadlineExceeded, "deadline passed before the call was sent")))
+                complete(.failure(RPCError.notSent(.deadlineExceeded, "deadline passed before the call was sent")))
                 return
             }
             timeoutUs = max(1, timeout.nanoseconds / 1000)
