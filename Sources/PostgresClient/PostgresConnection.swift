@@ -296,12 +296,15 @@ public final class PostgresConnection: @unchecked Sendable {
         logger.debug("postgres statement abandoned")
     }
 
-    /// Lets libpq read whatever waits on an idle socket (notices, or the end of a connection the server closed).
+    /// Lets libpq read whatever waits on an idle socket (notices, or the end of a connection the server closed: its
+    /// FATAL message and the end of the stream may take two reads).
     private static func readPending(_ conn: OpaquePointer) {
-        let socket = PQsocket(conn)
-        guard socket >= 0 else { return }
-        var descriptor = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
-        if poll(&descriptor, 1, 0) > 0 { _ = PQconsumeInput(conn) }
+        for _ in 0..<8 {
+            let socket = PQsocket(conn)
+            guard socket >= 0, PQstatus(conn) == CONNECTION_OK else { return }
+            var descriptor = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+            guard poll(&descriptor, 1, 0) > 0, PQconsumeInput(conn) != 0 else { return }
+        }
     }
 
     private func consume(_ result: OpaquePointer?, _ conn: OpaquePointer) throws -> PostgresResult {

@@ -607,7 +607,10 @@ private final class Consumer: @unchecked Sendable {
     private func loadSoldOutLookup(product: Int32, generation: UInt64) {
         let limit = pool.configuration.soldOutLookupLimit
         do {
-            guard let connection = connectedConnection() else { return }
+            guard let connection = connectedConnection() else {
+                pool.soldOutLoadFailed(product: product, generation: generation)
+                return
+            }
             let result = try connection.query(
                 "SELECT request_id, user_id, order_id, edge_id FROM orders WHERE product_id = $1 LIMIT $2",
                 [String(product), String(limit + 1)])
