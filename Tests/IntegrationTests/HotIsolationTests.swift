@@ -71,8 +71,8 @@ struct HotIsolationTests {
             let burstStarted = ContinuousClock.now
             let burst = await Self.hotBurst(client, count: 1100, timeout: .seconds(3))
             print("hot burst answered in \(ContinuousClock.now - burstStarted): \(Self.histogram(burst))")
-            let coldAfterBurst = try await client.purchase(Self.request("cold"), timeout: .seconds(2))
-            #expect(coldAfterBurst.outcome == .purchased)
+            let coldAfterBurst = await Self.attempt { try await client.purchase(Self.request("cold"), timeout: .seconds(2)) }
+            #expect(coldAfterBurst.value?.outcome == .purchased, "the cold purchase after the burst: \(String(describing: coldAfterBurst.code))")
             #expect(burst.allSatisfy { $0 == .unavailable || $0 == .deadlineExceeded })
             try await Task.sleep(for: .seconds(5))  // an outage longer than the hot buyers' deadline
 
@@ -141,8 +141,8 @@ struct HotIsolationTests {
             let burst = await Self.hotBurst(one, count: 1100, timeout: .milliseconds(1500))
             print("hot burst answered in \(ContinuousClock.now - burstStarted): \(Self.histogram(burst))")
             #expect(burst.allSatisfy { $0 == .unavailable || $0 == .deadlineExceeded })
-            let cold = try await one.purchase(Self.request("cold"), timeout: .seconds(3))
-            #expect(cold.outcome == .purchased)
+            let cold = await Self.attempt { try await one.purchase(Self.request("cold"), timeout: .seconds(3)) }
+            #expect(cold.value?.outcome == .purchased, "the cold purchase after the burst: \(String(describing: cold.code))")
             try await Task.sleep(for: .seconds(3))
 
             proxy.restore()
@@ -206,8 +206,10 @@ struct HotIsolationTests {
         }
     }
 
-    /// The hot product sold exactly its stock; every order's buyer was told PURCHASED, and none was bought after
-    /// its buyer's deadline (finding 17).
+    /// The hot product sold exactly its stock, and every order's buyer was told PURCHASED, except a purchase in
+    /// doubt: one whose batch was in flight when the database connection died (or whose answer came after the
+    /// buyer's own timer), at most one per buyer, committed before its buyer's deadline, which a lookup then
+    /// finds. None was bought after its buyer's deadline (finding 17: 1,679 such orders after an outage).
     static func expectSoldOutExactly(
         _ harness: InventoryHarness, client: InventoryClient, stock: Int, buyers: HotBuyers
     ) async throws {
@@ -219,14 +221,19 @@ struct HotIsolationTests {
             ordered[UInt64(orders.int64(row, 0)!)] = orders.double(row, 1)!
         }
         let purchased = buyers.purchased
-        print("hot orders \(ordered.count), PURCHASED answers \(purchased.count), answers \(buyers.answerCount)")
-        #expect(ordered.count == stock, "sold out exactly")
-        #expect(purchased.count == stock)
         let untold = Set(ordered.keys).subtracting(purchased)
-        #expect(untold.isEmpty, "\(untold.count) orders whose buyer was not told PURCHASED")
+        print("hot orders \(ordered.count), PURCHASED answers \(purchased.count), in doubt \(untold.count), answers \(buyers.answerCount)")
+        #expect(ordered.count == stock, "sold out exactly")
+        #expect(purchased.isSubset(of: Set(ordered.keys)), "every PURCHASED answer has its order")
         let deadlines = buyers.deadlines
         let late = ordered.filter { id, created in deadlines[id].map { created > $0 + 0.5 } ?? false }
         #expect(late.isEmpty, "\(late.count) orders bought after their buyer's deadline")
+        #expect(untold.count <= buyers.workers, "\(untold.count) orders whose buyer was not told PURCHASED")
+        for id in untold {
+            let lookup = try await client.purchase(
+                PurchaseRequest(requestId: id, userId: id, productId: "hot", edgeId: 1, lookupOnly: true), timeout: .seconds(5))
+            #expect(lookup.outcome == .purchased, "the lookup of an order in doubt finds it")
+        }
         #expect(try await client.audit(productId: "hot").clean)
     }
 }
@@ -246,7 +253,7 @@ final class HotBuyers: @unchecked Sendable {
     // @unchecked: mutable state under `lock`.
     private let client: InventoryClient
     private let product: String
-    private let workers: Int
+    let workers: Int
     private let timeout: TimeAmount
     private let lock = NSLock()
     private var _purchased: Set<UInt64> = []

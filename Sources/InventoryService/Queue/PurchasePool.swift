@@ -367,6 +367,7 @@ private final class Consumer: @unchecked Sendable {
         while true {
             if pool.isFinished { return nil }
             if let connection, let epoch, pool.isCurrent(epoch: epoch), connection.isConnected { return connection }
+            let resetting = connection != nil
             do {
                 if let connection {
                     try connection.reset()
@@ -375,7 +376,7 @@ private final class Consumer: @unchecked Sendable {
                         pool.configuration.dsn, settings: pool.configuration.settings, logger: logger)
                 }
                 epoch = pool.consumerConnected()
-                if attempts > 0 { logger.info("consumer reconnected", metadata: ["attempts": "\(attempts)"]) }
+                if resetting || attempts > 0 { logger.info("consumer reconnected", metadata: ["attempts": "\(attempts + 1)"]) }
                 return connection
             } catch {
                 attempts += 1
