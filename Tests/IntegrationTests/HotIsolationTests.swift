@@ -158,6 +158,39 @@ struct HotIsolationTests {
         }
     }
 
+    // MARK: - Slow hot database
+
+    @Test func slowHotDatabaseFailsHotPurchasesByTheirDeadlineAndBuysNoneAfterIt() async throws {
+        try await InventoryHarness.with(Self.arguments) { harness in
+            let client = harness.client(connections: 1)
+            defer { Task { await client.shutdown() } }
+            _ = try await client.createProduct(CreateProductRequest(productId: "cold", totalStock: 1_000_000))
+            _ = try await client.createProduct(CreateProductRequest(productId: "hot", totalStock: 300, hot: true))
+            let buyers = HotBuyers(client: client, product: "hot", workers: 8, timeout: .seconds(2))
+            let load = Task { await buyers.runUntilSoldOut(within: .seconds(60)) }
+            try await waitUntil(timeout: .seconds(20), what: "hot purchases") { buyers.purchasedCount >= 30 }
+
+            // Every hot statement that touches the orders waits on this lock: the database answers nothing for 5 s,
+            // though it is reachable. Statements end at the statement timeout (nothing committed) and queued
+            // purchases at their deadline; before the fix they waited for the lock and were bought after it.
+            let locker = try await PostgresConnection.connect(harness.hotDSN)
+            defer { locker.close() }
+            try await locker.exec("BEGIN; LOCK TABLE orders IN ACCESS EXCLUSIVE MODE")
+            let burst = await Self.hotBurst(client, count: 1100, timeout: .milliseconds(1500))
+            print("hot burst answered: \(Self.histogram(burst))")
+            #expect(burst.allSatisfy { $0 == .unavailable || $0 == .deadlineExceeded })
+            let cold = await Self.attempt { try await client.purchase(Self.request("cold"), timeout: .seconds(3)) }
+            #expect(cold.value?.outcome == .purchased, "the cold purchase after the burst: \(String(describing: cold.code))")
+            let stock = await Self.attempt { try await client.getStock(productId: "cold", timeout: .seconds(1)) }
+            #expect(stock.value != nil, "cold GetStock answers while the hot database is slow")
+            try await Task.sleep(for: .seconds(3))
+            try await locker.exec("COMMIT")
+
+            await load.value
+            try await Self.expectSoldOutExactly(harness, client: client, stock: 300, buyers: buyers)
+        }
+    }
+
     // MARK: - Helpers
 
     static func request(_ product: String) -> PurchaseRequest {
