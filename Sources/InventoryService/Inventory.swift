@@ -33,13 +33,19 @@ final class Inventory: Service, Sendable {
 
     func run() async throws {
         mainPool.start()
-        hotPool.start()
+        // Otherwise HotDatabaseStartup starts it once the hot database is migrated; until then hot purchases are refused.
+        if hot.isReady { hotPool.start() }
         // Listed before the server in the service group, so this returns only after the server has drained.
         try? await gracefulShutdown()
         logger.info("inventory draining")
         async let mainStopped: Void = mainPool.stop()
         async let hotStopped: Void = hotPool.stop()
         _ = await (mainStopped, hotStopped)
+    }
+
+    /// The hot database was brought up after start-up: its products sell from now on.
+    func hotDatabaseReady() {
+        hotPool.start()
     }
 
     // MARK: - Operator and read methods

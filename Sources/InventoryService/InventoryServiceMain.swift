@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import Metrics
+import NIOCore
 import NIOPosix
 import PostgresClient
 import ServiceLifecycle
@@ -56,6 +57,18 @@ struct InventoryServiceMain: AsyncParsableCommand {
     @Option(help: "Most purchases queued per product; past it a purchase gets RESOURCE_EXHAUSTED.")
     var queueLimit = 20_000
 
+    @Option(help: "Seconds to establish a database connection, reconnects included (libpq connect_timeout; 2...600).")
+    var connectTimeout = 5
+
+    @Option(help: """
+        Milliseconds a serving statement may run before the server cancels it (statement_timeout); the inventory \
+        gives up on an answer 2 s later (a blackholed database). 100...600000.
+        """)
+    var statementTimeoutMs = 10_000
+
+    @Option(help: "Seconds a purchase that came without a deadline may wait in a queue (1...3600).")
+    var maxQueueWait = 30
+
     @Option(help: "trace|debug|info|notice|warning|error|critical")
     var logLevel = "info"
 
@@ -75,6 +88,11 @@ struct InventoryServiceMain: AsyncParsableCommand {
         guard (1...10_000).contains(maxBatch) else { throw ValidationError("--max-batch must be 1...10000") }
         guard (1...10_000_000).contains(queueLimit) else { throw ValidationError("--queue-limit must be 1...10000000") }
         guard Logger.Level(name: logLevel) != nil else { throw ValidationError("unknown --log-level") }
+        guard (2...600).contains(connectTimeout) else { throw ValidationError("--connect-timeout must be 2...600") }
+        guard (100...600_000).contains(statementTimeoutMs) else {
+            throw ValidationError("--statement-timeout-ms must be 100...600000")
+        }
+        guard (1...3600).contains(maxQueueWait) else { throw ValidationError("--max-queue-wait must be 1...3600") }
         if (migrateDsn != nil || dsn == nil) && hotDsn != nil && hotMigrateDsn == nil {
             throw ValidationError("with --migrate-dsn and --hot-dsn, give the hot database's owner as --hot-migrate-dsn too")
         }
@@ -91,10 +109,11 @@ struct InventoryServiceMain: AsyncParsableCommand {
         let mainDSN = dsn ?? environment["FLASHSALE_PG_SERVICE_DSN"] ?? "host=127.0.0.1 port=15432 user=flashsale_app dbname=postgres"
         let mainMigrateDSN = migrateDsn
             ?? (dsn == nil ? environment["FLASHSALE_PG_DSN"] ?? "host=127.0.0.1 port=15432 user=postgres dbname=postgres" : nil)
-        let inventory = try await Self.openInventory(
+        let (inventory, hotStartup) = try await Self.openInventory(
             mainDSN: mainDSN, hotDSN: hotDsn, migrateDSN: mainMigrateDSN, hotMigrateDSN: hotMigrateDsn, consumers: consumers,
-            hotConsumers: hotConsumers, maxBatch: maxBatch,
-            queueLimit: queueLimit,
+            hotConsumers: hotConsumers, maxBatch: maxBatch, queueLimit: queueLimit,
+            timeouts: DatabaseTimeouts(connectSeconds: connectTimeout, statementMilliseconds: statementTimeoutMs),
+            maxQueueWait: .seconds(Int64(maxQueueWait)),
             allow: ServingCheck.Allowances(privilegedRole: allowPrivilegedRole, asynchronousCommit: allowAsynchronousCommit),
             logger: logger)
 
@@ -129,6 +148,8 @@ struct InventoryServiceMain: AsyncParsableCommand {
                     // A server that cannot bind ends the process with its error (no READY line).
                     .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup,
                           failureTerminationBehavior: .cancelGroup),
+                    // Returns once the hot database is up (at once when it was at start-up).
+                    .init(service: hotStartup, successTerminationBehavior: .ignore),
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
@@ -141,17 +162,24 @@ struct InventoryServiceMain: AsyncParsableCommand {
         try await group.run()
     }
 
-    /// Connects and migrates both databases (creating the hot one if needed) and loads the catalog. Blocking libpq
-    /// work runs on the connections' thread pool.
+    /// Connects and migrates the main database (creating the hot one if needed), tries once to bring up the hot
+    /// database, and loads the catalog. A hot database that cannot be reached does not stop the start: the returned
+    /// `HotDatabaseStartup` keeps trying in the background, and hot products answer UNAVAILABLE until it succeeds.
+    /// Blocking libpq work runs on each database's own thread, bounded by `timeouts`.
     static func openInventory(
         mainDSN: String, hotDSN: String?, migrateDSN: String? = nil, hotMigrateDSN: String? = nil, consumers: Int,
-        hotConsumers: Int, maxBatch: Int, queueLimit: Int, allow: ServingCheck.Allowances = .init(), logger: Logger
-    ) async throws -> Inventory {
-        let pool = PostgresConnection.sharedThreadPool
-        let mainAdmin = try await PostgresConnection.connect(mainDSN, logger: logger)
+        hotConsumers: Int, maxBatch: Int, queueLimit: Int, timeouts: DatabaseTimeouts, maxQueueWait: TimeAmount,
+        allow: ServingCheck.Allowances = .init(), logger: Logger
+    ) async throws -> (Inventory, HotDatabaseStartup) {
+        let main = ProductDatabase(role: .main, dsn: mainDSN, settings: timeouts.serving, ready: true, logger: logger)
+        let threads = main.threadPool
+        let mainAdmin = try await PostgresConnection.connect(mainDSN, settings: timeouts.serving, threadPool: threads, logger: logger)
+        defer { mainAdmin.close() }
         // The owner migrates (and creates the hot database); the serving connections may be a restricted role.
-        let mainOwner = try await migrateDSN.asyncMap { try await PostgresConnection.connect($0, logger: logger) } ?? mainAdmin
-        try await pool.runIfActive { try Migrator.migrate(mainOwner, logger: logger) }
+        let mainOwner = try await PostgresConnection.connect(
+            migrateDSN ?? mainDSN, settings: timeouts.owner, threadPool: threads, logger: logger)
+        defer { mainOwner.close() }
+        try await threads.runIfActive { try Migrator.migrate(mainOwner, logger: logger) }
 
         let resolvedHotDSN: String
         let resolvedHotMigrateDSN: String
@@ -160,7 +188,7 @@ struct InventoryServiceMain: AsyncParsableCommand {
             resolvedHotMigrateDSN = hotMigrateDSN ?? hotDSN
         } else {
             let current = try await mainOwner.query("SELECT current_database()").string(0, 0) ?? "postgres"
-            try await pool.runIfActive {
+            try await threads.runIfActive {
                 try DatabaseSetup.ensureDatabase(
                     named: DatabaseSetup.hotDatabaseName(mainDatabase: current), using: mainOwner, logger: logger)
             }
@@ -168,20 +196,10 @@ struct InventoryServiceMain: AsyncParsableCommand {
             resolvedHotMigrateDSN = hotMigrateDSN
                 ?? DatabaseSetup.defaultHotDSN(mainDSN: migrateDSN ?? mainDSN, mainDatabase: current)
         }
-        if mainOwner !== mainAdmin { mainOwner.close() }
-        let hotAdmin = try await PostgresConnection.connect(resolvedHotDSN, logger: logger)
-        if resolvedHotMigrateDSN == resolvedHotDSN {
-            try await pool.runIfActive { try Migrator.migrate(hotAdmin, logger: logger) }
-        } else {
-            let hotOwner = try await PostgresConnection.connect(resolvedHotMigrateDSN, logger: logger)
-            defer { hotOwner.close() }
-            try await pool.runIfActive { try Migrator.migrate(hotOwner, logger: logger) }
-        }
         try await ServingCheck.require(mainAdmin, database: .main, allow: allow, logger: logger)
-        try await ServingCheck.require(hotAdmin, database: .hot, allow: allow, logger: logger)
 
-        let main = ProductDatabase(role: .main, dsn: mainDSN, admin: mainAdmin, logger: logger)
-        let hot = ProductDatabase(role: .hot, dsn: resolvedHotDSN, admin: hotAdmin, logger: logger)
+        let hot = try await openHotDatabase(
+            dsn: resolvedHotDSN, migrateDSN: resolvedHotMigrateDSN, timeouts: timeouts, allow: allow, logger: logger)
         let catalog = ProductCatalog()
         for row in try await main.catalog(includeHotCatalog: true) {
             catalog.insert(CatalogEntry(key: row.key, name: row.name, role: row.hot ? .hot : .main))
@@ -189,9 +207,11 @@ struct InventoryServiceMain: AsyncParsableCommand {
         logger.info("catalog loaded", metadata: ["products": "\(catalog.all.count)"])
 
         func poolConfiguration(_ role: DatabaseRole, _ dsn: String, _ consumers: Int) -> PurchasePool.Configuration {
-            PurchasePool.Configuration(role: role, dsn: dsn, consumers: consumers, maxBatch: maxBatch, queueLimit: queueLimit)
+            PurchasePool.Configuration(
+                role: role, dsn: dsn, consumers: consumers, maxBatch: maxBatch, queueLimit: queueLimit,
+                settings: timeouts.serving, maxQueueWait: maxQueueWait)
         }
-        return Inventory(
+        let inventory = Inventory(
             catalog: catalog, main: main, hot: hot,
             mainPool: PurchasePool(configuration: poolConfiguration(.main, mainDSN, consumers), logger: logger),
             hotPool: PurchasePool(configuration: {
@@ -200,12 +220,29 @@ struct InventoryServiceMain: AsyncParsableCommand {
                 return hot
             }(), logger: logger),
             logger: logger)
+        let startup = HotDatabaseStartup(
+            inventory: inventory, migrateDSN: resolvedHotMigrateDSN, settings: timeouts.owner,
+            serving: timeouts.serving, allow: allow, logger: logger)
+        return (inventory, startup)
     }
-}
 
-extension Optional {
-    fileprivate func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
-        guard let value = self else { return nil }
-        return try await transform(value)
+    /// The hot database, brought up now if it can be (one attempt, bounded by the connect timeout); otherwise not
+    /// ready, for `HotDatabaseStartup` to bring up later.
+    static func openHotDatabase(
+        dsn: String, migrateDSN: String, timeouts: DatabaseTimeouts, allow: ServingCheck.Allowances, logger: Logger
+    ) async throws -> ProductDatabase {
+        let hot = ProductDatabase(role: .hot, dsn: dsn, settings: timeouts.serving, ready: false, logger: logger)
+        do {
+            try await HotDatabaseStartup.bringUp(
+                hot, migrateDSN: migrateDSN, settings: timeouts.owner, serving: timeouts.serving, allow: allow,
+                logger: logger)
+        } catch let refused as ServingRefused {
+            throw refused  // reachable but misconfigured: an operator must fix it, retrying will not
+        } catch {
+            logger.warning(
+                "hot database unreachable at start: hot products answer UNAVAILABLE until it is back",
+                metadata: ["error": "\(error)"])
+        }
+        return hot
     }
 }

@@ -6,13 +6,19 @@ import NIOPosix
 /// One libpq connection. Blocking calls (`query`, `exec`, `reset`) run on the caller's thread;
 /// their `async` twins run them on a blocking thread pool so event loops never wait on the database.
 ///
-/// `@unchecked Sendable` is sound: every use of the `PGconn` happens under `lock`, so libpq sees one
-/// caller at a time; the cancel handle is guarded by `cancelLock` and `PQcancel` is thread-safe.
-/// Sharing one connection between tasks serializes their statements: give each consumer its own
-/// connection, and never interleave other tasks' statements into an open transaction.
+/// Every wait is bounded (`PostgresSettings`): connecting and `reset()` by `connect_timeout`, a statement by the
+/// settings' `queryTimeout` (the socket is non-blocking and polled, so a peer that never answers cannot hold the
+/// caller). A statement abandoned at its timeout, or by task cancellation, closes the connection: its outcome is
+/// unknown to this client, and `reset()` reconnects.
+///
+/// `@unchecked Sendable` is sound: every use of the `PGconn` happens under `lock`, so libpq sees one caller at a time;
+/// the running and abandoned call ids are guarded by `callLock`. Sharing one connection between tasks serializes
+/// their statements: give each consumer its own connection, and never interleave other tasks' statements into an open
+/// transaction.
 public final class PostgresConnection: @unchecked Sendable {
     /// Threads for the `async` API when none is given: one blocked thread per in-flight statement,
-    /// so it is sized for a few dozen connections rather than the core count.
+    /// so it is sized for a few dozen connections rather than the core count. A service that talks to several
+    /// databases gives each its own pool, so that one database's stalls cannot take the others' threads.
     public static let sharedThreadPool: NIOThreadPool = {
         let pool = NIOThreadPool(numberOfThreads: 32)
         pool.start()
@@ -20,36 +26,45 @@ public final class PostgresConnection: @unchecked Sendable {
     }()
 
     public let threadPool: NIOThreadPool
+    public let settings: PostgresSettings
     private let logger: Logger
     private let notices: NoticeSink
     private let lock = NSLock()
     private var conn: OpaquePointer?
 
-    private let cancelLock = NSLock()
-    private var canceller: OpaquePointer?
+    private let callLock = NSLock()
     private var runningCall: UInt64 = 0
+    /// A call whose caller gave up (task cancelled): abandoned when it runs, or at once if it is running.
+    private var abandonedCall: UInt64 = 0
     private var nextCall: UInt64 = 0
 
-    private init(conn: OpaquePointer, threadPool: NIOThreadPool, logger: Logger) {
+    private init(conn: OpaquePointer, settings: PostgresSettings, threadPool: NIOThreadPool, logger: Logger) {
         self.conn = conn
+        self.settings = settings
         self.threadPool = threadPool
         self.logger = logger
         self.notices = NoticeSink(logger: logger)
         installNoticeReceiver(conn)
-        canceller = PQgetCancel(conn)
+        PQsetnonblocking(conn, 1)
     }
 
     deinit {
-        if let canceller { PQfreeCancel(canceller) }
         if let conn { PQfinish(conn) }
     }
 
     /// Connects with a libpq connection string (`host=127.0.0.1 port=15432 user=postgres dbname=x`
-    /// or a `postgresql://` URI). Blocks until connected or failed.
+    /// or a `postgresql://` URI), bounded by `settings`. Blocks until connected or failed.
     public static func connect(
-        _ dsn: String, threadPool: NIOThreadPool = sharedThreadPool, logger: Logger = Logger(label: "postgres")
+        _ dsn: String, settings: PostgresSettings = .standard, threadPool: NIOThreadPool = sharedThreadPool,
+        logger: Logger = Logger(label: "postgres")
     ) throws -> PostgresConnection {
-        guard let conn = PQconnectdb(dsn) else {
+        let parameters = settings.parameters(from: try parse(dsn))
+        let keywords = parameters.map { Optional($0.keyword) }
+        let values = parameters.map { Optional($0.value) }
+        let made = withCStrings(keywords + [nil]) { keywords in
+            withCStrings(values + [nil]) { values in PQconnectdbParams(keywords, values, 0) }
+        }
+        guard let conn = made else {
             throw PostgresError.connectionFailure("out of memory", code: "08001")
         }
         guard PQstatus(conn) == CONNECTION_OK else {
@@ -57,93 +72,99 @@ public final class PostgresConnection: @unchecked Sendable {
             PQfinish(conn)
             throw PostgresError.connectionFailure(message, code: "08001")
         }
-        return PostgresConnection(conn: conn, threadPool: threadPool, logger: logger)
+        return PostgresConnection(conn: conn, settings: settings, threadPool: threadPool, logger: logger)
     }
 
     public static func connect(
-        _ dsn: String, threadPool: NIOThreadPool = sharedThreadPool, logger: Logger = Logger(label: "postgres")
+        _ dsn: String, settings: PostgresSettings = .standard, threadPool: NIOThreadPool = sharedThreadPool,
+        logger: Logger = Logger(label: "postgres")
     ) async throws -> PostgresConnection {
-        try await threadPool.runIfActive { try connect(dsn, threadPool: threadPool, logger: logger) }
+        try await threadPool.runIfActive { try connect(dsn, settings: settings, threadPool: threadPool, logger: logger) }
+    }
+
+    /// The keywords a connection string names (either form), without libpq's defaults.
+    public static func parse(_ dsn: String) throws -> [(keyword: String, value: String)] {
+        var error: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(dsn, &error) else {
+            let message = error.map { trimmed(String(cString: $0)) } ?? "out of memory"
+            if let error { PQfreemem(error) }
+            throw PostgresError.connectionFailure("invalid connection string: \(message)", code: "08001")
+        }
+        defer { PQconninfoFree(options) }
+        var parsed: [(keyword: String, value: String)] = []
+        var index = 0
+        while let keyword = options[index].keyword {
+            if let value = options[index].val { parsed.append((String(cString: keyword), String(cString: value))) }
+            index += 1
+        }
+        return parsed
     }
 
     // MARK: - Blocking API
 
     /// Runs one statement with `$1, $2, ...` parameters in text format (`nil` is NULL).
     public func query(_ sql: String, _ params: [String?] = []) throws -> PostgresResult {
-        try withConnection(call: newCallID()) { conn in
-            let result = withCStrings(params) { values in
-                PQexecParams(conn, sql, Int32(values.count), nil, values, nil, nil, 0)
-            }
-            return try consume(result, conn)
-        }
+        try run(call: newCallID(), Self.sender(sql, params))
     }
 
     /// Runs a script of one or more `;`-separated statements without parameters (migrations).
     /// Statements run in one implicit transaction unless the script has its own BEGIN/COMMIT;
-    /// the result is the last statement's.
+    /// the result is the last statement's (or the first error).
     @discardableResult
     public func exec(_ script: String) throws -> PostgresResult {
-        try withConnection(call: newCallID()) { conn in
-            try consume(PQexec(conn, script), conn)
-        }
+        try run(call: newCallID()) { PQsendQuery($0, script) }
     }
 
-    /// Re-establishes a lost connection with the same parameters (session state is gone).
+    /// Re-establishes a lost connection with the same parameters (session state is gone); bounded by
+    /// `connect_timeout`.
     public func reset() throws {
         lock.lock()
         defer { lock.unlock() }
         guard let conn else { throw PostgresError.connectionFailure("connection closed", code: "08003") }
         PQreset(conn)
-        cancelLock.withLock {
-            if let canceller { PQfreeCancel(canceller) }
-            canceller = PQgetCancel(conn)
-        }
         guard PQstatus(conn) == CONNECTION_OK else {
             throw PostgresError.connectionFailure(Self.errorMessage(conn), code: "08001")
         }
+        PQsetnonblocking(conn, 1)
     }
 
-    /// False once the server went away (until `reset()`) or after `close()`.
+    /// False once the server went away (until `reset()`), after an abandoned statement, or after `close()`. An idle
+    /// connection whose server closed it (restart, `pg_terminate_backend`) is noticed here, before a statement is
+    /// sent on it.
     public var isConnected: Bool {
-        lock.withLock { conn.map { PQstatus($0) == CONNECTION_OK } ?? false }
+        lock.withLock {
+            guard let conn, PQstatus(conn) == CONNECTION_OK else { return false }
+            Self.readPending(conn)
+            return PQstatus(conn) == CONNECTION_OK
+        }
     }
 
-    /// Asks the server to cancel the statement now running on this connection, if any.
+    /// Abandons the statement now running on this connection, if any: the connection is closed (the statement may
+    /// or may not complete on the server) and `reset()` reconnects. Unlike libpq's `PQcancel`, it never waits on
+    /// the network.
     public func cancel() {
-        cancelLock.withLock {
-            if runningCall != 0 { sendCancel() }
+        callLock.withLock {
+            if runningCall != 0 { abandonedCall = runningCall }
         }
     }
 
     public func close() {
         lock.withLock {
-            cancelLock.withLock {
-                if let canceller { PQfreeCancel(canceller) }
-                canceller = nil
-            }
             if let conn { PQfinish(conn) }
             conn = nil
         }
     }
 
-    // MARK: - Async API (runs the blocking calls on `threadPool`; task cancellation cancels the statement)
+    // MARK: - Async API (runs the blocking calls on `threadPool`; task cancellation abandons the statement)
 
     public func query(_ sql: String, _ params: [String?] = []) async throws -> PostgresResult {
-        try await offload { conn, call in
-            try conn.withConnection(call: call) { pg in
-                let result = withCStrings(params) { values in
-                    PQexecParams(pg, sql, Int32(values.count), nil, values, nil, nil, 0)
-                }
-                return try conn.consume(result, pg)
-            }
-        }
+        let send = Self.sender(sql, params)
+        return try await offload { conn, call in try conn.run(call: call, send) }
     }
 
     @discardableResult
     public func exec(_ script: String) async throws -> PostgresResult {
-        try await offload { conn, call in
-            try conn.withConnection(call: call) { pg in try conn.consume(PQexec(pg, script), pg) }
-        }
+        try await offload { conn, call in try conn.run(call: call) { PQsendQuery($0, script) } }
     }
 
     public func reset() async throws {
@@ -152,6 +173,14 @@ public final class PostgresConnection: @unchecked Sendable {
 
     // MARK: - Internals
 
+    private static func sender(_ sql: String, _ params: [String?]) -> @Sendable (OpaquePointer) -> Int32 {
+        { conn in
+            withCStrings(params) { values in
+                PQsendQueryParams(conn, sql, Int32(values.count), nil, values, nil, nil, 0)
+            }
+        }
+    }
+
     private func offload<T: Sendable>(
         _ body: @escaping @Sendable (PostgresConnection, UInt64) throws -> T
     ) async throws -> T {
@@ -159,45 +188,123 @@ public final class PostgresConnection: @unchecked Sendable {
         return try await withTaskCancellationHandler {
             try await threadPool.runIfActive { try body(self, call) }
         } onCancel: {
-            self.cancel(call: call)
+            self.callLock.withLock { self.abandonedCall = call }
         }
     }
 
     private func newCallID() -> UInt64 {
-        cancelLock.withLock {
+        callLock.withLock {
             nextCall &+= 1
             if nextCall == 0 { nextCall = 1 }
             return nextCall
         }
     }
 
-    /// Cancels only if `call` is the statement running now, so a late cancel cannot hit a later statement.
-    private func cancel(call: UInt64) {
-        cancelLock.withLock {
-            if runningCall == call { sendCancel() }
-        }
+    private func isAbandoned(_ call: UInt64) -> Bool {
+        callLock.withLock { abandonedCall == call }
     }
 
-    /// Caller holds `cancelLock`.
-    private func sendCancel() {
-        guard let canceller else { return }
-        var buffer = [CChar](repeating: 0, count: 256)
-        if PQcancel(canceller, &buffer, Int32(buffer.count)) == 0 {
-            let text = String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
-            logger.debug("cancel request failed", metadata: ["error": "\(text)"])
-        }
-    }
-
-    private func withConnection<T>(call: UInt64, _ body: (OpaquePointer) throws -> T) throws -> T {
+    /// Sends one statement (or script) and collects its results, never waiting past the query timeout.
+    private func run(call: UInt64, _ send: (OpaquePointer) -> Int32) throws -> PostgresResult {
         lock.lock()
         defer { lock.unlock() }
         guard let conn else { throw PostgresError.connectionFailure("connection closed", code: "08003") }
         guard PQstatus(conn) == CONNECTION_OK else {
             throw PostgresError.connectionFailure("connection lost: \(Self.errorMessage(conn)); call reset()")
         }
-        cancelLock.withLock { runningCall = call }
-        defer { cancelLock.withLock { runningCall = 0 } }
-        return try body(conn)
+        guard !isAbandoned(call) else {
+            throw PostgresError.connectionFailure("the statement was cancelled before it was sent", code: "57014")
+        }
+        callLock.withLock { runningCall = call }
+        defer { callLock.withLock { runningCall = 0 } }
+        let deadline = settings.queryTimeout.map { ContinuousClock.now + $0 }
+
+        guard send(conn) == 1 else { throw PostgresError.connectionFailure(Self.errorMessage(conn)) }
+        // A non-blocking connection may hold part of the statement until the socket takes it.
+        while true {
+            let flushed = PQflush(conn)
+            if flushed == 0 { break }
+            if flushed < 0 { throw PostgresError.connectionFailure(Self.errorMessage(conn)) }
+            let events = try wait(conn, for: Int16(POLLOUT | POLLIN), call: call, deadline: deadline)
+            if events & Int16(POLLIN) != 0, PQconsumeInput(conn) == 0 {
+                throw PostgresError.connectionFailure(Self.errorMessage(conn))
+            }
+        }
+        // Like PQexec: every result until the end; the first error wins, else the last result.
+        var chosen: OpaquePointer?
+        defer { if let chosen { PQclear(chosen) } }
+        while true {
+            while PQisBusy(conn) != 0 {
+                _ = try wait(conn, for: Int16(POLLIN), call: call, deadline: deadline)
+                if PQconsumeInput(conn) == 0 { throw PostgresError.connectionFailure(Self.errorMessage(conn)) }
+            }
+            guard let result = PQgetResult(conn) else { break }
+            switch PQresultStatus(result) {
+            case PGRES_COPY_IN, PGRES_COPY_OUT, PGRES_COPY_BOTH:
+                PQclear(result)
+                abandon(conn)
+                throw PostgresError(code: "0A000", message: "COPY is not supported by this client")
+            default:
+                break
+            }
+            if let kept = chosen, PQresultStatus(kept) == PGRES_FATAL_ERROR {
+                PQclear(result)
+            } else {
+                if let kept = chosen { PQclear(kept) }
+                chosen = result
+            }
+        }
+        guard let result = chosen else { throw PostgresError.connectionFailure(Self.errorMessage(conn)) }
+        chosen = nil
+        return try consume(result, conn)
+    }
+
+    /// Polls the socket in short slices (so that an abandoned call is noticed) until `events`, the deadline or
+    /// abandonment. Caller holds `lock`.
+    private func wait(_ conn: OpaquePointer, for events: Int16, call: UInt64, deadline: ContinuousClock.Instant?) throws -> Int16 {
+        let socket = PQsocket(conn)
+        guard socket >= 0 else { throw PostgresError.connectionFailure("connection lost: no socket") }
+        while true {
+            if isAbandoned(call) {
+                abandon(conn)
+                throw PostgresError.connectionFailure("the statement was cancelled; the connection is closed", code: "57014")
+            }
+            var slice: Int32 = 100
+            if let deadline {
+                let left = deadline - ContinuousClock.now
+                if left <= .zero {
+                    abandon(conn)
+                    throw PostgresError.connectionFailure(
+                        "no answer within \(settings.queryTimeout.map { "\($0)" } ?? ""); the connection is closed and the statement's outcome is unknown")
+                }
+                slice = Int32(min(100, left / .milliseconds(1) + 1))
+            }
+            var descriptor = pollfd(fd: socket, events: events, revents: 0)
+            let ready = poll(&descriptor, 1, slice)
+            if ready > 0 { return descriptor.revents }
+            if ready < 0 && errno != EINTR {
+                throw PostgresError.connectionFailure("poll failed: errno \(errno)")
+            }
+        }
+    }
+
+    /// Closes the socket under libpq, which then reports the connection lost until `reset()`. Caller holds `lock`.
+    private func abandon(_ conn: OpaquePointer) {
+        let socket = PQsocket(conn)
+        if socket >= 0 { _ = shutdown(socket, Int32(SHUT_RDWR)) }
+        Self.readPending(conn)
+        logger.debug("postgres statement abandoned")
+    }
+
+    /// Lets libpq read whatever waits on an idle socket (notices, or the end of a connection the server closed: its
+    /// FATAL message and the end of the stream may take two reads).
+    private static func readPending(_ conn: OpaquePointer) {
+        for _ in 0..<8 {
+            let socket = PQsocket(conn)
+            guard socket >= 0, PQstatus(conn) == CONNECTION_OK else { return }
+            var descriptor = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+            guard poll(&descriptor, 1, 0) > 0, PQconsumeInput(conn) != 0 else { return }
+        }
     }
 
     private func consume(_ result: OpaquePointer?, _ conn: OpaquePointer) throws -> PostgresResult {

@@ -31,12 +31,21 @@ final class InventoryHarness: Sendable {
         self.extraArguments = extraArguments
     }
 
-    /// Runs `body` against a fresh service and databases; everything is stopped and dropped afterwards.
+    /// Runs `body` against a fresh service and databases; everything is stopped and dropped afterwards. `prepare`
+    /// runs before the service starts and returns more arguments for it (e.g. a `--hot-dsn` of the test's making).
     static func with<T: Sendable>(
-        _ arguments: [String] = [], _ body: (InventoryHarness) async throws -> T
+        _ arguments: [String] = [], prepare: ((TestDatabase) async throws -> [String])? = nil,
+        _ body: (InventoryHarness) async throws -> T
     ) async throws -> T {
         let database = try await TestDatabase.create(prefix: "t_inventory")
-        let harness = InventoryHarness(database: database, port: LocalPorts.free(), extraArguments: arguments)
+        let prepared: [String]
+        do {
+            prepared = try await prepare?(database) ?? []
+        } catch {
+            try? await database.drop()
+            throw error
+        }
+        let harness = InventoryHarness(database: database, port: LocalPorts.free(), extraArguments: arguments + prepared)
         do {
             try await harness.start()
             let result = try await body(harness)

@@ -1,4 +1,5 @@
 @testable import InventoryService
+import NIOCore
 import Proto
 import Testing
 import Wire
@@ -9,6 +10,7 @@ import Wire
         var requestId: Int64
         var userId: Int64
         var lookupOnly = false
+        var deadline: NIODeadline?
     }
 
     private static func item(_ id: Int64, user: Int64? = nil, lookupOnly: Bool = false) -> Item {

@@ -64,7 +64,7 @@ struct SmokeTests {
         #expect(try await victim.query("SELECT 1").int64(0, 0) == 1)
     }
 
-    @Test func postgresTaskCancellationCancelsTheStatement() async throws {
+    @Test func postgresTaskCancellationAbandonsTheStatement() async throws {
         let conn = try await PostgresConnection.connect(try await TestServers.postgresDSN())
         defer { conn.close() }
         let started = ContinuousClock.now
@@ -74,7 +74,77 @@ struct SmokeTests {
         let outcome = await sleeper.result
         #expect(ContinuousClock.now - started < .seconds(10))
         #expect(throws: PostgresError.self) { try outcome.get() }
+        // Abandoned without waiting on the network (no PQcancel): the connection is closed until reset.
+        #expect(!conn.isConnected)
+        try await conn.reset()
         #expect(try await conn.query("SELECT 3").int64(0, 0) == 3)
+    }
+
+    @Test func postgresQueryTimeoutBoundsAStatementAndResetRecovers() async throws {
+        var settings = PostgresSettings.standard
+        settings.queryTimeout = .milliseconds(500)
+        let conn = try await PostgresConnection.connect(try await TestServers.postgresDSN(), settings: settings)
+        defer { conn.close() }
+        let started = ContinuousClock.now
+        let error = await #expect(throws: PostgresError.self) { try await conn.query("SELECT pg_sleep(20)") }
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(error?.isConnectionFailure == true, "the outcome of an abandoned statement is unknown: a lost connection")
+        #expect(!conn.isConnected)
+        try await conn.reset()
+        #expect(try await conn.query("SELECT 4").int64(0, 0) == 4)
+    }
+
+    /// A peer that accepts and never answers (a blackholed host behind a proxy): connecting and a statement on an
+    /// open connection both end within their bounds.
+    @Test func postgresConnectAndStatementsEndAgainstABlackholedServer() async throws {
+        let dsn = try await TestServers.postgresDSN()
+        let port = try #require(Int(dsn.split(separator: " ").first { $0.hasPrefix("port=") }?.dropFirst(5) ?? ""))
+        let proxy = try await BlackholeProxy.start(targetPort: port)
+        defer { Task { await proxy.stop() } }
+        var settings = PostgresSettings.standard
+        settings.connectTimeoutSeconds = 2
+        settings.queryTimeout = .seconds(1)
+        let proxied = dsn + " port=\(proxy.port)"
+        let conn = try await PostgresConnection.connect(proxied, settings: settings)
+        defer { conn.close() }
+        #expect(try await conn.query("SELECT 1").int64(0, 0) == 1)
+        proxy.blackhole()
+        var started = ContinuousClock.now
+        await #expect(throws: PostgresError.self) { try await conn.query("SELECT 2") }
+        #expect(ContinuousClock.now - started < .seconds(4))
+        started = ContinuousClock.now
+        await #expect(throws: PostgresError.self) { try await conn.reset() }
+        await #expect(throws: PostgresError.self) { try await PostgresConnection.connect(proxied, settings: settings) }
+        #expect(ContinuousClock.now - started < .seconds(8), "two connect attempts of 2 s each")
+        proxy.restore()
+        try await conn.reset()
+        #expect(try await conn.query("SELECT 5").int64(0, 0) == 5)
+    }
+
+    @Test func postgresSettingsAddBoundsTheStringDoesNotNameAndPinServerSettingsLast() throws {
+        var settings = PostgresSettings(
+            connectTimeoutSeconds: 3, keepalives: (idle: 4, interval: 1, count: 2), tcpUserTimeoutMilliseconds: 7000)
+        settings.serverSettings = [("synchronous_commit", "on"), ("application_name", "a b")]
+        let parsed = try PostgresConnection.parse("host=h port=1 connect_timeout=9 options='-c x=1'")
+        let parameters = settings.parameters(from: parsed)
+        let value = { (keyword: String) in parameters.last { $0.keyword == keyword }?.value }
+        #expect(value("connect_timeout") == "9", "the operator's own bound wins")
+        #expect(value("keepalives") == "1" && value("keepalives_idle") == "4" && value("keepalives_count") == "2")
+        #expect(value("tcp_user_timeout") == "7000")
+        #expect(value("options") == "-c x=1 -c synchronous_commit=on -c application_name=a\\ b")
+        #expect(parameters.filter { $0.keyword == "options" }.count == 1)
+        #expect(throws: PostgresError.self) { try PostgresConnection.parse("host='unterminated") }
+    }
+
+    @Test func postgresPinnedServerSettingsWinOverTheConnectionString() async throws {
+        var settings = PostgresSettings.standard
+        settings.serverSettings = [("synchronous_commit", "on"), ("statement_timeout", "1234")]
+        let dsn = try await TestServers.postgresDSN() + " options='-c synchronous_commit=off -c work_mem=5MB'"
+        let conn = try await PostgresConnection.connect(dsn, settings: settings)
+        defer { conn.close() }
+        #expect(try await conn.query("SHOW synchronous_commit").string(0, 0) == "on")
+        #expect(try await conn.query("SHOW statement_timeout").string(0, 0) == "1234ms")
+        #expect(try await conn.query("SHOW work_mem").string(0, 0) == "5MB", "the string's own options are kept")
     }
 
     // MARK: ZooKeeper

@@ -1,4 +1,7 @@
+import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import PostgresClient
 import Proto
 import Wire
@@ -12,18 +15,38 @@ enum DatabaseRole: String, Sendable {
 /// The operator-side statements of one database (products, stock, sold counts, audit). Every method is one
 /// statement, so calls from concurrent tasks can share the one admin connection without interleaving transactions;
 /// the purchase path never uses it (consumers own their connections).
+///
+/// Each database's blocking work runs on a thread of its own (`threadPool`), so a hot database that is unreachable,
+/// blackholed or slow holds only its own thread: the other database's admin calls, and the quota service's rounds on
+/// its products, go on. Calls fail fast (UNAVAILABLE) while the database is known unreachable, before it is brought up,
+/// and past a bound of waiting calls; each one is bounded by the connection's connect and statement timeouts.
 final class ProductDatabase: Sendable {
     let role: DatabaseRole
     let dsn: String
-    private let admin: PostgresConnection
+    private let link: AdminLink
     private let logger: Logger
 
-    init(role: DatabaseRole, dsn: String, admin: PostgresConnection, logger: Logger) {
+    /// `connection`: an admin connection opened at start-up, if any (otherwise the first call connects). `ready`:
+    /// false until the database is migrated (`markReady`); calls are refused until then.
+    init(
+        role: DatabaseRole, dsn: String, settings: PostgresSettings, connection: PostgresConnection? = nil, ready: Bool,
+        maxWaiting: Int = 64, logger: Logger
+    ) {
         self.role = role
         self.dsn = dsn
-        self.admin = admin
         self.logger = logger
+        self.link = AdminLink(
+            dsn: dsn, settings: settings, connection: connection,
+            gate: AdminGate(ready: ready, maxWaiting: maxWaiting), logger: logger)
     }
+
+    /// The thread this database's blocking work runs on (its admin statements, and its migration at start-up).
+    var threadPool: NIOThreadPool { link.threadPool }
+
+    var isReady: Bool { link.isReady }
+
+    /// The database is migrated: calls go to it from now on.
+    func markReady() { link.markReady() }
 
     // MARK: - Catalog
 
@@ -189,17 +212,134 @@ final class ProductDatabase: Sendable {
 
     // MARK: - Running statements
 
-    /// One statement on the admin connection; a lost connection is re-established once before giving up.
+    /// One statement on the admin connection, which is (re)connected first when it is not working.
     private func run(_ sql: String, _ params: [String?]) async throws -> PostgresResult {
         do {
-            if !admin.isConnected { try await admin.reset() }
-            return try await admin.query(sql, params)
+            return try await link.run(sql, params)
+        } catch let refusal as AdminGate.Refusal {
+            throw RPCError(.unavailable, "the \(role.rawValue) database \(refusal.reason); retry later")
         } catch let error as PostgresError {
             logger.warning("admin statement failed", metadata: ["database": "\(role.rawValue)", "error": "\(error)"])
-            if error.isConnectionFailure {
+            if error.isConnectionFailure || error.isQueryCanceled {
                 throw RPCError(.unavailable, "the \(role.rawValue) database is unreachable", cause: error)
             }
             throw RPCError(.internal, "the \(role.rawValue) database refused a statement", cause: error)
         }
+    }
+}
+
+/// When an admin call may go to its database: the pure decisions of `ProductDatabase`.
+struct AdminGate: Sendable {
+    struct Refusal: Error, Sendable, Equatable {
+        let reason: String
+    }
+
+    private(set) var ready: Bool
+    let maxWaiting: Int
+    let backoff: (first: TimeAmount, longest: TimeAmount)
+    /// Calls admitted and not yet finished (running or waiting for the database's thread).
+    private(set) var waiting = 0
+    /// Set after a failed connect: until then calls are refused at once rather than each wait out a connect timeout.
+    private(set) var retryAt: NIODeadline?
+    private var delay: TimeAmount
+
+    init(ready: Bool, maxWaiting: Int, backoff: (first: TimeAmount, longest: TimeAmount) = (.milliseconds(200), .seconds(2))) {
+        self.ready = ready
+        self.maxWaiting = maxWaiting
+        self.backoff = backoff
+        self.delay = backoff.first
+    }
+
+    mutating func markReady() { ready = true }
+
+    /// A call arrives: admitted (it must `leave` later), or refused.
+    mutating func enter(now: NIODeadline) -> Refusal? {
+        guard ready else { return Refusal(reason: "is not reachable yet") }
+        if let retryAt, now < retryAt { return Refusal(reason: "is unreachable") }
+        guard waiting < maxWaiting else { return Refusal(reason: "is too slow to answer more calls") }
+        waiting += 1
+        return nil
+    }
+
+    /// An admitted call needs to connect: refused when another call's attempt failed a moment ago.
+    func mayConnect(now: NIODeadline) -> Refusal? {
+        if let retryAt, now < retryAt { return Refusal(reason: "is unreachable") }
+        return nil
+    }
+
+    mutating func connected() {
+        retryAt = nil
+        delay = backoff.first
+    }
+
+    mutating func connectFailed(now: NIODeadline) {
+        retryAt = now + delay
+        delay = min(delay * 2, backoff.longest)
+    }
+
+    mutating func leave() { waiting -= 1 }
+}
+
+/// The admin connection of one database and the single thread its statements run on, in arrival order.
+///
+/// `@unchecked Sendable`: `gate` is guarded by `lock`; `connection` is touched only on the pool's one thread (and in
+/// `init`).
+private final class AdminLink: @unchecked Sendable {
+    let threadPool: NIOThreadPool
+    private let dsn: String
+    private let settings: PostgresSettings
+    private let logger: Logger
+    private let lock = NSLock()
+    private var gate: AdminGate
+    private var connection: PostgresConnection?
+
+    init(dsn: String, settings: PostgresSettings, connection: PostgresConnection?, gate: AdminGate, logger: Logger) {
+        self.threadPool = NIOThreadPool(numberOfThreads: 1)
+        self.threadPool.start()
+        self.dsn = dsn
+        self.settings = settings
+        self.connection = connection
+        self.gate = gate
+        self.logger = logger
+    }
+
+    var isReady: Bool { lock.withLock { gate.ready } }
+
+    func markReady() { lock.withLock { gate.markReady() } }
+
+    func run(_ sql: String, _ params: [String?]) async throws -> PostgresResult {
+        if let refusal = lock.withLock({ gate.enter(now: .now()) }) { throw refusal }
+        do {
+            return try await threadPool.runIfActive { try self.blockingRun(sql, params) }
+        } catch {
+            // A call the thread pool never ran (it was shut down) still leaves.
+            if error is NIOThreadPoolError.ThreadPoolInactive { lock.withLock { gate.leave() } }
+            throw error
+        }
+    }
+
+    /// On the pool's thread.
+    private func blockingRun(_ sql: String, _ params: [String?]) throws -> PostgresResult {
+        defer { lock.withLock { gate.leave() } }
+        let current: PostgresConnection
+        if let connection, connection.isConnected {
+            current = connection
+        } else {
+            if let refusal = lock.withLock({ gate.mayConnect(now: .now()) }) { throw refusal }
+            do {
+                if let connection {
+                    try connection.reset()
+                    current = connection
+                } else {
+                    current = try PostgresConnection.connect(dsn, settings: settings, threadPool: threadPool, logger: logger)
+                    connection = current
+                }
+                lock.withLock { gate.connected() }
+            } catch {
+                lock.withLock { gate.connectFailed(now: .now()) }
+                throw error
+            }
+        }
+        return try current.query(sql, params)
     }
 }

@@ -7,6 +7,8 @@ protocol LaneItem: Sendable {
     var requestId: Int64 { get }
     var userId: Int64 { get }
     var lookupOnly: Bool { get }
+    /// Past it the caller has given up: the item is answered and dropped, never bought.
+    var deadline: NIODeadline? { get }
 }
 
 /// A purchase waiting for its batch; answered through `responder` once its transaction committed (or failed).
@@ -103,6 +105,9 @@ struct PurchaseLanes<Item: LaneItem> {
     private var lanes: [Int32: Lane] = [:]
     private var ready = CircularBuffer<Int32>(initialCapacity: 16)
     private(set) var queuedCount = 0
+    /// No queued item expires before this (it may be earlier than the earliest actual deadline: items taken since
+    /// are not subtracted). Nil: nothing queued has a deadline.
+    private(set) var earliestDeadline: NIODeadline?
 
     init(queueLimit: Int, maxBatch: Int) {
         self.queueLimit = queueLimit
@@ -135,6 +140,7 @@ struct PurchaseLanes<Item: LaneItem> {
         }
         lane.queue.append(purchase)
         queuedCount += 1
+        noteDeadline(purchase.deadline)
         if !lane.scheduled {
             lane.scheduled = true
             ready.append(product)
@@ -163,7 +169,10 @@ struct PurchaseLanes<Item: LaneItem> {
     mutating func requeue(_ purchases: [Item], product: Int32) {
         guard !purchases.isEmpty else { return }
         let lane = self.lane(product)
-        for purchase in purchases.reversed() { lane.queue.prepend(purchase) }
+        for purchase in purchases.reversed() {
+            lane.queue.prepend(purchase)
+            noteDeadline(purchase.deadline)
+        }
         queuedCount += purchases.count
         if !lane.scheduled {
             lane.scheduled = true
@@ -195,6 +204,46 @@ struct PurchaseLanes<Item: LaneItem> {
         let lane = self.lane(product)
         lane.generation &+= 1
         lane.state = .selling
+    }
+
+    private mutating func noteDeadline(_ deadline: NIODeadline?) {
+        guard let deadline else { return }
+        if earliestDeadline.map({ deadline < $0 }) ?? true { earliestDeadline = deadline }
+    }
+
+    /// Removes every queued item whose deadline is at or before `now`, for the caller to answer: a queued purchase is
+    /// answered at its deadline even while no consumer can take it (its database unreachable or slow). Cheap when
+    /// nothing can have expired yet.
+    mutating func expire(now: NIODeadline) -> [Item] {
+        guard let earliest = earliestDeadline, earliest <= now else { return [] }
+        var expired: [Item] = []
+        var earliestLeft: NIODeadline?
+        for (_, lane) in lanes where !lane.queue.isEmpty {
+            var kept = CircularBuffer<Item>(initialCapacity: lane.queue.count)
+            for item in lane.queue {
+                if let deadline = item.deadline, deadline <= now {
+                    expired.append(item)
+                } else {
+                    kept.append(item)
+                    if let deadline = item.deadline, earliestLeft.map({ deadline < $0 }) ?? true { earliestLeft = deadline }
+                }
+            }
+            if kept.count != lane.queue.count { lane.queue = kept }
+        }
+        earliestDeadline = earliestLeft
+        guard !expired.isEmpty else { return [] }
+        queuedCount -= expired.count
+        // Lanes emptied by expiry leave the ready list.
+        var stillReady = CircularBuffer<Int32>(initialCapacity: ready.count)
+        for product in ready {
+            if let lane = lanes[product], !lane.queue.isEmpty {
+                stillReady.append(product)
+            } else {
+                lanes[product]?.scheduled = false
+            }
+        }
+        ready = stillReady
+        return expired
     }
 
     /// Empties every queue (shutdown without a database): the caller fails them.

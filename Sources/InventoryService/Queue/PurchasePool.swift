@@ -8,9 +8,12 @@ import Wire
 
 /// One database's purchase path: per-product queues and a pool of consumer threads, each with its own connection,
 /// draining them one procedure call per batch. The main and the hot database each have a pool, so a hot product's
-/// backlog never delays a cold product's batches.
+/// backlog never delays a cold product's batches, and a hot database that is unreachable, blackholed or slow only
+/// fails hot purchases: while no consumer can connect the pool refuses them UNAVAILABLE at once, and a queued purchase
+/// is answered DEADLINE_EXCEEDED at its deadline (an expiry thread), never bought after it.
 ///
-/// `@unchecked Sendable`: all mutable state (`lanes`, `stopping`, `running`, statistics) is guarded by `condition`.
+/// `@unchecked Sendable`: all mutable state (`lanes`, `link`, `stopping`, the thread counts, statistics) is guarded by
+/// `condition`.
 final class PurchasePool: @unchecked Sendable {
     struct Configuration: Sendable {
         var role: DatabaseRole
@@ -23,6 +26,14 @@ final class PurchasePool: @unchecked Sendable {
         /// The hot pool: the main database, where each batch's request ids are bound before this database buys or
         /// looks them up, so that no request id has orders in both. Nil for the main pool.
         var bindingDSN: String? = nil
+        /// The consumers' connection bounds (connect, keepalive, statement timeouts) and pinned server settings.
+        var settings: PostgresSettings = .standard
+        /// The longest a purchase that came without a deadline waits in a queue.
+        var maxQueueWait: TimeAmount = .seconds(30)
+        /// How often the queues are checked for purchases past their deadline.
+        var expiryInterval: TimeAmount = .milliseconds(20)
+        /// A consumer's pause between reconnect attempts: the first, doubling up to the longest.
+        var reconnectDelay: (first: TimeAmount, longest: TimeAmount) = (.milliseconds(50), .seconds(1))
     }
 
     struct Statistics: Sendable {
@@ -38,8 +49,11 @@ final class PurchasePool: @unchecked Sendable {
     private let logger: Logger
     private let condition = NSCondition()
     private var lanes: PurchaseLanes<PendingPurchase>
+    private var link = PoolLink()
     private var stopping = false
-    private var running = 0
+    /// Consumer threads running, and every thread of the pool (the consumers and the expiry thread).
+    private var consumersRunning = 0
+    private var threadsRunning = 0
     private var stopped: [CheckedContinuation<Void, Never>] = []
     private var statistics = Statistics()
     /// Recorded by the consumers after each batch, outside `condition`.
@@ -57,10 +71,15 @@ final class PurchasePool: @unchecked Sendable {
     // MARK: - The purchase path (any thread; never blocks beyond the lock)
 
     func submit(_ purchase: PendingPurchase, product: Int32) {
+        // Nothing waits without bound: a purchase without a deadline gets the longest queue wait as one.
+        let purchase = purchase.deadline == nil ? purchase.expiring(at: .now() + configuration.maxQueueWait) : purchase
         condition.lock()
         let admission: PurchaseLanes<PendingPurchase>.Admission
-        if stopping && running == 0 {
+        if stopping && consumersRunning == 0 {
             admission = .rejected(RPCError(.unavailable, "the inventory service is shutting down"))
+        } else if !link.admits {
+            admission = .rejected(RPCError(
+                .unavailable, "the \(configuration.role.rawValue) database is unreachable; nothing was bought, retry later"))
         } else {
             admission = lanes.admit(purchase, product: product)
             if case .queued = admission { condition.signal() }
@@ -83,10 +102,22 @@ final class PurchasePool: @unchecked Sendable {
     /// Purchases waiting in this pool's queues (for the queue depth gauge, read when metrics are scraped).
     var queuedCount: Int { condition.withLock { lanes.queuedCount } }
 
+    /// False before `start` and while no consumer can reach the database: purchases are refused UNAVAILABLE.
+    var isAccepting: Bool { condition.withLock { link.admits } }
+
     // MARK: - Lifecycle
 
+    /// Starts the consumers and the expiry thread. Until then (the hot database not brought up yet) purchases are
+    /// refused. Does nothing once started or stopping.
     func start() {
-        condition.withLock { running = configuration.consumers }
+        condition.lock()
+        guard !stopping, link.start() else {
+            condition.unlock()
+            return
+        }
+        consumersRunning = configuration.consumers
+        threadsRunning = configuration.consumers + 1
+        condition.unlock()
         for index in 0..<configuration.consumers {
             var logger = self.logger
             logger[metadataKey: "consumer"] = "\(index)"
@@ -95,14 +126,18 @@ final class PurchasePool: @unchecked Sendable {
             thread.name = "\(configuration.role.rawValue)-consumer-\(index)"
             thread.start()
         }
+        let expiry = Thread { [self] in expireLoop() }
+        expiry.name = "\(configuration.role.rawValue)-expiry"
+        expiry.start()
     }
 
-    /// Lets the consumers finish what is queued and in flight, then waits until every one has closed its connection.
+    /// Lets the consumers finish what is queued and in flight, then waits until every thread has ended (each
+    /// consumer having closed its connection).
     func stop() async {
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
             condition.lock()
             stopping = true
-            if running == 0 {
+            if threadsRunning == 0 {
                 condition.unlock()
                 continuation.resume()
                 return
@@ -118,6 +153,26 @@ final class PurchasePool: @unchecked Sendable {
             "mean_batch": "\(statistics.batches == 0 ? 0 : statistics.purchases / statistics.batches)",
         ])
     }
+
+    /// Answers queued purchases whose deadline passed, every `expiryInterval`, until the consumers have ended: no
+    /// call stays in flight past its deadline while its database cannot take it.
+    private func expireLoop() {
+        defer { threadExited(consumer: false) }
+        let pause = UInt32(clamping: max(1, configuration.expiryInterval.nanoseconds / 1000))
+        while true {
+            let (expired, finished) = condition.withLock { (lanes.expire(now: .now()), stopping && consumersRunning == 0) }
+            if !expired.isEmpty {
+                var replies = Replies(capacity: expired.count)
+                for purchase in expired { replies.fail(purchase, PurchasePool.expired) }
+                replies.send()
+            }
+            if finished { return }
+            usleep(pause)
+        }
+    }
+
+    /// The one answer to a purchase whose caller's deadline passed before a batch could take it.
+    fileprivate static let expired = RPCError(.deadlineExceeded, "the purchase waited past its deadline; nothing was bought")
 
     // MARK: - Used by consumers
 
@@ -136,6 +191,33 @@ final class PurchasePool: @unchecked Sendable {
     }
 
     fileprivate var isStopping: Bool { condition.withLock { stopping } }
+
+    /// Stopping with nothing left to do: a consumer ends without (re)connecting.
+    fileprivate var isFinished: Bool { condition.withLock { stopping && !lanes.hasWork } }
+
+    /// A consumer (re)connected: the pool accepts purchases; the result is the epoch its connection belongs to.
+    fileprivate func consumerConnected() -> UInt64 {
+        condition.withLock { link.connected() }
+    }
+
+    /// Whether a connection checked in `epoch` is still trusted (no consumer found the database gone since).
+    fileprivate func isCurrent(epoch: UInt64) -> Bool {
+        condition.withLock { link.epoch == epoch }
+    }
+
+    /// A consumer could not connect: the pool refuses purchases until one connects, and what is queued is answered
+    /// UNAVAILABLE now (none of it was sent to the database, so nothing of it was bought).
+    fileprivate func connectFailed() {
+        let drained: [PendingPurchase] = condition.withLock {
+            if link.connectFailed() { logger.warning("purchase pool closed: its database is unreachable") }
+            return lanes.drainAll()
+        }
+        guard !drained.isEmpty else { return }
+        let error = RPCError(.unavailable, "the \(configuration.role.rawValue) database is unreachable; nothing was bought, retry later")
+        var replies = Replies(capacity: drained.count)
+        for purchase in drained { replies.fail(purchase, error) }
+        replies.send()
+    }
 
     fileprivate func requeue(_ purchases: [PendingPurchase], product: Int32) {
         condition.withLock {
@@ -166,19 +248,64 @@ final class PurchasePool: @unchecked Sendable {
         }
     }
 
-    /// A consumer that cannot reach the database while stopping fails what is left rather than hang the shutdown.
-    fileprivate func failEverythingQueued(_ error: RPCError) {
-        let purchases = condition.withLock { lanes.drainAll() }
-        for purchase in purchases { purchase.responder.fail(error) }
-    }
-
-    fileprivate func consumerExited() {
+    fileprivate func threadExited(consumer: Bool) {
         condition.lock()
-        running -= 1
-        let waiters = running == 0 ? stopped : []
-        if running == 0 { stopped = [] }
+        if consumer { consumersRunning -= 1 }
+        threadsRunning -= 1
+        let waiters = threadsRunning == 0 ? stopped : []
+        if threadsRunning == 0 { stopped = [] }
         condition.unlock()
         for waiter in waiters { waiter.resume() }
+    }
+}
+
+/// Whether a pool's database can be reached, as the consumers last found it: the pure decisions behind refusing
+/// purchases while no consumer can connect, and behind every consumer checking its connection again once one found
+/// the database gone.
+struct PoolLink: Sendable, Equatable {
+    enum State: Sendable, Equatable {
+        /// Before `start` (the hot database not brought up yet): refuse.
+        case notStarted
+        /// Not known to be unreachable: accept.
+        case open
+        /// A consumer could not connect, and none has since: refuse.
+        case down
+    }
+
+    private(set) var state = State.notStarted
+    /// Bumped each time the pool goes down: a connection checked in an earlier epoch is checked again before use.
+    private(set) var epoch: UInt64 = 0
+
+    var admits: Bool { state == .open }
+
+    /// True when this started the pool.
+    mutating func start() -> Bool {
+        guard state == .notStarted else { return false }
+        state = .open
+        return true
+    }
+
+    /// A consumer connected: the pool is open, and the connection belongs to the current epoch.
+    mutating func connected() -> UInt64 {
+        state = .open
+        return epoch
+    }
+
+    /// A consumer could not connect. True when this closed the pool.
+    mutating func connectFailed() -> Bool {
+        guard state == .open else { return false }
+        state = .down
+        epoch &+= 1
+        return true
+    }
+}
+
+extension PendingPurchase {
+    /// The same purchase with `deadline` as its deadline.
+    fileprivate func expiring(at deadline: NIODeadline) -> PendingPurchase {
+        PendingPurchase(
+            requestId: requestId, userId: userId, edgeId: edgeId, lookupOnly: lookupOnly, deadline: deadline,
+            responder: responder)
     }
 }
 
@@ -190,6 +317,8 @@ private final class Consumer: @unchecked Sendable {
     private var connection: PostgresConnection?
     /// The hot pool's connection to the main database, for `bind` (closed with the consumer).
     private var binding: PostgresConnection?
+    /// The pool epoch in which `connection` was last found working.
+    private var epoch: UInt64?
 
     private static let statement =
         "SELECT r_requests, r_outcomes, r_orders, r_edges FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])"
@@ -204,60 +333,88 @@ private final class Consumer: @unchecked Sendable {
     func run() {
         defer {
             connection?.close()
-            pool.consumerExited()
+            binding?.close()
+            pool.threadExited(consumer: true)
         }
-        while let batch = pool.takeBatch() {
-            let live = dropExpired(batch)
-            guard !live.purchases.isEmpty else { continue }
-            guard let connection = connectedConnection() else {
-                // Only while stopping: the database is gone, so nothing queued can be served.
-                let error = RPCError(.unavailable, "the \(pool.configuration.role.rawValue) database is unreachable")
-                for purchase in live.purchases { purchase.responder.fail(error) }
-                pool.failEverythingQueued(error)
+        // A working connection before taking a batch: no batch waits in a consumer's hand while it reconnects, so
+        // none is bought long after its callers gave up (finding 17).
+        while let connection = connectionForWork(), let batch = pool.takeBatch() {
+            guard let epoch, pool.isCurrent(epoch: epoch), connection.isConnected else {
+                // The connection went while this consumer waited for work: the batch goes back, first in line, and
+                // this consumer reconnects (or finds the database gone, which answers it).
+                self.epoch = nil
+                pool.requeue(batch.purchases, product: batch.productKey)
                 continue
             }
+            let live = dropExpired(batch)
+            guard !live.purchases.isEmpty else { continue }
             process(live, on: connection)
         }
     }
 
     /// A purchase whose caller gave up is not bought behind its back: it is answered DEADLINE_EXCEEDED unprocessed.
+    /// Checked just before the procedure call, with nothing in between that waits on the network.
     private func dropExpired(_ batch: Batch<PendingPurchase>) -> Batch<PendingPurchase> {
         guard batch.purchases.contains(where: { $0.deadline != nil }) else { return batch }
         let now = NIODeadline.now()
         var live = batch
         live.purchases = batch.purchases.filter { purchase in
             guard let deadline = purchase.deadline, deadline <= now else { return true }
-            purchase.responder.fail(RPCError(.deadlineExceeded, "the purchase waited past its deadline; nothing was bought"))
+            purchase.responder.fail(PurchasePool.expired)
             return false
         }
         return live
     }
 
-    /// The consumer's connection, (re)connected with backoff. Nil only when stopping and the database is unreachable.
-    private func connectedConnection() -> PostgresConnection? {
-        var delay: UInt32 = 50_000
+    /// The consumer's connection, checked, or (re)connected with backoff; each attempt is bounded by the connect
+    /// timeout, and a failed one closes the pool (see `PurchasePool.connectFailed`). Nil once the pool is stopping
+    /// and has nothing left, or cannot reach its database while stopping.
+    private func connectionForWork() -> PostgresConnection? {
+        var delay = pool.configuration.reconnectDelay.first
         var attempts = 0
         while true {
+            if pool.isFinished { return nil }
+            if let connection, let epoch, pool.isCurrent(epoch: epoch), connection.isConnected { return connection }
+            let resetting = connection != nil
             do {
                 if let connection {
-                    if connection.isConnected { return connection }
                     try connection.reset()
-                    logger.info("consumer reconnected")
-                    return connection
+                } else {
+                    connection = try PostgresConnection.connect(
+                        pool.configuration.dsn, settings: pool.configuration.settings, logger: logger)
                 }
-                let fresh = try PostgresConnection.connect(pool.configuration.dsn, logger: logger)
-                connection = fresh
-                return fresh
+                epoch = pool.consumerConnected()
+                if resetting || attempts > 0 { logger.info("consumer reconnected", metadata: ["attempts": "\(attempts + 1)"]) }
+                return connection
             } catch {
                 attempts += 1
+                epoch = nil
                 if attempts == 1 || attempts % 20 == 0 {
                     logger.warning("consumer cannot reach the database", metadata: ["error": "\(error)", "attempts": "\(attempts)"])
                 }
-                if pool.isStopping && attempts >= 5 { return nil }
-                usleep(delay)
-                delay = min(delay * 2, 1_000_000)
+                pool.connectFailed()
+                if pool.isStopping { return nil }
+                pause(delay)
+                delay = min(delay * 2, pool.configuration.reconnectDelay.longest)
             }
         }
+    }
+
+    /// Sleeps `delay` in short steps, ending early once the pool stops.
+    private func pause(_ delay: TimeAmount) {
+        let end = NIODeadline.now() + delay
+        while !pool.isStopping {
+            let left = end - NIODeadline.now()
+            if left <= .zero { return }
+            usleep(UInt32(clamping: min(left, .milliseconds(50)).nanoseconds / 1000))
+        }
+    }
+
+    /// The consumer's connection if it is usable now, without waiting (the sold-out lookup is skipped rather than
+    /// hold the consumer).
+    private func connectedConnection() -> PostgresConnection? {
+        guard let connection, connection.isConnected else { return nil }
+        return connection
     }
 
     private func process(_ batch: Batch<PendingPurchase>, on connection: PostgresConnection) {
@@ -336,7 +493,8 @@ private final class Consumer: @unchecked Sendable {
             if !binding.isConnected { try binding.reset() }
             return binding
         }
-        let fresh = try PostgresConnection.connect(pool.configuration.bindingDSN!, logger: logger)
+        let fresh = try PostgresConnection.connect(
+            pool.configuration.bindingDSN!, settings: pool.configuration.settings, logger: logger)
         binding = fresh
         return fresh
     }
@@ -553,7 +711,10 @@ private final class Consumer: @unchecked Sendable {
     private func loadSoldOutLookup(product: Int32, generation: UInt64) {
         let limit = pool.configuration.soldOutLookupLimit
         do {
-            guard let connection = connectedConnection() else { return }
+            guard let connection = connectedConnection() else {
+                pool.soldOutLoadFailed(product: product, generation: generation)
+                return
+            }
             // Orders and closed request ids alike: both are settled for good.
             let result = try connection.query(
                 "SELECT request_id, user_id, order_id, edge_id FROM requests WHERE product_id = $1 LIMIT $2",
