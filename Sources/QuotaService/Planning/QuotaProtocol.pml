@@ -1,0 +1,534 @@
+/*
+ * QuotaProtocol.pml: the quota and in-doubt protocol of one product, as a Promela model checked with spin
+ * (issue 11, item 12). Run it with scripts/model-check.sh; Tests/ModelTests runs the same check.
+ *
+ * WHAT IS CHECKED, exhaustively, at the sizes below (2 edges, 2 request ids with 2 attempts each, 2 units of
+ * stock, a raise of 1, a limit, one fault):
+ *   (1) SAFETY, after every step: the units on the counters of edges that sell (alive, not fenced) are at most
+ *       the database's remaining stock; while a lowered sale limit is being applied (the database is cut first,
+ *       the edges give back after) at most remaining + the units the limit cut. Also the audit:
+ *       orders + remaining == total stock, so orders never exceed the stock.
+ *   (2) NOTHING STRANDED: in every terminal state (no buyer has an attempt left, every timer has fired, no
+ *       step of any party is possible: spin's `timeout`) the units on the counters of selling edges equal the
+ *       remaining stock: remaining == 0, or every remaining unit is sellable somewhere.
+ *   Why an end-state assertion and not LTL: with -DSAFETY spin checks assertions in every reachable state
+ *   exhaustively and cheaply. An end-state assertion only speaks about runs that end, so the model is built so
+ *   that every run ends (each step uses up a budget or moves a counter one way: no step undoes another), and
+ *   scripts/model-check.sh proves it: a second run (-DNP, ./pan -l) finds no cycle at all in the state graph
+ *   (there is no progress label except after the final check), so every run reaches a checked terminal state.
+ *
+ * HOW TIME IS MODELLED: there are no clocks. A timer is a step that may fire at any moment after it is armed
+ * (a call's deadline, a resolver's retry, the edge's fence, ZooKeeper's session expiry), constrained only by the
+ * orderings the implementation guarantees:
+ *   T1 (deadlines): the edge never gives a forward a deadline past its fence (last ZooKeeper contact + session
+ *      timeout - margin), and the inventory never buys a purchase past its deadline (issue 11 item 5). So by the
+ *      time an edge fences itself, and so before its session can expire, every purchase it forwarded is bought
+ *      or dropped at the inventory. In the model: `fence` and `expire` need no queued forward of that edge.
+ *      NOTE: at eaaa7e6 the edge's default forward timeout (5 s) exceeds its session timeout (4 s); BUG_LATE_COMMIT
+ *      shows what that costs.
+ *   T2 (fence before expiry): an edge cut off from ZooKeeper fences itself (stops selling) at session timeout
+ *      minus a margin since it last heard from ZooKeeper, which is before the server can expire the session.
+ *      In the model: `expire` of a live edge's session needs that edge fenced.
+ *
+ * ABSTRACTIONS (what is left out, and why that is sound for these two properties):
+ *   - One product: the quota math, the ledger and the orders are per product, so products are independent.
+ *   - The shedding lottery, and what the client is told (SOLD_OUT, UNAVAILABLE, SHED), are not modelled: they
+ *     decide whether an attempt is made, and every attempt the model allows may also not be made.
+ *   - A request id belongs to one (product, user) (shared contract 1): a reused id is refused before any unit.
+ *   - The quota service's planner (fair shares, favoured edges, spread of a raise) is over-approximated: any
+ *     grant of one unit from a positive pool to any live edge, any release of one unit while the pool is negative.
+ *     Every plan QuotaBalance can make is a sequence of these steps. A round is one atomic step: sales through
+ *     live edges change sellable and that edge's outstanding alike (the pool does not move), raises only make a
+ *     stale pool smaller, limits are inside their own window, and T1 keeps a dead edge's late orders out.
+ *   - A response that is lost after the inventory committed is the same as the edge timing out first and the
+ *     inventory committing the orphaned forward later (both are in the model).
+ *   - Edge process restarts and re-registrations get new edge ids, up to IDS ids in all.
+ *
+ * MAP to the code (each mirrored Swift function carries a "model: QuotaProtocol.pml" line; update both together):
+ *   database (Sources/InventoryService/Database/Schema.swift)
+ *     total, remaining, orders     products.total_stock, sum(stock_slot.remaining), count(orders)
+ *     sold[a]                      count(orders) per orders.edge_id (SoldCounts)
+ *     outcome[r]                   orders row of request id r (ORDER_BY(a)), or the durable "no order" record of
+ *                                  a definitive lookup or a SOLD_OUT answer (CLOSED) (shared contract 2)
+ *     inventory_buys               purchase_batch for one request
+ *     lookup                       a lookup_only purchase (closes an id with no order)
+ *     operator_raise/limit         adjust_stock (p_raise / p_limit)
+ *   quota service (Sources/QuotaService)
+ *     granted[a], reclaimed[a],    EdgeAllotment.granted / .reclaimed / .retired in the product's record
+ *     retired[a]
+ *     POOL                         QuotaBalance.pool (sellable - sum of outstanding; sellable == remaining)
+ *     OUT(a)                       QuotaBalance.outstanding
+ *     qs_grant, qs_release         QuotaBalance.plan's grants and releases, QuotaCoordinator.round
+ *     qs_probe                     QuotaCoordinator.probe (a release of everything to an absent edge, by edge id)
+ *     qs_learn                     QuotaBalance.reconcile taking the edge's reported released total
+ *   ZooKeeper
+ *     session[a]                   the registration node edges/edge-<a> (ephemeral) exists
+ *   edges (Sources/Edge)
+ *     alive[s], cur[s]             the edge process at address s, and its edge id (allotment) now
+ *     zkcut[s], qscut[s]           cut off from ZooKeeper (and from the quota service)
+ *     fenced[s]                    answering UNAVAILABLE: past its session timeout minus the margin (finding 8)
+ *     avail[a], applied[a],        QuotaLedger's available / granted / released of edge id a
+ *     released[a]
+ *     wq, wc (per request, id)     PurchasePath.forward calls waiting for the inventory (wc: carrying the unit of
+ *                                  an in-doubt attempt it claimed)
+ *     oq                           forwards the edge gave up on (in doubt) still queued at the inventory
+ *     pend                         InDoubtResolver's pending entries (each holds one unit)
+ *     edge_forward, edge_claim     PurchasePath.purchase / takeAndForward / resolver.claim
+ *     edge_answered, edge_timeout  PurchasePath.forward's completion (giveBack unless madeHere; resolveLater)
+ *     resolver_lookup              InDoubtResolver.resolveLater's lookup and its settlement
+ *     edge_apply                   EdgeQuotaAgent.apply(quota:) / askForMore -> QuotaLedger.applyGrant
+ *     edge_heal                    EdgeQuotaAgent's reconnect: resync, or after an expiry a new registration
+ *
+ * OLD BEHAVIOURS (each, defined, must give a counterexample; scripts/model-check.sh checks that it does):
+ *   BUG_LEAK_SECOND_INDOUBT  finding 1: a second attempt of a held id takes a second unit, and a second in-doubt
+ *                            entry of one id leaks its unit (InDoubtResolver `guard isNew else { return }`).
+ *   BUG_SECOND_UNIT          finding 1 fixed as the review suggests (a second in-doubt entry gives its unit back)
+ *                            but a second attempt of an id this edge holds still takes a second unit: when that
+ *                            second forward buys, the first attempt's lookup also finds "an order made here" and
+ *                            keeps its unit too. The fix modelled here: while an edge holds a unit for a request id
+ *                            (forward in flight or in doubt) no attempt of that id takes another; a retry claims
+ *                            the in-doubt unit, anything else is answered UNAVAILABLE.
+ *   BUG_NONFENCING_LOOKUP    finding 2: a lookup that finds no order leaves the id open, and a forward still
+ *                            queued at the inventory commits after it.
+ *   BUG_NO_PARTITION_FENCE   finding 8: an edge cut off from ZooKeeper sells until it sees its session expired.
+ *   BUG_RELEASE_BY_ADDRESS   finding 7: releases and probes go to whatever edge listens at the address.
+ *   BUG_REVIVE               findings 8/14 at eaaa7e6: after an expiry the edge registers again under its old id,
+ *                            the quota service revives the retired allotment, and in-doubt units of the old session
+ *                            go back on the counter.
+ *   BUG_LATE_COMMIT          T1 not kept (forward deadline past the session timeout): a dead edge's purchase
+ *                            commits after the quota service re-granted its units.
+ */
+
+/* ---- sizes (small, exhaustive) ------------------------------------------------------------------------------ */
+#ifndef EDGES
+#define EDGES 2           /* edge addresses (processes) */
+#endif
+#ifndef NEW_IDS
+#define NEW_IDS 1         /* edge ids beyond the first ones: restarts and re-registrations after an expiry */
+#endif
+#define IDS (EDGES + NEW_IDS)
+#ifndef REQUESTS
+#define REQUESTS 2        /* request ids, each one buyer's */
+#endif
+#ifndef FIRST_ATTEMPTS
+#define FIRST_ATTEMPTS 2  /* attempts of request id 0: a first try and a repeat or retry */
+#endif
+#ifndef ATTEMPTS
+#define ATTEMPTS 1        /* attempts of each other request id */
+#endif
+#ifndef STOCK
+#define STOCK 1           /* units at the start; the operator may raise by RAISE */
+#endif
+#define RAISE 1
+#define LIMIT_TO 1
+#ifndef FAULTS
+#define FAULTS 1          /* crashes and partitions in all; each may use one new id */
+#endif
+
+#define NONE 0
+#define CLOSED 1
+#define ORDER_BY(a) (2 + (a))
+
+/* ---- database ------------------------------------------------------------------------------------------------ */
+byte total = STOCK;
+byte remaining = STOCK;
+byte orders;
+byte sold[IDS];
+byte outcome[REQUESTS];
+bool raised, limited;
+bool limit_open;          /* a limit cut the database; the quota service has not yet brought the pool back to >= 0 */
+byte cut;                 /* units that limit cut */
+
+/* ---- quota service records, ZooKeeper sessions ----------------------------------------------------------------- */
+bool exists[IDS];
+byte granted[IDS];
+byte reclaimed[IDS];
+bool retired[IDS];
+bool session[IDS];
+
+/* ---- edges --------------------------------------------------------------------------------------------------- */
+bool alive[EDGES];
+byte cur[EDGES];
+bool zkcut[EDGES], qscut[EDGES], fenced[EDGES];
+bool restarts[EDGES];     /* a crashed edge will be started again on its address */
+byte slot_of[IDS];
+byte avail[IDS], applied[IDS], released[IDS];
+#define RA(r, a) ((r) * IDS + (a))
+byte wq[REQUESTS * IDS], wc[REQUESTS * IDS], oq[REQUESTS * IDS], pend[REQUESTS * IDS];
+bool counted[REQUESTS * IDS]; /* the request's order through this id has kept a unit */
+byte leaked[IDS];         /* units lost by BUG_LEAK_SECOND_INDOUBT (for reading counterexamples) */
+
+byte attempts[REQUESTS];
+byte faults = FAULTS;
+byte next_id = EDGES;
+
+hidden byte i, j, k;      /* temporaries inside d_steps: not part of the state */
+hidden mtype res;
+
+/* ---- derived quantities ---------------------------------------------------------------------------------------- */
+#define SELLS(s) (alive[s] && !fenced[s])
+#define ON_COUNTER(s) (SELLS(s) -> avail[cur[s]] : 0)
+#if EDGES == 2
+#define HELD (ON_COUNTER(0) + ON_COUNTER(1))
+#elif EDGES == 3
+#define HELD (ON_COUNTER(0) + ON_COUNTER(1) + ON_COUNTER(2))
+#endif
+/* QuotaBalance.outstanding: granted - reclaimed - sold through the edge, clamped at 0; nothing once retired. */
+#define OUT(a) ((exists[a] && !retired[a] && granted[a] > reclaimed[a] + sold[a]) -> granted[a] - reclaimed[a] - sold[a] : 0)
+#if IDS == 3
+#define OUTSTANDING (OUT(0) + OUT(1) + OUT(2))
+#elif IDS == 4
+#define OUTSTANDING (OUT(0) + OUT(1) + OUT(2) + OUT(3))
+#elif IDS == 5
+#define OUTSTANDING (OUT(0) + OUT(1) + OUT(2) + OUT(3) + OUT(4))
+#endif
+#define POOL (remaining - OUTSTANDING)
+#define LIVE(a) (exists[a] && session[a] && !retired[a])
+/* Forwards of edge id a still at the inventory. */
+#define QUEUED_OF(a) (wq[RA(0,a)] + wc[RA(0,a)] + oq[RA(0,a)] + wq[RA(1,a)] + wc[RA(1,a)] + oq[RA(1,a)] + MORE_QUEUED(a))
+#if REQUESTS == 3
+#define MORE_QUEUED(a) (wq[RA(2,a)] + wc[RA(2,a)] + oq[RA(2,a)])
+#else
+#define MORE_QUEUED(a) 0
+#endif
+
+/* For reading a counterexample (spin -t prints it; the verifier skips printf). */
+inline print_state() {
+    printf("  remaining %d, on selling counters %d, pool %d, limit window %d (cut %d)\n", remaining, HELD, POOL, limit_open, cut);
+    for (i : 0 .. IDS - 1) {
+        if
+        :: exists[i] ->
+            printf("  id %d at edge %d: counter %d, granted %d (applied %d), released %d, sold %d, reclaimed %d, session %d, retired %d, leaked %d\n",
+                i, slot_of[i], avail[i], granted[i], applied[i], released[i], sold[i], reclaimed[i], session[i], retired[i], leaked[i])
+        :: else -> skip
+        fi
+    }
+}
+
+/* ---- the database ---------------------------------------------------------------------------------------------- */
+
+/* purchase_batch for one purchase of request r through edge id a; `res` tells the edge what came back. */
+mtype = { R_NEW, R_REPLAY_SAME, R_OTHER };
+/* R_NEW: PURCHASED, a new order; R_REPLAY_SAME: PURCHASED replayed, the order made through edge id a;
+ * R_OTHER: PURCHASED replayed through another edge, or SOLD_OUT (fresh or replayed) */
+inline inventory_buys(r, a, res) {
+    if
+    :: outcome[r] == NONE && remaining > 0 ->
+        outcome[r] = ORDER_BY(a); remaining--; orders++; sold[a]++; res = R_NEW
+    :: outcome[r] == NONE && remaining == 0 ->
+        outcome[r] = CLOSED; res = R_OTHER          /* SOLD_OUT is a durable first outcome (contract 2) */
+    :: outcome[r] == ORDER_BY(a) -> res = R_REPLAY_SAME
+    :: else -> res = R_OTHER
+    fi
+}
+
+/* lookup_only: definitive (contract 2): an id with no order is closed, so no later purchase of it buys. */
+inline lookup(r) {
+#ifndef BUG_NONFENCING_LOOKUP
+    if
+    :: outcome[r] == NONE -> outcome[r] = CLOSED
+    :: else -> skip
+    fi
+#else
+    skip
+#endif
+}
+
+/* ---- actions (each one atomic step; `s` an edge address, `r` a request id, `a` an edge id) ------------------- */
+
+/* A buyer's attempt that takes a unit and forwards (PurchasePath.purchase -> takeAndForward). */
+#define EDGE_FORWARD(r, s) \
+    :: d_step { attempts[r] > 0 && SELLS(s) && avail[cur[s]] > 0 -> \
+        attempts[r]--; avail[cur[s]]--; wq[RA(r, cur[s])]++; printf("buyer %d: forward at edge %d (id %d)\n", r, s, cur[s]) }
+
+/* A retry of an attempt this edge holds in doubt claims its unit (InDoubtResolver.claim). */
+#define EDGE_CLAIM(r, s) \
+    :: d_step { attempts[r] > 0 && SELLS(s) && pend[RA(r, cur[s])] > 0 -> \
+        attempts[r]--; pend[RA(r, cur[s])]--; wc[RA(r, cur[s])]++; printf("buyer %d: retry claims the in-doubt unit at edge %d (id %d)\n", r, s, cur[s]) }
+
+/* A retry that is shed, or finds the edge dry, is settled by a definitive lookup (contract 3). */
+#define BUYER_LOOKUP(r, s) \
+    :: d_step { attempts[r] > 0 && SELLS(s) && outcome[r] == NONE LOOKUP_CHANGES -> \
+        attempts[r]--; lookup(r); printf("buyer %d: retry shed or dry at edge %d: lookup\n", r, s) }
+#ifdef BUG_NONFENCING_LOOKUP
+#define LOOKUP_CHANGES && false   /* it changes nothing: leave it out */
+#else
+#define LOOKUP_CHANGES
+#endif
+
+/* An order made through edge id a keeps exactly one of the units a's attempts of that request id took: the first
+ * attempt settled with that order keeps its unit (counted), every other one gives its unit back. At eaaa7e6
+ * (BUG_MADE_HERE_BY_EDGE_ID) an in-doubt attempt kept its unit whenever the order was made through this edge id,
+ * so a repeat of a request id bought here, that went in doubt, kept a second unit for the same order. */
+#ifdef BUG_MADE_HERE_BY_EDGE_ID
+#define KEEPS(r, a) true
+#define COUNT(r, a) skip
+#else
+#define KEEPS(r, a) (!counted[RA(r, a)])
+#define COUNT(r, a) counted[RA(r, a)] = true
+#endif
+inline settle(r, a, made_here) {
+    if
+    :: made_here && KEEPS(r, a) -> COUNT(r, a)
+    :: else -> avail[a]++          /* QuotaLedger.giveBack */
+    fi
+}
+
+/* The inventory answers a waiting forward (PurchasePath.forward: madeHere is a new order, or for a forward that
+ * carries a claimed in-doubt unit a replay of an order made through this edge id). */
+#define EDGE_ANSWERED(r, a) \
+    :: d_step { wq[RA(r, a)] > 0 -> \
+        wq[RA(r, a)]--; inventory_buys(r, a, res); settle(r, a, res == R_NEW); \
+        printf("inventory answers buyer %d's forward through id %d: %e\n", r, a, res) } \
+    :: d_step { wc[RA(r, a)] > 0 -> \
+        wc[RA(r, a)]--; inventory_buys(r, a, res); settle(r, a, res != R_OTHER); \
+        printf("inventory answers buyer %d's claiming forward through id %d: %e\n", r, a, res) }
+
+/* The edge's call times out (or its connection drops): the purchase may still commit; the unit is held in doubt
+ * (PurchasePath.forward -> InDoubtResolver.resolveLater). */
+#ifdef BUG_LEAK_SECOND_INDOUBT
+#define SECOND_IN_DOUBT(a) leaked[a]++            /* `guard isNew else { return }`: the unit is lost */
+#else
+#define SECOND_IN_DOUBT(a) avail[a]++             /* the pending entry holds a unit for this id already */
+#endif
+#define EDGE_TIMEOUT(r, a) \
+    :: d_step { wq[RA(r, a)] > 0 -> wq[RA(r, a)]--; in_doubt(r, a); printf("id %d: buyer %d's forward times out: in doubt\n", a, r) } \
+    :: d_step { wc[RA(r, a)] > 0 -> wc[RA(r, a)]--; in_doubt(r, a); printf("id %d: buyer %d's claiming forward times out: in doubt\n", a, r) }
+inline in_doubt(r, a) {
+    oq[RA(r, a)]++;
+    if
+    :: pend[RA(r, a)] == 0 -> pend[RA(r, a)] = 1
+    :: else -> SECOND_IN_DOUBT(a)
+    fi
+}
+
+/* The inventory takes a forward nobody waits for any more: it buys, or drops it at its deadline. */
+#define INVENTORY_ORPHAN(r, a) \
+    :: d_step { oq[RA(r, a)] > 0 -> oq[RA(r, a)]--; inventory_buys(r, a, res); printf("inventory takes buyer %d's orphaned forward of id %d: %e\n", r, a, res) } \
+    :: d_step { oq[RA(r, a)] > 0 -> oq[RA(r, a)]--; printf("inventory drops buyer %d's orphaned forward of id %d at its deadline\n", r, a) }
+
+/* The resolver looks the in-doubt request up and settles it: the unit stays used only for an order made through
+ * this edge id; otherwise it goes back on the counter (InDoubtResolver.resolveLater). An entry of an old id (the
+ * process registered again under a new one) goes back on the old id's counter, which sells nothing any more. */
+#define RESOLVER_LOOKUP(r, a) \
+    :: d_step { pend[RA(r, a)] > 0 && alive[slot_of[a]] -> \
+        lookup(r); pend[RA(r, a)]--; settle(r, a, outcome[r] == ORDER_BY(a)); \
+        printf("id %d: resolver looks buyer %d up: outcome %d\n", a, r, outcome[r]) }
+
+/* The edge applies the total granted in its quota node (watch) or in a GrantMore answer. */
+#define EDGE_APPLY(a) \
+    :: d_step { exists[a] && session[a] && alive[slot_of[a]] && cur[slot_of[a]] == a && !zkcut[slot_of[a]] \
+                && applied[a] < granted[a] -> \
+        avail[a] = avail[a] + granted[a] - applied[a]; applied[a] = granted[a]; printf("id %d applies its grant: granted %d\n", a, granted[a]) }
+
+/* The quota service grants one unit of a positive pool to a live edge. */
+#define QS_GRANT(a) \
+    :: d_step { LIVE(a) && POOL > 0 -> granted[a]++; printf("quota service grants id %d one unit\n", a) }
+
+/* The quota service asks a live edge for a unit back while more is out than is sellable. The release carries the
+ * edge id (contract 6): another edge at that address refuses it. */
+#ifdef BUG_RELEASE_BY_ADDRESS
+#define TARGET(a) cur[slot_of[a]]
+#else
+#define TARGET(a) a
+#endif
+#define REACHABLE(a) (alive[slot_of[a]] && !qscut[slot_of[a]] && cur[slot_of[a]] == TARGET(a))
+#define QS_RELEASE(a) \
+    :: d_step { LIVE(a) && POOL < 0 && REACHABLE(a) && avail[TARGET(a)] > 0 -> \
+        k = TARGET(a); avail[k]--; released[k]++; \
+        if :: reclaimed[a] < released[k] -> reclaimed[a] = released[k] :: else -> skip fi; \
+        printf("quota service asks id %d for a unit: id %d releases one\n", a, k) }
+
+/* An absent edge (node gone, not retired) is asked for everything; one that does not answer, or refuses (another
+ * edge id at the address), is retired: its outstanding units go back to the pool (QuotaCoordinator.probe). */
+#define QS_PROBE(a) \
+    :: d_step { exists[a] && !session[a] && !retired[a] && REACHABLE(a) \
+                && (avail[TARGET(a)] > 0 || reclaimed[a] < released[TARGET(a)]) -> \
+        k = TARGET(a); released[k] = released[k] + avail[k]; avail[k] = 0; \
+        if :: reclaimed[a] < released[k] -> reclaimed[a] = released[k] :: else -> skip fi; \
+        printf("quota service probes absent id %d: id %d releases everything\n", a, k) } \
+    :: d_step { exists[a] && !session[a] && !retired[a] && !REACHABLE(a) \
+                PROBE_REFUSAL_RETIRES(a) -> retired[a] = true; printf("quota service probes absent id %d: no answer: retired\n", a) }
+#ifdef BUG_RELEASE_BY_ADDRESS
+/* at eaaa7e6 an edge that answers is alive: only an unreachable address retires */
+#define PROBE_REFUSAL_RETIRES(a) && !(alive[slot_of[a]] && !qscut[slot_of[a]])
+#else
+#define PROBE_REFUSAL_RETIRES(a)
+#endif
+
+/* The quota service reads the released total a registered edge reports in its node (QuotaBalance.reconcile). */
+#define QS_LEARN(a) \
+    :: d_step { LIVE(a) && alive[slot_of[a]] && cur[slot_of[a]] == a && !zkcut[slot_of[a]] \
+                && reclaimed[a] < released[a] -> reclaimed[a] = released[a]; printf("quota service reads id %d's released total %d\n", a, released[a]) }
+
+/* The quota service's round after a limit finds the pool back at >= 0: the limit's window closes. */
+#define QS_LIMIT_DONE \
+    :: d_step { limit_open && POOL >= 0 -> limit_open = false; cut = 0; printf("quota service: the pool is back at >= 0 after the limit\n") }
+
+/* Operator: raise the stock, or stop the sale after LIMIT_TO sold (adjust_stock: the database first). Each may
+ * also never happen: a run ends only when no step is possible, and an event that could always still happen would
+ * be in every end state. */
+#define OPERATOR \
+    :: d_step { !raised -> raised = true } \
+    :: d_step { !limited -> limited = true } \
+    :: d_step { !raised -> raised = true; total = total + RAISE; remaining = remaining + RAISE; printf("operator raises the stock by %d\n", RAISE) } \
+    :: d_step { !limited -> limited = true; \
+        k = (LIMIT_TO > orders -> LIMIT_TO : orders);              /* lim := greatest(p_limit, sold) */ \
+        if :: remaining > k - orders -> j = remaining - (k - orders) :: else -> j = 0 fi;   /* surplus */ \
+        remaining = remaining - j; total = total - j; \
+        if :: j > 0 -> limit_open = true; cut = cut + j :: else -> skip fi; \
+        printf("operator limits the sale to %d: %d units cut\n", LIMIT_TO, j) }
+
+/* An edge process dies (kill -9, lost machine): its counters and in-doubt entries go with it; forwards it sent
+ * may still be queued at the inventory. Its node stays until the session expires. */
+#define CRASH(s) \
+    :: d_step { faults > 0 && alive[s] -> faults--; crash(s); restarts[s] = (next_id < IDS); printf("edge %d crashes (to be restarted)\n", s) } \
+    :: d_step { faults > 0 && alive[s] -> faults--; crash(s); restarts[s] = false; printf("edge %d crashes\n", s) }
+inline crash(s) {
+    alive[s] = false; fenced[s] = false; zkcut[s] = false; qscut[s] = false;
+    for (i : 0 .. IDS - 1) {
+        if
+        :: exists[i] && slot_of[i] == s ->
+            avail[i] = 0; applied[i] = 0; released[i] = 0;   /* nothing reads a dead ledger: keep states canonical */
+            for (j : 0 .. REQUESTS - 1) {
+                oq[RA(j, i)] = oq[RA(j, i)] + wq[RA(j, i)] + wc[RA(j, i)];
+                wq[RA(j, i)] = 0; wc[RA(j, i)] = 0; pend[RA(j, i)] = 0; counted[RA(j, i)] = false
+            }
+        :: else -> skip
+        fi
+    }
+}
+
+/* A new edge process on the same address: a new edge id, a new registration (finding 7's scenario). */
+#define RESTART(s) \
+    :: d_step { !alive[s] && restarts[s] && next_id < IDS -> restarts[s] = false; join(s); printf("edge %d restarts as id %d\n", s, cur[s]) }
+inline join(s) {
+    k = next_id; next_id++;
+    cur[s] = k; slot_of[k] = s; exists[k] = true; session[k] = true;
+    alive[s] = true; fenced[s] = false; zkcut[s] = false; qscut[s] = false
+}
+
+/* A partition cuts an edge off from ZooKeeper, and maybe from the quota service too; buyers and the inventory
+ * still reach it. */
+#define PARTITION(s) \
+    :: d_step { faults > 0 && alive[s] && !zkcut[s] -> faults--; zkcut[s] = true; qscut[s] = true; printf("edge %d cut off from ZooKeeper and the quota service\n", s) } \
+    :: d_step { faults > 0 && alive[s] && !zkcut[s] -> faults--; zkcut[s] = true; printf("edge %d cut off from ZooKeeper\n", s) }
+
+/* T2: cut off for session timeout minus the margin, the edge stops selling. T1: by then each of its forwards is
+ * past its deadline, so bought or dropped at the inventory. */
+#ifdef BUG_NO_PARTITION_FENCE
+#define FENCE(s)
+#else
+#define FENCE(s) \
+    :: d_step { alive[s] && zkcut[s] && !fenced[s] SETTLED(cur[s]) -> fenced[s] = true; printf("edge %d fences itself\n", s) }
+#endif
+#ifdef BUG_LATE_COMMIT
+#define SETTLED(a)
+#else
+#define SETTLED(a) && QUEUED_OF(a) == 0
+#endif
+
+/* ZooKeeper expires a session it no longer hears from: the edge died, was replaced, or is cut off (and then, T2,
+ * already fenced). */
+#ifdef BUG_NO_PARTITION_FENCE
+#define FENCED_FIRST(a)
+#else
+#define FENCED_FIRST(a) && (!alive[slot_of[a]] || cur[slot_of[a]] != a || fenced[slot_of[a]])
+#endif
+#define EXPIRE(a) \
+    :: d_step { exists[a] && session[a] \
+                && (!alive[slot_of[a]] || cur[slot_of[a]] != a || zkcut[slot_of[a]]) FENCED_FIRST(a) SETTLED(a) -> \
+        session[a] = false; printf("id %d's session expires\n", a) }
+
+/* The partition heals. Session still alive: the edge re-registers, resyncs and sells again. Session expired: the
+ * edge registers anew under a new edge id (its old allotment may be retired and re-granted already; nothing of the
+ * old id is sold again). With BUG_REVIVE (eaaa7e6): it hands back what is on its counter and registers again
+ * under its old id, and the quota service revives the allotment. */
+#define HEAL(s) \
+    :: d_step { alive[s] && zkcut[s] -> zkcut[s] = false; qscut[s] = false; heal(s); printf("edge %d reconnects: now id %d\n", s, cur[s]) }
+inline heal(s) {
+    if
+    :: session[cur[s]] -> fenced[s] = false
+    :: else ->
+#ifdef BUG_REVIVE
+        k = cur[s]; released[k] = released[k] + avail[k]; avail[k] = 0;
+        session[k] = true; retired[k] = false; fenced[s] = false
+#else
+        if
+        :: next_id < IDS -> join(s)
+        :: else -> alive[s] = false   /* out of edge ids in this model: the process stays out */
+        fi
+#endif
+    fi
+}
+
+/* ---- the index lists (sizes above) ---------------------------------------------------------------------------- */
+#if EDGES == 2
+#define EACH_S(X) X(0) X(1)
+#define EACH_RS_R(X, r) X(r, 0) X(r, 1)
+#elif EDGES == 3
+#define EACH_S(X) X(0) X(1) X(2)
+#define EACH_RS_R(X, r) X(r, 0) X(r, 1) X(r, 2)
+#endif
+#if IDS == 3
+#define EACH_A(X) X(0) X(1) X(2)
+#define EACH_RA_R(X, r) X(r, 0) X(r, 1) X(r, 2)
+#elif IDS == 4
+#define EACH_A(X) X(0) X(1) X(2) X(3)
+#define EACH_RA_R(X, r) X(r, 0) X(r, 1) X(r, 2) X(r, 3)
+#elif IDS == 5
+#define EACH_A(X) X(0) X(1) X(2) X(3) X(4)
+#define EACH_RA_R(X, r) X(r, 0) X(r, 1) X(r, 2) X(r, 3) X(r, 4)
+#endif
+#if REQUESTS == 2
+#define EACH_RS(X) EACH_RS_R(X, 0) EACH_RS_R(X, 1)
+#define EACH_RA(X) EACH_RA_R(X, 0) EACH_RA_R(X, 1)
+#elif REQUESTS == 3
+#define EACH_RS(X) EACH_RS_R(X, 0) EACH_RS_R(X, 1) EACH_RS_R(X, 2)
+#define EACH_RA(X) EACH_RA_R(X, 0) EACH_RA_R(X, 1) EACH_RA_R(X, 2)
+#endif
+
+/* (1) Safety, watched in every state: this process can only move when the invariant is broken. */
+#define SAFE (orders + remaining == total && HELD <= remaining + (limit_open -> cut : 0))
+active proctype Safety() {
+end_watching:
+    atomic { !SAFE -> printf("safety broken:\n"); print_state(); assert(SAFE) }
+}
+
+/* ---- the sale ------------------------------------------------------------------------------------------------ */
+active proctype Sale() {
+    d_step {
+        for (i : 0 .. EDGES - 1) {
+            alive[i] = true; cur[i] = i; slot_of[i] = i; exists[i] = true; session[i] = true
+        }
+        for (i : 0 .. REQUESTS - 1) { attempts[i] = (i == 0 -> FIRST_ATTEMPTS : ATTEMPTS) }
+    }
+    do
+    EACH_RS(EDGE_FORWARD)
+    EACH_RS(EDGE_CLAIM)
+    EACH_RS(BUYER_LOOKUP)
+    EACH_RA(EDGE_ANSWERED)
+    EACH_RA(EDGE_TIMEOUT)
+    EACH_RA(INVENTORY_ORPHAN)
+    EACH_RA(RESOLVER_LOOKUP)
+    EACH_A(EDGE_APPLY)
+    EACH_A(QS_GRANT)
+    EACH_A(QS_RELEASE)
+    EACH_A(QS_PROBE)
+    EACH_A(QS_LEARN)
+    QS_LIMIT_DONE
+    OPERATOR
+    :: d_step { faults > 0 -> faults = 0 }   /* no more faults: see OPERATOR */
+    EACH_S(CRASH)
+    EACH_S(RESTART)
+    EACH_S(PARTITION)
+    EACH_S(FENCE)
+    EACH_A(EXPIRE)
+    EACH_S(HEAL)
+    :: timeout -> break   /* nothing can happen any more: no buyer left, every timer fired */
+    od;
+    /* (2) nothing stranded: every remaining unit is on the counter of an edge that sells it. */
+    printf("end of the sale:\n");
+    d_step { print_state() };
+    assert(HELD == remaining)
+}
