@@ -5,6 +5,7 @@
 #   scripts/model-check.sh                 every case at the default (test) sizes
 #   scripts/model-check.sh CASE...         only these cases (fixed, terminates, or a bug name, e.g. BUG_REVIVE)
 #   scripts/model-check.sh --large [CASE...]   larger sizes (2 units, 2 attempts per buyer: ~14 M states, minutes)
+#   scripts/model-check.sh --edges 3 [CASE...] 3 edge addresses (4 edge ids): ~1.7 M states
 #   scripts/model-check.sh --list          the case names
 # Prints pan's own summary for each case, the counterexample of each bug case (what happened, step by step), one
 # `MODEL case=... expected=... got=... states=... seconds=...` line per case, and last
@@ -20,12 +21,15 @@ ALL=(fixed terminates "${BUGS[@]}")
 
 sizes=()
 hash=-w21        # 2^21 slots: the default sizes store about half a million states
+memory=(-DMEMLIM=1024)
 cases=()
-for arg in "$@"; do
+while [[ $# -gt 0 ]]; do
+    arg=$1; shift
     case "$arg" in
-        --large) sizes=(-DSTOCK=2 -DATTEMPTS=2); hash=-w25 ;;
+        --edges) sizes+=(-DEDGES="$1"); shift; hash=-w24; memory=(-DMEMLIM=3072 -DCOLLAPSE) ;;
+        --large) sizes+=(-DSTOCK=2 -DATTEMPTS=2); hash=-w24; memory=(-DMEMLIM=3072 -DCOLLAPSE) ;;
         --list) printf '%s\n' "${ALL[@]}"; exit 0 ;;
-        -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
         *) cases+=("$arg") ;;
     esac
 done
@@ -52,9 +56,9 @@ for name in "${cases[@]}"; do
     cp "$MODEL" "$dir/model.pml"
     t0=$SECONDS
     (cd "$dir" && spin -a "${sizes[@]}" "${defines[@]}" model.pml >spin.log 2>&1) || { cat "$dir/spin.log"; exit 1; }
-    # -w: gcc's array-bounds warnings on pan's generated loops are noise; MEMLIM keeps a runaway case from eating
-    # the machine (it then reports an incomplete search, which fails the case).
-    (cd "$dir" && gcc "$opt" -w "${pan_flags[@]}" -DMEMLIM=1024 -o pan pan.c)
+    # -w: gcc's array-bounds warnings on pan's generated loops are noise. MEMLIM keeps a runaway case from eating
+    # the machine (it then reports an incomplete search, which fails the case); COLLAPSE compresses states losslessly.
+    (cd "$dir" && gcc "$opt" -w "${pan_flags[@]}" "${memory[@]}" -o pan pan.c)
     (cd "$dir" && ./pan -m200000 "$hash" "${run_flags[@]}" >pan.log 2>&1) || true
     seconds=$((SECONDS - t0))
 
