@@ -1,102 +1,113 @@
 /*
  * QuotaProtocol.pml: the quota and in-doubt protocol of one product, as a Promela model checked with spin
- * (issue 11, item 12). Run it with scripts/model-check.sh; Tests/ModelTests runs the same check.
+ * (issue 11, item 12). scripts/model-check.sh runs the check; Tests/ModelTests runs it in the tests.
+ * It models the protocol as issue 11 fixes it (items 1-8 and the shared contract decisions), and three rules the
+ * model itself showed are needed (marked NEEDED below: the code must do them too).
  *
- * WHAT IS CHECKED, exhaustively, at the sizes below (2 edges, 2 request ids with 2 attempts each, 2 units of
- * stock, a raise of 1, a limit, one fault):
- *   (1) SAFETY, after every step: the units on the counters of edges that sell (alive, not fenced) are at most
- *       the database's remaining stock; while a lowered sale limit is being applied (the database is cut first,
- *       the edges give back after) at most remaining + the units the limit cut. Also the audit:
- *       orders + remaining == total stock, so orders never exceed the stock.
- *   (2) NOTHING STRANDED: in every terminal state (no buyer has an attempt left, every timer has fired, no
- *       step of any party is possible: spin's `timeout`) the units on the counters of selling edges equal the
- *       remaining stock: remaining == 0, or every remaining unit is sellable somewhere.
- *   Why an end-state assertion and not LTL: with -DSAFETY spin checks assertions in every reachable state
- *   exhaustively and cheaply. An end-state assertion only speaks about runs that end, so the model is built so
- *   that every run ends (each step uses up a budget or moves a counter one way: no step undoes another), and
- *   scripts/model-check.sh proves it: a second run (-DNP, ./pan -l) finds no cycle at all in the state graph
- *   (there is no progress label except after the final check), so every run reaches a checked terminal state.
+ * WHAT IS CHECKED, exhaustively (-DSAFETY, no bitstate), at the sizes below: 2 edge addresses, 3 edge ids (one
+ * restart or re-registration), 2 request ids (one with 2 attempts), 1 unit of stock, a raise of 1, a limit to 1,
+ * at most one fault (a crash, or a partition from ZooKeeper with or without the quota service). Any of the
+ * operator's changes and the fault may also not happen. `scripts/model-check.sh --large`: 2 units, 2 attempts each.
+ *   (1) SAFETY, in every state (proctype Safety can only move when it is broken): the units on the counters of
+ *       edges that sell (alive, not fenced) are at most the database's remaining stock; while a lowered sale limit
+ *       is being applied (the database is cut first, the edges give back after: adjust_stock then the quota
+ *       round) at most remaining + the units the limit cut. And the audit, orders + remaining == total stock.
+ *   (2) NOTHING STRANDED: in every end state (no buyer has an attempt left, every timer has fired, no party can
+ *       take a step: spin's `timeout`) the units on the counters of selling edges equal the remaining stock, i.e.
+ *       remaining == 0 or every remaining unit is sellable somewhere.
+ *   Why an end-state assertion and not LTL: spin checks assertions in every reachable state exhaustively and
+ *   cheaply with -DSAFETY. An end-state assertion speaks only of runs that end, so every step of the model uses
+ *   up a budget or moves a counter one way (none undoes another), and the case `terminates` proves that every run
+ *   ends: a non-progress-cycle search (-DNP, ./pan -l) with no progress label finds no cycle at all.
  *
- * HOW TIME IS MODELLED: there are no clocks. A timer is a step that may fire at any moment after it is armed
- * (a call's deadline, a resolver's retry, the edge's fence, ZooKeeper's session expiry), constrained only by the
- * orderings the implementation guarantees:
- *   T1 (deadlines): the edge never gives a forward a deadline past its fence (last ZooKeeper contact + session
- *      timeout - margin), and the inventory never buys a purchase past its deadline (issue 11 item 5). So by the
- *      time an edge fences itself, and so before its session can expire, every purchase it forwarded is bought
- *      or dropped at the inventory. In the model: `fence` and `expire` need no queued forward of that edge.
- *      NOTE: at eaaa7e6 the edge's default forward timeout (5 s) exceeds its session timeout (4 s); BUG_LATE_COMMIT
- *      shows what that costs.
- *   T2 (fence before expiry): an edge cut off from ZooKeeper fences itself (stops selling) at session timeout
- *      minus a margin since it last heard from ZooKeeper, which is before the server can expire the session.
- *      In the model: `expire` of a live edge's session needs that edge fenced.
+ * HOW TIME IS MODELLED: no clocks. A timer is a step that may fire at any moment after it is armed (a call's
+ * deadline, the resolver's next lookup, the edge's fence, ZooKeeper's session expiry, a partition healing),
+ * constrained only by the orderings the implementation guarantees:
+ *   T1 (deadlines), NEEDED: the edge never gives a forward a deadline past its fence (its last ZooKeeper contact
+ *      + session timeout - margin), and the inventory never buys a purchase past its deadline (issue 11 item 5).
+ *      So by the time an edge fences itself, and before its session can expire, each purchase it forwarded is
+ *      bought or dropped. In the model `fence` and `expire` need no queued forward of that edge id. At eaaa7e6
+ *      the edge's default forward timeout (5 s) is longer than its session (4 s): BUG_LATE_COMMIT.
+ *   T2 (fence before expiry, finding 8): cut off from ZooKeeper for its session timeout minus a margin, an edge
+ *      stops selling (UNAVAILABLE), before the server can expire its session. In the model `expire` of a live
+ *      edge's session needs that edge fenced.
  *
- * ABSTRACTIONS (what is left out, and why that is sound for these two properties):
- *   - One product: the quota math, the ledger and the orders are per product, so products are independent.
- *   - The shedding lottery, and what the client is told (SOLD_OUT, UNAVAILABLE, SHED), are not modelled: they
- *     decide whether an attempt is made, and every attempt the model allows may also not be made.
- *   - A request id belongs to one (product, user) (shared contract 1): a reused id is refused before any unit.
- *   - The quota service's planner (fair shares, favoured edges, spread of a raise) is over-approximated: any
- *     grant of one unit from a positive pool to any live edge, any release of one unit while the pool is negative.
- *     Every plan QuotaBalance can make is a sequence of these steps. A round is one atomic step: sales through
- *     live edges change sellable and that edge's outstanding alike (the pool does not move), raises only make a
- *     stale pool smaller, limits are inside their own window, and T1 keeps a dead edge's late orders out.
- *   - A response that is lost after the inventory committed is the same as the edge timing out first and the
- *     inventory committing the orphaned forward later (both are in the model).
- *   - Edge process restarts and re-registrations get new edge ids, up to IDS ids in all.
+ * THE OTHER RULES the model holds the edges and the quota service to:
+ *   - lookup_only is definitive: it closes an id with no order (contract 2); so is SOLD_OUT from the inventory.
+ *   - one in-doubt owner per (request id, edge id): a second in-doubt attempt of an id gives its unit back at
+ *     once; a retry claims the held unit (contract 3).
+ *   - NEEDED: an order made through edge id a keeps exactly one unit of a: the first attempt of that request id
+ *     settled with it (answered PURCHASED, or found by the resolver) keeps its unit, every later one gives its unit
+ *     back (`counted`: per product, the request ids whose order this edge has counted; at most its granted units).
+ *     At eaaa7e6 an in-doubt attempt keeps its unit whenever the order was made through this edge id, so a repeat
+ *     of a request id already bought here that goes in doubt keeps a second unit for one order
+ *     (BUG_MADE_HERE_BY_EDGE_ID): stranded.
+ *   - releases and probes carry the edge id; another edge at the address refuses, which the quota service counts
+ *     as "gone" for an absent allotment (contract 6).
+ *   - NEEDED: after its session expired an edge comes back as a new edge id (a new allotment). Nothing of the old
+ *     id is sold again: its grants are not applied, its in-doubt units settle onto the old counter, which sells
+ *     nothing; the quota service retires the old allotment (probe refused or unanswered) and reclaims
+ *     granted - reclaimed - sold through it (BUG_REVIVE is eaaa7e6's revival of the old allotment).
  *
- * MAP to the code (each mirrored Swift function carries a "model: QuotaProtocol.pml" line; update both together):
+ * ABSTRACTIONS (left out, and why that is sound for these properties):
+ *   - One product: the quota math, the ledger and the orders are per product.
+ *   - The lottery, and what a client is told (SOLD_OUT, UNAVAILABLE, SHED): they decide whether an attempt is
+ *     made, and every attempt the model allows may also not be made. A request id belongs to one (product, user)
+ *     (contract 1): a reused one is refused before it takes a unit.
+ *   - The planner (fair shares, favoured edges, the spread of a raise) is over-approximated: any grant of one unit
+ *     of a positive pool to any live edge, any release of one unit while the pool is negative; every plan
+ *     QuotaBalance makes is a sequence of these. A round is one atomic step: a sale through a live edge lowers
+ *     sellable and that edge's outstanding alike (the pool does not move), a raise only makes a stale pool smaller,
+ *     a limit is inside its window, and T1 keeps a dead edge's late orders out.
+ *   - A response lost after the inventory committed is the edge timing out first and the inventory taking the
+ *     orphaned forward later (both are steps of the model). A call that failed before it was sent gives its unit
+ *     back at once (contract 4): nothing happens to the model's state.
+ *
+ * MAP to the code (each mirrored Swift function carries a "model: QuotaProtocol.pml" line: update both together):
  *   database (Sources/InventoryService/Database/Schema.swift)
  *     total, remaining, orders     products.total_stock, sum(stock_slot.remaining), count(orders)
- *     sold[a]                      count(orders) per orders.edge_id (SoldCounts)
- *     outcome[r]                   orders row of request id r (ORDER_BY(a)), or the durable "no order" record of
- *                                  a definitive lookup or a SOLD_OUT answer (CLOSED) (shared contract 2)
- *     inventory_buys               purchase_batch for one request
- *     lookup                       a lookup_only purchase (closes an id with no order)
- *     operator_raise/limit         adjust_stock (p_raise / p_limit)
+ *     sold[a]                      orders per orders.edge_id (SoldCounts)
+ *     outcome[r]                   request id r's order (ORDER_BY(a)), or its durable "no order" record (CLOSED)
+ *     inventory_buys               purchase_batch for one purchase
+ *     lookup                       a lookup_only purchase
+ *     OPERATOR                     adjust_stock: p_raise, or p_limit (lim := greatest(p_limit, sold), surplus cut)
  *   quota service (Sources/QuotaService)
- *     granted[a], reclaimed[a],    EdgeAllotment.granted / .reclaimed / .retired in the product's record
- *     retired[a]
- *     POOL                         QuotaBalance.pool (sellable - sum of outstanding; sellable == remaining)
- *     OUT(a)                       QuotaBalance.outstanding
- *     qs_grant, qs_release         QuotaBalance.plan's grants and releases, QuotaCoordinator.round
- *     qs_probe                     QuotaCoordinator.probe (a release of everything to an absent edge, by edge id)
- *     qs_learn                     QuotaBalance.reconcile taking the edge's reported released total
+ *     exists, granted, reclaimed,  EdgeAllotment and its granted / reclaimed / retired, in the product's record
+ *     retired
+ *     OUT(a), POOL                 QuotaBalance.outstanding, QuotaBalance.pool (sellable == remaining)
+ *     QS_GRANT, QS_RELEASE         QuotaBalance.plan's grants and releases, run by QuotaCoordinator.round
+ *     QS_PROBE                     QuotaCoordinator.probe: release everything, by edge id, to an absent edge
+ *     QS_LEARN                     QuotaBalance.reconcile taking a registered edge's reported released total
+ *     QS_LIMIT_DONE                the round after a limit that brings the pool back to >= 0
  *   ZooKeeper
- *     session[a]                   the registration node edges/edge-<a> (ephemeral) exists
+ *     session[a]                   the ephemeral registration node edges/edge-<a> exists
  *   edges (Sources/Edge)
- *     alive[s], cur[s]             the edge process at address s, and its edge id (allotment) now
- *     zkcut[s], qscut[s]           cut off from ZooKeeper (and from the quota service)
- *     fenced[s]                    answering UNAVAILABLE: past its session timeout minus the margin (finding 8)
- *     avail[a], applied[a],        QuotaLedger's available / granted / released of edge id a
- *     released[a]
- *     wq, wc (per request, id)     PurchasePath.forward calls waiting for the inventory (wc: carrying the unit of
- *                                  an in-doubt attempt it claimed)
- *     oq                           forwards the edge gave up on (in doubt) still queued at the inventory
- *     pend                         InDoubtResolver's pending entries (each holds one unit)
- *     edge_forward, edge_claim     PurchasePath.purchase / takeAndForward / resolver.claim
- *     edge_answered, edge_timeout  PurchasePath.forward's completion (giveBack unless madeHere; resolveLater)
- *     resolver_lookup              InDoubtResolver.resolveLater's lookup and its settlement
- *     edge_apply                   EdgeQuotaAgent.apply(quota:) / askForMore -> QuotaLedger.applyGrant
- *     edge_heal                    EdgeQuotaAgent's reconnect: resync, or after an expiry a new registration
+ *     alive[s], cur[s]             the edge process at address s, and its edge id now (EdgeQuotaAgent.edgeID)
+ *     zkcut[s], qscut[s], fenced   cut off from ZooKeeper (and the quota service); stopped selling (T2)
+ *     avail, applied, released     QuotaLedger's available, granted, released per edge id
+ *     wq, wc [request, id]         PurchasePath.forward calls waiting for the inventory (wc: carrying a claimed
+ *                                  in-doubt unit); oq: forwards given up on (in doubt), still at the inventory
+ *     pend, counted                InDoubtResolver's pending entries (one unit each); the ids whose order kept a unit
+ *     EDGE_FORWARD, EDGE_CLAIM     PurchasePath.purchase -> takeAndForward / InDoubtResolver.claim
+ *     BUYER_LOOKUP                 PurchasePath.answerWithoutStock: a shed or dry retry's definitive lookup
+ *     EDGE_ANSWERED, settle        PurchasePath.forward's completion: madeHere keeps the unit, else giveBack
+ *     EDGE_TIMEOUT, in_doubt       PurchasePath.forward's in-doubt failure -> InDoubtResolver.resolveLater
+ *     RESOLVER_LOOKUP              InDoubtResolver.resolveLater's lookup and settlement
+ *     EDGE_APPLY                   EdgeQuotaAgent.apply(quota:) and askForMore -> QuotaLedger.applyGrant
+ *     QS_RELEASE/QS_PROBE at edge  EdgeQuotaAgent's edge.ReleaseQuota -> QuotaLedger.release
+ *     FENCE, HEAL                  EdgeQuotaAgent's partition fence; reconnect (resync, or a new registration)
  *
- * OLD BEHAVIOURS (each, defined, must give a counterexample; scripts/model-check.sh checks that it does):
- *   BUG_LEAK_SECOND_INDOUBT  finding 1: a second attempt of a held id takes a second unit, and a second in-doubt
- *                            entry of one id leaks its unit (InDoubtResolver `guard isNew else { return }`).
- *   BUG_SECOND_UNIT          finding 1 fixed as the review suggests (a second in-doubt entry gives its unit back)
- *                            but a second attempt of an id this edge holds still takes a second unit: when that
- *                            second forward buys, the first attempt's lookup also finds "an order made here" and
- *                            keeps its unit too. The fix modelled here: while an edge holds a unit for a request id
- *                            (forward in flight or in doubt) no attempt of that id takes another; a retry claims
- *                            the in-doubt unit, anything else is answered UNAVAILABLE.
- *   BUG_NONFENCING_LOOKUP    finding 2: a lookup that finds no order leaves the id open, and a forward still
- *                            queued at the inventory commits after it.
+ * OLD BEHAVIOURS: each switch (-DBUG_...) must give a counterexample; scripts/model-check.sh and the test check it.
+ *   BUG_LEAK_SECOND_INDOUBT  finding 1: a second in-doubt entry of one request id leaks its unit
+ *                            (InDoubtResolver.resolveLater's `guard isNew else { return }`).
+ *   BUG_MADE_HERE_BY_EDGE_ID the resolver keeps a unit whenever the order was made through this edge id (above).
+ *   BUG_NONFENCING_LOOKUP    finding 2: a lookup finding no order leaves the id open; a queued forward commits after.
  *   BUG_NO_PARTITION_FENCE   finding 8: an edge cut off from ZooKeeper sells until it sees its session expired.
- *   BUG_RELEASE_BY_ADDRESS   finding 7: releases and probes go to whatever edge listens at the address.
- *   BUG_REVIVE               findings 8/14 at eaaa7e6: after an expiry the edge registers again under its old id,
- *                            the quota service revives the retired allotment, and in-doubt units of the old session
- *                            go back on the counter.
- *   BUG_LATE_COMMIT          T1 not kept (forward deadline past the session timeout): a dead edge's purchase
- *                            commits after the quota service re-granted its units.
+ *   BUG_RELEASE_BY_ADDRESS   finding 7: releases and probes go to whatever edge listens at the address; only an
+ *                            unreachable address retires an allotment.
+ *   BUG_REVIVE               after an expiry the edge registers again under its old id, the quota service revives
+ *                            the retired allotment, and the old session's grants and in-doubt units are sold.
+ *   BUG_LATE_COMMIT          T1 not kept: a dead edge's purchase commits after its units were granted again.
  */
 
 /* ---- sizes (small, exhaustive) ------------------------------------------------------------------------------ */
