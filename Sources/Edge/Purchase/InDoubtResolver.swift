@@ -24,10 +24,12 @@ final class InDoubtResolver: Sendable {
     var pendingCount: Int { self.pending.withLockedValue { $0.count } }
 
     /// Takes an in-doubt attempt (and its unit) over for a retry of the same request id. False if none is held.
+    /// model: QuotaProtocol.pml, EDGE_CLAIM
     func claim(_ requestID: UInt64) -> Bool {
         self.pending.withLockedValue { $0.remove(requestID) != nil }
     }
 
+    /// model: QuotaProtocol.pml, in_doubt, RESOLVER_LOOKUP, settle
     func resolveLater(_ request: PurchaseRequest) {
         let isNew = self.pending.withLockedValue { $0.insert(request.requestId).inserted }
         guard isNew else { return }
