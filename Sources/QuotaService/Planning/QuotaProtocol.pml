@@ -1,12 +1,13 @@
 /*
  * QuotaProtocol.pml: the quota and in-doubt protocol of one product, as a Promela model checked with spin
  * (issue 11, item 12). scripts/model-check.sh runs the check; Tests/ModelTests runs it in the tests.
- * It models the protocol as issue 11 fixes it (items 1-8 and the shared contract decisions), and three rules the
- * model itself showed are needed (marked NEEDED below: the code must do them too).
+ * It models the protocol as issue 11 fixes it (items 1-8, the shared contract decisions, the branches edge and quota),
+ * and two rules the model itself showed are needed (marked NEEDED below: the code must do them too).
  *
  * WHAT IS CHECKED, exhaustively (-DSAFETY, no bitstate), at the sizes below: 2 edge addresses, 3 edge ids (one
- * restart or re-registration), 2 request ids (one with 2 attempts), 1 unit of stock, a raise of 1, a limit to 1,
- * at most one fault (a crash, or a partition from ZooKeeper with or without the quota service). Any of the
+ * restart on an address), 2 request ids (one with 2 attempts), 1 unit of stock, a raise of 1, a limit to 1,
+ * at most one fault (a crash, maybe followed by a restart on the same address under a new edge id, or a partition
+ * from ZooKeeper with or without the quota service). Any of the
  * operator's changes and the fault may also not happen. `scripts/model-check.sh --large`: 2 units, 2 attempts each.
  *   (1) SAFETY, in every state (proctype Safety can only move when it is broken): the units on the counters of
  *       edges that sell (alive, not fenced) are at most the database's remaining stock; while a lowered sale limit
@@ -44,10 +45,11 @@
  *     (BUG_MADE_HERE_BY_EDGE_ID): stranded.
  *   - releases and probes carry the edge id; another edge at the address refuses, which the quota service counts
  *     as "gone" for an absent allotment (contract 6).
- *   - NEEDED: after its session expired an edge comes back as a new edge id (a new allotment). Nothing of the old
- *     id is sold again: its grants are not applied, its in-doubt units settle onto the old counter, which sells
- *     nothing; the quota service retires the old allotment (probe refused or unanswered) and reclaims
- *     granted - reclaimed - sold through it (BUG_REVIVE is eaaa7e6's revival of the old allotment).
+ *   - the partition fence (T2) suspends the ledger and hands back what is on the counter. After its session
+ *     expired an edge registers again under its name but sells again only once the quota service has taken the
+ *     new session (a probe's release names it: QuotaLedger.vouch); a retired allotment is never probed again, so
+ *     it is never revived and its edge never sells again; its in-doubt units settle onto that suspended counter.
+ *     The quota service reclaims granted - reclaimed - sold through a retired edge (BUG_REVIVE: eaaa7e6 revives).
  *
  * ABSTRACTIONS (left out, and why that is sound for these properties):
  *   - One product: the quota math, the ledger and the orders are per product.
@@ -80,7 +82,8 @@
  *     QS_LEARN                     QuotaBalance.reconcile taking a registered edge's reported released total
  *     QS_LIMIT_DONE                the round after a limit that brings the pool back to >= 0
  *   ZooKeeper
- *     session[a]                   the ephemeral registration node edges/edge-<a> exists
+ *     session[a]                   the registration node edges/edge-<a> exists with a session the quota service
+ *                                  trusts
  *   edges (Sources/Edge)
  *     alive[s], cur[s]             the edge process at address s, and its edge id now (EdgeQuotaAgent.edgeID)
  *     zkcut[s], qscut[s], fenced   cut off from ZooKeeper (and the quota service); stopped selling (T2)
@@ -95,7 +98,8 @@
  *     RESOLVER_LOOKUP              InDoubtResolver.resolveLater's lookup and settlement
  *     EDGE_APPLY                   EdgeQuotaAgent.apply(quota:) and askForMore -> QuotaLedger.applyGrant
  *     QS_RELEASE/QS_PROBE at edge  EdgeQuotaAgent's edge.ReleaseQuota -> QuotaLedger.release
- *     FENCE, HEAL                  EdgeQuotaAgent's partition fence; reconnect (resync, or a new registration)
+ *     vouching[s]                  QuotaLedger.suspendUntilVouched / vouch (after an expiry)
+ *     FENCE, HEAL                  EdgeQuotaAgent's partition fence (SessionGuard); reconnect, recoverFromExpiry
  *
  * OLD BEHAVIOURS: each switch (-DBUG_...) must give a counterexample; scripts/model-check.sh and the test check it.
  *   BUG_LEAK_SECOND_INDOUBT  finding 1: a second in-doubt entry of one request id leaks its unit
@@ -115,7 +119,7 @@
 #define EDGES 2           /* edge addresses (processes) */
 #endif
 #ifndef NEW_IDS
-#define NEW_IDS 1         /* edge ids beyond the first ones: restarts and re-registrations after an expiry */
+#define NEW_IDS 1         /* edge ids beyond the first ones: an edge restarted on an address gets a new one */
 #endif
 #define IDS (EDGES + NEW_IDS)
 #ifndef REQUESTS
@@ -162,6 +166,7 @@ bool alive[EDGES];
 byte cur[EDGES];
 bool zkcut[EDGES], qscut[EDGES], fenced[EDGES];
 bool restarts[EDGES];     /* a crashed edge will be started again on its address */
+bool vouching[EDGES];     /* registered again after an expiry: suspended until a release names its new session */
 byte slot_of[IDS];
 byte avail[IDS], applied[IDS], released[IDS];
 #define RA(r, a) ((r) * IDS + (a))
@@ -354,9 +359,10 @@ inline in_doubt(r, a) {
  * edge id at the address), is retired: its outstanding units go back to the pool (QuotaCoordinator.probe). */
 #define QS_PROBE(a) \
     :: d_step { exists[a] && !session[a] && !retired[a] && REACHABLE(a) \
-                && (avail[TARGET(a)] > 0 || reclaimed[a] < released[TARGET(a)]) -> \
+                && (avail[TARGET(a)] > 0 || reclaimed[a] < released[TARGET(a)] || vouching[slot_of[a]]) -> \
         k = TARGET(a); released[k] = released[k] + avail[k]; avail[k] = 0; \
         if :: reclaimed[a] < released[k] -> reclaimed[a] = released[k] :: else -> skip fi; \
+        vouch(a); \
         printf("quota service probes absent id %d: id %d releases everything\n", a, k) } \
     :: d_step { exists[a] && !session[a] && !retired[a] && !REACHABLE(a) \
                 PROBE_REFUSAL_RETIRES(a) -> retired[a] = true; printf("quota service probes absent id %d: no answer: retired\n", a) }
@@ -366,6 +372,17 @@ inline in_doubt(r, a) {
 #else
 #define PROBE_REFUSAL_RETIRES(a)
 #endif
+
+/* The probe's answer names the edge's new session (registered again after an expiry): the quota service takes it,
+ * the allotment is live again and the edge sells again (QuotaLedger.vouch). A retired allotment is never probed,
+ * so an edge whose allotment was retired never sells again. */
+inline vouch(a) {
+    if
+    :: vouching[slot_of[a]] && cur[slot_of[a]] == a ->
+        vouching[slot_of[a]] = false; session[a] = true; fenced[slot_of[a]] = false
+    :: else -> skip
+    fi
+}
 
 /* The quota service reads the released total a registered edge reports in its node (QuotaBalance.reconcile). */
 #define QS_LEARN(a) \
@@ -396,7 +413,7 @@ inline in_doubt(r, a) {
     :: d_step { faults > 0 && alive[s] -> faults--; crash(s); restarts[s] = (next_id < IDS); printf("edge %d crashes (to be restarted)\n", s) } \
     :: d_step { faults > 0 && alive[s] -> faults--; crash(s); restarts[s] = false; printf("edge %d crashes\n", s) }
 inline crash(s) {
-    alive[s] = false; fenced[s] = false; zkcut[s] = false; qscut[s] = false;
+    alive[s] = false; fenced[s] = false; zkcut[s] = false; qscut[s] = false; vouching[s] = false;
     for (i : 0 .. IDS - 1) {
         if
         :: exists[i] && slot_of[i] == s ->
@@ -431,7 +448,9 @@ inline join(s) {
 #define FENCE(s)
 #else
 #define FENCE(s) \
-    :: d_step { alive[s] && zkcut[s] && !fenced[s] SETTLED(cur[s]) -> fenced[s] = true; printf("edge %d fences itself\n", s) }
+    :: d_step { alive[s] && zkcut[s] && !fenced[s] SETTLED(cur[s]) -> \
+        fenced[s] = true; released[cur[s]] = released[cur[s]] + avail[cur[s]]; avail[cur[s]] = 0; \
+        printf("edge %d fences itself: hands back what is on its counter\n", s) }
 #endif
 #ifdef BUG_LATE_COMMIT
 #define SETTLED(a)
@@ -451,10 +470,10 @@ inline join(s) {
                 && (!alive[slot_of[a]] || cur[slot_of[a]] != a || zkcut[slot_of[a]]) FENCED_FIRST(a) SETTLED(a) -> \
         session[a] = false; printf("id %d's session expires\n", a) }
 
-/* The partition heals. Session still alive: the edge re-registers, resyncs and sells again. Session expired: the
- * edge registers anew under a new edge id (its old allotment may be retired and re-granted already; nothing of the
- * old id is sold again). With BUG_REVIVE (eaaa7e6): it hands back what is on its counter and registers again
- * under its old id, and the quota service revives the allotment. */
+/* The partition heals. Session still alive: the edge re-reads its quotas and sells again. Session expired: it hands
+ * back what is on its counter, registers again under its name with a new session and stays suspended until the
+ * quota service takes that session (vouch): its allotment may be retired and re-granted already. With BUG_REVIVE
+ * (eaaa7e6): it sells again at once, and the quota service revives a retired allotment. */
 #define HEAL(s) \
     :: d_step { alive[s] && zkcut[s] -> zkcut[s] = false; qscut[s] = false; heal(s); printf("edge %d reconnects: now id %d\n", s, cur[s]) }
 inline heal(s) {
@@ -465,10 +484,8 @@ inline heal(s) {
         k = cur[s]; released[k] = released[k] + avail[k]; avail[k] = 0;
         session[k] = true; retired[k] = false; fenced[s] = false
 #else
-        if
-        :: next_id < IDS -> join(s)
-        :: else -> alive[s] = false   /* out of edge ids in this model: the process stays out */
-        fi
+        /* registered again under its old name by a new session; sells once the quota service has taken it */
+        k = cur[s]; released[k] = released[k] + avail[k]; avail[k] = 0; vouching[s] = true
 #endif
     fi
 }
