@@ -4,8 +4,8 @@
 # each old behaviour switched back on must give a counterexample.
 #   scripts/model-check.sh                 every case at the default (test) sizes
 #   scripts/model-check.sh CASE...         only these cases (fixed, terminates, or a bug name, e.g. BUG_REVIVE)
-#   scripts/model-check.sh --large [CASE...]   larger sizes (2 units, 2 attempts per buyer: ~14 M states, minutes)
-#   scripts/model-check.sh --edges 3 [CASE...] 3 edge addresses (4 edge ids): ~1.7 M states
+#   scripts/model-check.sh --large [CASE...]   larger sizes (2 units, 2 attempts per buyer): ~10 M states, ~2 min
+#   scripts/model-check.sh --edges 3 [CASE...] 3 edge addresses (4 edge ids): ~1.6 M states
 #   scripts/model-check.sh --list          the case names
 # Prints pan's own summary for each case, the counterexample of each bug case (what happened, step by step), one
 # `MODEL case=... expected=... got=... states=... seconds=...` line per case, and last
