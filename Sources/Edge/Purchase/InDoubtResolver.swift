@@ -1,3 +1,4 @@
+// model: Sources/QuotaService/Planning/QuotaProtocol.pml (claim -> EDGE_CLAIM; resolveLater -> in_doubt, RESOLVER_LOOKUP, settle). Update both together.
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -24,12 +25,10 @@ final class InDoubtResolver: Sendable {
     var pendingCount: Int { self.pending.withLockedValue { $0.count } }
 
     /// Takes an in-doubt attempt (and its unit) over for a retry of the same request id. False if none is held.
-    /// model: QuotaProtocol.pml, EDGE_CLAIM
     func claim(_ requestID: UInt64) -> Bool {
         self.pending.withLockedValue { $0.remove(requestID) != nil }
     }
 
-    /// model: QuotaProtocol.pml, in_doubt, RESOLVER_LOOKUP, settle
     func resolveLater(_ request: PurchaseRequest) {
         let isNew = self.pending.withLockedValue { $0.insert(request.requestId).inserted }
         guard isNew else { return }

@@ -1,3 +1,4 @@
+// model: Sources/QuotaService/Planning/QuotaProtocol.pml (purchase/takeAndForward -> EDGE_FORWARD, EDGE_CLAIM; answerWithoutStock -> BUYER_LOOKUP; forward -> EDGE_ANSWERED, settle, EDGE_TIMEOUT). Update both together.
 import Atomics
 import Logging
 import NIOCore
@@ -76,7 +77,6 @@ public final class PurchasePath: Sendable {
         return stats
     }
 
-    /// model: QuotaProtocol.pml, EDGE_FORWARD, EDGE_CLAIM
     func purchase(_ request: PurchaseRequest, context: ServerCallContext, responder: RPCResponder<PurchaseResponse>) {
         self.counters.attempts.wrappingIncrement(ordering: .relaxed)
         if let problem = Self.validate(request) {
@@ -120,7 +120,6 @@ public final class PurchasePath: Sendable {
     }
 
     /// No unit for this attempt. A retry may still have a first outcome at the inventory: look it up, buy nothing.
-    /// model: QuotaProtocol.pml, BUYER_LOOKUP
     private func answerWithoutStock(
         _ request: PurchaseRequest, context: ServerCallContext, responder: RPCResponder<PurchaseResponse>,
         otherwise: Result<PurchaseResponse, RPCError>
@@ -150,7 +149,6 @@ public final class PurchasePath: Sendable {
 
     /// `carriesInDoubtUnit`: the unit is the one an earlier forward of this request id left in doubt, so a replayed
     /// order made through this edge is that forward's order, and the unit stays used.
-    /// model: QuotaProtocol.pml, EDGE_ANSWERED, settle, EDGE_TIMEOUT
     private func forward(
         _ request: PurchaseRequest, context: ServerCallContext, responder: RPCResponder<PurchaseResponse>,
         carriesInDoubtUnit: Bool

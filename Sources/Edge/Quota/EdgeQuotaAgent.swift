@@ -1,3 +1,4 @@
+// model: Sources/QuotaService/Planning/QuotaProtocol.pml (apply(quota:), askForMore -> EDGE_APPLY; edge.ReleaseQuota -> QS_RELEASE, QS_PROBE; fence and reconnect (recoverFromExpiry) -> FENCE, HEAL, vouch). Update both together.
 import FlashSaleClient
 import Logging
 import Proto
@@ -231,7 +232,6 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
         return added
     }
 
-    /// model: QuotaProtocol.pml, EDGE_APPLY
     private func askForMore(_ product: String) async -> Bool {
         let edgeID = self.edgeID
         guard edgeID != 0 else { return false }
@@ -261,7 +261,6 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
 
     /// The same, before the agent exists: the edge registers its methods before it binds, and the agent needs
     /// the bound address. Both methods only need the ledger.
-    /// model: QuotaProtocol.pml, QS_RELEASE, QS_PROBE (the edge's side)
     public static func registerMethods(into router: inout RPCRouter, ledger: QuotaLedger) {
         router.register(EdgeQuotaMethod.releaseQuota, operatorOnly: true) {
             (request: ReleaseQuotaRequest, _: ServerCallContext) async throws -> ReleaseQuotaResponse in
@@ -282,7 +281,6 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
 
     // MARK: - Applying what ZooKeeper says
 
-    /// model: QuotaProtocol.pml, EDGE_APPLY
     fileprivate func apply(quota data: [UInt8], product: String) {
         guard let grant = try? QuotaGrant(decoding: data) else {
             logger.warning("quota node holds no grant", metadata: ["product": "\(product)"])
@@ -338,7 +336,6 @@ private struct AgentSession {
 
     var layout: QuotaLayout { agent.layout }
 
-    /// model: QuotaProtocol.pml, FENCE, HEAL
     mutating func handle(_ event: ZooKeeperEvent) async {
         do {
             switch event {
@@ -436,7 +433,6 @@ private struct AgentSession {
         }
     }
 
-    /// model: QuotaProtocol.pml, HEAL
     private mutating func recoverFromExpiry() async throws {
         agent.log.warning("zookeeper session expired: handing back unsold units and registering again")
         agent.releaseEverything()

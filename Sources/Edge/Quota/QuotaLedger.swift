@@ -1,3 +1,4 @@
+// model: Sources/QuotaService/Planning/QuotaProtocol.pml (take -> EDGE_FORWARD; giveBack -> settle; applyGrant -> EDGE_APPLY; release -> QS_RELEASE, QS_PROBE; suspend/vouch -> FENCE, vouch). Update both together.
 import Atomics
 import NIOConcurrencyHelpers
 
@@ -25,28 +26,24 @@ public final class QuotaLedger: Sendable {
 
     public init() {}
 
-    /// model: QuotaProtocol.pml, EDGE_FORWARD
     public func take(_ product: String) -> Take {
         guard let quota = self.table.load(ordering: .acquiring).products[product] else { return .unknownProduct }
         return quota.take()
     }
 
     /// A unit taken for an attempt that bought nothing (ALREADY_PURCHASED, an error) goes back on the counter.
-    /// model: QuotaProtocol.pml, settle (avail[a]++)
     public func giveBack(_ product: String) {
         self.table.load(ordering: .acquiring).products[product]?.giveBack()
     }
 
     /// Applies the total granted to this edge, as read from its quota node. Grants only grow; a smaller or
     /// equal total (a stale or repeated watch) changes nothing. Returns the units added.
-    /// model: QuotaProtocol.pml, EDGE_APPLY
     @discardableResult
     public func applyGrant(_ product: String, granted: Int64) -> Int64 {
         self.quota(for: product).applyGrant(granted)
     }
 
     /// Hands back up to `maxUnits` not yet used (the quota service reclaiming them). Returns what was released.
-    /// model: QuotaProtocol.pml, QS_RELEASE, QS_PROBE (the edge's side)
     public func release(_ product: String, maxUnits: Int64) -> Int64 {
         guard maxUnits > 0, let quota = self.table.load(ordering: .acquiring).products[product] else { return 0 }
         return quota.release(maxUnits)

@@ -1,3 +1,4 @@
+// model: Sources/QuotaService/Planning/QuotaProtocol.pml (round -> QS_GRANT, QS_RELEASE, QS_LIMIT_DONE; probe -> QS_PROBE; adjustStock -> OPERATOR). Update both together.
 import FlashSaleClient
 import Logging
 import Proto
@@ -30,7 +31,6 @@ final class QuotaCoordinator: Sendable {
 
     /// One round for `product`. `probeAbsent`: edges that hold units but are no longer registered are asked to hand
     /// them all back; those that do not answer are retired (what they did not sell returns to the pool).
-    /// model: QuotaProtocol.pml, QS_GRANT, QS_RELEASE, QS_PROBE, QS_LIMIT_DONE
     @discardableResult
     func round(_ product: String, _ trigger: QuotaBalance.Trigger, probeAbsent: Bool = false) async throws -> Outcome {
         try await locks.withLock(product) {
@@ -116,7 +116,6 @@ final class QuotaCoordinator: Sendable {
 
     /// Absent edges (units recorded, node gone) are asked for everything they hold. Those that answer are alive
     /// (a session expiry: they register again); those that do not are gone: returned as dead, to be retired.
-    /// model: QuotaProtocol.pml, QS_PROBE
     private func probe(_ product: String, _ absent: [EdgeAllotment]) async throws -> Set<String> {
         var answers: [String: EdgeReleaser.Answer] = [:]
         for allotment in absent {
@@ -166,7 +165,6 @@ final class QuotaCoordinator: Sendable {
     }
 
     /// Raise or limit: the database first, then the product node's copy of the config, then the quotas.
-    /// model: QuotaProtocol.pml, OPERATOR
     func adjustStock(_ request: AdjustStockRequest) async throws -> Outcome {
         let productID = request.productId
         guard try await store.read(productID) != nil else { throw RPCError(.notFound, "unknown product") }

@@ -1,3 +1,4 @@
+// model: Sources/QuotaService/Planning/QuotaProtocol.pml (outstanding -> OUT(a); pool -> POOL; reconcile -> QS_LEARN, retire; plan -> QS_GRANT, QS_RELEASE). Update both together.
 import Proto
 
 /// An edge registered under `edges/` right now, as the quota service sees it.
@@ -59,7 +60,6 @@ struct QuotaBalance: Sendable, Equatable {
     func sold(_ allotment: EdgeAllotment) -> Int64 { soldByEdge[allotment.edgeId] ?? 0 }
 
     /// Units the edge may still sell (in flight included); zero once retired.
-    /// model: QuotaProtocol.pml, OUT(a)
     func outstanding(_ allotment: EdgeAllotment) -> Int64 {
         if allotment.retired { return 0 }
         return max(0, allotment.granted - allotment.reclaimed - sold(allotment))
@@ -68,7 +68,6 @@ struct QuotaBalance: Sendable, Equatable {
     var outstandingTotal: Int64 { allotments.reduce(0) { $0 + outstanding($1) } }
 
     /// Free units; negative when more is outstanding than the database still sells (a limit was lowered).
-    /// model: QuotaProtocol.pml, POOL
     var pool: Int64 { sellable - outstandingTotal }
 
     func isLive(_ allotment: EdgeAllotment) -> Bool { !allotment.retired && registered[allotment.edge] != nil }
@@ -76,7 +75,6 @@ struct QuotaBalance: Sendable, Equatable {
     /// Adds an allotment for every registered edge that has none, revives a retired one whose edge registered again
     /// (the same edge id after a session expiry), retires those in `dead`, and takes each edge's own count of what it
     /// handed back where that is ahead of the record (both only grow, so the larger is still exact or short).
-    /// model: QuotaProtocol.pml, QS_LEARN, QS_PROBE (retire)
     mutating func reconcile(product: String, dead: Set<String> = []) {
         var known = Set<String>()
         for i in allotments.indices {
@@ -121,7 +119,6 @@ struct QuotaBalance: Sendable, Equatable {
     }
 
     /// What to do now. With `allowReleases` false (releases were already asked for in this round) only grants.
-    /// model: QuotaProtocol.pml, QS_GRANT, QS_RELEASE
     func plan(_ trigger: Trigger, allowReleases: Bool) -> Plan {
         let favoured: Set<String> = if case .fill(let edges) = trigger { edges } else { [] }
         let targets = self.targets(favoured: favoured)
