@@ -1,4 +1,3 @@
-// model: Sources/QuotaService/Planning/QuotaProtocol.pml (claim -> EDGE_CLAIM; resolveLater -> in_doubt, RESOLVER_LOOKUP, settle). Update both together.
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -56,3 +55,5 @@ final class InDoubtResolver: Sendable {
         }
     }
 }
+
+// model: Sources/QuotaService/Planning/QuotaProtocol.pml (claim -> EDGE_CLAIM; resolveLater -> in_doubt, RESOLVER_LOOKUP, settle). Update both together.

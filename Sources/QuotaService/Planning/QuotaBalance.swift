@@ -1,4 +1,3 @@
-// model: Sources/QuotaService/Planning/QuotaProtocol.pml (outstanding -> OUT(a); pool -> POOL; reconcile -> QS_LEARN, retire; plan -> QS_GRANT, QS_RELEASE). Update both together.
 import Proto
 
 /// An edge registered under `edges/` right now, as the quota service sees it.
@@ -170,3 +169,5 @@ struct QuotaBalance: Sendable, Equatable {
         return plan
     }
 }
+
+// model: Sources/QuotaService/Planning/QuotaProtocol.pml (outstanding -> OUT(a); pool -> POOL; reconcile -> QS_LEARN, retire; plan -> QS_GRANT, QS_RELEASE). Update both together.
