@@ -55,5 +55,3 @@ final class InDoubtResolver: Sendable {
         }
     }
 }
-
-// model: Sources/QuotaService/Planning/QuotaProtocol.pml (claim -> EDGE_CLAIM; resolveLater -> in_doubt, RESOLVER_LOOKUP, settle). Update both together.
