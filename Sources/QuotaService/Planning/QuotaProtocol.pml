@@ -65,7 +65,8 @@
  *     orphaned forward later (both are steps of the model). A call that failed before it was sent gives its unit
  *     back at once (contract 4): nothing happens to the model's state.
  *
- * MAP to the code (each mirrored Swift function carries a "model: QuotaProtocol.pml" line: update both together):
+ * MAP to the code (each mirrored Swift file starts or ends with a "model:" line naming its functions' counterparts
+ * here, and Schema.procedures' doc names purchase_batch's and adjust_stock's: update both together):
  *   database (Sources/InventoryService/Database/Schema.swift)
  *     total, remaining, orders     products.total_stock, sum(stock_slot.remaining), count(orders)
  *     sold[a]                      orders per orders.edge_id (SoldCounts)
@@ -323,9 +324,8 @@ inline in_doubt(r, a) {
     :: d_step { oq[RA(r, a)] > 0 -> oq[RA(r, a)]--; inventory_buys(r, a, res); printf("inventory takes buyer %d's orphaned forward of id %d: %e\n", r, a, res) } \
     :: d_step { oq[RA(r, a)] > 0 -> oq[RA(r, a)]--; printf("inventory drops buyer %d's orphaned forward of id %d at its deadline\n", r, a) }
 
-/* The resolver looks the in-doubt request up and settles it: the unit stays used only for an order made through
- * this edge id; otherwise it goes back on the counter (InDoubtResolver.resolveLater). An entry of an old id (the
- * process registered again under a new one) goes back on the old id's counter, which sells nothing any more. */
+/* The resolver looks the in-doubt request up and settles it (InDoubtResolver.resolveLater): see settle. An edge that
+ * is suspended (fenced, or awaiting its vouch) settles onto its suspended counter, which sells nothing. */
 #define RESOLVER_LOOKUP(r, a) \
     :: d_step { pend[RA(r, a)] > 0 && alive[slot_of[a]] -> \
         lookup(r); pend[RA(r, a)]--; settle(r, a, outcome[r] == ORDER_BY(a)); \
