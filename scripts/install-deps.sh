@@ -3,7 +3,7 @@
 set -euo pipefail
 
 PACKAGES=(libprotobuf-c-dev protobuf-c-compiler libpq-dev postgresql-15 postgresql-client-15
-          libzookeeper-mt-dev zookeeper python3)
+          libzookeeper-mt-dev zookeeper python3 spin gcc)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -1,3 +1,5 @@
+// model: Sources/QuotaService/Planning/QuotaProtocol.pml (apply(quota:), askForMore -> EDGE_APPLY; edge.ReleaseQuota
+// -> QS_RELEASE, QS_PROBE; fence and reconnect (recoverFromExpiry) -> FENCE, HEAL, vouch). Update both together.
 import FlashSaleClient
 import Logging
 import NIOCore

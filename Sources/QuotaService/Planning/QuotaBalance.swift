@@ -244,3 +244,6 @@ struct QuotaBalance: Sendable, Equatable {
         return plan
     }
 }
+
+// model: Sources/QuotaService/Planning/QuotaProtocol.pml (outstanding -> OUT(a); pool -> POOL; reconcile -> QS_LEARN,
+// retire; plan -> QS_GRANT, QS_RELEASE). Update both together.
