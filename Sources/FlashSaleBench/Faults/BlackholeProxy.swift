@@ -26,7 +26,6 @@ final class BlackholeProxy: Sendable {
         let gate = Gate()
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.autoRead, value: false)
             .childChannelInitializer { inbound in
                 let relay = Relay(gate: gate)
                 do {
@@ -44,10 +43,9 @@ final class BlackholeProxy: Sendable {
                     }
                     .connect(host: host, port: port)
                     .map { outbound in
-                        boundRelay.value.partner = outbound
+                        boundRelay.value.connected(to: outbound)
                         gate.track(inbound)
                         gate.track(outbound)
-                        inbound.setOption(.autoRead, value: true).whenSuccess { inbound.read() }
                     }
             }
             .bind(host: "127.0.0.1", port: 0).get()
@@ -94,20 +92,33 @@ final class BlackholeProxy: Sendable {
         }
     }
 
-    /// One side of a proxied connection: what it reads goes to its partner, unless the gate is shut.
+    /// One side of a proxied connection: what it reads goes to its partner, unless the gate is shut. The accepted
+    /// side holds what it reads until its outgoing connection is up.
     private final class Relay: ChannelInboundHandler {
         typealias InboundIn = ByteBuffer
 
         private let gate: Gate
-        var partner: (any Channel)?
+        private var partner: (any Channel)?
+        private var early: [ByteBuffer] = []
 
         init(gate: Gate, partner: (any Channel)? = nil) {
             self.gate = gate
             self.partner = partner
         }
 
+        func connected(to partner: any Channel) {
+            self.partner = partner
+            for buffer in early where !gate.blackholed { partner.write(buffer, promise: nil) }
+            early = []
+            partner.flush()
+        }
+
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            guard let partner, !gate.blackholed else { return }
+            guard let partner else {
+                early.append(Self.unwrapInboundIn(data))
+                return
+            }
+            guard !gate.blackholed else { return }
             partner.writeAndFlush(Self.unwrapInboundIn(data), promise: nil)
         }
 

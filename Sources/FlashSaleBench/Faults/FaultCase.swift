@@ -171,10 +171,12 @@ struct FaultCase {
         let sampling = Task { await monitor.run() }
         defer { sampling.cancel() }
 
-        // Most attempts are distinct buyers, so the stock sells while the fault happens.
+        // Most attempts are distinct buyers, so the stock sells while the fault happens. The partition case keeps
+        // the crowd off edge 3, so that it still holds units when its session can expire: its own buyers probe it.
         let total = Int(row.stock)
+        let crowded = fault == .partition ? Array(platform.edges.prefix(2)) : platform.edges
         var configuration = BuyerSwarm.Configuration(
-            edges: platform.edges.map { ($0.host, $0.port) }, products: products.map(\.id), attempts: total * 2,
+            edges: crowded.map { ($0.host, $0.port) }, products: products.map(\.id), attempts: total * 2,
             users: total * 200, connections: connections, depth: depth, seed: UInt64(fault.hashValue.magnitude))
         configuration.timeout = .seconds(3)
         configuration.maxRetries = 60

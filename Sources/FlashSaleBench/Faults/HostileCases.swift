@@ -429,7 +429,7 @@ struct HostileCases {
             let alive = platform.quota.process.isRunning && platform.quota.process.pid == quotaPID
             found.expect(alive, "the quota service exited \(when) (status \(platform.quota.process.exitStatus ?? -1))")
             let revived = (try? await Self.allotment(victimName, of: product, in: zooKeeper, layout: layout))?.retired == false
-            found.expect(!revived, "dead \(victimName)'s allotment revived by the forged registration \(when)")
+            found.expect(!revived, "dead \(victimName)'s allotment not retired, or revived by the forged registration, \(when)")
             return found
         }
         findings.merge(await check("mid-sale"))
@@ -588,8 +588,9 @@ struct HostileCases {
     // MARK: 8. an edge cut off from ZooKeeper
 
     /// Edge 3's ZooKeeper connection and the quota service's calls to it go through proxies; both are blackholed
-    /// for its session timeout and 4 s more, while buyers still reach it. Past the session timeout (and a margin
-    /// of 0.5 s for the check itself) it must not sell: its units may already be granted again.
+    /// for its session timeout and 4 s more, while buyers still reach it (the crowd buys at edges 1 and 2; this
+    /// case's buyers at edge 3, so it still holds units). Past the session timeout (and a margin of 0.5 s for the
+    /// check itself) it must not sell: its units may already be granted again.
     func cutOffFromZooKeeper() async -> HostileInjection {
         var findings = HostileFindings()
         guard let proxies = context.proxies else {
