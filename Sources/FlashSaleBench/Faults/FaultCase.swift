@@ -303,7 +303,7 @@ struct FaultCase {
     /// Waits until no live edge holds an attempt in doubt and (after an edge died) the quota service has
     /// reclaimed the dead edge's share.
     private func settle(live: [ServiceEndpoint], quota: QuotaClient, secrets: FaultSecrets, timeout: Duration) async throws {
-        let clients = live.map { FaultPlatform.edgeClient($0, secrets: secrets, logger: logger) }
+        let clients = live.map { FaultPlatform.operatorClient($0, secrets: secrets, logger: logger) }
         defer { Task { for client in clients { await client.shutdown() } } }
         try await waitUntil(timeout: timeout, what: "in-doubt attempts to settle and dead edges to be retired") {
             for client in clients where (try? await client.stats().inDoubt) != 0 { return false }

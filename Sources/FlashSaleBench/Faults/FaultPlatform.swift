@@ -83,11 +83,21 @@ enum FaultPlatform {
         QuotaClient(host: platform.quota.host, port: platform.quota.port, token: secrets.operatorToken, logger: logger)
     }
 
-    /// A client of an edge's purchase port and of its read-only methods (Stats, QuotaUsage).
-    static func edgeClient(_ edge: ServiceEndpoint, secrets: FaultSecrets, logger: Logger) -> EdgeClient {
+    /// A client of an edge's purchase port.
+    static func purchaseClient(_ edge: ServiceEndpoint, secrets: FaultSecrets, logger: Logger) -> EdgeClient {
+        edgeClient(host: edge.host, port: edge.port, secrets: secrets, logger: logger)
+    }
+
+    /// A client of an edge's read-only and operator methods (edge.Stats, edge.QuotaUsage): its purchase port, as
+    /// these edges are started without --operator-port.
+    static func operatorClient(_ edge: ServiceEndpoint, secrets: FaultSecrets, logger: Logger) -> EdgeClient {
+        edgeClient(host: edge.host, port: edge.port, secrets: secrets, logger: logger)
+    }
+
+    private static func edgeClient(host: String, port: Int, secrets: FaultSecrets, logger: Logger) -> EdgeClient {
         EdgeClient(rpc: RPCClient(
             configuration: RPCClientConfiguration(
-                host: edge.host, port: edge.port, connections: 1, connectTimeout: .seconds(1),
+                host: host, port: port, connections: 1, connectTimeout: .seconds(1),
                 defaultTimeout: .seconds(2), maxBackoff: .milliseconds(200), token: secrets.operatorToken),
             logger: logger))
     }

@@ -81,7 +81,7 @@ final class GroundTruthMonitor: Sendable {
         while !Task.isCancelled {
             let edges = live.all
             for edge in edges where clients[edge.port] == nil {
-                clients[edge.port] = FaultPlatform.edgeClient(edge, secrets: secrets, logger: logger)
+                clients[edge.port] = FaultPlatform.operatorClient(edge, secrets: secrets, logger: logger)
             }
             let current = edges.compactMap { clients[$0.port] }
             for product in products {

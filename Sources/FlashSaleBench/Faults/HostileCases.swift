@@ -93,7 +93,11 @@ struct HostileCases {
     private var logger: Logger { context.logger }
 
     private func edgeClients() -> [EdgeClient] {
-        context.live.all.map { FaultPlatform.edgeClient($0, secrets: context.secrets, logger: logger) }
+        context.live.all.map { FaultPlatform.purchaseClient($0, secrets: context.secrets, logger: logger) }
+    }
+
+    private func operatorClients() -> [EdgeClient] {
+        context.live.all.map { FaultPlatform.operatorClient($0, secrets: context.secrets, logger: logger) }
     }
 
     private func shutdown(_ clients: [EdgeClient]) async {
@@ -275,11 +279,12 @@ struct HostileCases {
     func retryFloodAtKeepZero() async -> HostileInjection {
         var findings = HostileFindings()
         let clients = edgeClients()
+        let operators = operatorClients()
         let product = context.products[0].id
         do {
             try await context.quota.setShed(keepPerMillion: 0)
             try await waitUntil(timeout: .seconds(10), what: "every edge to apply keep 0") {
-                for client in clients where (try? await client.stats().keepPerMillion) != 0 { return false }
+                for client in operators where (try? await client.stats().keepPerMillion) != 0 { return false }
                 return true
             }
         } catch {
@@ -304,13 +309,13 @@ struct HostileCases {
         do {
             try await context.quota.setShed(keepPerMillion: 1_000_000)
             try await waitUntil(timeout: .seconds(10), what: "every edge to apply keep 1,000,000") {
-                for client in clients where (try? await client.stats().keepPerMillion) != 1_000_000 { return false }
+                for client in operators where (try? await client.stats().keepPerMillion) != 1_000_000 { return false }
                 return true
             }
         } catch {
             findings.failures.append("keep 1,000,000 not restored: \(error)")
         }
-        await shutdown(clients)
+        await shutdown(clients + operators)
         let bought = answers.filter { $0 == "\(PurchaseOutcome.purchased)" }.count
         findings.expect(bought == 0, "\(bought) of \(answers.count) retry: true attempts PURCHASED at keep 0")
         findings.notes.append("keep 0: \(answers.count) fresh retry: true attempts answered \(Self.tally(answers))")
@@ -387,7 +392,7 @@ struct HostileCases {
             return HostileInjection(findings: findings)
         }
         let victim = context.platform.edges[2]
-        let victimClient = FaultPlatform.edgeClient(victim, secrets: context.secrets, logger: logger)
+        let victimClient = FaultPlatform.operatorClient(victim, secrets: context.secrets, logger: logger)
         let victimID = (try? await victimClient.stats().edgeId) ?? 0
         await victimClient.shutdown()
 
@@ -404,9 +409,10 @@ struct HostileCases {
         }
 
         // Finding 14: a dead edge's name taken over.
+        let victimName = (try? await Self.registrationName(of: victimID, in: zooKeeper, layout: layout))
+            ?? QuotaLayout.edgeName(id: victimID)
         context.live.remove(port: victim.port)
         await victim.process.kill9()
-        let victimName = QuotaLayout.edgeName(id: victimID)
         do {
             try await waitUntil(timeout: .seconds(15), what: "edge 3's registration to expire") {
                 try await zooKeeper.exists(layout.edge(victimName)) == nil
@@ -441,6 +447,19 @@ struct HostileCases {
         injection.afterSale = { await check("after the sale") }
         injection.cleanup = { await zooKeeper.close() }
         return injection
+    }
+
+    /// The name under edges/ of the registration that carries `edgeID` (found by content, not by a naming rule).
+    private static func registrationName(
+        of edgeID: UInt32, in zooKeeper: ZooKeeperClient, layout: QuotaLayout
+    ) async throws -> String? {
+        for name in try await zooKeeper.children(layout.edges) {
+            guard let node = try? await zooKeeper.get(layout.edge(name)),
+                  let registration = try? EdgeRegistration(decoding: node.data)
+            else { continue }
+            if registration.edgeId == edgeID { return name }
+        }
+        return nil
     }
 
     private static func allotment(
@@ -552,9 +571,13 @@ struct HostileCases {
         let layout = QuotaLayout(root: context.root)
         let product = context.products[0].id
         let victim = context.platform.edges[2]
-        let victimClient = FaultPlatform.edgeClient(victim, secrets: context.secrets, logger: logger)
+        let victimClient = FaultPlatform.operatorClient(victim, secrets: context.secrets, logger: logger)
         let victimID = (try? await victimClient.stats().edgeId) ?? 0
         await victimClient.shutdown()
+        let zooKeeper = try? await ZooKeeperClient.connect(hosts: context.platform.configuration.zooKeeperHosts, logger: logger)
+        var found: String?
+        if let zooKeeper { found = try? await Self.registrationName(of: victimID, in: zooKeeper, layout: layout) }
+        let victimName = found ?? QuotaLayout.edgeName(id: victimID)
         context.live.remove(port: victim.port)
         let killed = ContinuousClock.now
         await victim.process.kill9()
@@ -564,11 +587,10 @@ struct HostileCases {
             context.live.add(successor)
         } catch {
             findings.failures.append("no edge could start on the dead edge's port \(victim.port): \(error)")
+            await zooKeeper?.close()
             return HostileInjection(findings: findings)
         }
-        let client = FaultPlatform.edgeClient(successor, secrets: context.secrets, logger: logger)
-        let zooKeeper = try? await ZooKeeperClient.connect(hosts: context.platform.configuration.zooKeeperHosts, logger: logger)
-        let victimName = QuotaLayout.edgeName(id: victimID)
+        let client = FaultPlatform.operatorClient(successor, secrets: context.secrets, logger: logger)
         var retired = false
         if let zooKeeper {
             retired = (try? await waitUntil(timeout: .seconds(12), what: "the dead edge to be retired") {
@@ -596,9 +618,9 @@ struct HostileCases {
     // MARK: 8. an edge cut off from ZooKeeper
 
     /// Edge 3's ZooKeeper connection and the quota service's calls to it go through proxies; both are blackholed
-    /// for its session timeout and 4 s more, while buyers still reach it (the crowd buys at edges 1 and 2; this
-    /// case's buyers at edge 3, so it still holds units). Past the session timeout (and a margin of 0.5 s for the
-    /// check itself) it must not sell: its units may already be granted again.
+    /// until ZooKeeper has ended edge 3's session and 3 s more, while buyers still reach it (the crowd buys at edges
+    /// 1 and 2; this case's buyers at edge 3, so it still holds units). Once its registration is gone it must not
+    /// sell: its units may already be granted again. (It should have stopped a margin before.)
     func cutOffFromZooKeeper() async -> HostileInjection {
         var findings = HostileFindings()
         guard let proxies = context.proxies else {
@@ -607,29 +629,61 @@ struct HostileCases {
         }
         let product = context.products[0].id
         let edge = context.platform.edges[2]
-        let client = FaultPlatform.edgeClient(edge, secrets: context.secrets, logger: logger)
-        let sessionTimeout = Duration.seconds(4)
+        let layout = QuotaLayout(root: context.root)
+        let client = FaultPlatform.purchaseClient(edge, secrets: context.secrets, logger: logger)
+        let stats = FaultPlatform.operatorClient(edge, secrets: context.secrets, logger: logger)
+        let edgeID = (try? await stats.stats().edgeId) ?? 0
+        await stats.shutdown()
+        let zooKeeper: ZooKeeperClient
+        let registration: String
+        do {
+            zooKeeper = try await ZooKeeperClient.connect(hosts: context.platform.configuration.zooKeeperHosts, logger: logger)
+            guard let name = try await Self.registrationName(of: edgeID, in: zooKeeper, layout: layout) else {
+                await zooKeeper.close()
+                throw ClusterError.commandFailed("edge 3 (id \(edgeID)) has no registration")
+            }
+            registration = name
+        } catch {
+            await client.shutdown()
+            findings.failures.append("cannot watch edge 3's registration: \(error)")
+            return HostileInjection(findings: findings)
+        }
         proxies.zooKeeper.blackhole()
         proxies.edge.blackhole()
         let cut = ContinuousClock.now
+        // Once ZooKeeper has ended edge 3's session (its registration gone: the quota service may now give its
+        // units to others), edge 3 must not sell; before that, it may.
+        var expired: ContinuousClock.Instant?
         var late: [String] = []
         var lateRequests: [OwnRequest] = []
-        while ContinuousClock.now - cut < sessionTimeout + .seconds(4) {
-            if ContinuousClock.now - cut > sessionTimeout + .milliseconds(500) {
-                let id = ids.next()
+        var early: [String] = []
+        while ContinuousClock.now - cut < .seconds(15) {
+            if expired == nil, (try? await zooKeeper.exists(layout.edge(registration))) == .some(nil) {
+                expired = ContinuousClock.now
+            }
+            if let expired, ContinuousClock.now - expired > .seconds(3) { break }
+            let id = ids.next()
+            let answer = Self.describe(await capture {
+                try await client.purchase(requestID: id.request, userID: id.user, product: product, timeout: .seconds(1))
+            })
+            if expired != nil {
                 lateRequests.append(OwnRequest(requestID: id.request, userID: id.user, product: product))
-                late.append(Self.describe(await capture {
-                    try await client.purchase(requestID: id.request, userID: id.user, product: product, timeout: .seconds(1))
-                }))
+                late.append(answer)
+            } else {
+                early.append(answer)
             }
             try? await Task.sleep(for: .milliseconds(100))
         }
         proxies.zooKeeper.restore()
         proxies.edge.restore()
+        await zooKeeper.close()
         await client.shutdown()
+        findings.expect(expired != nil, "edge 3's session did not end within 15 s of being cut off")
+        let session = expired.map { Self.seconds($0 - cut) } ?? "never"
         let bought = late.filter { $0 == "\(PurchaseOutcome.purchased)" }.count
-        findings.expect(bought == 0, "edge 3 sold \(bought) of \(late.count) purchases past its session timeout while cut off")
-        findings.notes.append("cut off 8 s; purchases at edge 3 past its session timeout: \(Self.tally(late))")
+        findings.expect(bought == 0, "edge 3 sold \(bought) of \(late.count) purchases after its session ended while cut off")
+        findings.notes.append(
+            "cut off; session ended after \(session); purchases at edge 3 before: \(Self.tally(early)); after: \(Self.tally(late))")
         var injection = HostileInjection(findings: findings)
         let inventory = context.inventory
         let asked = lateRequests
