@@ -2,8 +2,10 @@ import ArgumentParser
 import Foundation
 import Wire
 
-/// `flashsale-bench faults`: the fault suite. Each case runs a sale and injects one fault mid-sale; the table shows
-/// what the platform's two promises came to: nothing lost, duplicated, oversold or stranded.
+/// `flashsale-bench faults`: the fault suite. Each case runs a sale and injects one fault, or one hostile client's
+/// load, mid-sale; the table shows what the platform's promises came to: nothing lost, duplicated, oversold or
+/// stranded, the ground-truth invariant at every sample (`truth`), and the answers each hostile case expected
+/// (`expect`; what it saw and missed is listed under the table).
 struct FaultsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "faults", abstract: "Run sales through faults and audit them.")
 
