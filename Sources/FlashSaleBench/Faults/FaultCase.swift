@@ -229,6 +229,9 @@ struct FaultCase {
             row.orders += orders
             row.oversold += max(0, orders - perProduct) + (line?.negativeSlots ?? 0)
             row.stranded += line?.remaining ?? perProduct
+            if let line, line.remaining > 0 {
+                row.notes.append(await whereStranded(product.id, remaining: line.remaining, live: live.all, inventory: inventory, secrets: secrets))
+            }
         }
         var orderOfRequest: [UInt64: UInt64] = [:]
         var holders = Set<String>()
@@ -267,6 +270,32 @@ struct FaultCase {
         case .partition: return await cases.cutOffFromZooKeeper()
         case .edge, .inventory, .postgres, .zookeeper, .ensemble: return HostileInjection()
         }
+    }
+
+    /// Where the units left after the sweep are, edge by edge: what each live edge still holds available, what it
+    /// took (used) beyond the orders made through it (units taken with no order behind them: leaked, or in doubt),
+    /// and what the database sold for edges that are not live (a dead edge's share not reclaimed).
+    private func whereStranded(
+        _ product: String, remaining: Int64, live: [ServiceEndpoint], inventory: InventoryClient, secrets: FaultSecrets
+    ) async -> String {
+        let sold = (try? await inventory.soldCounts(productId: product).first?.edges) ?? []
+        var parts: [String] = []
+        for edge in live {
+            let client = FaultPlatform.operatorClient(edge, secrets: secrets, logger: logger)
+            let stats = try? await client.stats()
+            let usage = (try? await client.rpc.call(
+                EdgeQuotaMethod.quotaUsage, QuotaStatusRequest(productId: product), as: EdgeRegistration.self))?
+                .usage.first { $0.productId == product }
+            await client.shutdown()
+            guard let stats, let usage else {
+                parts.append("edge on port \(edge.port) unreadable")
+                continue
+            }
+            let made = sold.first { $0.edgeId == stats.edgeId }?.sold ?? 0
+            parts.append("edge \(stats.edgeId): available \(usage.granted - usage.used - usage.released), used \(usage.used) "
+                + "for \(made) orders (\(usage.used - made) without one, \(stats.inDoubt) in doubt)")
+        }
+        return "\(product): \(remaining) stranded; " + parts.joined(separator: "; ")
     }
 
     /// UNAVAILABLE means "try again" (a service reconnecting after the fault): as any careful client does.
