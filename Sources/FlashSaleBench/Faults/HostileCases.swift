@@ -418,7 +418,7 @@ struct HostileCases {
                 try await zooKeeper.exists(layout.edge(victimName)) == nil
             }
             try await waitUntil(timeout: .seconds(10), what: "edge 3's allotment to be retired") {
-                try await Self.allotment(victimName, of: product, in: zooKeeper, layout: layout)?.retired == true
+                try await Self.isRetired(victimName, of: product, in: zooKeeper, layout: layout)
             }
         } catch {
             findings.failures.append("edge 3 killed: \(error)")
@@ -438,7 +438,7 @@ struct HostileCases {
             var found = HostileFindings()
             let alive = platform.quota.process.isRunning && platform.quota.process.pid == quotaPID
             found.expect(alive, "the quota service exited \(when) (status \(platform.quota.process.exitStatus ?? -1))")
-            let revived = (try? await Self.allotment(victimName, of: product, in: zooKeeper, layout: layout))?.retired == false
+            let revived = (try? await Self.isRetired(victimName, of: product, in: zooKeeper, layout: layout)) == false
             found.expect(!revived, "dead \(victimName)'s allotment not retired, or revived by the forged registration, \(when)")
             return found
         }
@@ -460,6 +460,13 @@ struct HostileCases {
             if registration.edgeId == edgeID { return name }
         }
         return nil
+    }
+
+    /// Retired in the product's record, or dropped from it (the quota service may prune retired allotments).
+    private static func isRetired(
+        _ edge: String, of product: String, in zooKeeper: ZooKeeperClient, layout: QuotaLayout
+    ) async throws -> Bool {
+        try await allotment(edge, of: product, in: zooKeeper, layout: layout)?.retired ?? true
     }
 
     private static func allotment(
@@ -594,7 +601,7 @@ struct HostileCases {
         var retired = false
         if let zooKeeper {
             retired = (try? await waitUntil(timeout: .seconds(12), what: "the dead edge to be retired") {
-                try await Self.allotment(victimName, of: product, in: zooKeeper, layout: layout)?.retired == true
+                try await Self.isRetired(victimName, of: product, in: zooKeeper, layout: layout)
             }) != nil
             await zooKeeper.close()
         }
