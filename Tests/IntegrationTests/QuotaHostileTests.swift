@@ -157,7 +157,7 @@ struct QuotaHostileTests {
     /// registered again and re-read its quotas; then it sells again.
     @Test func anEdgeCutOffFromZooKeeperStopsSellingBeforeItsSessionCanExpire() async throws {
         try await QuotaCluster.with(edges: 2) { cluster in
-            let proxy = try await BlackholeProxy.start(to: cluster.zkHosts)
+            let proxy = try await PartitionProxy.start(to: cluster.zkHosts)
             do {
                 let cut = try await cluster.addEdge(zooKeeper: proxy.address)
                 let cutName = QuotaLayout.edgeName(id: cluster.edgeIDs[2])
@@ -226,9 +226,9 @@ extension QuotaHostileTests {
     /// back it sells nothing: its allotment is retired and never revived.
     @Test func anEdgeCutOffFromZooKeeperAndTheQuotaServiceHoldsNothingOnceRetired() async throws {
         try await QuotaCluster.with(edges: 2) { cluster in
-            let zooKeeperSide = try await BlackholeProxy.start(to: cluster.zkHosts)
+            let zooKeeperSide = try await PartitionProxy.start(to: cluster.zkHosts)
             let port = LocalPorts.free()
-            let quotaSide = try await BlackholeProxy.start(to: "127.0.0.1:\(port)")
+            let quotaSide = try await PartitionProxy.start(to: "127.0.0.1:\(port)")
             do {
                 let cut = try await cluster.addEdge(port: port, zooKeeper: zooKeeperSide.address, advertise: quotaSide.address)
                 let cutName = QuotaLayout.edgeName(id: cluster.edgeIDs[2])
@@ -287,12 +287,12 @@ extension QuotaHostileTests {
 /// byte both ways and holds new connections silent, as a partition does (no reset); restored, it closes every
 /// connection it holds (their streams lost bytes) and forwards new ones. It is blackholed while its control file
 /// exists (a file, not a signal: a spawned child inherits the test process's blocked signals).
-struct BlackholeProxy: Sendable {
+struct PartitionProxy: Sendable {
     let process: ManagedProcess
     let address: String
     let control: URL
 
-    static func start(to target: String) async throws -> BlackholeProxy {
+    static func start(to target: String) async throws -> PartitionProxy {
         let first = target.split(separator: ",").first.map(String.init) ?? target
         guard let colon = first.lastIndex(of: ":") else { throw ClusterError.commandFailed("no port in \(target)") }
         let script = RepoPaths.root.appendingPathComponent(".data/blackhole-proxy-\(UInt32.random(in: 0...UInt32.max)).py")
@@ -305,7 +305,7 @@ struct BlackholeProxy: Sendable {
             name: "zk-proxy")
         do {
             let (host, port) = try await process.waitForReady(timeout: .seconds(10))
-            return BlackholeProxy(process: process, address: "\(host):\(port)", control: control)
+            return PartitionProxy(process: process, address: "\(host):\(port)", control: control)
         } catch {
             await process.kill9()
             throw error

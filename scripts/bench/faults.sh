@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # The fault suite at full size: for each case a sale on 3 edges against the suite's own PostgreSQL and ZooKeeper
-# (a 3-node ensemble for the ensemble case), one fault mid-sale, clients retrying in-doubt requests with the same
-# request id, a final sweep of buyers, then the audit. Prints the table and
-# `RESULT cases=N lost=N duplicated=N oversold=N stranded=N`.
+# (a 3-node ensemble for the ensemble case), one fault or hostile client load mid-sale (1 us deadlines, reused
+# request ids, retry floods at keep 0, tokenless inventory purchases, poisoned ZooKeeper registrations, the hot
+# database away, an edge on a dead edge's port, an edge cut off from ZooKeeper), clients retrying in-doubt requests
+# with the same request id, a final sweep of buyers, then the audit; the ground-truth invariant (what live edges
+# hold <= the database's remaining) is sampled throughout. Prints the table and
+# `RESULT cases=N hostile_cases=N lost=N duplicated=N oversold=N stranded=N failed_cases=N`.
 #   scripts/bench.sh faults [stock per case]
 source "$(dirname "$0")/common.sh"
 STOCK=${1:-2000}

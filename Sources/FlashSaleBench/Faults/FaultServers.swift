@@ -3,14 +3,35 @@ import Foundation
 import PostgresClient
 
 /// PostgreSQL and ZooKeeper of the fault suite's own, on ports and folders apart from the ones the tests share:
-/// restarting them mid-sale disturbs nobody else.
+/// restarting them mid-sale disturbs nobody else. The ports are free ones picked once per run (a restart keeps
+/// them), so that suites of several checkouts on one machine never meet.
 struct FaultServers: Sendable {
+    private static let ports: (postgres: Int, zooKeeper: Int, ensemble: Int) = {
+        let postgres = LocalPorts.free()
+        var zooKeeper = LocalPorts.free()
+        while zooKeeper == postgres { zooKeeper = LocalPorts.free() }
+        // The ensemble takes base+1...3 for clients, +101...103 and +201...203 for its quorum: all free.
+        var ensemble = 0
+        for _ in 0..<200 {
+            let base = Int.random(in: 20000..<31700)
+            let needed = (1...3).flatMap { [base + $0, base + 100 + $0, base + 200 + $0] }
+            if !needed.contains(postgres), !needed.contains(zooKeeper), needed.allSatisfy({ !LocalPorts.isListening($0) }) {
+                ensemble = base
+                break
+            }
+        }
+        return (postgres, zooKeeper, ensemble == 0 ? 13180 : ensemble)
+    }()
+
     static let postgresEnvironment = [
-        "FLASHSALE_PG_PORT": "16432", "FLASHSALE_PG_BASE": RepoPaths.root.appendingPathComponent(".data/faults/postgres").path,
+        "FLASHSALE_PG_PORT": "\(ports.postgres)",
+        "FLASHSALE_PG_BASE": RepoPaths.root.appendingPathComponent(".data/faults/postgres").path,
     ]
     static let zooKeeperEnvironment = [
-        "FLASHSALE_ZK_PORT": "14181", "FLASHSALE_ZK_BASE": RepoPaths.root.appendingPathComponent(".data/faults/zookeeper").path,
+        "FLASHSALE_ZK_PORT": "\(ports.zooKeeper)",
+        "FLASHSALE_ZK_BASE": RepoPaths.root.appendingPathComponent(".data/faults/zookeeper").path,
     ]
+    static let ensembleEnvironment = ["FLASHSALE_ZKE_PORT": "\(ports.ensemble)"]
 
     let adminDSN: String
     let zooKeeper: String
@@ -60,9 +81,9 @@ struct FaultServers: Sendable {
     private var ensembleScript: String { RepoPaths.scripts.appendingPathComponent("zk-ensemble.sh").path }
 
     func startEnsemble() async throws -> String {
-        let started = try await runCommand(ensembleScript, ["start"], timeout: .seconds(60))
+        let started = try await runCommand(ensembleScript, ["start"], environment: Self.ensembleEnvironment, timeout: .seconds(60))
         guard started.status == 0 else { throw ClusterError.commandFailed("zk-ensemble.sh start:\n\(started.output)") }
-        let env = try await runCommand(ensembleScript, ["env"], timeout: .seconds(10))
+        let env = try await runCommand(ensembleScript, ["env"], environment: Self.ensembleEnvironment, timeout: .seconds(10))
         guard let hosts = ServerScript.exported("FLASHSALE_ZK", in: env.output) else {
             throw ClusterError.commandFailed("zk-ensemble.sh env:\n\(env.output)")
         }
@@ -70,12 +91,12 @@ struct FaultServers: Sendable {
     }
 
     func stopEnsembleLeader() async throws {
-        let leader = try await runCommand(ensembleScript, ["leader"], timeout: .seconds(10))
+        let leader = try await runCommand(ensembleScript, ["leader"], environment: Self.ensembleEnvironment, timeout: .seconds(10))
         let node = leader.output.split(separator: "\n").first.map(String.init) ?? "1"
-        _ = try await runCommand(ensembleScript, ["stop-node", node], timeout: .seconds(30))
+        _ = try await runCommand(ensembleScript, ["stop-node", node], environment: Self.ensembleEnvironment, timeout: .seconds(30))
     }
 
     func stopEnsemble() async {
-        _ = try? await runCommand(ensembleScript, ["stop"], timeout: .seconds(60))
+        _ = try? await runCommand(ensembleScript, ["stop"], environment: Self.ensembleEnvironment, timeout: .seconds(60))
     }
 }
