@@ -154,6 +154,24 @@ import Wire
         #expect(table.count == 0 && table.heldCount == 0)
     }
 
+    @Test func oneOrderKeepsOneUnitHoweverOftenItIsNamedAgain() {
+        // Found by the model (QuotaProtocol.pml, BUG_MADE_HERE_BY_EDGE_ID): a bought request id sent again whose
+        // second forward went in doubt; the lookup finds the first order, made here, and must not keep a 2nd unit.
+        var table = InDoubtTable(limits: limits())
+        guard case .reserved(let first) = table.reserve(request(1)) else { Issue.record("not reserved"); return }
+        #expect(table.forwardEnded(request(1), generation: first, fate: .sold, now: at(0)) == .sold)
+        inDoubt(&table, request(1), at: at(10))
+        let lookups = table.takeDue(now: at(2000))
+        #expect(lookups.count == 1)
+        #expect(table.lookupAnswered(lookups[0].key, generation: lookups[0].generation, fate: .sold, now: at(2001))
+            == .resolved(.giveBack))
+        // And a claimed retry whose replay names the same order gives its unit back too.
+        inDoubt(&table, request(1), at: at(3000))
+        guard case .claimed(let claimed) = table.claim(PurchaseKey(request(1))) else { Issue.record("not claimed"); return }
+        #expect(table.forwardEnded(request(1), generation: claimed, fate: .sold, now: at(3001)) == .giveBack)
+        #expect(table.count == 0 && table.heldCount == 0)
+    }
+
     // MARK: - What answers say
 
     @Test func forwardFates() {

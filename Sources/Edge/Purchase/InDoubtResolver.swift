@@ -1,3 +1,4 @@
+// model: Sources/QuotaService/Planning/QuotaProtocol.pml (in_doubt, lookup, settle). Update both together.
 import Atomics
 import Logging
 import NIOConcurrencyHelpers
@@ -69,14 +70,16 @@ final class InDoubtResolver: Service, Sendable {
         update { $0.reserve(request) }
     }
 
-    /// A forward of `request` (as sent) ended with `fate`; the caller gives the unit back if that says so.
-    func forwardEnded(_ request: PurchaseRequest, generation: UInt64, fate: UnitFate) {
-        let wasIdle = update { table -> Bool in
+    /// A forward of `request` (as sent) ended with `fate`; returns the fate to apply (the caller gives the unit back
+    /// if that says so; see `InDoubtTable.forwardEnded`).
+    func forwardEnded(_ request: PurchaseRequest, generation: UInt64, fate: UnitFate) -> UnitFate {
+        let (wasIdle, settled) = update { table -> (Bool, UnitFate) in
             let before = table.heldCount
-            table.forwardEnded(request, generation: generation, fate: fate, now: .now)
-            return before == 0 && table.heldCount > 0
+            let settled = table.forwardEnded(request, generation: generation, fate: fate, now: .now)
+            return (before == 0 && table.heldCount > 0, settled)
         }
         if wasIdle { idle.wake() }
+        return settled
     }
 
     // MARK: - Service

@@ -1,3 +1,5 @@
+// model: Sources/QuotaService/Planning/QuotaProtocol.pml (in_doubt, lookup, settle: one order keeps one unit, as
+// `kept` does here; EDGE_RESOLVE). Update both together.
 import Proto
 import Wire
 
@@ -107,6 +109,11 @@ struct InDoubtTable {
     private(set) var heldCount = 0
     private(set) var lookupsOutstanding = 0
     private var nextGeneration: UInt64 = 1
+    /// Purchases whose order kept one of this edge's units. One order uses one unit: an answer naming that order
+    /// again (a repeat of a bought request id that went in doubt, then was looked up or replayed) keeps no second
+    /// unit. Found by the model (QuotaProtocol.pml, BUG_MADE_HERE_BY_EDGE_ID). At most one entry per unit this edge
+    /// was granted, so bounded by its quota.
+    private(set) var kept: Set<PurchaseKey> = []
 
     init(limits: Limits = Limits()) {
         self.limits = limits
@@ -147,19 +154,29 @@ struct InDoubtTable {
         return .reserved(generation: generation)
     }
 
-    /// A forward ended. `inDoubt`: its unit is held until a lookup settles it; otherwise the entry goes (the caller
-    /// applies the fate). `request` is what was forwarded (the lookup asks about exactly that).
-    mutating func forwardEnded(_ request: PurchaseRequest, generation: UInt64, fate: UnitFate, now: Instant) {
+    /// A forward ended. `inDoubt`: its unit is held until a lookup settles it; otherwise the entry goes. Returns the
+    /// fate the caller applies: `sold` becomes `giveBack` when that order already kept a unit here.
+    /// `request` is what was forwarded (the lookup asks about exactly that).
+    @discardableResult
+    mutating func forwardEnded(_ request: PurchaseRequest, generation: UInt64, fate: UnitFate, now: Instant) -> UnitFate {
         let key = PurchaseKey(request)
-        guard var entry = entries[key], entry.generation == generation, entry.state == .forwarding else { return }
+        let fate = keepOnce(key, fate)
+        guard var entry = entries[key], entry.generation == generation, entry.state == .forwarding else { return fate }
         guard fate == .inDoubt else {
             entries[key] = nil
-            return
+            return fate
         }
         entry.request = request
         entry.state = .waiting(due: now + limits.settle)
         entries[key] = entry
         heldCount += 1
+        return fate
+    }
+
+    /// `sold` once per order: the first answer naming it keeps the unit, any later one gives its unit back.
+    private mutating func keepOnce(_ key: PurchaseKey, _ fate: UnitFate) -> UnitFate {
+        guard fate == .sold else { return fate }
+        return kept.insert(key).inserted ? .sold : .giveBack
     }
 
     /// Lookups due by `now` (within the batch window), as many as the in-flight bound allows; each is marked sent.
@@ -205,7 +222,7 @@ struct InDoubtTable {
         guard fate == .inDoubt else {
             entries[key] = nil
             heldCount -= 1
-            return .resolved(fate)
+            return .resolved(keepOnce(key, fate))
         }
         entry.state = .waiting(due: now + entry.backoff.next())
         entries[key] = entry

@@ -254,8 +254,8 @@ public final class PurchasePath: Sendable {
         self.forwarder.forward(request, timeout: self.forwardTimeout(attempt)).hop(to: attempt.context.eventLoop).whenComplete { result in
             let result = result.mapError(RPCError.wrapping)
             let fate = InDoubtTable.fate(ofForward: result, carriesInDoubtUnit: carriesInDoubtUnit, edgeID: request.edgeId)
-            self.resolver.forwardEnded(request, generation: generation, fate: fate)
-            if fate == .giveBack { self.ledger.giveBack(request.productId) }
+            let settled = self.resolver.forwardEnded(request, generation: generation, fate: fate)
+            if settled == .giveBack { self.ledger.giveBack(request.productId) }
             // A replayed SOLD_OUT is that request id's first outcome, not news about the stock.
             if case .success(let response) = result, response.outcome == .soldOut, !response.replayed {
                 self.ledger.markSoldOut(request.productId)
