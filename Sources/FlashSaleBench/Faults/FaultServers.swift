@@ -37,6 +37,10 @@ struct FaultServers: Sendable {
     let zooKeeper: String
 
     static func start() async throws -> FaultServers {
+        // A run that died leaves its servers up on the ports it picked; restarted on this run's ports they would
+        // move under their clients. Start from nothing.
+        await ServerScript.zookeeper.stop(environment: zooKeeperEnvironment)
+        await ServerScript.postgres.stop(environment: postgresEnvironment)
         let (dsn, _) = try await ServerScript.postgres.ensureRunning(environment: postgresEnvironment)
         let (zooKeeper, _) = try await ServerScript.zookeeper.ensureRunning(environment: zooKeeperEnvironment)
         return FaultServers(adminDSN: dsn, zooKeeper: zooKeeper)
