@@ -68,9 +68,12 @@ struct QuotaTests {
             try await cluster.waitForSold("tv", atLeast: 150)
             let before = try await cluster.appliedGrants("tv")
             _ = try await cluster.quota().raiseStock(productId: "tv", by: 300)
-            try await cluster.waitUntil("every edge to see the raise") {
+            // The whole raise reaches the edges; how it is spread depends on which edges ran dry first (a dry edge
+            // asks for more), so only the total is a promise.
+            try await cluster.waitUntil("the edges to be granted the raise") {
                 let after = try await cluster.appliedGrants("tv")
-                return after.count == 3 && after.allSatisfy { edge, granted in granted >= (before[edge] ?? 0) + 100 }
+                let added = after.reduce(Int64(0)) { $0 + $1.value } - before.reduce(Int64(0)) { $0 + $1.value }
+                return after.count == 3 && added >= 300 && after.allSatisfy { edge, granted in granted >= (before[edge] ?? 0) }
             }
             try await cluster.waitForSold("tv", atLeast: 900)
             let outcome = await sale.stop()
