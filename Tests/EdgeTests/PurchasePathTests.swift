@@ -15,6 +15,8 @@ final class ScriptedInventory: PurchaseForwarder, Sendable {
 
     private struct State {
         var received: [PurchaseRequest] = []
+        /// The timeout each forward was given, in order.
+        var timeouts: [TimeAmount] = []
         var answer: Answer = { _ in .success(PurchaseResponse(outcome: .purchased, orderId: 1)) }
         /// Requests it keeps unanswered (a stall), with their promises.
         var hold: @Sendable (PurchaseRequest) -> Bool = { _ in false }
@@ -27,6 +29,7 @@ final class ScriptedInventory: PurchaseForwarder, Sendable {
     init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
 
     var received: [PurchaseRequest] { state.withLockedValue { $0.received } }
+    var timeouts: [TimeAmount] { state.withLockedValue { $0.timeouts } }
     var lookups: Int { received.filter(\.lookupOnly).count }
     var purchases: Int { received.filter { !$0.lookupOnly }.count }
     var heldRequests: [PurchaseRequest] { state.withLockedValue { $0.held.map(\.request) } }
@@ -56,6 +59,7 @@ final class ScriptedInventory: PurchaseForwarder, Sendable {
         let promise = eventLoop.makePromise(of: PurchaseResponse.self)
         let result = state.withLockedValue { state -> Result<PurchaseResponse, RPCError>? in
             state.received.append(request)
+            state.timeouts.append(timeout)
             if state.hold(request) {
                 state.held.append((request, promise))
                 return nil
@@ -372,6 +376,27 @@ func code(_ result: Result<PurchaseResponse, RPCError>) -> RPCError.Code? {
             #expect(harness.inventory.received.isEmpty, "nothing forwarded")
             #expect(harness.available == 10 && harness.path.resolver.pendingCount == 0)
             #expect(try await harness.purchase(buy(1), timeoutUs: 2_000_000).response.outcome == .purchased)
+        }
+    }
+
+    /// The model's timing rule T1 (BUG_LATE_COMMIT): a forward never outlives the edge's fence, so nothing it
+    /// forwarded commits once its session may have expired and its units been granted again. The edge's default
+    /// forward timeout (5 s) is longer than the default session's safe time (3.5 s of 4 s).
+    @Test func noForwardOutlivesTheEdgesFence() async throws {
+        try await Harness.with { (harness: Harness) async throws in
+            harness.ledger.applyGrant("tv", granted: 10)
+            harness.ledger.setFence(.now + .seconds(1))
+            #expect(try await harness.purchase(buy(1), timeoutUs: 5_000_000).response.outcome == .purchased)
+            #expect(try await harness.purchase(buy(2)).response.outcome == .purchased)  // no deadline: 5 s by default
+            for timeout in harness.inventory.timeouts {
+                #expect(timeout <= .seconds(1) && timeout > .milliseconds(500), "\(timeout)")
+            }
+            // The fence too near to buy: UNAVAILABLE (retry, here later or elsewhere) before a unit is taken.
+            harness.ledger.setFence(.now + .milliseconds(20))
+            #expect(code(try await harness.purchase(buy(3), timeoutUs: 5_000_000)) == .unavailable)
+            #expect(code(try await harness.purchase(buy(4))) == .unavailable)
+            #expect(harness.inventory.purchases == 2)
+            #expect(harness.available == 8 && harness.path.resolver.pendingCount == 0)
         }
     }
 

@@ -1,4 +1,5 @@
 import Testing
+import NIOCore
 
 @testable import Edge
 
@@ -88,12 +89,21 @@ import Testing
         #expect(ledger.session == 0)
         ledger.resume()  // registered again and resynced: not enough
         #expect(ledger.take("tv") == .unavailable)
-        #expect(!ledger.vouch())  // a probe while still cut off (no new session yet)
+        #expect(ledger.vouch() == 0)  // a probe while still cut off (no new session yet): vouches for none
         #expect(ledger.take("tv") == .unavailable)
         ledger.setHolder(edgeID: 3, session: 0x52)
-        #expect(ledger.vouch())
+        #expect(ledger.vouch() == 0x52)
         ledger.applyGrant("tv", granted: 5)
         #expect(ledger.take("tv") == .taken)
+    }
+
+    @Test func theFenceIsNoneUntilSetAndCountsDown() {
+        let ledger = QuotaLedger()
+        #expect(ledger.timeToFence() == nil)
+        let now = ContinuousClock.now
+        ledger.setFence(now + .seconds(2))
+        #expect(ledger.timeToFence(now: now) == .seconds(2))
+        #expect(ledger.timeToFence(now: now + .seconds(3)) == .seconds(-1))
     }
 
     @Test func aGrantOutOfRangeIsIgnored() {

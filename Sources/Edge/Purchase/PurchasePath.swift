@@ -147,7 +147,7 @@ public final class PurchasePath: Sendable {
         let attempt = Attempt(
             request: outgoing, context: context, responder: responder,
             budget: context.deadline == nil ? self.configuration.defaultTimeout : .zero)
-        guard self.hasBudget(attempt) else { return self.finish(.failure(Self.tooLate), responder) }
+        if let problem = self.budgetProblem(attempt) { return self.finish(.failure(problem), responder) }
         // The same purchase held in doubt here: it already won the lottery once; it learns its first outcome with
         // the unit it holds.
         switch self.resolver.claim(request) {
@@ -170,7 +170,7 @@ public final class PurchasePath: Sendable {
     private func takeAndForward(_ attempt: Attempt, refills: Int) {
         let product = attempt.request.productId
         // Checked again after a refill: the wait may have used the budget up.
-        guard self.hasBudget(attempt) else { return self.finish(.failure(Self.tooLate), attempt.responder) }
+        if let problem = self.budgetProblem(attempt) { return self.finish(.failure(problem), attempt.responder) }
         if self.resolver.isFull {
             return self.finish(.failure(RPCError(.unavailable, "too many purchases in doubt; retry")), attempt.responder)
         }
@@ -234,7 +234,8 @@ public final class PurchasePath: Sendable {
         }
         var lookup = attempt.request
         lookup.lookupOnly = true
-        self.forwarder.forward(lookup, timeout: self.forwardTimeout(attempt)).hop(to: attempt.context.eventLoop).whenComplete { result in
+        // A lookup buys nothing: the client's budget alone bounds it.
+        self.forwarder.forward(lookup, timeout: self.clientBudget(attempt)).hop(to: attempt.context.eventLoop).whenComplete { result in
             self.clientLookups.wrappingDecrement(ordering: .relaxed)
             switch result {
             case .success(let response) where response.outcome == .purchased || response.outcome == .alreadyPurchased:
@@ -265,14 +266,24 @@ public final class PurchasePath: Sendable {
     }
 
     /// What is left of the client's budget now (the forward or lookup must end before the client gives up).
-    private func forwardTimeout(_ attempt: Attempt) -> TimeAmount {
+    private func clientBudget(_ attempt: Attempt) -> TimeAmount {
         guard let deadline = attempt.context.deadline else { return attempt.budget }
         return deadline - .now()
     }
 
-    /// Enough budget left to buy? Less, and the forward could only time out in flight with its unit in doubt.
-    private func hasBudget(_ attempt: Attempt) -> Bool {
-        self.forwardTimeout(attempt) >= self.configuration.minimumBudget
+    /// A forward that may buy ends before the client gives up and before the edge's fence (`QuotaLedger.timeToFence`).
+    private func forwardTimeout(_ attempt: Attempt) -> TimeAmount {
+        guard let toFence = self.ledger.timeToFence() else { return self.clientBudget(attempt) }
+        return min(self.clientBudget(attempt), toFence)
+    }
+
+    /// Enough time left to buy? Less, and the forward could only time out in flight with its unit in doubt. The
+    /// client's budget gone: DEADLINE_EXCEEDED; the edge's fence too near: UNAVAILABLE, the client retries (here
+    /// once ZooKeeper answers again, or at another edge).
+    private func budgetProblem(_ attempt: Attempt) -> RPCError? {
+        if self.clientBudget(attempt) < self.configuration.minimumBudget { return Self.tooLate }
+        if self.forwardTimeout(attempt) < self.configuration.minimumBudget { return Self.cutOff }
+        return nil
     }
 
     private static let tooLate = RPCError(.deadlineExceeded, "too little time left to buy")

@@ -259,7 +259,12 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     }
 
     fileprivate func heard(at instant: ContinuousClock.Instant) {
-        lastHeard.withLock { $0 = max($0, instant) }
+        let latest = lastHeard.withLock { heard in
+            heard = max(heard, instant)
+            return heard
+        }
+        let timeout = client.withLock { $0 }.map(effectiveTimeout) ?? sessionTimeout
+        ledger.setFence(SessionGuard.fence(lastHeard: latest, sessionTimeout: timeout))
     }
 
     /// Registered again and re-read: sell again (after an expiry, once the quota service took the new session).
@@ -347,10 +352,11 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
                 throw RPCError(.failedPrecondition, "this is edge \(holder), not edge \(request.edgeId)")
             }
             let released = ledger.release(request.productId, maxUnits: request.maxUnits)
-            ledger.vouch()  // after a session expiry: the allotment is not retired, so sell again
+            // After a session expiry: the allotment is not retired, so sell again. The answer names the session
+            // vouched for (the quota service trusts its registration from then on), never one set after it.
+            let session = ledger.vouch()
             return ReleaseQuotaResponse(
-                released: released, releasedTotal: ledger.usage(of: request.productId)?.released ?? 0,
-                session: ledger.session)
+                released: released, releasedTotal: ledger.usage(of: request.productId)?.released ?? 0, session: session)
         }
         // On the event loop: a few atomic loads, no reason for a task hop (the quota benchmark polls it).
         router.register(EdgeQuotaMethod.quotaUsage, onEventLoop: {
@@ -607,8 +613,15 @@ private struct AgentSession {
 enum SessionGuard {
     static func margin(sessionTimeout: Duration) -> Duration { max(sessionTimeout / 8, .milliseconds(200)) }
 
+    /// The instant the edge fences itself. Every forward must end by then (`QuotaLedger.fence`): the inventory buys
+    /// nothing past a forward's deadline, so no purchase of this edge commits once its session could expire
+    /// (timing rule T1 of the model; the margin also covers the forward's time on the wire).
+    static func fence(lastHeard: ContinuousClock.Instant, sessionTimeout: Duration) -> ContinuousClock.Instant {
+        lastHeard + sessionTimeout - margin(sessionTimeout: sessionTimeout)
+    }
+
     static func mustSuspend(lastHeard: ContinuousClock.Instant, now: ContinuousClock.Instant, sessionTimeout: Duration) -> Bool {
-        now - lastHeard >= sessionTimeout - margin(sessionTimeout: sessionTimeout)
+        now >= fence(lastHeard: lastHeard, sessionTimeout: sessionTimeout)
     }
 
     /// How often to make sure ZooKeeper still answers: often enough that a healthy connection is never near the limit.

@@ -3,6 +3,7 @@
 import Atomics
 import FlashSaleClient
 import NIOConcurrencyHelpers
+import NIOCore
 
 /// The edge's local quota: per product, the units the quota service granted this edge minus the units it used
 /// and the units it handed back. The purchase path takes a unit here before it forwards an attempt, so the
@@ -35,6 +36,9 @@ public final class QuotaLedger: Sendable {
     private let awaitingVouch = ManagedAtomic(false)
     private let holderID = ManagedAtomic<UInt32>(0)
     private let holderSession = ManagedAtomic<Int64>(0)
+    /// The fence instant (`SessionGuard.fence`), as nanoseconds since `Self.epoch`; none until the agent sets one.
+    private let fenceNanos = ManagedAtomic<Int64>(.max)
+    private static let epoch = ContinuousClock.now
     /// Serializes writers of the table (adding products); readers never take it.
     private let tableWriters = NIOLock()
 
@@ -82,6 +86,22 @@ public final class QuotaLedger: Sendable {
 
     public var isSuspended: Bool { self.suspended.load(ordering: .acquiring) }
 
+    /// When the edge will fence itself unless ZooKeeper answers again (moved on by every answer).
+    public func setFence(_ instant: ContinuousClock.Instant) {
+        let (seconds, attoseconds) = (instant - Self.epoch).components
+        self.fenceNanos.store(seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000, ordering: .releasing)
+    }
+
+    /// How long a forward may still run: it must end before the fence (the model's T1), so that nothing this edge
+    /// forwarded can commit after its session may have expired and its units been granted again. Nil until the
+    /// edge has heard from ZooKeeper.
+    public func timeToFence(now: ContinuousClock.Instant = .now) -> TimeAmount? {
+        let fence = self.fenceNanos.load(ordering: .acquiring)
+        guard fence != .max else { return nil }
+        let (seconds, attoseconds) = (now - Self.epoch).components
+        return .nanoseconds(fence &- (seconds &* 1_000_000_000 &+ attoseconds / 1_000_000_000))
+    }
+
     /// Stops every take (`.unavailable`) and hands back every unit not in use; units that come back while
     /// suspended are handed back too. Returns the units handed back now.
     @discardableResult
@@ -108,12 +128,16 @@ public final class QuotaLedger: Sendable {
     }
 
     /// A release meant for this edge arrived: if it came after the edge registered again (it has a session), the
-    /// quota service holds an allotment for it that is not retired: sell again. Returns true if that lifted it.
+    /// quota service holds an allotment for it that is not retired: sell again. Returns the session the edge sells
+    /// under now (0: none yet), read once, so that the answer names exactly the session this call vouched for.
     @discardableResult
-    public func vouch() -> Bool {
-        guard self.session != 0, self.awaitingVouch.exchange(false, ordering: .sequentiallyConsistent) else { return false }
-        self.suspended.store(false, ordering: .sequentiallyConsistent)
-        return true
+    public func vouch() -> Int64 {
+        let session = self.session
+        guard session != 0 else { return 0 }
+        if self.awaitingVouch.exchange(false, ordering: .sequentiallyConsistent) {
+            self.suspended.store(false, ordering: .sequentiallyConsistent)
+        }
+        return session
     }
 
     /// Hands back every unit not in use, of every product. Returns how many.

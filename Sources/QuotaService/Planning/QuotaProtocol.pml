@@ -28,7 +28,10 @@
  *      + session timeout - margin), and the inventory never buys a purchase past its deadline (issue 11 item 5).
  *      So by the time an edge fences itself, and before its session can expire, each purchase it forwarded is
  *      bought or dropped. In the model `fence` and `expire` need no queued forward of that edge id. At eaaa7e6
- *      the edge's default forward timeout (5 s) is longer than its session (4 s): BUG_LATE_COMMIT.
+ *      the edge's default forward timeout (5 s) was longer than its session (4 s): BUG_LATE_COMMIT. Now each
+ *      forward's timeout is capped at the time left to the fence (QuotaLedger.timeToFence, set by
+ *      EdgeQuotaAgent.heard; PurchasePath.forwardTimeout), and too little left is UNAVAILABLE before a unit is
+ *      taken (test: PurchasePathTests noForwardOutlivesTheEdgesFence).
  *   T2 (fence before expiry, finding 8): cut off from ZooKeeper for its session timeout minus a margin, an edge
  *      stops selling (UNAVAILABLE), before the server can expire its session. In the model `expire` of a live
  *      edge's session needs that edge fenced.
