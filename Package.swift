@@ -213,6 +213,7 @@ let package = Package(
             name: "QuotaCoreTests",
             dependencies: ["QuotaCore", "FlashSaleClient", "Proto", "Cluster", .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
+        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient"], swiftSettings: strict),
         .testTarget(
             name: "InventoryCoreTests",
             dependencies: ["InventoryCore", "Proto", "Wire", .product(name: "NIOCore", package: "swift-nio")],

@@ -68,35 +68,24 @@ struct EdgeMain: AsyncParsableCommand {
         // The agent registers the address the server bound (port 0 picks one), and the server is made after the
         // purchase path that refills through the agent: the agent finds the server here once it runs.
         let reachedAt = NIOLockedValueBox<RPCServer?>(nil)
-        let ledger = QuotaLedger()
-        let shedder = LoadShedder(keepPerMillion: keepPerMillion, seed: shedSeed ?? UInt64.random(in: .min ... .max))
         let advertise = self.advertise
-        let agent = EdgeQuotaAgent(
-            zooKeeper: zookeeper, root: root,
+        let edge = EdgeServiceParts(
+            .init(
+                zooKeeper: zookeeper, root: root, quotaService: quota, keepPerMillion: keepPerMillion,
+                shedSeed: shedSeed ?? UInt64.random(in: .min ... .max), minimumBudget: .milliseconds(Int64(minimumBudgetMs)),
+                maxInDoubt: maxInDoubt, serviceToken: credentials.serviceToken, access: zooKeeperAccess),
+            inventory: InventoryClient(rpc: inventoryClient),
             address: {
                 guard let server = reachedAt.withLockedValue({ $0 }) else { throw CancellationError() }
                 let bound = try await server.localAddress()
                 return advertise ?? "\(bound.ipAddress ?? "127.0.0.1"):\(bound.port ?? 0)"
             },
-            ledger: ledger, shedder: shedder, quotaService: quota, serviceToken: credentials.serviceToken,
-            access: zooKeeperAccess, logger: logger)
-        var purchaseConfiguration = PurchasePath.Configuration()
-        purchaseConfiguration.minimumBudget = .milliseconds(Int64(minimumBudgetMs))
-        purchaseConfiguration.maxTracked = maxInDoubt
-        let purchases = PurchasePath(
-            ledger: ledger, shedder: shedder, forwarder: InventoryForwarder(client: InventoryClient(rpc: inventoryClient)),
-            refiller: agent, edgeID: { agent.edgeID }, configuration: purchaseConfiguration, logger: logger)
+            logger: logger)
 
         var router = RPCRouter(serviceName: "edge")
         var operatorRouter = RPCRouter(serviceName: "edge")
-        purchases.registerPurchase(into: &router)
-        if operatorPort == nil {
-            purchases.registerStats(into: &router)
-            EdgeQuotaAgent.registerMethods(into: &router, ledger: ledger)
-        } else {
-            purchases.registerStats(into: &operatorRouter)
-            EdgeQuotaAgent.registerMethods(into: &operatorRouter, ledger: ledger)
-        }
+        edge.registerPurchase(into: &router)
+        if operatorPort == nil { edge.registerOperatorMethods(into: &router) } else { edge.registerOperatorMethods(into: &operatorRouter) }
         var serverConfiguration = server.configuration(credentials: credentials, maxFrameSize: 64 * 1024)
         serverConfiguration.maxCallsInFlightPerConnection = maxCallsInFlight
         let server = RPCServer(configuration: serverConfiguration, router: router, group: group, logger: logger)
@@ -109,22 +98,20 @@ struct EdgeMain: AsyncParsableCommand {
 
         // Shut down in reverse order: the server drains its calls in flight first, then the resolver stops, then the
         // agent reports the final usage and removes the edge's node; the metrics port (if any) goes last.
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
-            .init(service: agent), .init(service: purchases.inDoubtResolver), .init(service: server),
-        ]
-        if let operatorServer { services.append(.init(service: operatorServer)) }
+        var services = (edge.services + [server] + (operatorServer.map { [$0] } ?? [])).map {
+            ServiceGroupConfiguration.ServiceConfiguration(service: $0)
+        }
         services.append(.init(service: ReadyAnnouncer(service: "edge") {
-            let id = try await agent.registered()
-            logger.info("edge registered", metadata: ["edge": "\(id)", "address": "\(agent.address)"])
+            let id = try await edge.agent.registered()
+            logger.info("edge registered", metadata: ["edge": "\(id)", "address": "\(edge.agent.address)"])
             return try await server.localAddress()
         }))
         if let metricsPort = metrics.metricsPort {
             let hooks = ScrapeHooks()
             ServiceMetrics.bootstrap()
-            EdgeMetrics.install(into: hooks, purchases: purchases, ledger: ledger, server: server, zooKeeperState: { agent.zooKeeperState })
-            let metricsServer = MetricsServer(
-                service: "edge", host: metrics.metricsHost, port: metricsPort, hooks: hooks, group: group, logger: logger)
-            services.insert(.init(service: metricsServer), at: 0)
+            edge.installMetrics(into: hooks, server: server)
+            services.insert(.init(service: MetricsServer(
+                service: "edge", host: metrics.metricsHost, port: metricsPort, hooks: hooks, group: group, logger: logger)), at: 0)
         }
         let serviceGroup = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
