@@ -236,18 +236,18 @@ struct AdminGate: Sendable {
 
     private(set) var ready: Bool
     let maxWaiting: Int
-    let backoff: (first: TimeAmount, longest: TimeAmount)
+    let backoff: Backoff
     /// Calls admitted and not yet finished (running or waiting for the database's thread).
     private(set) var waiting = 0
     /// Set after a failed connect: until then calls are refused at once rather than each wait out a connect timeout.
     private(set) var retryAt: NIODeadline?
-    private var delay: TimeAmount
+    private var delays: Backoff.Iterator
 
-    init(ready: Bool, maxWaiting: Int, backoff: (first: TimeAmount, longest: TimeAmount) = (.milliseconds(200), .seconds(2))) {
+    init(ready: Bool, maxWaiting: Int, backoff: Backoff = Backoff(initial: .milliseconds(200), max: .seconds(2))) {
         self.ready = ready
         self.maxWaiting = maxWaiting
         self.backoff = backoff
-        self.delay = backoff.first
+        self.delays = backoff.makeIterator()
     }
 
     mutating func markReady() { ready = true }
@@ -269,12 +269,11 @@ struct AdminGate: Sendable {
 
     mutating func connected() {
         retryAt = nil
-        delay = backoff.first
+        delays = backoff.makeIterator()
     }
 
     mutating func connectFailed(now: NIODeadline) {
-        retryAt = now + delay
-        delay = min(delay * 2, backoff.longest)
+        retryAt = now + TimeAmount(delays.next())
     }
 
     mutating func leave() { waiting -= 1 }
