@@ -220,10 +220,7 @@ final class ProductDatabase: Sendable {
             throw RPCError(.unavailable, "the \(role.rawValue) database \(refusal.reason); retry later")
         } catch let error as PostgresError {
             logger.warning("admin statement failed", metadata: ["database": "\(role.rawValue)", "error": "\(error)"])
-            if error.isConnectionFailure || error.isQueryCanceled {
-                throw RPCError(.unavailable, "the \(role.rawValue) database is unreachable", cause: error)
-            }
-            throw RPCError(.internal, "the \(role.rawValue) database refused a statement", cause: error)
+            throw RPCError(error.rpcErrorCode, "the \(role.rawValue) \(error.rpcErrorMessage)", cause: error)
         }
     }
 }
@@ -340,5 +337,16 @@ private final class AdminLink: @unchecked Sendable {
             }
         }
         return try current.query(sql, params)
+    }
+}
+
+/// PostgreSQL's errors as statuses: the database unreachable, a statement cancelled (its timeout) or a transaction
+/// rolled back by a deadlock or serialization failure is UNAVAILABLE (nothing was applied: retry), the rest INTERNAL.
+extension PostgresError: RPCErrorConvertible {
+    public var rpcErrorCode: RPCError.Code {
+        isConnectionFailure || isQueryCanceled || isRetryableTransactionFailure ? .unavailable : .internal
+    }
+    public var rpcErrorMessage: String {
+        rpcErrorCode == .unavailable ? "database is unreachable or busy" : "database refused a statement"
     }
 }

@@ -575,12 +575,7 @@ private final class Consumer: @unchecked Sendable {
         logger.error("batch failed", metadata: [
             "product": "\(batch.productKey)", "size": "\(batch.purchases.count)", "error": "\(error)",
         ])
-        let status: RPCError
-        if error.isConnectionFailure || error.isRetryableTransactionFailure || error.isQueryCanceled {
-            status = RPCError(.unavailable, "the purchase could not be completed; retry with the same request id")
-        } else {
-            status = RPCError(.internal, "the purchase failed; retry with the same request id")
-        }
+        let status = RPCError(error.rpcErrorCode, "the purchase failed; retry with the same request id", cause: error)
         var replies = Replies()
         for purchase in batch.purchases { replies.fail(purchase, status) }
         replies.send()

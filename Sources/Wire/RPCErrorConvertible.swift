@@ -11,3 +11,10 @@ extension RPCError.Code {
         }
     }
 }
+
+/// A domain error that says, once, which status it becomes on the wire (as grpc-swift-2's `RPCErrorConvertible`):
+/// `RPCError.wrapping` uses it, so a handler throws its own errors and never maps them by hand.
+public protocol RPCErrorConvertible: Error {
+    var rpcErrorCode: RPCError.Code { get }
+    var rpcErrorMessage: String { get }
+}
