@@ -211,12 +211,15 @@ let package = Package(
         // The cores' pure decisions: no servers, no processes (they may run in parallel).
         .testTarget(
             name: "QuotaCoreTests",
-            dependencies: ["QuotaCore", "FlashSaleClient", "Proto", "Cluster", .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "QuotaCore", "FlashSaleClient", "Proto", "Wire", "ZooKeeperClient", "Cluster",
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient"], swiftSettings: strict),
         .testTarget(
             name: "InventoryCoreTests",
-            dependencies: ["InventoryCore", "Proto", "Wire", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["InventoryCore", "Proto", "Wire", "PostgresClient", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict),
         // The protocol model checked with spin (scripts/model-check.sh): no service code, only the model and spin.
         .testTarget(name: "ModelTests", dependencies: ["Cluster"], swiftSettings: strict),
