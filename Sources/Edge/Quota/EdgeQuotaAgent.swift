@@ -163,7 +163,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
 
     /// Retries until ZooKeeper answers (it may start after us, or be restarting).
     private func connect() async throws -> ZooKeeperClient {
-        var delay = Duration.milliseconds(50)
+        var delays = Self.retryDelay.makeIterator()
         while true {
             try Task.checkCancellation()
             do {
@@ -173,8 +173,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
                 return zk
             } catch {
                 logger.warning("zookeeper unreachable; retrying", metadata: ["hosts": "\(zooKeeper)", "error": "\(error)"])
-                try await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(1))
+                try await Task.sleep(for: delays.next())
             }
         }
     }
@@ -308,6 +307,9 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     }
 
     private static let refillHoldOff = TimeAmount.milliseconds(50)
+
+    /// Between attempts to reach ZooKeeper, register, or open a new session (it may be restarting).
+    static let retryDelay = Backoff(initial: .milliseconds(50), max: .seconds(1))
 
     private func askForMore(_ product: String) -> EventLoopFuture<RefillOutcome> {
         let edgeID = self.edgeID
@@ -480,7 +482,7 @@ private struct AgentSession {
 
     /// Registers until it works (ZooKeeper may be restarting).
     mutating func registerUntilDone() async throws {
-        var delay = Duration.milliseconds(50)
+        var delays = EdgeQuotaAgent.retryDelay.makeIterator()
         while true {
             try Task.checkCancellation()
             do {
@@ -488,8 +490,7 @@ private struct AgentSession {
                 return
             } catch {
                 agent.log.warning("registration failed; retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(1))
+                try await Task.sleep(for: delays.next())
             }
         }
     }
@@ -529,7 +530,7 @@ private struct AgentSession {
     private mutating func recoverFromExpiry() async throws {
         agent.log.warning("zookeeper session expired: handing back unsold units and registering again")
         agent.ledger.suspendUntilVouched()
-        var delay = Duration.milliseconds(50)
+        var delays = EdgeQuotaAgent.retryDelay.makeIterator()
         while true {
             try Task.checkCancellation()
             do {
@@ -537,8 +538,7 @@ private struct AgentSession {
                 break
             } catch {
                 agent.log.warning("zookeeper reconnect failed; retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(1))
+                try await Task.sleep(for: delays.next())
             }
         }
         disconnected = false
