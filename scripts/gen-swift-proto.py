@@ -357,6 +357,9 @@ class Contract:
                     value = access_enum.get(option(method.options, access_number))
                     if value not in ACCESS:
                         fail(f"{full}.{method.name}: say who may call it: option (access) = PUBLIC, SERVICE_TOKEN or OPERATOR_TOKEN")
+                    for type_name in (method.input_type, method.output_type):
+                        if type_name not in messages:
+                            fail(f"{full}.{method.name}: {type_name} is not a message of a message file")
                     methods.append({
                         "method": method.name,
                         "wire": f"{prefix}.{method.name}" if prefix else method.name,
@@ -445,6 +448,9 @@ def main():
     out = Path(sys.argv[2])
     by_name = {f.name: f for f in files}
     message_files = [f for f in files if not f.service and not depends_on_descriptor_proto(f.name, by_name)]
+    for f in files:
+        if f.service and f.message_type:
+            fail(f"{f.name}: declares services and messages; keep messages in a file protoc-c compiles")
     gen = Generator()
     messages = {}
     for f in files:
