@@ -317,7 +317,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
         guard edgeID != 0 else { return quota.rpc.eventLoop.makeSucceededFuture(.unavailable) }
         let before = ledger.usage(of: product)
         let request = GrantMoreRequest(edgeId: edgeID, productId: product, used: before?.used ?? 0)
-        return quota.rpc.callFuture(QuotaMethod.grantMore, request, as: GrantMoreResponse.self).map { response in
+        return quota.rpc.callFuture(QuotaRPC.GrantMore.self, request).map { response in
             self.ledger.applyGrant(product, granted: response.granted)
             let after = self.ledger.usage(of: product)
             // The quota node's watch may have applied the grant first: compare with what we had before the call.
@@ -344,7 +344,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     /// The same, before the agent exists: the edge registers its methods before it binds, and the agent needs
     /// the bound address. Both methods only need the ledger.
     public static func registerMethods(into router: inout RPCRouter, ledger: QuotaLedger) {
-        router.register(EdgeQuotaMethod.releaseQuota, access: .service) {
+        router.register(EdgeRPC.ReleaseQuota.self) {
             (request: ReleaseQuotaRequest, _: ServerCallContext) async throws -> ReleaseQuotaResponse in
             guard !request.productId.isEmpty else { throw RPCError(.invalidArgument, "product_id is empty") }
             guard request.maxUnits >= 0 else { throw RPCError(.invalidArgument, "max_units is negative") }
@@ -362,7 +362,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
                 released: released, releasedTotal: ledger.usage(of: request.productId)?.released ?? 0, session: session)
         }
         // On the event loop: a few atomic loads, no reason for a task hop (the quota benchmark polls it).
-        router.register(EdgeQuotaMethod.quotaUsage, onEventLoop: {
+        router.register(EdgeRPC.QuotaUsage.self, onEventLoop: {
             (request: QuotaStatusRequest, _: ServerCallContext, responder: RPCResponder<EdgeRegistration>) in
             let usage = request.productId.isEmpty ? ledger.usage() : ledger.usage(of: request.productId).map { [$0] } ?? []
             responder.succeed(EdgeRegistration(

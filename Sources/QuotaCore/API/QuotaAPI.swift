@@ -14,7 +14,7 @@ struct QuotaAPI: Sendable {
 
     func register(into router: inout RPCRouter) {
         let coordinator = self.coordinator
-        router.register(QuotaMethod.createProduct, access: .operator) {
+        router.register(QuotaRPC.CreateProduct.self) {
             (request: CreateProductRequest, _: ServerCallContext) async throws -> ProductQuotas in
             try Self.checkProduct(request.productId)
             guard request.totalStock > 0 else { throw RPCError(.invalidArgument, "total_stock must be positive") }
@@ -23,7 +23,7 @@ struct QuotaAPI: Sendable {
             let outcome = try await coordinator.createProduct(request)
             return QuotaCoordinator.quotas(request.productId, outcome.balance)
         }
-        router.register(QuotaMethod.raiseStock, access: .operator) {
+        router.register(QuotaRPC.RaiseStock.self) {
             (request: AdjustStockRequest, _: ServerCallContext) async throws -> ProductQuotas in
             try Self.checkProduct(request.productId)
             guard case .raiseBy(let units)? = request.change else { throw RPCError(.invalidArgument, "set raise_by") }
@@ -36,7 +36,7 @@ struct QuotaAPI: Sendable {
             let outcome = try await coordinator.adjustStock(request)
             return QuotaCoordinator.quotas(request.productId, outcome.balance)
         }
-        router.register(QuotaMethod.limitStock, access: .operator) {
+        router.register(QuotaRPC.LimitStock.self) {
             (request: AdjustStockRequest, _: ServerCallContext) async throws -> ProductQuotas in
             try Self.checkProduct(request.productId)
             guard case .saleLimit(let limit)? = request.change else { throw RPCError(.invalidArgument, "set sale_limit") }
@@ -45,7 +45,7 @@ struct QuotaAPI: Sendable {
             let outcome = try await coordinator.adjustStock(request)
             return QuotaCoordinator.quotas(request.productId, outcome.balance)
         }
-        router.register(QuotaMethod.setShed, access: .operator) {
+        router.register(QuotaRPC.SetShed.self) {
             (request: SetShedRequest, _: ServerCallContext) async throws -> QuotaStatusResponse in
             guard request.keepPerMillion <= 1_000_000 else {
                 throw RPCError(.invalidArgument, "keep_per_million is above 1,000,000")
@@ -54,13 +54,13 @@ struct QuotaAPI: Sendable {
             return QuotaStatusResponse(keepPerMillion: request.keepPerMillion)
         }
         // Service to service (the edges hold the token): a stranger must not move grants between edges.
-        router.register(QuotaMethod.grantMore, access: .service) {
+        router.register(QuotaRPC.GrantMore.self) {
             (request: GrantMoreRequest, _: ServerCallContext) async throws -> GrantMoreResponse in
             try Self.checkProduct(request.productId)
             guard request.edgeId > 0 else { throw RPCError(.invalidArgument, "edge_id is missing (0)") }
             return try await coordinator.grantMore(edgeID: request.edgeId, product: request.productId)
         }
-        router.register(QuotaMethod.status) {
+        router.register(QuotaRPC.Status.self) {
             (request: QuotaStatusRequest, _: ServerCallContext) async throws -> QuotaStatusResponse in
             if !request.productId.isEmpty { try Self.checkProduct(request.productId) }
             return try await coordinator.status(request.productId)
