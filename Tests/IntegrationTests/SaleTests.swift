@@ -59,19 +59,9 @@ struct SaleTests {
 
     /// Creates the products and waits until the live edges hold all of their stock and the lottery's ratio.
     private func prepare(_ running: Running, products: [String], stock: Int64, keepPerMillion: UInt32) async throws {
-        try await running.quota.setShed(keepPerMillion: keepPerMillion)
-        for product in products {
-            _ = try await running.quota.createProduct(CreateProductRequest(productId: product, totalStock: stock))
-        }
-        let edges = running.edgeClients(logger: logger)
-        try await waitUntil(timeout: .seconds(30), what: "edges to hold the quotas and the ratio") {
-            let status = try await running.quota.status()
-            guard status.products.count == products.count,
-                  status.products.allSatisfy({ $0.edges.reduce(0) { $0 + $1.granted } == stock }) else { return false }
-            for edge in edges where try await edge.stats().keepPerMillion != keepPerMillion { return false }
-            return true
-        }
-        for edge in edges { await edge.shutdown() }
+        try await SaleDriver.prepare(
+            quota: running.quota, products: products.map { ($0, stock, false) }, keepPerMillion: keepPerMillion,
+            edges: running.platform.edges, logger: logger)
     }
 
     /// Every PURCHASED reply has its order (same order id), the audit is clean, nobody holds two orders of a
@@ -89,10 +79,9 @@ struct SaleTests {
         var holders = Set<String>()
         for purchase in result.purchases {
             #expect(holders.insert("\(purchase.product)/\(purchase.userID)").inserted, "one order per buyer and product")
-            let lookup = try await running.inventory.purchase(PurchaseRequest(
-                requestId: purchase.requestID, userId: purchase.userID, productId: purchase.product, lookupOnly: true))
-            #expect(lookup.outcome == .purchased && lookup.orderId == purchase.orderID, "order of request \(purchase.requestID)")
         }
+        let withoutOrder = try await SaleDriver.purchasesWithoutOrder(result.purchases, inventory: running.inventory)
+        #expect(withoutOrder.isEmpty, "orders of requests \(withoutOrder.prefix(10).map(\.requestID))")
     }
 
     @Test func sellsExactlyTheStockAndNothingMore() async throws {
