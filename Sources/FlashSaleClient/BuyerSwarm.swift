@@ -368,8 +368,12 @@ extension BuyerSwarm {
             var tries = 0
             while true {
                 guard let client = edge else {
-                    // No edge to buy through right now: wait for one, unless the crowd is stopping.
-                    if stopped.load(ordering: .relaxed) { break }
+                    // No edge to buy through right now: wait for one, unless the crowd is stopping (an attempt never
+                    // sent is not in doubt).
+                    if stopped.load(ordering: .relaxed) {
+                        if tries == 0 { return }
+                        break
+                    }
                     try? await Task.sleep(for: .milliseconds(50))
                     edge = pickEdge()
                     continue

@@ -71,33 +71,12 @@ struct AccessControlTests {
     func withPlatform(
         prefix: String, logLevel: String = "warning", _ body: (Platform, TestDatabase, TestDatabase) async throws -> Void
     ) async throws {
-        let main = try await TestDatabase.create(prefix: prefix)
-        let hot = try await TestDatabase.create(prefix: prefix + "_hot")
-        var configuration = Platform.Configuration(
-            databaseDSN: main.dsn, hotDatabaseDSN: hot.dsn, zooKeeperHosts: try await TestServers.zooKeeperHosts(),
-            operatorToken: Self.token)
-        configuration.zooKeeperRoot = "/\(prefix)_test_\(UInt32.random(in: 0...UInt32.max))"
-        configuration.edges = 1
-        configuration.logLevel = logLevel
-        let platform: Platform
-        do {
-            platform = try await Platform.start(configuration)
-        } catch {
-            try? await main.drop()
-            try? await hot.drop()
-            throw error
+        try await Platform.withTestPlatform(prefix: prefix, operatorToken: Self.token) {
+            $0.edges = 1
+            $0.logLevel = logLevel
+        } _: { platform, databases in
+            try await body(platform, databases.main, databases.hot)
         }
-        do {
-            try await body(platform, main, hot)
-        } catch {
-            await platform.stop()
-            try? await main.drop()
-            try? await hot.drop()
-            throw error
-        }
-        await platform.stop()
-        try? await main.drop()
-        try? await hot.drop()
     }
 
     @Test func everyMethodTakesOnlyItsOwnKindOfTokenAndNoSecretIsLogged() async throws {
@@ -389,7 +368,7 @@ struct AccessControlTests {
         let hosts = try await TestServers.zooKeeperHosts()
         var configuration = Platform.Configuration(
             databaseDSN: main.dsn, hotDatabaseDSN: hot.dsn, zooKeeperHosts: hosts, operatorToken: Self.token)
-        configuration.zooKeeperRoot = "/zkacl_test_\(UInt32.random(in: 0...UInt32.max))"
+        configuration.zooKeeperRoot = ZooKeeperRoot.unique("zkacl_test")
         configuration.edges = 1
         configuration.logLevel = "debug"
         let secrets = try #require(configuration.zooKeeperSecrets, "ZooKeeper ACLs are on by default")

@@ -32,61 +32,41 @@ struct OperatedPlatform: Sendable {
         edges: Int, metrics: Bool = false, logLevel: String = "warning", _ body: (OperatedPlatform) async throws -> Void
     ) async throws {
         let logger = Logger(label: "ops-test")
-        let main = try await TestDatabase.create(prefix: "ops")
-        let hot = try await TestDatabase.create(prefix: "ops_hot")
-        var configuration = Platform.Configuration(
-            databaseDSN: main.dsn, hotDatabaseDSN: hot.dsn, zooKeeperHosts: try await TestServers.zooKeeperHosts(),
-            operatorToken: token)
-        configuration.zooKeeperRoot = "/ops_test_\(UInt32.random(in: 0...UInt32.max))"
-        configuration.edges = edges
-        configuration.logLevel = logLevel
-        if metrics {
-            for service in [\Platform.Configuration.inventoryArguments, \.quotaArguments, \.edgeArguments] {
-                configuration[keyPath: service] += ["--metrics-port", "0"]
+        try await Platform.withTestPlatform(prefix: "ops", operatorToken: token) { configuration in
+            configuration.edges = edges
+            configuration.logLevel = logLevel
+            if metrics {
+                for service in [\Platform.Configuration.inventoryArguments, \.quotaArguments, \.edgeArguments] {
+                    configuration[keyPath: service] += ["--metrics-port", "0"]
+                }
             }
+        } _: { platform, databases in
+            let zooKeeper = try await ZooKeeperClient.connect(
+                hosts: platform.configuration.zooKeeperHosts, connectTimeout: .seconds(10), logger: logger)
+            let running = OperatedPlatform(
+                platform: platform, main: databases.main, hot: databases.hot,
+                quota: QuotaClient(host: platform.quota.host, port: platform.quota.port, token: token, logger: logger),
+                inventory: InventoryClient(rpc: RPCClient(
+                    configuration: RPCClientConfiguration(
+                        host: platform.inventory.host, port: platform.inventory.port, token: platform.configuration.serviceToken),
+                    logger: logger)),
+                zooKeeper: zooKeeper,
+                logger: logger)
+            do {
+                try await body(running)
+            } catch {
+                await running.shutdown()
+                throw error
+            }
+            await running.shutdown()
         }
-        let platform: Platform
-        do {
-            platform = try await Platform.start(configuration)
-        } catch {
-            try? await main.drop()
-            try? await hot.drop()
-            throw error
-        }
-        let zooKeeper: ZooKeeperClient
-        do {
-            zooKeeper = try await ZooKeeperClient.connect(hosts: configuration.zooKeeperHosts, connectTimeout: .seconds(10), logger: logger)
-        } catch {
-            await platform.stop()
-            try? await main.drop()
-            try? await hot.drop()
-            throw error
-        }
-        let running = OperatedPlatform(
-            platform: platform, main: main, hot: hot,
-            quota: QuotaClient(host: platform.quota.host, port: platform.quota.port, token: token, logger: logger),
-            inventory: InventoryClient(rpc: RPCClient(
-                configuration: RPCClientConfiguration(
-                    host: platform.inventory.host, port: platform.inventory.port, token: platform.configuration.serviceToken),
-                logger: logger)),
-            zooKeeper: zooKeeper,
-            logger: logger)
-        do {
-            try await body(running)
-        } catch {
-            await running.stop()
-            throw error
-        }
-        await running.stop()
     }
 
-    private func stop() async {
+    /// The test's clients (the platform itself is stopped by `withTestPlatform`).
+    private func shutdown() async {
         await quota.shutdown()
         await inventory.shutdown()
         await zooKeeper.close()
-        await platform.stop()
-        try? await main.drop()
-        try? await hot.drop()
     }
 
     // MARK: - The flashsale tool

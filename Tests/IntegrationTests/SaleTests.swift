@@ -23,38 +23,30 @@ struct SaleTests {
         func edgeClients(logger: Logger) -> [EdgeClient] {
             platform.edges.map { EdgeClient(host: $0.host, port: $0.port, logger: logger) }
         }
+
+        func shutdown() async {
+            await quota.shutdown()
+            await inventory.shutdown()
+        }
     }
 
     private func withPlatform(edges: Int, _ body: (Running) async throws -> Void) async throws {
-        let main = try await TestDatabase.create(prefix: "sale")
-        let hot = try await TestDatabase.create(prefix: "sale_hot")
-        var configuration = Platform.Configuration(
-            databaseDSN: main.dsn, hotDatabaseDSN: hot.dsn, zooKeeperHosts: try await TestServers.zooKeeperHosts(),
-            operatorToken: Self.token)
-        configuration.zooKeeperRoot = "/sale_test_\(UInt32.random(in: 0...UInt32.max))"
-        configuration.edges = edges
-        let platform = try await Platform.start(configuration)
-        let running = Running(
-            platform: platform,
-            quota: QuotaClient(host: platform.quota.host, port: platform.quota.port, token: Self.token, logger: logger),
-            inventory: InventoryClient(rpc: RPCClient(
-                configuration: RPCClientConfiguration(
-                    host: platform.inventory.host, port: platform.inventory.port, token: platform.configuration.serviceToken),
-                logger: logger)))
-        do {
-            try await body(running)
-        } catch {
-            await stop(running, main, hot)
-            throw error
+        try await Platform.withTestPlatform(prefix: "sale", operatorToken: Self.token) { $0.edges = edges } _: { platform, _ in
+            let running = Running(
+                platform: platform,
+                quota: QuotaClient(host: platform.quota.host, port: platform.quota.port, token: Self.token, logger: logger),
+                inventory: InventoryClient(rpc: RPCClient(
+                    configuration: RPCClientConfiguration(
+                        host: platform.inventory.host, port: platform.inventory.port, token: platform.configuration.serviceToken),
+                    logger: logger)))
+            do {
+                try await body(running)
+            } catch {
+                await running.shutdown()
+                throw error
+            }
+            await running.shutdown()
         }
-        await stop(running, main, hot)
-    }
-
-    private func stop(_ running: Running, _ databases: TestDatabase...) async {
-        await running.quota.shutdown()
-        await running.inventory.shutdown()
-        await running.platform.stop()
-        for database in databases { try? await database.drop() }
     }
 
     /// Creates the products and waits until the live edges hold all of their stock and the lottery's ratio.

@@ -269,7 +269,7 @@ struct SmokeTests {
     // MARK: Helpers
 
     static func uniqueRoot() -> String {
-        "/smoke-\(UInt64.random(in: 0...UInt64.max))"
+        ZooKeeperRoot.unique("smoke")
     }
 
     /// The first event matching `predicate`, within 10 s.

@@ -83,3 +83,43 @@ extension RunDatabase {
         }
     }
 }
+
+extension RunDatabases {
+    /// Creates `<prefix>_<random>` and `<prefix>_<random>_hot` on the test run's PostgreSQL.
+    public static func create(prefix: String) async throws -> RunDatabases {
+        try await create(adminDSN: try await TestServers.postgresDSN(), prefix: prefix)
+    }
+}
+
+extension Platform {
+    /// A platform on the test run's servers, with databases and a ZooKeeper root of its own (`configure` sets the
+    /// rest); stopped and its databases dropped after `body`, also when `body` throws.
+    public static func withTestPlatform<T: Sendable>(
+        prefix: String, operatorToken: String, configure: (inout Configuration) -> Void = { _ in },
+        _ body: (Platform, RunDatabases) async throws -> T
+    ) async throws -> T {
+        let databases = try await RunDatabases.create(prefix: prefix)
+        var configuration = Configuration(
+            databaseDSN: databases.main.dsn, hotDatabaseDSN: databases.hot.dsn,
+            zooKeeperHosts: try await TestServers.zooKeeperHosts(), operatorToken: operatorToken)
+        configuration.zooKeeperRoot = ZooKeeperRoot.unique("\(prefix)_test")
+        configure(&configuration)
+        let platform: Platform
+        do {
+            platform = try await Platform.start(configuration)
+        } catch {
+            await databases.drop()
+            throw error
+        }
+        do {
+            let result = try await body(platform, databases)
+            await platform.stop()
+            await databases.drop()
+            return result
+        } catch {
+            await platform.stop()
+            await databases.drop()
+            throw error
+        }
+    }
+}
