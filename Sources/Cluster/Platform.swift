@@ -1,6 +1,9 @@
+import FlashSaleClient
 import Foundation
+import Logging
 import PostgresClient
 import Synchronization
+import Wire
 
 /// A service process of the platform and where it listens.
 public struct ServiceEndpoint: Sendable {
@@ -170,6 +173,19 @@ public final class Platform: Sendable {
             arguments, environment: configuration.edgeProcessEnvironment, name: "edge\(index + 1)")
         edgeList.withLock { $0.append(edge) }
         return edge
+    }
+
+    /// A client of the inventory presenting the platform's service token: the services' calls (lookups) and reads.
+    public func inventoryClient(connections: Int = 1, logger: Logger) -> InventoryClient {
+        InventoryClient(rpc: RPCClient(
+            configuration: RPCClientConfiguration(
+                host: inventory.host, port: inventory.port, connections: connections, token: configuration.serviceToken),
+            logger: logger))
+    }
+
+    /// A client of the quota service presenting the operator token.
+    public func quotaClient(logger: Logger) -> QuotaClient {
+        QuotaClient(host: quota.host, port: quota.port, token: configuration.operatorToken, logger: logger)
     }
 
     /// SIGTERM to every process (edges first, so they finish their calls in flight), SIGKILL after a grace.

@@ -45,11 +45,7 @@ struct OperatedPlatform: Sendable {
                 hosts: platform.configuration.zooKeeperHosts, connectTimeout: .seconds(10), logger: logger)
             let running = OperatedPlatform(
                 platform: platform, main: databases.main, hot: databases.hot,
-                quota: QuotaClient(host: platform.quota.host, port: platform.quota.port, token: token, logger: logger),
-                inventory: InventoryClient(rpc: RPCClient(
-                    configuration: RPCClientConfiguration(
-                        host: platform.inventory.host, port: platform.inventory.port, token: platform.configuration.serviceToken),
-                    logger: logger)),
+                quota: platform.quotaClient(logger: logger), inventory: platform.inventoryClient(logger: logger),
                 zooKeeper: zooKeeper,
                 logger: logger)
             do {

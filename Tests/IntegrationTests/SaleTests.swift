@@ -34,11 +34,7 @@ struct SaleTests {
         try await Platform.withTestPlatform(prefix: "sale", operatorToken: Self.token) { $0.edges = edges } _: { platform, _ in
             let running = Running(
                 platform: platform,
-                quota: QuotaClient(host: platform.quota.host, port: platform.quota.port, token: Self.token, logger: logger),
-                inventory: InventoryClient(rpc: RPCClient(
-                    configuration: RPCClientConfiguration(
-                        host: platform.inventory.host, port: platform.inventory.port, token: platform.configuration.serviceToken),
-                    logger: logger)))
+                quota: platform.quotaClient(logger: logger), inventory: platform.inventoryClient(logger: logger))
             do {
                 try await body(running)
             } catch {

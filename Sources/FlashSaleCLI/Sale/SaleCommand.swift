@@ -71,7 +71,7 @@ struct SaleCommand: AsyncParsableCommand {
             platformConfiguration.logLevel = logLevel
             say("starting the inventory service, the quota service and \(edges) edges...")
             platform = try await Platform.start(platformConfiguration)
-            report = try await runSale(platform: platform!, token: token, logger: logger, say: say)
+            report = try await runSale(platform: platform!, logger: logger, say: say)
         } catch {
             failure = error
         }
@@ -90,8 +90,8 @@ struct SaleCommand: AsyncParsableCommand {
         if !report.auditClean { throw ExitCode(2) }
     }
 
-    private func runSale(platform: Platform, token: String, logger: Logger, say: (String) -> Void) async throws -> SaleReport {
-        let control = SaleControl(platform: platform, token: token, logger: logger)
+    private func runSale(platform: Platform, logger: Logger, say: (String) -> Void) async throws -> SaleReport {
+        let control = SaleControl(platform: platform, logger: logger)
         defer { Task { await control.shutdown() } }
         let productIDs = (1...products).map { "p\($0)" }
         let hotProducts = Set(hot.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })

@@ -14,16 +14,12 @@ struct SaleControl: Sendable {
     let edges: [EdgeClient]
     let logger: Logger
 
-    init(platform: Platform, token: String, logger: Logger) {
+    init(platform: Platform, logger: Logger) {
         self.platform = platform
         self.logger = logger
-        self.quota = QuotaClient(host: platform.quota.host, port: platform.quota.port, token: token, logger: logger)
+        self.quota = platform.quotaClient(logger: logger)
         // The report's lookups are `inventory.Purchase` calls (a lookup closes a request id): the service token's work.
-        self.inventory = InventoryClient(rpc: RPCClient(
-            configuration: RPCClientConfiguration(
-                host: platform.inventory.host, port: platform.inventory.port, connections: 2,
-                token: platform.configuration.serviceToken),
-            logger: logger))
+        self.inventory = platform.inventoryClient(connections: 2, logger: logger)
         self.edges = platform.edges.map { EdgeClient(host: $0.host, port: $0.port, logger: logger) }
     }
 
