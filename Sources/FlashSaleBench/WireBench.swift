@@ -62,7 +62,7 @@ struct WireLoadCommand: AsyncParsableCommand {
         for chunk in stride(from: 0, to: clients.count, by: 100) {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 for client in clients[chunk..<min(chunk + 100, clients.count)] {
-                    tasks.addTask { _ = try await client.call("Ping", WirePingRequest(), as: WirePingResponse.self) }
+                    tasks.addTask { _ = try await client.call(CommonRPC.Ping.self, WirePingRequest()) }
                 }
                 try await tasks.waitForAll()
             }
@@ -158,7 +158,7 @@ final class PingDriver: Sendable {
         }
         let measuring = current == Phase.measuring.rawValue
         let start = measuring ? NIODeadline.now() : .uptimeNanoseconds(0)
-        self.client.callFuture("Ping", WirePingRequest(), as: WirePingResponse.self).whenComplete { result in
+        self.client.callFuture(CommonRPC.Ping.self, WirePingRequest()).whenComplete { result in
             if measuring {
                 switch result {
                 case .success:

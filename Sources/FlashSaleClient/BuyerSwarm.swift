@@ -162,16 +162,13 @@ public final class BuyerSwarm: Sendable {
     fileprivate var pause: TimeAmount? { configuration.pause }
     fileprivate var depth: Int { configuration.depth }
 
-    /// The swarm's retry rule: an error that leaves the outcome unknown is asked again, with the same request id.
+    /// The swarm's retry rule: an error that may leave the outcome unknown is asked again, with the same request id.
     static func inDoubt(_ error: any Error) -> Bool {
-        guard let rpc = error as? RPCError else { return false }
-        return rpc.code == .unavailable || rpc.code == .deadlineExceeded
+        (error as? RPCError)?.code.outcomeMayBeUnknown ?? false
     }
 
-    /// The pause before retry number `tries + 1`: 5 ms doubling, at most 200 ms.
-    static func retryDelay(tries: Int) -> TimeAmount {
-        .milliseconds(Int64(min(200, 5 << min(tries, 6))))
-    }
+    /// Between asks of a purchase whose outcome may be unknown.
+    static let retryDelay = Backoff(initial: .milliseconds(5), max: .milliseconds(200))
 
     static func splitMix64(_ x: UInt64) -> UInt64 {
         var z = x &+ 0x9E37_79B9_7F4A_7C15
@@ -225,7 +222,10 @@ fileprivate final class Lane: Sendable {
         send(attempt, retry: false, tries: 0, started: .now())
     }
 
-    private func send(_ attempt: (requestID: UInt64, userID: UInt64, product: String), retry: Bool, tries: Int, started: NIODeadline) {
+    private func send(
+        _ attempt: (requestID: UInt64, userID: UInt64, product: String), retry: Bool, tries: Int, started: NIODeadline,
+        delays: Backoff.Iterator = BuyerSwarm.retryDelay.makeIterator()
+    ) {
         // Every other retry goes to the next edge: a dead edge must not keep a request in doubt forever.
         let client = clients[(tries / 2) % clients.count]
         client.purchaseFuture(requestID: attempt.requestID, userID: attempt.userID, product: attempt.product, retry: retry)
@@ -233,8 +233,10 @@ fileprivate final class Lane: Sendable {
                 if case .failure(let error) = outcome, BuyerSwarm.inDoubt(error), tries < self.swarm.maxRetries {
                     // In doubt: ask again with the same request id; it can only ever make one order.
                     self.state.value.result.retries += 1
-                    client.rpc.eventLoop.scheduleTask(in: BuyerSwarm.retryDelay(tries: tries)) {
-                        self.send(attempt, retry: true, tries: tries + 1, started: started)
+                    var later = delays
+                    let delay = TimeAmount(later.next())
+                    client.rpc.eventLoop.scheduleTask(in: delay) { [later] in
+                        self.send(attempt, retry: true, tries: tries + 1, started: started, delays: later)
                     }
                     return
                 }
@@ -366,6 +368,7 @@ extension BuyerSwarm {
             let started = ContinuousClock.now
             var edge = pickEdge()
             var tries = 0
+            var delays = BuyerSwarm.retryDelay.makeIterator()
             while true {
                 guard let client = edge else {
                     // No edge to buy through right now: wait for one, unless the crowd is stopping (an attempt never
@@ -386,7 +389,7 @@ extension BuyerSwarm {
                     // A stopping crowd gives up on an attempt still in doubt after a few tries: it is abandoned.
                     if stopped.load(ordering: .relaxed) && tries > 3 { break }
                     state.withLockedValue { $0.retries += 1 }
-                    try? await Task.sleep(for: .nanoseconds(BuyerSwarm.retryDelay(tries: tries).nanoseconds))
+                    try? await Task.sleep(for: delays.next())
                     tries += 1
                     if tries % 2 == 0 { edge = pickEdge() }
                 } catch where BuyerSwarm.inDoubt(error) {

@@ -57,6 +57,14 @@ public struct ZooKeeperError: Error, Sendable, Equatable, CustomStringConvertibl
         code == .connectionLoss || code == .operationTimeout
     }
 
+    /// ZooKeeper cannot be used now (no connection, no session): retry later, after a reconnect.
+    public var isUnreachable: Bool {
+        switch code {
+        case .connectionLoss, .operationTimeout, .sessionExpired, .closing, .invalidState, .connectTimeout: true
+        default: false
+        }
+    }
+
     public var description: String {
         "ZooKeeperError \(code): \(message)" + (path.map { " (\($0))" } ?? "")
     }

@@ -1,6 +1,7 @@
 @testable import InventoryService
 import NIOCore
 import Testing
+import Wire
 
 /// The pure decisions behind hot-item isolation: queue expiry, a pool's reachability, the admin gate.
 @Suite struct HotIsolationUnitTests {
@@ -54,7 +55,8 @@ import Testing
     }
 
     @Test func theAdminGateFailsFastWhileUnreachableAndBoundsWaitingCalls() {
-        var gate = AdminGate(ready: false, maxWaiting: 2, backoff: (.milliseconds(100), .milliseconds(300)))
+        var gate = AdminGate(
+            ready: false, maxWaiting: 2, backoff: Backoff(initial: .milliseconds(100), max: .milliseconds(300), jitter: 0))
         let now = NIODeadline.uptimeNanoseconds(1_000_000_000)
         let early = gate.enter(now: now)
         #expect(early?.reason == "is not reachable yet")

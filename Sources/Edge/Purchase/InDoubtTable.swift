@@ -247,7 +247,7 @@ struct InDoubtTable {
             if error.code == .failedPrecondition { return .giveBack }
             if carriesInDoubtUnit { return .inDoubt }
             if error.wasNotSent { return .giveBack }
-            return leavesOutcomeInDoubt(error) ? .inDoubt : .giveBack
+            return error.code.outcomeMayBeUnknown ? .inDoubt : .giveBack
         }
     }
 
@@ -262,14 +262,6 @@ struct InDoubtTable {
             case .failedPrecondition, .invalidArgument, .notFound: return .giveBack
             default: return .inDoubt
             }
-        }
-    }
-
-    /// Errors after which a forwarded purchase may or may not have committed.
-    static func leavesOutcomeInDoubt(_ error: RPCError) -> Bool {
-        switch error.code {
-        case .unavailable, .deadlineExceeded, .internal, .unknown, .cancelled, .aborted, .dataLoss: return true
-        default: return false
         }
     }
 }

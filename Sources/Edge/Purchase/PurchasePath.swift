@@ -107,14 +107,14 @@ public final class PurchasePath: Sendable {
 
     /// `edge.Purchase`: the one public method of an edge.
     public func registerPurchase(into router: inout RPCRouter) {
-        router.register("edge.Purchase", onEventLoop: { (request: PurchaseRequest, context, responder: RPCResponder<PurchaseResponse>) in
+        router.register(EdgeRPC.Purchase.self, onEventLoop: { (request: PurchaseRequest, context, responder: RPCResponder<PurchaseResponse>) in
             self.purchase(request, context: context, responder: responder)
         })
     }
 
     /// `edge.Stats`: read-only counters (on the operator port when the edge has one).
     public func registerStats(into router: inout RPCRouter) {
-        router.register("edge.Stats") { (_: EdgeStatsRequest, _: ServerCallContext) async throws -> EdgeStatsResponse in
+        router.register(EdgeRPC.Stats.self) { (_: EdgeStatsRequest, _: ServerCallContext) async throws -> EdgeStatsResponse in
             self.stats()
         }
     }

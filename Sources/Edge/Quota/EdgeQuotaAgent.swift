@@ -163,7 +163,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
 
     /// Retries until ZooKeeper answers (it may start after us, or be restarting).
     private func connect() async throws -> ZooKeeperClient {
-        var delay = Duration.milliseconds(50)
+        var delays = Self.retryDelay.makeIterator()
         while true {
             try Task.checkCancellation()
             do {
@@ -173,8 +173,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
                 return zk
             } catch {
                 logger.warning("zookeeper unreachable; retrying", metadata: ["hosts": "\(zooKeeper)", "error": "\(error)"])
-                try await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(1))
+                try await Task.sleep(for: delays.next())
             }
         }
     }
@@ -309,12 +308,15 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
 
     private static let refillHoldOff = TimeAmount.milliseconds(50)
 
+    /// Between attempts to reach ZooKeeper, register, or open a new session (it may be restarting).
+    static let retryDelay = Backoff(initial: .milliseconds(50), max: .seconds(1))
+
     private func askForMore(_ product: String) -> EventLoopFuture<RefillOutcome> {
         let edgeID = self.edgeID
         guard edgeID != 0 else { return quota.rpc.eventLoop.makeSucceededFuture(.unavailable) }
         let before = ledger.usage(of: product)
         let request = GrantMoreRequest(edgeId: edgeID, productId: product, used: before?.used ?? 0)
-        return quota.rpc.callFuture(QuotaMethod.grantMore, request, as: GrantMoreResponse.self).map { response in
+        return quota.rpc.callFuture(QuotaRPC.GrantMore.self, request).map { response in
             self.ledger.applyGrant(product, granted: response.granted)
             let after = self.ledger.usage(of: product)
             // The quota node's watch may have applied the grant first: compare with what we had before the call.
@@ -341,7 +343,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     /// The same, before the agent exists: the edge registers its methods before it binds, and the agent needs
     /// the bound address. Both methods only need the ledger.
     public static func registerMethods(into router: inout RPCRouter, ledger: QuotaLedger) {
-        router.register(EdgeQuotaMethod.releaseQuota, access: .service) {
+        router.register(EdgeRPC.ReleaseQuota.self) {
             (request: ReleaseQuotaRequest, _: ServerCallContext) async throws -> ReleaseQuotaResponse in
             guard !request.productId.isEmpty else { throw RPCError(.invalidArgument, "product_id is empty") }
             guard request.maxUnits >= 0 else { throw RPCError(.invalidArgument, "max_units is negative") }
@@ -359,7 +361,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
                 released: released, releasedTotal: ledger.usage(of: request.productId)?.released ?? 0, session: session)
         }
         // On the event loop: a few atomic loads, no reason for a task hop (the quota benchmark polls it).
-        router.register(EdgeQuotaMethod.quotaUsage, onEventLoop: {
+        router.register(EdgeRPC.QuotaUsage.self, onEventLoop: {
             (request: QuotaStatusRequest, _: ServerCallContext, responder: RPCResponder<EdgeRegistration>) in
             let usage = request.productId.isEmpty ? ledger.usage() : ledger.usage(of: request.productId).map { [$0] } ?? []
             responder.succeed(EdgeRegistration(
@@ -480,7 +482,7 @@ private struct AgentSession {
 
     /// Registers until it works (ZooKeeper may be restarting).
     mutating func registerUntilDone() async throws {
-        var delay = Duration.milliseconds(50)
+        var delays = EdgeQuotaAgent.retryDelay.makeIterator()
         while true {
             try Task.checkCancellation()
             do {
@@ -488,8 +490,7 @@ private struct AgentSession {
                 return
             } catch {
                 agent.log.warning("registration failed; retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(1))
+                try await Task.sleep(for: delays.next())
             }
         }
     }
@@ -529,7 +530,7 @@ private struct AgentSession {
     private mutating func recoverFromExpiry() async throws {
         agent.log.warning("zookeeper session expired: handing back unsold units and registering again")
         agent.ledger.suspendUntilVouched()
-        var delay = Duration.milliseconds(50)
+        var delays = EdgeQuotaAgent.retryDelay.makeIterator()
         while true {
             try Task.checkCancellation()
             do {
@@ -537,8 +538,7 @@ private struct AgentSession {
                 break
             } catch {
                 agent.log.warning("zookeeper reconnect failed; retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(1))
+                try await Task.sleep(for: delays.next())
             }
         }
         disconnected = false

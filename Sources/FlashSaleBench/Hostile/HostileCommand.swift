@@ -160,7 +160,7 @@ struct Probe: Sendable {
         while ContinuousClock.now < end {
             let start = ContinuousClock.now
             do {
-                _ = try await client.call("Ping", request, as: WirePingResponse.self)
+                _ = try await client.call(CommonRPC.Ping.self, request)
                 figures.calls += 1
             } catch {
                 figures.errors += 1

@@ -124,7 +124,7 @@ struct Operator: Sendable {
     static func ping(_ rpc: RPCClient) async -> Result<Double, RPCError> {
         let started = ContinuousClock.now
         do {
-            _ = try await rpc.call("Ping", WirePingRequest(), as: WirePingResponse.self)
+            _ = try await rpc.call(CommonRPC.Ping.self, WirePingRequest())
             let elapsed = ContinuousClock.now - started
             return .success(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)
         } catch {

@@ -1,4 +1,3 @@
-import FlashSaleClient
 import Logging
 import Proto
 import Wire
@@ -11,7 +10,7 @@ struct InventoryAPI: Sendable {
 
     func register(into router: inout RPCRouter) {
         let inventory = self.inventory
-        router.register(InventoryMethod.purchase, access: .service, onEventLoop: {
+        router.register(InventoryRPC.Purchase.self, onEventLoop: {
             (request: PurchaseRequest, context: ServerCallContext, responder: RPCResponder<PurchaseResponse>) in
             do {
                 try Validation.purchase(request)
@@ -34,35 +33,35 @@ struct InventoryAPI: Sendable {
             inventory.pool(for: product.role).submit(purchase, product: product.key)
         })
 
-        router.register(InventoryMethod.createProduct, access: .service) {
+        router.register(InventoryRPC.CreateProduct.self) {
             (request: CreateProductRequest, _: ServerCallContext) async throws -> Product in
             let slots = try Validation.createProduct(request)
             return try await inventory.createProduct(request, slotCount: slots)
         }
 
-        router.register(InventoryMethod.getStock) { (request: ProductRequest, _: ServerCallContext) async throws -> Product in
+        router.register(InventoryRPC.GetStock.self) { (request: ProductRequest, _: ServerCallContext) async throws -> Product in
             try Validation.productId(request.productId)
             return try await inventory.product(named: request.productId)
         }
 
-        router.register(InventoryMethod.listProducts) {
+        router.register(InventoryRPC.ListProducts.self) {
             (_: ListProductsRequest, _: ServerCallContext) async throws -> ProductList in
             ProductList(products: try await inventory.products())
         }
 
-        router.register(InventoryMethod.adjustStock, access: .service) {
+        router.register(InventoryRPC.AdjustStock.self) {
             (request: AdjustStockRequest, _: ServerCallContext) async throws -> Product in
             let (change, changeId) = try Validation.stockChange(request)
             return try await inventory.adjustStock(named: request.productId, change, changeId: changeId)
         }
 
-        router.register(InventoryMethod.soldCounts) {
+        router.register(InventoryRPC.SoldCounts.self) {
             (request: SoldCountsRequest, _: ServerCallContext) async throws -> SoldCountsResponse in
             try Validation.optionalProductId(request.productId)
             return SoldCountsResponse(products: try await inventory.soldCounts(named: request.productId))
         }
 
-        router.register(InventoryMethod.audit) { (request: AuditRequest, _: ServerCallContext) async throws -> AuditResponse in
+        router.register(InventoryRPC.Audit.self) { (request: AuditRequest, _: ServerCallContext) async throws -> AuditResponse in
             try Validation.optionalProductId(request.productId)
             let products = try await inventory.audit(named: request.productId)
             return AuditResponse(products: products, clean: products.allSatisfy(\.clean))

@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import PostgresClient
 import ServiceLifecycle
+import Wire
 
 /// Brings the hot-item database up (migrated, then its purchase pool started) without holding up the inventory:
 /// while it is unreachable the inventory serves the cold products and hot products answer UNAVAILABLE, and this
@@ -13,7 +14,7 @@ struct HotDatabaseStartup: Service {
     /// The serving connection's role and durability are checked before the hot database is marked ready.
     let serving: PostgresSettings
     let allow: ServingCheck.Allowances
-    var retryDelay: (first: TimeAmount, longest: TimeAmount) = (.milliseconds(200), .seconds(2))
+    var retryDelay = Backoff(initial: .milliseconds(200), max: .seconds(2))
     let logger: Logger
 
     /// One attempt: connect as the schema's owner and migrate, on the hot database's own thread (bounded by the
@@ -43,7 +44,7 @@ struct HotDatabaseStartup: Service {
         let (inventory, migrateDSN, settings, serving, allow, logger, retryDelay) =
             (inventory, migrateDSN, settings, serving, allow, logger, retryDelay)
         await cancelWhenGracefulShutdown {
-            var delay = retryDelay.first
+            var delays = retryDelay.makeIterator()
             var attempts = 0
             while true {
                 do {
@@ -60,8 +61,7 @@ struct HotDatabaseStartup: Service {
                         logger.warning("hot database still unreachable", metadata: ["error": "\(error)", "attempts": "\(attempts)"])
                     }
                 }
-                do { try await Task.sleep(nanoseconds: UInt64(delay.nanoseconds)) } catch { return }
-                delay = min(delay * 2, retryDelay.longest)
+                do { try await Task.sleep(for: delays.next()) } catch { return }
             }
         }
     }

@@ -220,10 +220,7 @@ final class ProductDatabase: Sendable {
             throw RPCError(.unavailable, "the \(role.rawValue) database \(refusal.reason); retry later")
         } catch let error as PostgresError {
             logger.warning("admin statement failed", metadata: ["database": "\(role.rawValue)", "error": "\(error)"])
-            if error.isConnectionFailure || error.isQueryCanceled {
-                throw RPCError(.unavailable, "the \(role.rawValue) database is unreachable", cause: error)
-            }
-            throw RPCError(.internal, "the \(role.rawValue) database refused a statement", cause: error)
+            throw RPCError(error.rpcErrorCode, "the \(role.rawValue) \(error.rpcErrorMessage)", cause: error)
         }
     }
 }
@@ -236,18 +233,18 @@ struct AdminGate: Sendable {
 
     private(set) var ready: Bool
     let maxWaiting: Int
-    let backoff: (first: TimeAmount, longest: TimeAmount)
+    let backoff: Backoff
     /// Calls admitted and not yet finished (running or waiting for the database's thread).
     private(set) var waiting = 0
     /// Set after a failed connect: until then calls are refused at once rather than each wait out a connect timeout.
     private(set) var retryAt: NIODeadline?
-    private var delay: TimeAmount
+    private var delays: Backoff.Iterator
 
-    init(ready: Bool, maxWaiting: Int, backoff: (first: TimeAmount, longest: TimeAmount) = (.milliseconds(200), .seconds(2))) {
+    init(ready: Bool, maxWaiting: Int, backoff: Backoff = Backoff(initial: .milliseconds(200), max: .seconds(2))) {
         self.ready = ready
         self.maxWaiting = maxWaiting
         self.backoff = backoff
-        self.delay = backoff.first
+        self.delays = backoff.makeIterator()
     }
 
     mutating func markReady() { ready = true }
@@ -269,12 +266,11 @@ struct AdminGate: Sendable {
 
     mutating func connected() {
         retryAt = nil
-        delay = backoff.first
+        delays = backoff.makeIterator()
     }
 
     mutating func connectFailed(now: NIODeadline) {
-        retryAt = now + delay
-        delay = min(delay * 2, backoff.longest)
+        retryAt = now + TimeAmount(delays.next())
     }
 
     mutating func leave() { waiting -= 1 }
@@ -341,5 +337,16 @@ private final class AdminLink: @unchecked Sendable {
             }
         }
         return try current.query(sql, params)
+    }
+}
+
+/// PostgreSQL's errors as statuses: the database unreachable, a statement cancelled (its timeout) or a transaction
+/// rolled back by a deadlock or serialization failure is UNAVAILABLE (nothing was applied: retry), the rest INTERNAL.
+extension PostgresError: RPCErrorConvertible {
+    public var rpcErrorCode: RPCError.Code {
+        isConnectionFailure || isQueryCanceled || isRetryableTransactionFailure ? .unavailable : .internal
+    }
+    public var rpcErrorMessage: String {
+        rpcErrorCode == .unavailable ? "database is unreachable or busy" : "database refused a statement"
     }
 }

@@ -33,7 +33,7 @@ final class PurchasePool: @unchecked Sendable {
         /// How often the queues are checked for purchases past their deadline.
         var expiryInterval: TimeAmount = .milliseconds(20)
         /// A consumer's pause between reconnect attempts: the first, doubling up to the longest.
-        var reconnectDelay: (first: TimeAmount, longest: TimeAmount) = (.milliseconds(50), .seconds(1))
+        var reconnectDelay = Backoff(initial: .milliseconds(50), max: .seconds(1))
     }
 
     struct Statistics: Sendable {
@@ -370,7 +370,7 @@ private final class Consumer: @unchecked Sendable {
     /// timeout, and a failed one closes the pool (see `PurchasePool.connectFailed`). Nil once the pool is stopping
     /// and has nothing left, or cannot reach its database while stopping.
     private func connectionForWork() -> PostgresConnection? {
-        var delay = pool.configuration.reconnectDelay.first
+        var delays = pool.configuration.reconnectDelay.makeIterator()
         var attempts = 0
         while true {
             if pool.isFinished { return nil }
@@ -394,8 +394,7 @@ private final class Consumer: @unchecked Sendable {
                 }
                 pool.connectFailed()
                 if pool.isStopping { return nil }
-                pause(delay)
-                delay = min(delay * 2, pool.configuration.reconnectDelay.longest)
+                pause(TimeAmount(delays.next()))
             }
         }
     }
@@ -576,12 +575,7 @@ private final class Consumer: @unchecked Sendable {
         logger.error("batch failed", metadata: [
             "product": "\(batch.productKey)", "size": "\(batch.purchases.count)", "error": "\(error)",
         ])
-        let status: RPCError
-        if error.isConnectionFailure || error.isRetryableTransactionFailure || error.isQueryCanceled {
-            status = RPCError(.unavailable, "the purchase could not be completed; retry with the same request id")
-        } else {
-            status = RPCError(.internal, "the purchase failed; retry with the same request id")
-        }
+        let status = RPCError(error.rpcErrorCode, "the purchase failed; retry with the same request id", cause: error)
         var replies = Replies()
         for purchase in batch.purchases { replies.fail(purchase, status) }
         replies.send()

@@ -14,16 +14,16 @@ struct QuotaAPI: Sendable {
 
     func register(into router: inout RPCRouter) {
         let coordinator = self.coordinator
-        router.register(QuotaMethod.createProduct, access: .operator) {
+        router.register(QuotaRPC.CreateProduct.self) {
             (request: CreateProductRequest, _: ServerCallContext) async throws -> ProductQuotas in
             try Self.checkProduct(request.productId)
             guard request.totalStock > 0 else { throw RPCError(.invalidArgument, "total_stock must be positive") }
             guard request.totalStock <= Self.maxUnits else { throw RPCError(.invalidArgument, "total_stock is absurdly large") }
             guard request.saleLimit >= 0 else { throw RPCError(.invalidArgument, "sale_limit is negative") }
-            let outcome = try await Self.mapped { try await coordinator.createProduct(request) }
+            let outcome = try await coordinator.createProduct(request)
             return QuotaCoordinator.quotas(request.productId, outcome.balance)
         }
-        router.register(QuotaMethod.raiseStock, access: .operator) {
+        router.register(QuotaRPC.RaiseStock.self) {
             (request: AdjustStockRequest, _: ServerCallContext) async throws -> ProductQuotas in
             try Self.checkProduct(request.productId)
             guard case .raiseBy(let units)? = request.change else { throw RPCError(.invalidArgument, "set raise_by") }
@@ -33,37 +33,37 @@ struct QuotaAPI: Sendable {
             guard request.changeId != 0 else {
                 throw RPCError(.invalidArgument, "change_id is missing (0): choose one per raise and reuse it to retry")
             }
-            let outcome = try await Self.mapped { try await coordinator.adjustStock(request) }
+            let outcome = try await coordinator.adjustStock(request)
             return QuotaCoordinator.quotas(request.productId, outcome.balance)
         }
-        router.register(QuotaMethod.limitStock, access: .operator) {
+        router.register(QuotaRPC.LimitStock.self) {
             (request: AdjustStockRequest, _: ServerCallContext) async throws -> ProductQuotas in
             try Self.checkProduct(request.productId)
             guard case .saleLimit(let limit)? = request.change else { throw RPCError(.invalidArgument, "set sale_limit") }
             guard limit >= 0 else { throw RPCError(.invalidArgument, "sale_limit is negative") }
             guard limit <= Self.maxUnits else { throw RPCError(.invalidArgument, "sale_limit is absurdly large") }
-            let outcome = try await Self.mapped { try await coordinator.adjustStock(request) }
+            let outcome = try await coordinator.adjustStock(request)
             return QuotaCoordinator.quotas(request.productId, outcome.balance)
         }
-        router.register(QuotaMethod.setShed, access: .operator) {
+        router.register(QuotaRPC.SetShed.self) {
             (request: SetShedRequest, _: ServerCallContext) async throws -> QuotaStatusResponse in
             guard request.keepPerMillion <= 1_000_000 else {
                 throw RPCError(.invalidArgument, "keep_per_million is above 1,000,000")
             }
-            try await Self.mapped { try await coordinator.store.setShed(request.keepPerMillion) }
+            try await coordinator.store.setShed(request.keepPerMillion)
             return QuotaStatusResponse(keepPerMillion: request.keepPerMillion)
         }
         // Service to service (the edges hold the token): a stranger must not move grants between edges.
-        router.register(QuotaMethod.grantMore, access: .service) {
+        router.register(QuotaRPC.GrantMore.self) {
             (request: GrantMoreRequest, _: ServerCallContext) async throws -> GrantMoreResponse in
             try Self.checkProduct(request.productId)
             guard request.edgeId > 0 else { throw RPCError(.invalidArgument, "edge_id is missing (0)") }
-            return try await Self.mapped { try await coordinator.grantMore(edgeID: request.edgeId, product: request.productId) }
+            return try await coordinator.grantMore(edgeID: request.edgeId, product: request.productId)
         }
-        router.register(QuotaMethod.status) {
+        router.register(QuotaRPC.Status.self) {
             (request: QuotaStatusRequest, _: ServerCallContext) async throws -> QuotaStatusResponse in
             if !request.productId.isEmpty { try Self.checkProduct(request.productId) }
-            return try await Self.mapped { try await coordinator.status(request.productId) }
+            return try await coordinator.status(request.productId)
         }
     }
 
@@ -73,18 +73,10 @@ struct QuotaAPI: Sendable {
             throw RPCError(.invalidArgument, "product_id must be 1-128 letters, digits, '.', '_' or '-'")
         }
     }
+}
 
-    /// ZooKeeper's errors as statuses: connection trouble is UNAVAILABLE (retry), the rest INTERNAL.
-    static func mapped<T: Sendable>(_ body: () async throws -> T) async throws -> T {
-        do {
-            return try await body()
-        } catch let error as ZooKeeperError {
-            switch error.code {
-            case .connectionLoss, .operationTimeout, .sessionExpired, .closing, .invalidState, .connectTimeout:
-                throw RPCError(.unavailable, "ZooKeeper is unreachable", cause: error)
-            default:
-                throw RPCError(.internal, "ZooKeeper refused a request", cause: error)
-            }
-        }
-    }
+/// ZooKeeper's errors as statuses: unreachable is UNAVAILABLE (retry), the rest INTERNAL.
+extension ZooKeeperError: RPCErrorConvertible {
+    public var rpcErrorCode: RPCError.Code { isUnreachable ? .unavailable : .internal }
+    public var rpcErrorMessage: String { isUnreachable ? "ZooKeeper is unreachable" : "ZooKeeper refused a request" }
 }

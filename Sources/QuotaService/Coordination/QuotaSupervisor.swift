@@ -119,7 +119,7 @@ final class QuotaSupervisor: Service, Sendable {
         for product in try await coordinator.store.productIDs() {
             do {
                 try await body(product)
-            } catch let error as ZooKeeperError where error.isConnectionProblem || error.code == .sessionExpired {
+            } catch let error as ZooKeeperError where error.isUnreachable {
                 throw error
             } catch {
                 logger.warning("rebalancing failed", metadata: ["product": "\(product)", "error": "\(error)"])

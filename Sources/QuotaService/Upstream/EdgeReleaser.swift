@@ -41,8 +41,8 @@ final class EdgeReleaser: Sendable {
         guard let client = self.client(for: address) else { return .unreachable }
         do {
             let response = try await client.call(
-                EdgeQuotaMethod.releaseQuota, ReleaseQuotaRequest(productId: product, maxUnits: units, edgeId: edgeID),
-                as: ReleaseQuotaResponse.self, timeout: timeout)
+                EdgeRPC.ReleaseQuota.self, ReleaseQuotaRequest(productId: product, maxUnits: units, edgeId: edgeID),
+                timeout: timeout)
             return .released(total: response.releasedTotal, session: response.session)
         } catch let error as RPCError where error.code == .unavailable || error.code == .deadlineExceeded {
             logger.info("edge unreachable", metadata: ["address": "\(address)", "edge": "\(edgeID)", "error": "\(error)"])

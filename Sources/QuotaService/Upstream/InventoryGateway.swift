@@ -24,20 +24,20 @@ struct RemoteInventory: InventoryGateway {
     }
 
     func createProduct(_ request: CreateProductRequest) async throws -> Product {
-        try await rpc.call("inventory.CreateProduct", request, as: Product.self, timeout: timeout)
+        try await rpc.call(InventoryRPC.CreateProduct.self, request, timeout: timeout)
     }
 
     func product(_ productID: String) async throws -> Product {
-        try await rpc.call("inventory.GetStock", ProductRequest(productId: productID), as: Product.self, timeout: timeout)
+        try await rpc.call(InventoryRPC.GetStock.self, ProductRequest(productId: productID), timeout: timeout)
     }
 
     func adjustStock(_ request: AdjustStockRequest) async throws -> Product {
-        try await rpc.call("inventory.AdjustStock", request, as: Product.self, timeout: timeout)
+        try await rpc.call(InventoryRPC.AdjustStock.self, request, timeout: timeout)
     }
 
     func soldCounts(_ productID: String) async throws -> ProductSold {
         let response = try await rpc.call(
-            "inventory.SoldCounts", SoldCountsRequest(productId: productID), as: SoldCountsResponse.self, timeout: timeout)
+            InventoryRPC.SoldCounts.self, SoldCountsRequest(productId: productID), timeout: timeout)
         guard let sold = response.products.first(where: { $0.productId == productID }) else {
             throw RPCError(.notFound, "the inventory does not know the product")
         }
