@@ -7,6 +7,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Proto
+import ServiceKit
 import ServiceLifecycle
 import Wire
 
@@ -26,7 +27,7 @@ struct WireServerCommand: AsyncParsableCommand {
             router: RPCRouter(serviceName: "wire-bench"), group: group, logger: logger)
         let services = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         async let running: Void = services.run()
-        ServiceRuntime.announceReady(service: "wire-server", address: try await server.localAddress())
+        ReadyAnnouncer.announce(service: "wire-server", address: try await server.localAddress())
         try await running
     }
 }

@@ -116,6 +116,23 @@ public enum ZooKeeperSessionState: Sendable, Hashable {
     case unknown(Int32)
 }
 
+extension ZooKeeperSessionState {
+    /// The state's name in metrics and logs: connecting, associating, connected, read_only, not_connected, expired,
+    /// auth_failed or unknown.
+    public var name: String {
+        switch self {
+        case .connecting: "connecting"
+        case .associating: "associating"
+        case .connected: "connected"
+        case .connectedReadOnly: "read_only"
+        case .notConnected: "not_connected"
+        case .expired: "expired"
+        case .authFailed: "auth_failed"
+        case .unknown: "unknown"
+        }
+    }
+}
+
 /// A watch firing (one-shot: set it again with the next read) or a change of the session's state.
 public enum ZooKeeperEvent: Sendable, Hashable {
     case created(path: String)

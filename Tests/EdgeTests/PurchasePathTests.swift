@@ -7,7 +7,7 @@ import ServiceLifecycle
 import Testing
 @testable import Wire
 
-@testable import Edge
+@testable import EdgeCore
 
 /// Answers forwarded purchases from a script, and records them. Thread-safe: the resolver's loop forwards too.
 final class ScriptedInventory: PurchaseForwarder, Sendable {

@@ -9,8 +9,6 @@ import TestSupport
 import Wire
 import ZooKeeperClient
 
-@testable import InventoryService
-
 /// Access rules, each tried against the real processes. Every method of every service takes only its own kind of
 /// token: UNAUTHENTICATED without one, PERMISSION_DENIED with a wrong one or the other kind's (the service token is
 /// what the services present to one another, the operator token what an operator presents). An edge with an operator
@@ -253,36 +251,6 @@ struct AccessControlTests {
         }
         try? await main.drop()
         try? await hot.drop()
-    }
-
-    /// The check's verdicts, one fact at a time.
-    @Test func theServingCheckNamesEachProblem() {
-        let fine = ServingCheck(
-            user: "app", superuser: false, ownsTables: false, writesTables: false, createsRoles: false, inServiceRole: true,
-            synchronousCommit: "on")
-        #expect(fine.refusals(.init()).isEmpty)
-        var owner = fine
-        owner.ownsTables = true
-        owner.writesTables = true
-        #expect(owner.roleProblems == ["owns the tables"])
-        var writer = fine
-        writer.writesTables = true
-        #expect(writer.roleProblems == ["may write the tables directly"])
-        var roleMaker = fine
-        roleMaker.createsRoles = true
-        #expect(roleMaker.roleProblems == ["may create roles"])
-        var outsider = fine
-        outsider.inServiceRole = false
-        #expect(outsider.roleProblems == ["is not a member of flashsale_service"])
-        #expect(outsider.refusals(.init(privilegedRole: true)).isEmpty)
-        for value in ["off", "local"] {
-            var lazy = fine
-            lazy.synchronousCommit = value
-            #expect(lazy.refusals(.init()).count == 1 && lazy.refusals(.init(asynchronousCommit: true)).isEmpty)
-        }
-        var remote = fine
-        remote.synchronousCommit = "remote_apply"
-        #expect(remote.durabilityProblem == nil)
     }
 
     /// The inventory migrates as the owner and serves as a login role that is only a member of flashsale_service:

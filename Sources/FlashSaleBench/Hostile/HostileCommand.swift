@@ -6,6 +6,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Proto
+import ServiceKit
 import Wire
 
 /// `flashsale-bench hostile`: one real Edge process on loopback against hostile clients, beside a well-behaved one.

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import PostgresClient
 import Proto
+import ServiceKit
 import Wire
 
 /// `flashsale sale`: the whole platform end to end. Starts PostgreSQL and ZooKeeper of its own (a run folder,

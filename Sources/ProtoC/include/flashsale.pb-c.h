@@ -94,8 +94,10 @@ struct  Flashsale__PurchaseRequest
    */
   uint32_t edge_id;
   /*
-   * Set by a client retrying a request whose first outcome it never received (timeout, dropped connection).
-   * Such a request is never shed or refused SOLD_OUT at the edge without asking the inventory for its first outcome.
+   * Set by a client retrying a request whose first outcome it never received (an outcome that may be unknown:
+   * UNAVAILABLE, DEADLINE_EXCEEDED, a dropped connection). An edge holding that purchase in doubt hands its unit to
+   * the retry. Otherwise the retry draws the lottery like any attempt, and one that is shed or finds no unit looks
+   * its first outcome up (definitively) and relays an order if there is one. A retry never buys a second unit.
    */
   protobuf_c_boolean retry;
   /*

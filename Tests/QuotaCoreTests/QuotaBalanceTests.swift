@@ -2,7 +2,7 @@ import FlashSaleClient
 import Proto
 import Testing
 
-@testable import QuotaService
+@testable import QuotaCore
 
 /// The quota math alone (no servers): splits, re-splits as edges join and die, grants to a dry edge, stock changes,
 /// and a randomized run of all of them in which the invariant `sum(outstanding) <= sellable` must hold after every round.

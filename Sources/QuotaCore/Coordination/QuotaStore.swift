@@ -1,6 +1,7 @@
 import FlashSaleClient
 import Logging
 import Proto
+import ServiceKit
 import Wire
 import ZooKeeperClient
 
@@ -172,7 +173,7 @@ struct QuotaStore: Sendable {
                 used[usage.productId] = max(used[usage.productId] ?? 0, usedNow)
             }
             if clamped { rejected[name] = "numbers out of range (clamped)" }
-            let address = registration.address.utf8.count <= 300 && HostPort.parse(registration.address) != nil
+            let address = registration.address.utf8.count <= 300 && HostPort(registration.address) != nil
                 ? registration.address : ""
             if address != registration.address { rejected[name] = "an address that is not host:port" }
             edges[name] = RegisteredEdge(
@@ -247,7 +248,7 @@ struct QuotaStore: Sendable {
             allotment.edgeId = id
             allotment.granted = Units.clamp(allotment.granted)
             allotment.reclaimed = min(Units.clamp(allotment.reclaimed), allotment.granted)
-            if HostPort.parse(allotment.address) == nil { allotment.address = "" }
+            if HostPort(allotment.address) == nil { allotment.address = "" }
             return allotment
         }
         state.totalStock = Units.clamp(state.totalStock)

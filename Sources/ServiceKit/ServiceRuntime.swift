@@ -1,9 +1,9 @@
+import Foundation
 import Logging
 import NIOCore
+import Wire
 
-import Foundation
-
-/// What every service executable shares: log set-up, secrets from the environment, the ready line.
+/// What every service executable shares: log set-up, the tokens from the environment, timeout flags.
 public enum ServiceRuntime {
     /// Logs to standard error at `level`; each service passes its logger down from here.
     public static func makeLogger(label: String, level: Logger.Level) -> Logger {
@@ -15,13 +15,13 @@ public enum ServiceRuntime {
     /// The operator token: `FLASHSALE_OPERATOR_TOKEN`, or the first line of the file named by
     /// `FLASHSALE_OPERATOR_TOKEN_FILE`. Never logged.
     public static func operatorToken(environment: [String: String]) throws -> String? {
-        try secret("FLASHSALE_OPERATOR_TOKEN", environment: environment)
+        try Secret.read("FLASHSALE_OPERATOR_TOKEN", environment: environment)
     }
 
     /// The service token, which the services present to one another: `FLASHSALE_SERVICE_TOKEN`, or the first line
     /// of the file named by `FLASHSALE_SERVICE_TOKEN_FILE`. Never logged.
     public static func serviceToken(environment: [String: String]) throws -> String? {
-        try secret("FLASHSALE_SERVICE_TOKEN", environment: environment)
+        try Secret.read("FLASHSALE_SERVICE_TOKEN", environment: environment)
     }
 
     /// What a service's server accepts: the service token, which every service needs (without it a service can
@@ -38,26 +38,9 @@ public enum ServiceRuntime {
         return RPCCredentials(operatorToken: operatorToken, serviceToken: service)
     }
 
-    /// `NAME`, or the first line of the file named by `NAME_FILE` (trimmed); nil when neither is set or both empty.
-    static func secret(_ name: String, environment: [String: String]) throws -> String? {
-        if let value = environment[name], !value.isEmpty { return value }
-        guard let path = environment[name + "_FILE"], !path.isEmpty else { return nil }
-        guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw RPCError(.failedPrecondition, "cannot read the file named by \(name)_FILE")
-        }
-        let value = contents.split(separator: "\n").first.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? ""
-        return value.isEmpty ? nil : value
-    }
-
     /// A timeout flag in seconds (fractions allowed) as the server configuration takes it: 0 or less is none.
     public static func timeout(seconds: Double) -> TimeAmount? {
         seconds > 0 ? .nanoseconds(Int64(seconds * 1e9)) : nil
-    }
-
-    /// Printed once a service serves: `READY <service> <host>:<port>`. Scripts and tests wait for this line.
-    public static func announceReady(service: String, address: SocketAddress) {
-        print("READY \(service) \(address.ipAddress ?? "?"):\(address.port ?? 0)")
-        fflush(nil)  // all streams: Swift 6 refuses a reference to the global `stdout`
     }
 }
 

@@ -3,6 +3,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import Proto
+import ServiceKit
 import Wire
 
 /// Asks edges to hand back units they have not used (`edge.ReleaseQuota`), by edge id, one pooled client per edge
@@ -87,7 +88,7 @@ final class EdgeReleaser: Sendable {
     }
 
     private func client(for address: String) -> RPCClient? {
-        guard let (host, port) = HostPort.parse(address) else { return nil }
+        guard let (host, port) = HostPort(address).map({ ($0.host, $0.port) }) else { return nil }
         return clients.withLockedValue { clients in
             if let known = clients[address] {
                 clients[address]?.lastUse = .now
@@ -100,17 +101,5 @@ final class EdgeReleaser: Sendable {
             clients[address] = (client, .now)
             return client
         }
-    }
-}
-
-/// "host:port" (the host may be a name, an IPv4 address or a bracketed IPv6 address).
-enum HostPort {
-    static func parse(_ text: String) -> (host: String, port: Int)? {
-        guard let colon = text.lastIndex(of: ":") else { return nil }
-        var host = String(text[..<colon])
-        guard let port = Int(text[text.index(after: colon)...]), (1...65535).contains(port) else { return nil }
-        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
-        guard !host.isEmpty else { return nil }
-        return (host, port)
     }
 }

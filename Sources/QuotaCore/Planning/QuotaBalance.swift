@@ -245,5 +245,5 @@ struct QuotaBalance: Sendable, Equatable {
     }
 }
 
-// model: Sources/QuotaService/Planning/QuotaProtocol.pml (outstanding -> OUT(a); pool -> POOL; reconcile -> QS_LEARN,
+// model: Sources/QuotaCore/Planning/QuotaProtocol.pml (outstanding -> OUT(a); pool -> POOL; reconcile -> QS_LEARN,
 // retire; plan -> QS_GRANT, QS_RELEASE). Update both together.

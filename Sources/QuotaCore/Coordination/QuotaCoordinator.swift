@@ -1,4 +1,4 @@
-// model: Sources/QuotaService/Planning/QuotaProtocol.pml (round -> QS_GRANT, QS_RELEASE, QS_LIMIT_DONE; probe ->
+// model: Sources/QuotaCore/Planning/QuotaProtocol.pml (round -> QS_GRANT, QS_RELEASE, QS_LIMIT_DONE; probe ->
 // QS_PROBE; adjustStock -> OPERATOR). Update both together.
 import FlashSaleClient
 import Logging

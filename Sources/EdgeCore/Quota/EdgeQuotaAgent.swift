@@ -1,9 +1,10 @@
-// model: Sources/QuotaService/Planning/QuotaProtocol.pml (apply(quota:), askForMore -> EDGE_APPLY; edge.ReleaseQuota
+// model: Sources/QuotaCore/Planning/QuotaProtocol.pml (apply(quota:), askForMore -> EDGE_APPLY; edge.ReleaseQuota
 // -> QS_RELEASE, QS_PROBE; fence and reconnect (recoverFromExpiry) -> FENCE, HEAL, vouch). Update both together.
 import FlashSaleClient
 import Logging
 import NIOCore
 import Proto
+import ServiceKit
 import ServiceLifecycle
 import Synchronization
 import Wire
@@ -405,9 +406,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     fileprivate var log: Logger { logger }
 
     static func hostPort(_ text: String) -> (String, Int)? {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else { return nil }
-        let host = String(text[..<colon])
-        return (host.isEmpty ? "127.0.0.1" : host, port)
+        HostPort(text, defaultHost: "127.0.0.1").map { ($0.host, $0.port) }
     }
 }
 

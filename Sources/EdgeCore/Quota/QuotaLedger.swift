@@ -1,4 +1,4 @@
-// model: Sources/QuotaService/Planning/QuotaProtocol.pml (take -> EDGE_FORWARD; giveBack -> settle; applyGrant ->
+// model: Sources/QuotaCore/Planning/QuotaProtocol.pml (take -> EDGE_FORWARD; giveBack -> settle; applyGrant ->
 // EDGE_APPLY; release -> QS_RELEASE, QS_PROBE; suspend/vouch -> FENCE, vouch). Update both together.
 import Atomics
 import FlashSaleClient

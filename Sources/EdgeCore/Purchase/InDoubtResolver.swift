@@ -1,4 +1,4 @@
-// model: Sources/QuotaService/Planning/QuotaProtocol.pml (in_doubt, lookup, settle). Update both together.
+// model: Sources/QuotaCore/Planning/QuotaProtocol.pml (in_doubt, lookup, settle). Update both together.
 import Atomics
 import Logging
 import NIOConcurrencyHelpers

@@ -92,7 +92,7 @@ CREATE UNIQUE INDEX orders_product_user ON orders (product_id, user_id);
 """#
 
     /// `purchase_batch` is the only statement of the purchase path: one call per batch, one transaction.
-    /// model: Sources/QuotaService/Planning/QuotaProtocol.pml, inventory_buys and lookup (purchase_batch), OPERATOR
+    /// model: Sources/QuotaCore/Planning/QuotaProtocol.pml, inventory_buys and lookup (purchase_batch), OPERATOR
     /// (adjust_stock).
     static let procedures = #"""
 -- Returns each request's outcome in parallel arrays (a repeated request id may appear more than once).

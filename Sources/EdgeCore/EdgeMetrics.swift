@@ -4,7 +4,6 @@ import ServiceMetrics
 import Synchronization
 import Wire
 
-
 /// The edge's Prometheus metrics, read at scrape time from what the purchase path counts anyway (its atomics and the
 /// quota ledger): an attempt pays for no metric of its own.
 ///
@@ -14,8 +13,8 @@ import Wire
 /// - per product: `flashsale_edge_quota_left`, `flashsale_edge_quota_granted`, `flashsale_edge_quota_used`
 /// - `flashsale_rpc_connections{service="edge"}`, `flashsale_zookeeper_connected{service="edge"}`,
 ///   `flashsale_zookeeper_session_state{service="edge",state=...}`
-enum EdgeMetrics {
-    static func install(
+public enum EdgeMetrics {
+    public static func install(
         into hooks: ScrapeHooks, purchases: PurchasePath, ledger: QuotaLedger, server: RPCServer,
         zooKeeperState: @escaping @Sendable () -> ZooKeeperSessionState?
     ) {
@@ -42,7 +41,7 @@ enum EdgeMetrics {
             inDoubt.record(Int64(stats.inDoubt))
             keep.record(Int64(stats.keepPerMillion))
             connections.record(server.connectionCount)
-            zooKeeper.record(zooKeeperState())
+            zooKeeper.record(zooKeeperState()?.name)
             for usage in ledger.usage() {
                 let gauges = products.gauges(for: usage.product)
                 gauges.left.record(usage.available)

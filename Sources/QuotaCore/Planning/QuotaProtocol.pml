@@ -70,7 +70,7 @@
  *
  * MAP to the code (each mirrored Swift file starts or ends with a "model:" line naming its functions' counterparts
  * here, and Schema.procedures' doc names purchase_batch's and adjust_stock's: update both together):
- *   database (Sources/InventoryService/Database/Schema.swift)
+ *   database (Sources/InventoryCore/Database/Schema.swift)
  *     total, remaining, orders     products.total_stock, sum(stock_slot.remaining), count(orders)
  *     sold[a]                      orders per orders.edge_id (SoldCounts)
  *     outcome[r]                   request id r's order (ORDER_BY(a)), or its durable "no order" record (CLOSED)

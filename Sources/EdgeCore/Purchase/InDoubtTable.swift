@@ -1,4 +1,4 @@
-// model: Sources/QuotaService/Planning/QuotaProtocol.pml (in_doubt, lookup, settle: one order keeps one unit, as
+// model: Sources/QuotaCore/Planning/QuotaProtocol.pml (in_doubt, lookup, settle: one order keeps one unit, as
 // `kept` does here; EDGE_RESOLVE). Update both together.
 import Proto
 import Wire

@@ -1,4 +1,4 @@
-@testable import InventoryService
+@testable import InventoryCore
 import NIOCore
 import Proto
 import Testing

@@ -1,4 +1,4 @@
-@testable import InventoryService
+@testable import InventoryCore
 import NIOCore
 import Testing
 import Wire

@@ -1,26 +1,17 @@
-import PostgresClient
 import Testing
 import Wire
 import ZooKeeperClient
 
-@testable import InventoryService
-@testable import QuotaService
+@testable import QuotaCore
 
 /// Each domain error says once which status it becomes (`RPCErrorConvertible`), and `RPCError.wrapping` uses it.
+/// (ZooKeeper's errors: the quota service's conformance; PostgreSQL's are in InventoryCoreTests.)
 @Suite struct ErrorStatusTests {
     @Test func zooKeeperUnreachableIsUnavailableAndTheRestInternal() {
         for code: ZooKeeperError.Code in [.connectionLoss, .operationTimeout, .sessionExpired, .closing, .invalidState, .connectTimeout] {
             #expect(RPCError.wrapping(ZooKeeperError(code: code, message: "x")).code == .unavailable, "\(code)")
         }
         #expect(RPCError.wrapping(ZooKeeperError(code: .noNode, message: "x")).code == .internal)
-    }
-
-    @Test func postgresUnreachableCancelledOrRolledBackIsUnavailableAndTheRestInternal() {
-        // 08006 connection failure, 57014 query cancelled (the statement timeout), 40001 serialization failure.
-        for sqlState in ["08006", "57014", "40001", "40P01"] {
-            #expect(RPCError.wrapping(PostgresError(code: sqlState, message: "x")).code == .unavailable, "\(sqlState)")
-        }
-        #expect(RPCError.wrapping(PostgresError(code: "23505", message: "x")).code == .internal)
     }
 
     @Test func oneRuleSaysWhichOutcomesMayBeUnknown() {
