@@ -170,9 +170,17 @@ let package = Package(
             ],
             swiftSettings: strict),
 
-        // Starting and stopping the platform's processes: the server scripts and the service executables.
-        // Used by the `flashsale` tool and by the tests.
-        .target(name: "Cluster", dependencies: ["ServiceKit"], swiftSettings: strict),
+        // The one harness: starting and stopping the platform's processes (the server scripts in run folders of
+        // their own, the service executables from typed argument lists), per-run databases and ZooKeeper roots, the
+        // sale's preparation and order sweep, the blackhole proxy. Used by `flashsale sale`, the benchmarks and the tests.
+        .target(
+            name: "Cluster",
+            dependencies: [
+                "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
 
         // Prometheus metrics of every service: the registry behind swift-metrics and the `GET /metrics` HTTP port.
         .target(

@@ -265,3 +265,12 @@ public func withTimeout<T: Sendable>(
         return value
     }
 }
+
+/// Resident memory of process `pid` (VmRSS in /proc), in MiB; nil when it cannot be read (the process is gone).
+public func residentMiB(pid: pid_t) -> Double? {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+          let kib = Double(line.split(separator: " ").dropFirst().first ?? "")
+    else { return nil }
+    return kib / 1024
+}

@@ -1,6 +1,10 @@
+import FlashSaleClient
 import Foundation
+import Logging
+import PostgresClient
 import ServiceKit
 import Synchronization
+import Wire
 
 /// A service process of the platform and where it listens.
 public struct ServiceEndpoint: Sendable {
@@ -129,15 +133,16 @@ public final class Platform: Sendable {
 
     /// Starts the inventory, then the quota service, then the edges, each once the one before is ready.
     public static func start(_ configuration: Configuration) async throws -> Platform {
-        let inventory = try await startService(
-            "InventoryService", inventoryArguments(configuration, port: 0),
-            environment: configuration.inventoryProcessEnvironment, name: "inventory")
+        let inventory = try await ServiceEndpoint.start(
+            inventoryArguments(configuration, port: 0), environment: configuration.inventoryProcessEnvironment,
+            name: "inventory")
         do {
-            let quota = try await startService(
-                "QuotaService",
-                ["--port", "0", "--zookeeper", configuration.zooKeeperHosts, "--root", configuration.zooKeeperRoot,
-                 "--inventory", inventory.address, "--log-level", configuration.logLevel] + configuration.quotaArguments,
-                environment: configuration.quotaProcessEnvironment, name: "quota")
+            var quotaArguments = QuotaArguments(
+                zooKeeper: configuration.zooKeeperHosts, root: configuration.zooKeeperRoot, inventory: inventory.address)
+            quotaArguments.logLevel = configuration.logLevel
+            quotaArguments.extra = configuration.quotaArguments
+            let quota = try await ServiceEndpoint.start(
+                quotaArguments, environment: configuration.quotaProcessEnvironment, name: "quota")
             let platform = Platform(configuration: configuration, inventory: inventory, quota: quota)
             do {
                 for _ in 0..<configuration.edges { _ = try await platform.addEdge() }
@@ -154,16 +159,34 @@ public final class Platform: Sendable {
 
     /// Starts one more edge; it registers in ZooKeeper and the quota service gives it a share.
     @discardableResult
-    public func addEdge(extraArguments: [String] = []) async throws -> ServiceEndpoint {
+    /// `configure` sets what this edge does apart (its port, a proxy to ZooKeeper, the address it advertises).
+    public func addEdge(
+        extraArguments: [String] = [], configure: (inout EdgeArguments) -> Void = { _ in }
+    ) async throws -> ServiceEndpoint {
         let index = edgeList.withLock { $0.count }
-        let edge = try await Self.startService(
-            "Edge",
-            ["--port", "0", "--zookeeper", configuration.zooKeeperHosts, "--root", configuration.zooKeeperRoot,
-             "--inventory", inventory.address, "--quota", quota.address, "--log-level", configuration.logLevel]
-                + configuration.edgeArguments + extraArguments,
-            environment: configuration.edgeProcessEnvironment, name: "edge\(index + 1)")
+        var arguments = EdgeArguments(
+            zooKeeper: configuration.zooKeeperHosts, root: configuration.zooKeeperRoot, inventory: inventory.address,
+            quota: quota.address)
+        arguments.logLevel = configuration.logLevel
+        arguments.extra = configuration.edgeArguments + extraArguments
+        configure(&arguments)
+        let edge = try await ServiceEndpoint.start(
+            arguments, environment: configuration.edgeProcessEnvironment, name: "edge\(index + 1)")
         edgeList.withLock { $0.append(edge) }
         return edge
+    }
+
+    /// A client of the inventory presenting the platform's service token: the services' calls (lookups) and reads.
+    public func inventoryClient(connections: Int = 1, logger: Logger) -> InventoryClient {
+        InventoryClient(rpc: RPCClient(
+            configuration: RPCClientConfiguration(
+                host: inventory.host, port: inventory.port, connections: connections, token: configuration.serviceToken),
+            logger: logger))
+    }
+
+    /// A client of the quota service presenting the operator token.
+    public func quotaClient(logger: Logger) -> QuotaClient {
+        QuotaClient(host: quota.host, port: quota.port, token: configuration.operatorToken, logger: logger)
     }
 
     /// SIGTERM to every process (edges first, so they finish their calls in flight), SIGKILL after a grace.
@@ -179,35 +202,19 @@ public final class Platform: Sendable {
         let old = inventory
         await old.process.kill9()
         try await Task.sleep(for: downtime)
-        let restarted = try await Self.startService(
-            "InventoryService", Self.inventoryArguments(configuration, port: old.port),
-            environment: configuration.inventoryProcessEnvironment, name: "inventory-restarted")
+        let restarted = try await ServiceEndpoint.start(
+            Self.inventoryArguments(configuration, port: old.port), environment: configuration.inventoryProcessEnvironment,
+            name: "inventory-restarted")
         inventoryEndpoint.withLock { $0 = restarted }
     }
 
-    private static func inventoryArguments(_ configuration: Configuration, port: Int) -> [String] {
-        var databases = ["--dsn", configuration.databaseDSN, "--hot-dsn", configuration.hotDatabaseDSN]
-        if let role = configuration.servingRole {
-            databases = [
-                "--dsn", PostgresDSN.with(user: role, configuration.databaseDSN),
-                "--hot-dsn", PostgresDSN.with(user: role, configuration.hotDatabaseDSN),
-                "--migrate-dsn", configuration.databaseDSN, "--hot-migrate-dsn", configuration.hotDatabaseDSN,
-            ]
-        }
-        return ["--port", "\(port)"] + databases + ["--log-level", configuration.logLevel] + configuration.inventoryArguments
-    }
-
-    private static func startService(
-        _ executable: String, _ arguments: [String], environment: [String: String], name: String
-    ) async throws -> ServiceEndpoint {
-        let process = try ManagedProcess.start(
-            RepoPaths.executable(executable), arguments: arguments, environment: environment, name: name)
-        do {
-            let (host, port) = try await process.waitForReady()
-            return ServiceEndpoint(name: name, host: host, port: port, process: process)
-        } catch {
-            await process.kill9()
-            throw error
-        }
+    private static func inventoryArguments(_ configuration: Configuration, port: Int) -> InventoryArguments {
+        var arguments = configuration.servingRole.map {
+            InventoryArguments.serving(as: $0, main: configuration.databaseDSN, hot: configuration.hotDatabaseDSN)
+        } ?? InventoryArguments(dsn: configuration.databaseDSN, hotDSN: configuration.hotDatabaseDSN)
+        arguments.port = port
+        arguments.logLevel = configuration.logLevel
+        arguments.extra = configuration.inventoryArguments
+        return arguments
     }
 }

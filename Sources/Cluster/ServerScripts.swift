@@ -41,17 +41,3 @@ public enum ServerScript: String, Sendable, CaseIterable {
         return nil
     }
 }
-
-/// libpq connection strings, in either form (`key=value ...` or a `postgresql://` URI).
-public enum PostgresDSN {
-    /// The same connection as `user`: how the platform derives its serving DSN from the owner's.
-    public static func with(user: String, _ dsn: String) -> String {
-        if dsn.hasPrefix("postgres://") || dsn.hasPrefix("postgresql://"), var parts = URLComponents(string: dsn) {
-            parts.user = user
-            parts.password = nil
-            return parts.string ?? dsn
-        }
-        // In key=value form a later keyword wins.
-        return dsn + " user=\(user)"
-    }
-}

@@ -17,14 +17,14 @@ struct EdgeMemoryCommand: AsyncParsableCommand {
 
     func run() async throws {
         let logger = ServiceRuntime.makeLogger(label: "edge-rss", level: .warning)
-        let edge = try ManagedProcess.start(
-            RepoPaths.executable("Edge"),
-            arguments: ["--port", "0", "--zookeeper", zookeeper, "--root", "/edge_rss_\(UInt32.random(in: 0...UInt32.max))",
-                        "--inventory", "127.0.0.1:1", "--quota", "127.0.0.1:1", "--log-level", "error"],
-            environment: ["FLASHSALE_SERVICE_TOKEN": Platform.newSecret()], name: "edge-rss")
+        var arguments = EdgeArguments.standalone(zooKeeper: zookeeper, root: ZooKeeperRoot.unique("edge_rss"))
+        arguments.logLevel = "error"
+        let endpoint = try await ServiceEndpoint.start(
+            arguments, environment: ["FLASHSALE_SERVICE_TOKEN": Platform.newSecret()], name: "edge-rss")
+        let edge = endpoint.process
         defer { Task { await edge.terminate() } }
-        let (host, port) = try await edge.waitForReady()
-        let idle = try Self.residentMiB(pid: edge.pid)
+        let (host, port) = (endpoint.host, endpoint.port)
+        let idle = try Self.resident(edge)
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let clients = (0..<connections).map { _ in EdgeClient(host: host, port: port, group: group, logger: logger) }
@@ -37,18 +37,15 @@ struct EdgeMemoryCommand: AsyncParsableCommand {
             }
         }
         try await Task.sleep(for: .milliseconds(500))
-        let loaded = try Self.residentMiB(pid: edge.pid)
+        let loaded = try Self.resident(edge)
         print("edge-rss connections=\(connections) edge_rss_mib_idle=\(format(idle, decimals: 1)) edge_rss_mib=\(format(loaded, decimals: 1)) per_connection_kib=\(format((loaded - idle) * 1024 / Double(connections), decimals: 2))")
         for client in clients { await client.shutdown() }
         await edge.terminate()
         try await group.shutdownGracefully()
     }
 
-    static func residentMiB(pid: Int32) throws -> Double {
-        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
-        guard let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-              let kib = Double(line.split(separator: " ").dropFirst().first ?? "")
-        else { throw ValidationError("no VmRSS for pid \(pid)") }
-        return kib / 1024
+    static func resident(_ edge: ManagedProcess) throws -> Double {
+        guard let mib = residentMiB(pid: edge.pid) else { throw ValidationError("no VmRSS for pid \(edge.pid)") }
+        return mib
     }
 }

@@ -20,11 +20,10 @@ struct QuotaBench: AsyncParsableCommand {
         commandName: "quota", abstract: "Latency from a quota or shed write in ZooKeeper to every edge applying it.")
 
     @Option(help: "ZooKeeper connection string.") var zookeeper = "127.0.0.1:12181"
-    @Option(help: "The Edge executable.") var edgeBinary: String
+    @Option(help: "The Edge executable (default: the one built beside this benchmark).") var edgeBinary: String?
     @Option(help: "Edge counts to measure, comma separated.") var edges = "2,4,8"
     @Option(help: "Changes per edge count (half quota, half shed).") var changes = 400
     @Option(help: "Pause between changes, in milliseconds.") var pauseMs = 10
-    @Option(help: "Folder for the edges' logs.") var logDir = "/tmp"
 
     func run() async throws {
         let counts = edges.split(separator: ",").compactMap { Int($0) }.filter { $0 > 0 }
@@ -60,7 +59,7 @@ struct QuotaBench: AsyncParsableCommand {
     }
 
     private func measure(edges count: Int, logger: Logger) async throws -> Figures {
-        let root = "/bench-quota-\(UInt32.random(in: 0...UInt32.max))"
+        let root = ZooKeeperRoot.unique("bench-quota")
         let layout = QuotaLayout(root: root)
         let product = "bench"
         let zk = try await ZooKeeperClient.connect(hosts: zookeeper, logger: logger)
@@ -70,30 +69,21 @@ struct QuotaBench: AsyncParsableCommand {
         try await zk.create(layout.product(product), data: ProductQuotaState(totalStock: 1).serializedBytes())
         try await zk.create(layout.shed, data: ShedConfig(keepPerMillion: 1_000_000).serializedBytes())
 
-        var processes: [Process] = []
+        var edges: [ServiceEndpoint] = []
         var clients: [(node: String, rpc: RPCClient)] = []
         defer {
-            for process in processes where process.isRunning { process.terminate() }
+            let running = edges
+            Task { for edge in running { await edge.process.terminate() } }
         }
         for i in 0..<count {
-            let log = URL(fileURLWithPath: logDir).appendingPathComponent("bench-quota-edge\(i + 1).log")
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: edgeBinary)
-            // The edges never buy here: inventory and quota service addresses are placeholders nobody dials.
-            process.arguments = [
-                "--port", "0", "--zookeeper", zookeeper, "--root", root, "--inventory", "127.0.0.1:1",
-                "--quota", "127.0.0.1:1", "--log-level", "warning",
-            ]
-            process.environment = ProcessInfo.processInfo.environment.merging(["FLASHSALE_SERVICE_TOKEN": Platform.newSecret()]) { $1 }
-            _ = FileManager.default.createFile(atPath: log.path, contents: nil)
-            let handle = try FileHandle(forWritingTo: log)
-            process.standardOutput = handle
-            process.standardError = handle
-            try process.run()
-            processes.append(process)
-            let address = try await Self.waitForReady(log, process)
-            let (host, port) = try Self.split(address)
-            clients.append(("", RPCClient(configuration: RPCClientConfiguration(host: host, port: port), logger: logger)))
+            // The edges never buy here.
+            var arguments = EdgeArguments.standalone(zooKeeper: zookeeper, root: root)
+            arguments.logLevel = "warning"
+            let edge = try await ServiceEndpoint.start(
+                arguments, environment: ["FLASHSALE_SERVICE_TOKEN": Platform.newSecret()], name: "bench-quota-edge\(i + 1)",
+                executable: edgeBinary.map { URL(fileURLWithPath: $0) })
+            edges.append(edge)
+            clients.append(("", RPCClient(configuration: RPCClientConfiguration(host: edge.host, port: edge.port), logger: logger)))
         }
         // Which node is which edge: the registration that names the edge's address.
         var nodes: [String: String] = [:]
@@ -143,9 +133,8 @@ struct QuotaBench: AsyncParsableCommand {
         }
 
         for client in clients { await client.rpc.shutdown() }
-        for process in processes { process.terminate() }
-        for process in processes { process.waitUntilExit() }
-        try? await Self.deleteTree(zk, root)
+        for edge in edges { await edge.process.terminate() }
+        try? await zk.deleteTree(root)
         await zk.close()
         return figures
     }
@@ -179,30 +168,5 @@ struct QuotaBench: AsyncParsableCommand {
 
     static func micros(_ d: Duration) -> UInt64 {
         UInt64(max(0, d.components.seconds * 1_000_000 + d.components.attoseconds / 1_000_000_000_000))
-    }
-
-    static func waitForReady(_ log: URL, _ process: Process) async throws -> String {
-        for _ in 0..<300 {
-            let text = (try? String(contentsOf: log, encoding: .utf8)) ?? ""
-            if let line = text.split(separator: "\n").first(where: { $0.hasPrefix("READY ") }) {
-                let fields = line.split(separator: " ")
-                if fields.count >= 3 { return String(fields[2]) }
-            }
-            guard process.isRunning else { throw RPCError(.unavailable, "an edge exited before it was ready: \(text)") }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        throw RPCError(.deadlineExceeded, "an edge was not ready in 30 s")
-    }
-
-    static func split(_ address: String) throws -> (String, Int) {
-        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]) else {
-            throw RPCError(.invalidArgument, "bad address \(address)")
-        }
-        return (String(address[..<colon]), port)
-    }
-
-    static func deleteTree(_ zk: ZooKeeperClient, _ path: String) async throws {
-        for child in try await zk.children(path) { try await deleteTree(zk, path + "/" + child) }
-        try await zk.delete(path)
     }
 }

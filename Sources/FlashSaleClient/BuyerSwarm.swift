@@ -10,7 +10,8 @@ import Wire
 /// A crowd of buyers hitting the edges: `connections` connections spread over the edges, each keeping `depth`
 /// attempts in flight, until `attempts` attempts have an outcome. A request whose outcome never arrives
 /// (UNAVAILABLE, DEADLINE_EXCEEDED) is retried with the same request id and `retry`, as a careful client does;
-/// it stays one attempt. Used by `flashsale sale`, the sale benchmark and the end-to-end tests.
+/// it stays one attempt. Used by `flashsale sale`, the sale benchmark and the end-to-end tests; `Following` is the
+/// same crowd for sales whose edges come and go.
 public final class BuyerSwarm: Sendable {
     public struct Configuration: Sendable {
         public var edges: [(host: String, port: Int)]
@@ -51,6 +52,9 @@ public final class BuyerSwarm: Sendable {
 
     public struct Result: Sendable {
         public var attempts = 0
+        /// Follow mode: attempts still in doubt when the crowd stopped, or after every retry (their order may or may
+        /// not exist).
+        public var abandoned: [UInt64] = []
         public var purchased = 0
         public var soldOut = 0
         public var shed = 0
@@ -80,6 +84,7 @@ public final class BuyerSwarm: Sendable {
             errorsByCode.merge(other.errorsByCode, uniquingKeysWith: +)
             latency.add(other.latency)
             purchases += other.purchases
+            abandoned += other.abandoned
         }
     }
 
@@ -157,6 +162,14 @@ public final class BuyerSwarm: Sendable {
     fileprivate var pause: TimeAmount? { configuration.pause }
     fileprivate var depth: Int { configuration.depth }
 
+    /// The swarm's retry rule: an error that may leave the outcome unknown is asked again, with the same request id.
+    static func inDoubt(_ error: any Error) -> Bool {
+        (error as? RPCError)?.code.outcomeMayBeUnknown ?? false
+    }
+
+    /// Between asks of a purchase whose outcome may be unknown.
+    static let retryDelay = Backoff(initial: .milliseconds(5), max: .milliseconds(200))
+
     static func splitMix64(_ x: UInt64) -> UInt64 {
         var z = x &+ 0x9E37_79B9_7F4A_7C15
         z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
@@ -167,7 +180,7 @@ public final class BuyerSwarm: Sendable {
 
 /// One connection's share of the crowd: `depth` chains of attempts, each starting the next on completion.
 /// Confined to one event loop (its clients' loop): every completion runs there, so its counters take no lock.
-private final class Lane: Sendable {
+fileprivate final class Lane: Sendable {
     private let swarm: BuyerSwarm
     /// The lane's own edge first, then the others, for retries; all on `eventLoop`.
     private let clients: [EdgeClient]
@@ -209,19 +222,15 @@ private final class Lane: Sendable {
         send(attempt, retry: false, tries: 0, started: .now())
     }
 
-    /// Between asks of a purchase whose outcome may be unknown.
-    private static let retryDelay = Backoff(initial: .milliseconds(5), max: .milliseconds(200))
-
     private func send(
         _ attempt: (requestID: UInt64, userID: UInt64, product: String), retry: Bool, tries: Int, started: NIODeadline,
-        delays: Backoff.Iterator = Lane.retryDelay.makeIterator()
+        delays: Backoff.Iterator = BuyerSwarm.retryDelay.makeIterator()
     ) {
         // Every other retry goes to the next edge: a dead edge must not keep a request in doubt forever.
         let client = clients[(tries / 2) % clients.count]
         client.purchaseFuture(requestID: attempt.requestID, userID: attempt.userID, product: attempt.product, retry: retry)
             .whenComplete { outcome in
-                if case .failure(let error) = outcome, let rpc = error as? RPCError,
-                   rpc.code.outcomeMayBeUnknown, tries < self.swarm.maxRetries {
+                if case .failure(let error) = outcome, BuyerSwarm.inDoubt(error), tries < self.swarm.maxRetries {
                     // In doubt: ask again with the same request id; it can only ever make one order.
                     self.state.value.result.retries += 1
                     var later = delays
@@ -242,7 +251,7 @@ private final class Lane: Sendable {
             }
     }
 
-    private static func tally(
+    fileprivate static func tally(
         _ outcome: Swift.Result<PurchaseResponse, any Error>, of attempt: (requestID: UInt64, userID: UInt64, product: String),
         micros: UInt64, into result: inout BuyerSwarm.Result
     ) {
@@ -266,6 +275,139 @@ private final class Lane: Sendable {
             result.errors += 1
             let code = (error as? RPCError).map { "\($0.code)" } ?? "\(error)"
             result.errorsByCode[code, default: 0] += 1
+        }
+    }
+}
+
+extension BuyerSwarm {
+    /// Follow mode: buyers for a sale whose edges come and go. `workers` loops, each one attempt at a time (a new
+    /// buyer each: the user id is the request id) to a random edge of those `edges` names now, at most `perSecond`
+    /// attempts a second in all; until `stop()`. An attempt in doubt is retried by the swarm's rule (same request id,
+    /// `retry`, every other try on another edge, up to `maxRetries`), and counted abandoned if it never settles.
+    public final class Following: Sendable {
+        private let product: String
+        private let workers: Int
+        private let perSecond: Double?
+        private let maxRetries: Int
+        private let timeout: TimeAmount
+        private let logger: Logger
+        private let source: (@Sendable () -> [(host: String, port: Int)])?
+        private let followed = NIOLockedValueBox<[(host: String, port: Int)]>([])
+        private let clients = NIOLockedValueBox<[String: EdgeClient]>([:])
+        private let state = NIOLockedValueBox(Result())
+        private let stopped = ManagedAtomic<Bool>(false)
+        private let nextRequest: ManagedAtomic<UInt64>
+
+        /// `edges` is asked before every try (the live edges of a test); without it the crowd buys through what
+        /// `follow(_:)` last named. Request ids start after `requestIDBase`.
+        public init(
+            product: String, workers: Int, perSecond: Double? = nil, maxRetries: Int = 20, timeout: TimeAmount = .seconds(5),
+            requestIDBase: UInt64 = UInt64.random(in: 1...0x7FFF_FFFF) << 32,
+            edges: (@Sendable () -> [(host: String, port: Int)])? = nil, logger: Logger
+        ) {
+            self.product = product
+            self.workers = max(1, workers)
+            self.perSecond = perSecond
+            self.maxRetries = maxRetries
+            self.timeout = timeout
+            self.source = edges
+            self.nextRequest = ManagedAtomic(requestIDBase)
+            self.logger = logger
+        }
+
+        /// Aims the crowd at these edges from now on.
+        public func follow(_ edges: [(host: String, port: Int)]) {
+            followed.withLockedValue { $0 = edges }
+        }
+
+        public var result: Result { state.withLockedValue { $0 } }
+        public var purchased: Int { state.withLockedValue { $0.purchased } }
+
+        public func stop() { stopped.store(true, ordering: .relaxed) }
+
+        /// Runs until `stop()`; then the tally.
+        @discardableResult
+        public func run() async -> Result {
+            let pause = perSecond.map { Duration.seconds(Double(workers) / $0) }
+            await withDiscardingTaskGroup { group in
+                for _ in 0..<workers {
+                    group.addTask {
+                        while !self.stopped.load(ordering: .relaxed) {
+                            let started = ContinuousClock.now
+                            await self.attempt()
+                            if let pause {
+                                let left = pause - (ContinuousClock.now - started)
+                                if left > .zero { try? await Task.sleep(for: left) }
+                            }
+                        }
+                    }
+                }
+            }
+            let all = clients.withLockedValue { clients in
+                defer { clients.removeAll() }
+                return Array(clients.values)
+            }
+            for client in all { await client.shutdown() }
+            return result
+        }
+
+        private func pickEdge() -> EdgeClient? {
+            guard let edge = (source?() ?? followed.withLockedValue { $0 }).randomElement() else { return nil }
+            return clients.withLockedValue { clients in
+                let key = "\(edge.host):\(edge.port)"
+                if let client = clients[key] { return client }
+                let client = EdgeClient(host: edge.host, port: edge.port, timeout: timeout, logger: logger)
+                clients[key] = client
+                return client
+            }
+        }
+
+        private func attempt() async {
+            let requestID = nextRequest.wrappingIncrementThenLoad(ordering: .relaxed)
+            let userID = requestID  // a distinct buyer per attempt
+            let started = ContinuousClock.now
+            var edge = pickEdge()
+            var tries = 0
+            var delays = BuyerSwarm.retryDelay.makeIterator()
+            while true {
+                guard let client = edge else {
+                    // No edge to buy through right now: wait for one, unless the crowd is stopping (an attempt never
+                    // sent is not in doubt).
+                    if stopped.load(ordering: .relaxed) {
+                        if tries == 0 { return }
+                        break
+                    }
+                    try? await Task.sleep(for: .milliseconds(50))
+                    edge = pickEdge()
+                    continue
+                }
+                do {
+                    let response = try await client.purchase(requestID: requestID, userID: userID, product: product, retry: tries > 0)
+                    tally(.success(response), requestID: requestID, started: started)
+                    return
+                } catch where BuyerSwarm.inDoubt(error) && tries < maxRetries {
+                    // A stopping crowd gives up on an attempt still in doubt after a few tries: it is abandoned.
+                    if stopped.load(ordering: .relaxed) && tries > 3 { break }
+                    state.withLockedValue { $0.retries += 1 }
+                    try? await Task.sleep(for: delays.next())
+                    tries += 1
+                    if tries % 2 == 0 { edge = pickEdge() }
+                } catch where BuyerSwarm.inDoubt(error) {
+                    break
+                } catch {
+                    tally(.failure(error), requestID: requestID, started: started)
+                    return
+                }
+            }
+            state.withLockedValue { $0.abandoned.append(requestID) }
+        }
+
+        private func tally(_ outcome: Swift.Result<PurchaseResponse, any Error>, requestID: UInt64, started: ContinuousClock.Instant) {
+            let elapsed = (ContinuousClock.now - started).components
+            let micros = UInt64(max(0, elapsed.seconds * 1_000_000 + elapsed.attoseconds / 1_000_000_000_000))
+            state.withLockedValue { result in
+                Lane.tally(outcome, of: (requestID, requestID, product), micros: micros, into: &result)
+            }
         }
     }
 }

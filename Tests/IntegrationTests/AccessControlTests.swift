@@ -57,33 +57,12 @@ struct AccessControlTests {
     func withPlatform(
         prefix: String, logLevel: String = "warning", _ body: (Platform, TestDatabase, TestDatabase) async throws -> Void
     ) async throws {
-        let main = try await TestDatabase.create(prefix: prefix)
-        let hot = try await TestDatabase.create(prefix: prefix + "_hot")
-        var configuration = Platform.Configuration(
-            databaseDSN: main.dsn, hotDatabaseDSN: hot.dsn, zooKeeperHosts: try await TestServers.zooKeeperHosts(),
-            operatorToken: Self.token)
-        configuration.zooKeeperRoot = "/\(prefix)_test_\(UInt32.random(in: 0...UInt32.max))"
-        configuration.edges = 1
-        configuration.logLevel = logLevel
-        let platform: Platform
-        do {
-            platform = try await Platform.start(configuration)
-        } catch {
-            try? await main.drop()
-            try? await hot.drop()
-            throw error
+        try await Platform.withTestPlatform(prefix: prefix, operatorToken: Self.token) {
+            $0.edges = 1
+            $0.logLevel = logLevel
+        } _: { platform, databases in
+            try await body(platform, databases.main, databases.hot)
         }
-        do {
-            try await body(platform, main, hot)
-        } catch {
-            await platform.stop()
-            try? await main.drop()
-            try? await hot.drop()
-            throw error
-        }
-        await platform.stop()
-        try? await main.drop()
-        try? await hot.drop()
     }
 
     @Test func everyMethodTakesOnlyItsOwnKindOfTokenAndNoSecretIsLogged() async throws {
@@ -217,32 +196,33 @@ struct AccessControlTests {
         let hot = try await TestDatabase.create(prefix: "access_start_hot")
         let serving = PostgresDSN.with(user: Platform.defaultServingRole, main.dsn)
         let servingHot = PostgresDSN.with(user: Platform.defaultServingRole, hot.dsn)
-        let owners = ["--migrate-dsn", main.dsn, "--hot-migrate-dsn", hot.dsn]
         let environment = ["FLASHSALE_SERVICE_TOKEN": Self.token]
-        func run(_ name: String, _ arguments: [String]) async throws -> (status: Int32?, log: String) {
+        /// Serving `dsn` and `hotDSN`, migrating as the owner.
+        func owned(_ dsn: String, _ hotDSN: String) -> InventoryArguments {
+            InventoryArguments(dsn: dsn, hotDSN: hotDSN, migrateDSN: main.dsn, hotMigrateDSN: hot.dsn)
+        }
+        func run(_ name: String, _ arguments: InventoryArguments) async throws -> (status: Int32?, log: String) {
+            // Not `ServiceEndpoint.start`: these are expected to exit without a READY line.
             let process = try ManagedProcess.start(
-                product: "InventoryService", arguments: ["--port", "0", "--log-level", "info"] + arguments,
-                environment: environment, name: name)
+                product: InventoryArguments.product, arguments: arguments.list, environment: environment, name: name)
             let status = try? await process.waitForExit(timeout: .seconds(30))
             if status == nil { await process.terminate() }
             return (status, process.log())
         }
-        func started(_ name: String, _ arguments: [String]) async throws -> String {
-            let process = try ManagedProcess.start(
-                product: "InventoryService", arguments: ["--port", "0", "--log-level", "info"] + arguments,
-                environment: environment, name: name)
-            _ = try await process.waitForReady()
+        func started(_ name: String, _ arguments: InventoryArguments) async throws -> String {
+            let process = try await ServiceEndpoint.start(arguments, environment: environment, name: name).process
             await process.terminate()
             return process.log()
         }
         do {
             // As the superuser that owns the tables (the old default): refused, no READY line.
-            let superuser = try await run("inventory-superuser", ["--dsn", main.dsn, "--hot-dsn", hot.dsn, "--hot-migrate-dsn", hot.dsn])
+            let superuser = try await run(
+                "inventory-superuser", InventoryArguments(dsn: main.dsn, hotDSN: hot.dsn, hotMigrateDSN: hot.dsn))
             #expect(superuser.status != nil && superuser.status != 0, "exits: \(superuser.log.suffix(2000))")
             #expect(superuser.log.contains("refusing to serve the main database") && superuser.log.contains("is a superuser"))
             #expect(!superuser.log.contains("READY"))
             // The hot database is checked too: superuser there alone is refused.
-            let hotSuperuser = try await run("inventory-hot-superuser", ["--dsn", serving, "--hot-dsn", hot.dsn] + owners)
+            let hotSuperuser = try await run("inventory-hot-superuser", owned(serving, hot.dsn))
             #expect(hotSuperuser.status != nil && hotSuperuser.status != 0)
             #expect(hotSuperuser.log.contains("refusing to serve the hot database"), "\(hotSuperuser.log.suffix(2000))")
             // A DSN asking for commits that do not wait for the disk, on either database: the serving connections pin
@@ -250,19 +230,19 @@ struct AccessControlTests {
             // inventory serves durably (the pin itself: SmokeTests).
             let lazy = " options='-c synchronous_commit=off'"
             for (name, arguments) in [
-                ("inventory-async-main", ["--dsn", serving + lazy, "--hot-dsn", servingHot] + owners),
-                ("inventory-async-hot", ["--dsn", serving, "--hot-dsn", servingHot + lazy] + owners),
+                ("inventory-async-main", owned(serving + lazy, servingHot)),
+                ("inventory-async-hot", owned(serving, servingHot + lazy)),
             ] {
                 let log = try await started(name, arguments)
                 #expect(!log.contains("durable commits") && !log.contains("refusing"), "\(log.suffix(2000))")
             }
             // A developer's flag allows a privileged role, and the log says so.
-            let allowed = try await started(
-                "inventory-allowed", ["--dsn", main.dsn, "--hot-dsn", servingHot, "--hot-migrate-dsn", hot.dsn,
-                                      "--allow-privileged-role"])
+            var privileged = InventoryArguments(dsn: main.dsn, hotDSN: servingHot, hotMigrateDSN: hot.dsn)
+            privileged.extra = ["--allow-privileged-role"]
+            let allowed = try await started("inventory-allowed", privileged)
             #expect(allowed.contains("serving with a privileged role"))
             // The restricted role with durable commits: served, without a warning.
-            let fine = try await started("inventory-restricted", ["--dsn", serving, "--hot-dsn", servingHot] + owners)
+            let fine = try await started("inventory-restricted", owned(serving, servingHot))
             #expect(!fine.contains("privileged role") && !fine.contains("durable commits"))
         } catch {
             try? await main.drop()
@@ -287,20 +267,12 @@ struct AccessControlTests {
             """)
         let serving = main.dsn + " user=\(login)"
         let servingHot = hot.dsn + " user=\(login)"
-        let inventory = try ManagedProcess.start(
-            product: "InventoryService",
-            arguments: ["--port", "0", "--dsn", serving, "--hot-dsn", servingHot, "--migrate-dsn", main.dsn,
-                        "--hot-migrate-dsn", hot.dsn, "--log-level", "info"],
+        let endpoint = try await ServiceEndpoint.start(
+            InventoryArguments(dsn: serving, hotDSN: servingHot, migrateDSN: main.dsn, hotMigrateDSN: hot.dsn),
             environment: ["FLASHSALE_SERVICE_TOKEN": Self.token], name: "inventory-role")
-        let client: InventoryClient
-        do {
-            let (host, port) = try await inventory.waitForReady()
-            client = InventoryClient(rpc: RPCClient(
-                configuration: RPCClientConfiguration(host: host, port: port, token: Self.token), logger: logger))
-        } catch {
-            await inventory.terminate()
-            throw error
-        }
+        let inventory = endpoint.process
+        let client = InventoryClient(rpc: RPCClient(
+            configuration: RPCClientConfiguration(host: endpoint.host, port: endpoint.port, token: Self.token), logger: logger))
         do {
             for (product, isHot) in [("cold", false), ("hot", true)] {
                 _ = try await client.createProduct(CreateProductRequest(productId: product, totalStock: 10, hot: isHot))
@@ -352,7 +324,7 @@ struct AccessControlTests {
         let hosts = try await TestServers.zooKeeperHosts()
         var configuration = Platform.Configuration(
             databaseDSN: main.dsn, hotDatabaseDSN: hot.dsn, zooKeeperHosts: hosts, operatorToken: Self.token)
-        configuration.zooKeeperRoot = "/zkacl_test_\(UInt32.random(in: 0...UInt32.max))"
+        configuration.zooKeeperRoot = ZooKeeperRoot.unique("zkacl_test")
         configuration.edges = 1
         configuration.logLevel = "debug"
         let secrets = try #require(configuration.zooKeeperSecrets, "ZooKeeper ACLs are on by default")

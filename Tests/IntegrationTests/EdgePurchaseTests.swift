@@ -74,7 +74,7 @@ struct EdgePurchaseTests {
 
 extension QuotaCluster {
     /// The edge's counters of `product` as applied now (`edge.QuotaUsage`).
-    func edgeQuotaUsage(_ edge: Endpoint, _ product: String) async throws -> ProductUsage? {
+    func edgeQuotaUsage(_ edge: ServiceEndpoint, _ product: String) async throws -> ProductUsage? {
         let client = edgeClient(edge)
         do {
             let usage = try await client.rpc.call(

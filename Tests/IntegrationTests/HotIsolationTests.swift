@@ -99,7 +99,7 @@ struct HotIsolationTests {
             defer { admin.close() }
             try await admin.exec("CREATE DATABASE \(database.name)_hot")
             let port = try #require(Self.port(of: database.adminDSN))
-            let proxy = try await BlackholeProxy.start(targetPort: port)
+            let proxy = try await BlackholeProxy.start(port: port, mode: .requests)
             proxyBox.proxy = proxy
             // Served as the restricted role and migrated as the owner, both through the proxy.
             let hotOwner = "\(database.adminDSN) port=\(proxy.port) dbname=\(database.name)_hot"
@@ -269,25 +269,16 @@ struct HotIsolationTests {
         #expect(late.isEmpty, "\(late.count) orders bought after their buyer's deadline")
         #expect(untold.count <= buyers.workers, "\(untold.count) orders whose buyer was not told PURCHASED")
         for id in untold {
-            let lookup = try await Self.retryingUnavailable {
+            let lookup = try await retryingUnavailable(patience: .seconds(15), pause: .milliseconds(200)) {
                 try await client.purchase(
                     PurchaseRequest(requestId: id, userId: id, productId: "hot", edgeId: 1, lookupOnly: true), timeout: .seconds(5))
             }
             #expect(lookup.outcome == .purchased, "the lookup of an order in doubt finds it")
         }
-        #expect(try await Self.retryingUnavailable { try await client.audit(productId: "hot") }.clean)
-    }
-
-    /// As a client does: a database just back may still be in its reconnect backoff for a moment (UNAVAILABLE).
-    static func retryingUnavailable<T: Sendable>(_ call: @Sendable () async throws -> T) async throws -> T {
-        let deadline = ContinuousClock.now + .seconds(15)
-        while true {
-            do {
-                return try await call()
-            } catch let error as RPCError where error.code == .unavailable && ContinuousClock.now < deadline {
-                try await Task.sleep(for: .milliseconds(200))
-            }
-        }
+        // As a client does: a database just back may still be in its reconnect backoff for a moment (UNAVAILABLE).
+        #expect(try await retryingUnavailable(patience: .seconds(15), pause: .milliseconds(200)) {
+            try await client.audit(productId: "hot")
+        }.clean)
     }
 }
 

@@ -19,10 +19,14 @@ final class InventoryHarness: Sendable {
     private let processBox = ProcessBox()
 
     var process: ManagedProcess { processBox.current! }
-    var hotDSN: String { TestDatabase.dsn(database.adminDSN, database: database.name + "_hot") }
-    /// Served as the login role, migrated as the owner (both made by scripts/postgres.sh), as every launch path does.
-    var databaseArguments: [String] {
-        ["--dsn", PostgresDSN.with(user: Platform.defaultServingRole, database.dsn), "--migrate-dsn", database.dsn]
+    var hotDSN: String { database.hotCompanion.dsn }
+    /// Served as the login role, migrated as the owner (both made by scripts/postgres.sh), as every launch path does;
+    /// on this harness's port, with its extra flags.
+    var arguments: InventoryArguments {
+        var arguments = InventoryArguments.serving(as: Platform.defaultServingRole, main: database.dsn, hot: nil)
+        arguments.port = port
+        arguments.extra = extraArguments
+        return arguments
     }
 
     private init(database: TestDatabase, port: Int, extraArguments: [String]) {
@@ -60,22 +64,12 @@ final class InventoryHarness: Sendable {
 
     /// Starts (or restarts) the service on the same port and databases and waits for its READY line.
     func start() async throws {
-        let process = try ManagedProcess.start(
-            product: "InventoryService",
-            arguments: ["--port", String(port), "--log-level", "info"] + databaseArguments + extraArguments,
-            environment: Self.environment,
-            name: "inventory-\(database.name)")
-        processBox.set(process)
-        try await process.waitForLine(containing: "READY inventory", timeout: .seconds(30))
+        processBox.set(try await ServiceEndpoint.start(arguments, environment: Self.environment, name: "inventory-\(database.name)").process)
     }
 
     private func tearDown() async {
         if let process = processBox.current { await process.terminate(grace: .seconds(5)) }
-        try? await database.drop()
-        if let admin = try? await PostgresConnection.connect(database.adminDSN) {
-            _ = try? await admin.exec("DROP DATABASE IF EXISTS \(database.name)_hot WITH (FORCE)")
-            admin.close()
-        }
+        await RunDatabases(main: database).drop()
     }
 
     func client(connections: Int = 4, token: String = InventoryHarness.token) -> InventoryClient {

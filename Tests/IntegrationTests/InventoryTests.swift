@@ -395,14 +395,15 @@ struct InventoryTests {
     @Test func migrationsAreSafeTwiceAndFromTwoProcessesAtOnce() async throws {
         try await InventoryHarness.with { harness in
             // A second process on the same databases at once, and the first one restarted: both migrate safely.
-            let second = try ManagedProcess.start(
-                product: "InventoryService",
-                arguments: ["--port", String(LocalPorts.free())] + harness.databaseArguments,
-                environment: InventoryHarness.environment, name: "inventory-second")
+            var arguments = harness.arguments
+            arguments.port = LocalPorts.free()
+            arguments.extra = []
+            let secondArguments = arguments
+            async let second = ServiceEndpoint.start(
+                secondArguments, environment: InventoryHarness.environment, name: "inventory-second")
             await harness.process.terminate()
             try await harness.start()
-            try await second.waitForLine(containing: "READY inventory", timeout: .seconds(30))
-            await second.terminate()
+            await (try await second).process.terminate()
             for hot in [false, true] {
                 let versions = try await harness.sql("SELECT version FROM schema_migrations ORDER BY version", hot: hot)
                 #expect(versions.rows.map { $0[0] } == ["1", "2", "3", "4"], "every migration (4: request ids), once")

@@ -32,61 +32,37 @@ struct OperatedPlatform: Sendable {
         edges: Int, metrics: Bool = false, logLevel: String = "warning", _ body: (OperatedPlatform) async throws -> Void
     ) async throws {
         let logger = Logger(label: "ops-test")
-        let main = try await TestDatabase.create(prefix: "ops")
-        let hot = try await TestDatabase.create(prefix: "ops_hot")
-        var configuration = Platform.Configuration(
-            databaseDSN: main.dsn, hotDatabaseDSN: hot.dsn, zooKeeperHosts: try await TestServers.zooKeeperHosts(),
-            operatorToken: token)
-        configuration.zooKeeperRoot = "/ops_test_\(UInt32.random(in: 0...UInt32.max))"
-        configuration.edges = edges
-        configuration.logLevel = logLevel
-        if metrics {
-            for service in [\Platform.Configuration.inventoryArguments, \.quotaArguments, \.edgeArguments] {
-                configuration[keyPath: service] += ["--metrics-port", "0"]
+        try await Platform.withTestPlatform(prefix: "ops", operatorToken: token) { configuration in
+            configuration.edges = edges
+            configuration.logLevel = logLevel
+            if metrics {
+                for service in [\Platform.Configuration.inventoryArguments, \.quotaArguments, \.edgeArguments] {
+                    configuration[keyPath: service] += ["--metrics-port", "0"]
+                }
             }
+        } _: { platform, databases in
+            let zooKeeper = try await ZooKeeperClient.connect(
+                hosts: platform.configuration.zooKeeperHosts, connectTimeout: .seconds(10), logger: logger)
+            let running = OperatedPlatform(
+                platform: platform, main: databases.main, hot: databases.hot,
+                quota: platform.quotaClient(logger: logger), inventory: platform.inventoryClient(logger: logger),
+                zooKeeper: zooKeeper,
+                logger: logger)
+            do {
+                try await body(running)
+            } catch {
+                await running.shutdown()
+                throw error
+            }
+            await running.shutdown()
         }
-        let platform: Platform
-        do {
-            platform = try await Platform.start(configuration)
-        } catch {
-            try? await main.drop()
-            try? await hot.drop()
-            throw error
-        }
-        let zooKeeper: ZooKeeperClient
-        do {
-            zooKeeper = try await ZooKeeperClient.connect(hosts: configuration.zooKeeperHosts, connectTimeout: .seconds(10), logger: logger)
-        } catch {
-            await platform.stop()
-            try? await main.drop()
-            try? await hot.drop()
-            throw error
-        }
-        let running = OperatedPlatform(
-            platform: platform, main: main, hot: hot,
-            quota: QuotaClient(host: platform.quota.host, port: platform.quota.port, token: token, logger: logger),
-            inventory: InventoryClient(rpc: RPCClient(
-                configuration: RPCClientConfiguration(
-                    host: platform.inventory.host, port: platform.inventory.port, token: platform.configuration.serviceToken),
-                logger: logger)),
-            zooKeeper: zooKeeper,
-            logger: logger)
-        do {
-            try await body(running)
-        } catch {
-            await running.stop()
-            throw error
-        }
-        await running.stop()
     }
 
-    private func stop() async {
+    /// The test's clients (the platform itself is stopped by `withTestPlatform`).
+    private func shutdown() async {
         await quota.shutdown()
         await inventory.shutdown()
         await zooKeeper.close()
-        await platform.stop()
-        try? await main.drop()
-        try? await hot.drop()
     }
 
     // MARK: - The flashsale tool
@@ -104,23 +80,9 @@ struct OperatedPlatform: Sendable {
 
     /// Creates the products and waits until the live edges hold all their stock and the lottery's ratio.
     func prepare(products: [String], stock: Int64, keepPerMillion: UInt32 = 1_000_000, edges expected: Int) async throws {
-        try await quota.setShed(keepPerMillion: keepPerMillion)
-        for product in products {
-            _ = try await quota.createProduct(CreateProductRequest(productId: product, totalStock: stock))
-        }
-        try await waitUntil(timeout: .seconds(30), what: "edges to hold the quotas") {
-            let status = try await quota.status()
-            return status.products.count == products.count && status.products.allSatisfy {
-                $0.edges.count == expected && $0.edges.reduce(0) { $0 + $1.granted } == stock
-            }
-        }
-        for edge in platform.edges where edge.process.isRunning {
-            let client = EdgeClient(host: edge.host, port: edge.port, logger: logger)
-            try await waitUntil(timeout: .seconds(10), what: "\(edge.name) to apply the shed ratio") {
-                try await client.stats().keepPerMillion == keepPerMillion
-            }
-            await client.shutdown()
-        }
+        try await SaleDriver.prepare(
+            quota: quota, products: products.map { ($0, stock, false) }, keepPerMillion: keepPerMillion,
+            edges: platform.edges.filter(\.process.isRunning), edgeCount: expected, logger: logger)
     }
 
     /// Edges registered under the root in ZooKeeper now (their node names).
@@ -221,118 +183,5 @@ struct MetricsSample: Sendable {
             sample.series[String(line[..<space])] = value
         }
         return sample
-    }
-}
-
-// MARK: - A crowd that follows the live edges
-
-/// Buyers for tests where edges come and go: `workers` loops, each sending one attempt at a time (distinct buyers) to
-/// a random live edge, at most `perSecond` attempts a second in all. An attempt whose outcome is in doubt
-/// (UNAVAILABLE, DEADLINE_EXCEEDED) is retried with the same request id and `retry: true` on a random live edge,
-/// as a careful client does; it can never make a second order.
-final class FollowingCrowd: Sendable {
-    struct Purchase: Sendable, Hashable {
-        var requestID: UInt64
-        var userID: UInt64
-        var orderID: UInt64
-    }
-
-    struct Result: Sendable {
-        var purchases: [Purchase] = []
-        var outcomes: [String: Int] = [:]
-        var errors: [String: Int] = [:]
-        var retries = 0
-        /// Attempts still in doubt when the crowd stopped (their order may or may not exist).
-        var abandoned: [UInt64] = []
-    }
-
-    private let product: String
-    private let logger: Logger
-    private let edges = Mutex<[(name: String, client: EdgeClient)]>([])
-    private let state = Mutex(Result())
-    private let stopped = Atomic<Bool>(false)
-    private let nextRequest: Atomic<UInt64>
-    private let base = UInt64.random(in: 1...0x7FFF_FFFF) << 32
-
-    init(product: String, logger: Logger) {
-        self.product = product
-        self.logger = logger
-        self.nextRequest = Atomic(base)
-    }
-
-    /// Aims the crowd at these edges from now on (new ones get a client; gone ones are dropped).
-    func follow(_ endpoints: [ServiceEndpoint]) async {
-        let names = Set(endpoints.map(\.name))
-        let dropped = edges.withLock { edges -> [EdgeClient] in
-            let gone = edges.filter { !names.contains($0.name) }.map(\.client)
-            edges.removeAll { !names.contains($0.name) }
-            for endpoint in endpoints where !edges.contains(where: { $0.name == endpoint.name }) {
-                edges.append((endpoint.name, EdgeClient(host: endpoint.host, port: endpoint.port, timeout: .seconds(3), logger: logger)))
-            }
-            return gone
-        }
-        for client in dropped { await client.shutdown() }
-    }
-
-    var result: Result { state.withLock { $0 } }
-    var purchased: Int { state.withLock { $0.purchases.count } }
-
-    func stop() { stopped.store(true, ordering: .relaxed) }
-
-    /// Runs until `stop()`.
-    func run(workers: Int, perSecond: Double) async {
-        let pause = Duration.seconds(Double(workers) / perSecond)
-        await withDiscardingTaskGroup { group in
-            for _ in 0..<workers {
-                group.addTask {
-                    while !self.stopped.load(ordering: .relaxed) {
-                        let started = ContinuousClock.now
-                        await self.attempt()
-                        let left = pause - (ContinuousClock.now - started)
-                        if left > .zero { try? await Task.sleep(for: left) }
-                    }
-                }
-            }
-        }
-        let clients = edges.withLock { edges in
-            defer { edges.removeAll() }
-            return edges.map(\.client)
-        }
-        for client in clients { await client.shutdown() }
-    }
-
-    private func pickEdge() -> EdgeClient? {
-        edges.withLock { $0.randomElement()?.client }
-    }
-
-    private func attempt() async {
-        let requestID = nextRequest.wrappingAdd(1, ordering: .relaxed).newValue
-        let userID = requestID  // a distinct buyer per attempt
-        var retry = false
-        for tries in 0..<60 {
-            guard let edge = pickEdge() else {
-                try? await Task.sleep(for: .milliseconds(50))
-                continue
-            }
-            do {
-                let response = try await edge.purchase(requestID: requestID, userID: userID, product: product, retry: retry)
-                state.withLock { state in
-                    state.outcomes["\(response.outcome)", default: 0] += 1
-                    if response.outcome == .purchased {
-                        state.purchases.append(Purchase(requestID: requestID, userID: userID, orderID: response.orderId))
-                    }
-                }
-                return
-            } catch let error as RPCError where error.code == .unavailable || error.code == .deadlineExceeded {
-                if stopped.load(ordering: .relaxed) && tries > 3 { break }
-                state.withLock { $0.retries += 1 }
-                retry = true
-                try? await Task.sleep(for: .milliseconds(min(200, 10 << min(tries, 4))))
-            } catch {
-                state.withLock { $0.errors["\(error)", default: 0] += 1 }
-                return
-            }
-        }
-        state.withLock { $0.abandoned.append(requestID) }
     }
 }

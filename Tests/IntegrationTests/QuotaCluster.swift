@@ -18,21 +18,21 @@ final class QuotaCluster: Sendable {
     let root: String
     let layout: QuotaLayout
     let zk: ZooKeeperClient
-    let inventoryEndpoint: Endpoint
+    let inventoryEndpoint: ServiceEndpoint
     let inventory: InventoryClient
-    let quotaEndpoints: [Endpoint]
+    let quotaEndpoints: [ServiceEndpoint]
     let monitor: InvariantMonitor
     private let logger: Logger
-    private let edgeList = Mutex<[(endpoint: Endpoint, id: UInt32)]>([])
+    private let edgeList = Mutex<[(endpoint: ServiceEndpoint, id: UInt32)]>([])
     private let ids = Atomic<UInt64>(UInt64.random(in: 1...0xFFFF) << 40)
 
-    var edges: [Endpoint] { edgeList.withLock { $0.map(\.endpoint) } }
+    var edges: [ServiceEndpoint] { edgeList.withLock { $0.map(\.endpoint) } }
     var edgeIDs: [UInt32] { edgeList.withLock { $0.map(\.id) } }
-    var runningEdges: [Endpoint] { edges.filter { $0.process.isRunning } }
+    var runningEdges: [ServiceEndpoint] { edges.filter { $0.process.isRunning } }
 
     private init(
-        zkHosts: String, root: String, zk: ZooKeeperClient, inventoryEndpoint: Endpoint,
-        quotaEndpoints: [Endpoint], logger: Logger
+        zkHosts: String, root: String, zk: ZooKeeperClient, inventoryEndpoint: ServiceEndpoint,
+        quotaEndpoints: [ServiceEndpoint], logger: Logger
     ) {
         self.zkHosts = zkHosts
         self.root = root
@@ -54,25 +54,20 @@ final class QuotaCluster: Sendable {
         if let zooKeeper { zkHosts = zooKeeper } else { zkHosts = try await TestServers.zooKeeperHosts() }
         let main = try await TestDatabase.create(prefix: "t_quota")
         let hot = try await TestDatabase.create(prefix: "t_quota_hot")
-        let root = "/quota-test-\(UInt64.random(in: 0...UInt64.max))"
+        let root = ZooKeeperRoot.unique("quota-test")
         let environment = ["FLASHSALE_OPERATOR_TOKEN": token, "FLASHSALE_SERVICE_TOKEN": serviceToken]
         var started: [ManagedProcess] = []
         var cluster: QuotaCluster?
         do {
-            let inventory = try await start(
-                "InventoryService",
-                ["--port", "0", "--dsn", PostgresDSN.with(user: Platform.defaultServingRole, main.dsn),
-                 "--hot-dsn", PostgresDSN.with(user: Platform.defaultServingRole, hot.dsn),
-                 "--migrate-dsn", main.dsn, "--hot-migrate-dsn", hot.dsn, "--log-level", "info"],
+            let inventory = try await ServiceEndpoint.start(
+                InventoryArguments.serving(as: Platform.defaultServingRole, main: main.dsn, hot: hot.dsn),
                 environment: environment, name: "inventory")
             started.append(inventory.process)
-            var quotas: [Endpoint] = []
+            var quotas: [ServiceEndpoint] = []
             for i in 0..<quotaServices {
-                let quota = try await start(
-                    "QuotaService",
-                    ["--port", "0", "--zookeeper", zkHosts, "--root", root, "--inventory", inventory.address,
-                     "--log-level", "debug"],
-                    environment: environment, name: "quota\(i + 1)")
+                var arguments = QuotaArguments(zooKeeper: zkHosts, root: root, inventory: inventory.address)
+                arguments.logLevel = "debug"
+                let quota = try await ServiceEndpoint.start(arguments, environment: environment, name: "quota\(i + 1)")
                 started.append(quota.process)
                 quotas.append(quota)
             }
@@ -100,34 +95,24 @@ final class QuotaCluster: Sendable {
         for edge in edges { await edge.process.terminate() }
         for process in services.reversed() { await process.terminate() }
         await inventory.shutdown()
-        try? await deleteTree(root)
+        try? await zk.deleteTree(root)
         await zk.close()
-    }
-
-    private static func start(
-        _ executable: String, _ arguments: [String], environment: [String: String], name: String
-    ) async throws -> Endpoint {
-        let process = try ManagedProcess.start(product: executable, arguments: arguments, environment: environment, name: name)
-        do {
-            let (host, port) = try await process.waitForReady(timeout: .seconds(30))
-            return Endpoint(name: name, host: host, port: port, process: process)
-        } catch {
-            await process.kill9()
-            throw error
-        }
     }
 
     /// Starts an edge talking to quota service `quotaService`; returns once it is registered (its READY line).
     /// `port` 0 picks a free one; `zooKeeper` overrides the cluster's and `advertise` the address the quota service
     /// calls (proxies the test can cut).
     @discardableResult
-    func addEdge(quotaService: Int = 0, port: Int = 0, zooKeeper: String? = nil, advertise: String? = nil) async throws -> Endpoint {
+    func addEdge(quotaService: Int = 0, port: Int = 0, zooKeeper: String? = nil, advertise: String? = nil) async throws -> ServiceEndpoint {
         let index = edgeList.withLock { $0.count }
-        let edge = try await Self.start(
-            "Edge",
-            ["--port", "\(port)", "--zookeeper", zooKeeper ?? zkHosts, "--root", root, "--inventory", inventoryEndpoint.address,
-             "--quota", quotaEndpoints[quotaService].address, "--log-level", "debug"] + (advertise.map { ["--advertise", $0] } ?? []),
-            environment: ["FLASHSALE_SERVICE_TOKEN": Self.serviceToken], name: "edge\(index + 1)")
+        var arguments = EdgeArguments(
+            zooKeeper: zooKeeper ?? zkHosts, root: root, inventory: inventoryEndpoint.address,
+            quota: quotaEndpoints[quotaService].address)
+        arguments.port = port
+        arguments.logLevel = "debug"
+        arguments.advertise = advertise
+        let edge = try await ServiceEndpoint.start(
+            arguments, environment: ["FLASHSALE_SERVICE_TOKEN": Self.serviceToken], name: "edge\(index + 1)")
         // Its id: the registration node that names its address.
         let deadline = ContinuousClock.now + .seconds(10)
         var id: UInt32 = 0
@@ -156,7 +141,7 @@ final class QuotaCluster: Sendable {
         QuotaClient(port: quotaEndpoints[index].port, token: token, logger: logger)
     }
 
-    func edgeClient(_ edge: Endpoint) -> EdgeClient {
+    func edgeClient(_ edge: ServiceEndpoint) -> EdgeClient {
         EdgeClient(host: edge.host, port: edge.port, timeout: .seconds(5), logger: logger)
     }
 
@@ -183,7 +168,7 @@ final class QuotaCluster: Sendable {
     }
 
     /// What the edge's ledger holds for `product` now (`edge.QuotaUsage`, from the edge itself).
-    func usage(_ edge: Endpoint, _ product: String) async throws -> ProductUsage? {
+    func usage(_ edge: ServiceEndpoint, _ product: String) async throws -> ProductUsage? {
         let client = edgeClient(edge)
         defer { Task { await client.shutdown() } }
         let registration = try await client.rpc.call(
@@ -231,11 +216,6 @@ final class QuotaCluster: Sendable {
         }
     }
 
-    private func deleteTree(_ path: String) async throws {
-        for child in (try? await zk.children(path)) ?? [] { try await deleteTree(path + "/" + child) }
-        try? await zk.delete(path)
-    }
-
     // MARK: - Waiting
 
     func waitUntil(
@@ -281,7 +261,7 @@ final class QuotaCluster: Sendable {
     }
 
     /// Buys until `count` purchases succeeded through `edges` (round robin), or attempts run out. Returns purchases.
-    func buy(_ product: String, through edges: [Endpoint], count: Int) async throws -> Int {
+    func buy(_ product: String, through edges: [ServiceEndpoint], count: Int) async throws -> Int {
         let clients = edges.map(edgeClient)
         defer { for client in clients { Task { await client.shutdown() } } }
         var purchased = 0
@@ -297,7 +277,7 @@ final class QuotaCluster: Sendable {
     }
 
     /// Buyers through the running edges until the database counts `until` sold (or it stops moving); the final count.
-    func sell(_ product: String, until total: Int64, through edges: [Endpoint]? = nil) async throws -> Int64 {
+    func sell(_ product: String, until total: Int64, through edges: [ServiceEndpoint]? = nil) async throws -> Int64 {
         let sale = startSale(product, through: edges)
         var last = try await soldCount(product)
         var lastMove = ContinuousClock.now
@@ -309,46 +289,20 @@ final class QuotaCluster: Sendable {
         }
         try await Task.sleep(for: .milliseconds(200))  // buyers keep trying: nothing more may sell
         let outcome = await sale.stop()
-        #expect(outcome.errors == 0, "purchase errors: \(outcome)")
+        #expect(outcome.errors == 0, "purchase errors: \(outcome.errorsByCode)")
         return try await soldCount(product)
     }
 
-    /// Four buyers, each one attempt at a time, each attempt a new buyer; retried with the same request id when
-    /// its outcome does not arrive.
-    func startSale(_ product: String, through edges: [Endpoint]? = nil) -> Sale {
-        let sale = Sale()
-        for worker in 0..<4 {
-            sale.add(Task {
-                var clients: [Int: EdgeClient] = [:]
-                var turn = worker
-                while !sale.stopped {
-                    let running = (edges ?? self.edges).filter { $0.process.isRunning }
-                    guard !running.isEmpty else { break }
-                    turn += 1
-                    let index = turn % running.count
-                    let client = clients[running[index].port] ?? self.edgeClient(running[index])
-                    clients[running[index].port] = client
-                    await sale.record(try? self.attempt(product, client))
-                    try? await Task.sleep(for: .milliseconds(1))
-                }
-                for client in clients.values { await client.shutdown() }
-            })
-        }
-        return sale
-    }
-
-    private func attempt(_ product: String, _ client: EdgeClient) async throws -> PurchaseOutcome {
-        let (request, user) = nextIDs()
-        var retry = false
-        for _ in 0..<20 {
-            do {
-                return try await client.purchase(requestID: request, userID: user, product: product, retry: retry).outcome
-            } catch let error as RPCError where error.code == .unavailable || error.code == .deadlineExceeded {
-                retry = true  // the outcome is unknown: ask again with the same request id
-                try await Task.sleep(for: .milliseconds(100))
-            }
-        }
-        throw RPCError(.unavailable, "no outcome after retries")
+    /// Four buyers, each one attempt at a time, each attempt a new buyer, through the running edges of `edges` (all
+    /// of the cluster's by default, as they come and go); retried with the same request id when its outcome does not
+    /// arrive.
+    func startSale(_ product: String, through edges: [ServiceEndpoint]? = nil) -> Sale {
+        // A block of request ids of the cluster's own, apart from `nextIDs()`'s.
+        let base = ids.add(1 << 32, ordering: .relaxed).newValue
+        let crowd = BuyerSwarm.Following(
+            product: product, workers: 4, perSecond: 4_000, requestIDBase: base,
+            edges: { (edges ?? self.edges).filter(\.process.isRunning).map { ($0.host, $0.port) } }, logger: logger)
+        return Sale(crowd: crowd, running: Task { await crowd.run() })
     }
 
     // MARK: - Final checks
@@ -373,52 +327,15 @@ final class QuotaCluster: Sendable {
     }
 }
 
-/// A service process of the test and where it listens.
-struct Endpoint: Sendable {
-    let name: String
-    let host: String
-    let port: Int
-    let process: ManagedProcess
-    var address: String { "\(host):\(port)" }
-}
+/// A running sale's buyers.
+struct Sale: Sendable {
+    let crowd: BuyerSwarm.Following
+    let running: Task<BuyerSwarm.Result, Never>
 
-/// A running sale's buyers and their tally.
-final class Sale: Sendable {
-    struct Outcome: Sendable, CustomStringConvertible {
-        var purchased = 0
-        var soldOut = 0
-        var shed = 0
-        var other = 0
-        var errors = 0
-        var description: String { "purchased \(purchased), sold out \(soldOut), shed \(shed), other \(other), errors \(errors)" }
-    }
-
-    private let state = Mutex((outcome: Outcome(), stopped: false, tasks: [Task<Void, Never>]()))
-
-    var stopped: Bool { state.withLock { $0.stopped } }
-
-    func add(_ task: Task<Void, Never>) { state.withLock { $0.tasks.append(task) } }
-
-    func record(_ outcome: PurchaseOutcome?) async {
-        state.withLock { state in
-            switch outcome {
-            case .purchased?: state.outcome.purchased += 1
-            case .soldOut?: state.outcome.soldOut += 1
-            case .shed?: state.outcome.shed += 1
-            case nil: state.outcome.errors += 1
-            default: state.outcome.other += 1
-            }
-        }
-        if outcome == .soldOut { try? await Task.sleep(for: .milliseconds(5)) }
-    }
-
-    func stop() async -> Outcome {
-        let tasks = state.withLock { state in
-            state.stopped = true
-            return state.tasks
-        }
-        for task in tasks { await task.value }
-        return state.withLock { $0.outcome }
+    /// Stops the buyers; their tally.
+    func stop() async -> BuyerSwarm.Result {
+        crowd.stop()
+        return await running.value
     }
 }
 

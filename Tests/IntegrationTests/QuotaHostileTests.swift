@@ -126,69 +126,55 @@ struct QuotaHostileTests {
     /// margin without an answer from ZooKeeper, it answers UNAVAILABLE and hands back what it holds, until it has
     /// registered again and re-read its quotas; then it sells again.
     @Test func anEdgeCutOffFromZooKeeperStopsSellingBeforeItsSessionCanExpire() async throws {
-        try await QuotaCluster.with(edges: 2) { cluster in
-            let proxy = try await PartitionProxy.start(to: cluster.zkHosts)
-            do {
-                let cut = try await cluster.addEdge(zooKeeper: proxy.address)
-                let cutName = QuotaLayout.edgeName(id: cluster.edgeIDs[2])
-                try await cluster.createProduct("tv", stock: 900)
-                try await cluster.waitForGrants("tv", [300, 300, 300])
-                let others = Array(cluster.edges.prefix(2))
-                let sale = cluster.startSale("tv", through: others)
-                try await cluster.waitForSold("tv", atLeast: 30)
+        try await Self.withPartitionableEdge(cutFromQuotaService: false) { cluster, partition in
+            let (cut, cutName, sale) = (partition.cut, partition.cutName, partition.sale)
+            partition.blackhole()
+            let client = cluster.edgeClient(cut)
+            var expired = false
+            var answersAfterExpiry: [String] = []
+            var samples = 0
+            // Until ZooKeeper has expired the cut edge's session (its node is gone) and a few attempts after.
+            let deadline = ContinuousClock.now + .seconds(30)
+            while answersAfterExpiry.count < 5 {
+                guard ContinuousClock.now < deadline else { throw ClusterError.timeout("the cut edge's session to expire") }
+                // Ground truth at every sample: what the edges hold is never more than the database still has.
+                // (Remaining first: a sale between the reads only lowers what the edges hold.)
+                let remaining = try await cluster.inventory.getStock(productId: "tv").remaining
+                var held: Int64 = 0
+                for edge in cluster.runningEdges { held += try await cluster.usage(edge, "tv").map { $0.granted - $0.used - $0.released } ?? 0 }
+                #expect(held <= remaining, "edges hold \(held) > remaining \(remaining)")
+                samples += 1
 
-                try proxy.blackhole()
-                let client = cluster.edgeClient(cut)
-                var expired = false
-                var answersAfterExpiry: [String] = []
-                var samples = 0
-                // Until ZooKeeper has expired the cut edge's session (its node is gone) and a few attempts after.
-                let deadline = ContinuousClock.now + .seconds(30)
-                while answersAfterExpiry.count < 5 {
-                    guard ContinuousClock.now < deadline else { throw ClusterError.timeout("the cut edge's session to expire") }
-                    // Ground truth at every sample: what the edges hold is never more than the database still has.
-                    // (Remaining first: a sale between the reads only lowers what the edges hold.)
-                    let remaining = try await cluster.inventory.getStock(productId: "tv").remaining
-                    var held: Int64 = 0
-                    for edge in cluster.runningEdges { held += try await cluster.usage(edge, "tv").map { $0.granted - $0.used - $0.released } ?? 0 }
-                    #expect(held <= remaining, "edges hold \(held) > remaining \(remaining)")
-                    samples += 1
-
-                    if !expired { expired = try await !cluster.registrations().keys.contains(cutName) }
-                    let (request, user) = cluster.nextIDs()
-                    let answer: String
-                    do {
-                        answer = "\(try await client.purchase(requestID: request, userID: user, product: "tv").outcome)"
-                    } catch let error as RPCError {
-                        answer = "\(error.code)"
-                    }
-                    if expired { answersAfterExpiry.append(answer) }
-                    try await Task.sleep(for: .milliseconds(50))
+                if !expired { expired = try await !cluster.registrations().keys.contains(cutName) }
+                let (request, user) = cluster.nextIDs()
+                let answer: String
+                do {
+                    answer = "\(try await client.purchase(requestID: request, userID: user, product: "tv").outcome)"
+                } catch let error as RPCError {
+                    answer = "\(error.code)"
                 }
-                #expect(samples > 5)
-                #expect(answersAfterExpiry.allSatisfy { $0 == "\(RPCError.Code.unavailable)" }, "\(answersAfterExpiry)")
-                #expect(cut.process.log().contains("selling stops until registered again"))
-
-                // The others' buyers may have sold everything meanwhile; stop them, and raise the stock so there is
-                // something left to sell whatever their pace was (else SOLD_OUT would be the right answer).
-                let outcome = await sale.stop()
-                #expect(outcome.errors == 0)
-                _ = try await cluster.quota().raiseStock(productId: "tv", by: 90)
-
-                // Connected again: it registers under its name with a new session, vouches for it, and sells.
-                try proxy.restore()
-                try await cluster.waitUntil("the cut edge to sell again", timeout: .seconds(30)) {
-                    let (request, user) = cluster.nextIDs()
-                    return try await client.purchase(requestID: request, userID: user, product: "tv").outcome == .purchased
-                }
-                await client.shutdown()
-                #expect(try await cluster.sell("tv", until: 990) == 990)
-                try await cluster.checkInvariants(expectOrders: ["tv": 990])
-            } catch {
-                await proxy.stop()
-                throw error
+                if expired { answersAfterExpiry.append(answer) }
+                try await Task.sleep(for: .milliseconds(50))
             }
-            await proxy.stop()
+            #expect(samples > 5)
+            #expect(answersAfterExpiry.allSatisfy { $0 == "\(RPCError.Code.unavailable)" }, "\(answersAfterExpiry)")
+            #expect(cut.process.log().contains("selling stops until registered again"))
+
+            // The others' buyers may have sold everything meanwhile; stop them, and raise the stock so there is
+            // something left to sell whatever their pace was (else SOLD_OUT would be the right answer).
+            let outcome = await sale.stop()
+            #expect(outcome.errors == 0)
+            _ = try await cluster.quota().raiseStock(productId: "tv", by: 90)
+
+            // Connected again: it registers under its name with a new session, vouches for it, and sells.
+            partition.restore()
+            try await cluster.waitUntil("the cut edge to sell again", timeout: .seconds(30)) {
+                let (request, user) = cluster.nextIDs()
+                return try await client.purchase(requestID: request, userID: user, product: "tv").outcome == .purchased
+            }
+            await client.shutdown()
+            #expect(try await cluster.sell("tv", until: 990) == 990)
+            try await cluster.checkInvariants(expectOrders: ["tv": 990])
         }
     }
 }
@@ -199,169 +185,87 @@ extension QuotaHostileTests {
     /// still held them (and sold them) all along. Now it handed them back before its session could expire, and once
     /// back it sells nothing: its allotment is retired and never revived.
     @Test func anEdgeCutOffFromZooKeeperAndTheQuotaServiceHoldsNothingOnceRetired() async throws {
+        try await Self.withPartitionableEdge(cutFromQuotaService: true) { cluster, partition in
+            let (cut, cutName, others, sale) = (partition.cut, partition.cutName, partition.others, partition.sale)
+            partition.blackhole()
+            var samplesAfterRetirement = 0
+            let deadline = ContinuousClock.now + .seconds(30)
+            while samplesAfterRetirement < 10 {
+                guard ContinuousClock.now < deadline else { throw ClusterError.timeout("the cut edge to be retired") }
+                // Remaining first: a sale between the reads only lowers what the edges hold.
+                let remaining = try await cluster.inventory.getStock(productId: "tv").remaining
+                var held: Int64 = 0
+                for edge in cluster.runningEdges { held += try await cluster.usage(edge, "tv").map { $0.granted - $0.used - $0.released } ?? 0 }
+                #expect(held <= remaining, "edges hold \(held) > remaining \(remaining)")
+                let retired = try #require(try await cluster.record("tv")).allotments.allSatisfy { $0.edge != cutName }
+                if retired { samplesAfterRetirement += 1 }
+                try await Task.sleep(for: .milliseconds(50))
+            }
+
+            partition.restore()
+            try await cluster.waitUntil("the cut edge to register again", timeout: .seconds(30)) {
+                try await cluster.registrations().keys.contains(cutName)
+            }
+            let client = cluster.edgeClient(cut)
+            for _ in 0..<5 {
+                let (request, user) = cluster.nextIDs()
+                await #expect(throws: RPCError.self) { _ = try await client.purchase(requestID: request, userID: user, product: "tv") }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            await client.shutdown()
+            #expect(try await cluster.record("tv")?.allotments.contains { $0.edge == cutName } == false)
+
+            let outcome = await sale.stop()
+            #expect(outcome.errors == 0)
+            #expect(try await cluster.sell("tv", until: 900, through: others) == 900)
+            try await cluster.checkInvariants(expectOrders: ["tv": 900])
+        }
+    }
+
+    /// The partition tests' set-up: two edges, and a third whose ZooKeeper connection (and, when
+    /// `cutFromQuotaService`, the quota service's calls to it) pass through proxies `partition` can cut; "tv" with
+    /// 900 units, 300 on each edge; a sale through the other two edges until 30 are sold. The proxies are stopped
+    /// after `body`.
+    static func withPartitionableEdge(
+        cutFromQuotaService: Bool, _ body: (QuotaCluster, Partition) async throws -> Void
+    ) async throws {
         try await QuotaCluster.with(edges: 2) { cluster in
-            let zooKeeperSide = try await PartitionProxy.start(to: cluster.zkHosts)
-            let port = LocalPorts.free()
-            let quotaSide = try await PartitionProxy.start(to: "127.0.0.1:\(port)")
+            var proxies = [try await BlackholeProxy.start(forwardingToFirstOf: cluster.zkHosts, mode: .bothWays)]
             do {
-                let cut = try await cluster.addEdge(port: port, zooKeeper: zooKeeperSide.address, advertise: quotaSide.address)
+                let cut: ServiceEndpoint
+                if cutFromQuotaService {
+                    let port = LocalPorts.free()
+                    proxies.append(try await BlackholeProxy.start(port: port, mode: .bothWays))
+                    cut = try await cluster.addEdge(port: port, zooKeeper: proxies[0].address, advertise: proxies[1].address)
+                } else {
+                    cut = try await cluster.addEdge(zooKeeper: proxies[0].address)
+                }
                 let cutName = QuotaLayout.edgeName(id: cluster.edgeIDs[2])
                 try await cluster.createProduct("tv", stock: 900)
                 try await cluster.waitForGrants("tv", [300, 300, 300])
                 let others = Array(cluster.edges.prefix(2))
                 let sale = cluster.startSale("tv", through: others)
                 try await cluster.waitForSold("tv", atLeast: 30)
-
-                try zooKeeperSide.blackhole()
-                try quotaSide.blackhole()
-                var samplesAfterRetirement = 0
-                let deadline = ContinuousClock.now + .seconds(30)
-                while samplesAfterRetirement < 10 {
-                    guard ContinuousClock.now < deadline else { throw ClusterError.timeout("the cut edge to be retired") }
-                    // Remaining first: a sale between the reads only lowers what the edges hold.
-                    let remaining = try await cluster.inventory.getStock(productId: "tv").remaining
-                    var held: Int64 = 0
-                    for edge in cluster.runningEdges { held += try await cluster.usage(edge, "tv").map { $0.granted - $0.used - $0.released } ?? 0 }
-                    #expect(held <= remaining, "edges hold \(held) > remaining \(remaining)")
-                    let retired = try #require(try await cluster.record("tv")).allotments.allSatisfy { $0.edge != cutName }
-                    if retired { samplesAfterRetirement += 1 }
-                    try await Task.sleep(for: .milliseconds(50))
-                }
-
-                try zooKeeperSide.restore()
-                try quotaSide.restore()
-                try await cluster.waitUntil("the cut edge to register again", timeout: .seconds(30)) {
-                    try await cluster.registrations().keys.contains(cutName)
-                }
-                let client = cluster.edgeClient(cut)
-                for _ in 0..<5 {
-                    let (request, user) = cluster.nextIDs()
-                    await #expect(throws: RPCError.self) { _ = try await client.purchase(requestID: request, userID: user, product: "tv") }
-                    try await Task.sleep(for: .milliseconds(200))
-                }
-                await client.shutdown()
-                #expect(try await cluster.record("tv")?.allotments.contains { $0.edge == cutName } == false)
-
-                let outcome = await sale.stop()
-                #expect(outcome.errors == 0)
-                #expect(try await cluster.sell("tv", until: 900, through: others) == 900)
-                try await cluster.checkInvariants(expectOrders: ["tv": 900])
+                try await body(cluster, Partition(cut: cut, cutName: cutName, others: others, sale: sale, proxies: proxies))
             } catch {
-                await zooKeeperSide.stop()
-                await quotaSide.stop()
+                for proxy in proxies { await proxy.stop() }
                 throw error
             }
-            await zooKeeperSide.stop()
-            await quotaSide.stop()
-        }
-    }
-}
-
-/// A TCP proxy the test can blackhole (python3, a process of its own): while blackholed it reads and drops every
-/// byte both ways and holds new connections silent, as a partition does (no reset); restored, it closes every
-/// connection it holds (their streams lost bytes) and forwards new ones. It is blackholed while its control file
-/// exists (a file, not a signal: a spawned child inherits the test process's blocked signals).
-struct PartitionProxy: Sendable {
-    let process: ManagedProcess
-    let address: String
-    let control: URL
-
-    static func start(to target: String) async throws -> PartitionProxy {
-        let first = target.split(separator: ",").first.map(String.init) ?? target
-        guard let colon = first.lastIndex(of: ":") else { throw ClusterError.commandFailed("no port in \(target)") }
-        let script = RepoPaths.root.appendingPathComponent(".data/blackhole-proxy-\(UInt32.random(in: 0...UInt32.max)).py")
-        try FileManager.default.createDirectory(at: script.deletingLastPathComponent(), withIntermediateDirectories: true)
-        try Self.source.write(to: script, atomically: true, encoding: .utf8)
-        let control = URL(fileURLWithPath: script.path + ".blackhole")
-        let process = try ManagedProcess.start(
-            URL(fileURLWithPath: "/usr/bin/python3"),
-            arguments: [script.path, String(first[..<colon]), String(first[first.index(after: colon)...]), control.path],
-            name: "zk-proxy")
-        do {
-            let (host, port) = try await process.waitForReady(timeout: .seconds(10))
-            return PartitionProxy(process: process, address: "\(host):\(port)", control: control)
-        } catch {
-            await process.kill9()
-            throw error
+            for proxy in proxies { await proxy.stop() }
         }
     }
 
-    func blackhole() throws { try Data().write(to: control) }
-    func restore() throws { try FileManager.default.removeItem(at: control) }
-    func stop() async {
-        await process.kill9()
-        try? FileManager.default.removeItem(at: control)
+    /// The cut-able edge of `withPartitionableEdge`, and its proxies.
+    struct Partition: Sendable {
+        let cut: ServiceEndpoint
+        /// Its registration node's name.
+        let cutName: String
+        /// The two edges the sale buys through.
+        let others: [ServiceEndpoint]
+        let sale: Sale
+        let proxies: [BlackholeProxy]
+
+        func blackhole() { for proxy in proxies { proxy.blackhole() } }
+        func restore() { for proxy in proxies { proxy.restore() } }
     }
-
-    static let source = #"""
-    import asyncio, os, sys
-
-    host, port, control = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-    state = {"black": False}
-    conns = set()
-
-    class Conn:
-        def __init__(self):
-            self.writers = []
-            self.dead = False
-        def close(self):
-            self.dead = True
-            for w in self.writers:
-                try:
-                    w.close()
-                except Exception:
-                    pass
-            conns.discard(self)
-
-    async def pipe(reader, writer, conn):
-        try:
-            while not conn.dead:
-                data = await reader.read(65536)
-                if not data:
-                    break
-                if state["black"] or conn.dead:
-                    continue
-                writer.write(data)
-                await writer.drain()
-        except Exception:
-            pass
-        conn.close()
-
-    async def handle(client_reader, client_writer):
-        conn = Conn()
-        conn.writers.append(client_writer)
-        conns.add(conn)
-        while state["black"] and not conn.dead:
-            await asyncio.sleep(0.05)
-        if conn.dead:
-            return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(host, port)
-        except Exception:
-            conn.close()
-            return
-        conn.writers.append(up_writer)
-        await asyncio.gather(pipe(client_reader, up_writer, conn), pipe(up_reader, client_writer, conn))
-
-    def blackhole():
-        state["black"] = True
-
-    def restore():
-        state["black"] = False
-        for conn in list(conns):
-            conn.close()
-
-    async def main():
-        server = await asyncio.start_server(handle, "127.0.0.1", 0)
-        print("READY proxy 127.0.0.1:%d" % server.sockets[0].getsockname()[1], flush=True)
-        while True:
-            black = os.path.exists(control)
-            if black and not state["black"]:
-                blackhole()
-            elif not black and state["black"]:
-                restore()
-            await asyncio.sleep(0.02)
-
-    asyncio.run(main())
-    """#
 }

@@ -99,7 +99,7 @@ struct SmokeTests {
     @Test func postgresConnectAndStatementsEndAgainstABlackholedServer() async throws {
         let dsn = try await TestServers.postgresDSN()
         let port = try #require(Int(dsn.split(separator: " ").first { $0.hasPrefix("port=") }?.dropFirst(5) ?? ""))
-        let proxy = try await BlackholeProxy.start(targetPort: port)
+        let proxy = try await BlackholeProxy.start(port: port, mode: .requests)
         defer { Task { await proxy.stop() } }
         var settings = PostgresSettings.standard
         settings.connectTimeoutSeconds = 2
@@ -153,7 +153,7 @@ struct SmokeTests {
         #expect(event == .dataChanged(path: path))
         #expect(try await reader.get(path).data == Array("v2".utf8))
 
-        try await Self.deleteTree(root, writer)
+        try await writer.deleteTree(root)
         await reader.close()
         await writer.close()
     }
@@ -173,7 +173,7 @@ struct SmokeTests {
         #expect(exists?.code == .nodeExists)
         let missing = await #expect(throws: ZooKeeperError.self) { try await zk.get("\(root)/absent") }
         #expect(missing?.code == .noNode)
-        try await Self.deleteTree(root, zk)
+        try await zk.deleteTree(root)
         await zk.close()
     }
 
@@ -196,7 +196,7 @@ struct SmokeTests {
         #expect(try await observer.exists(node) == nil)
         #expect(try await observer.children("\(root)/edges").isEmpty)
 
-        try await Self.deleteTree(root, observer)
+        try await observer.deleteTree(root)
         await observer.close()
     }
 
@@ -223,7 +223,7 @@ struct SmokeTests {
         try await owner.set(path, data: [4])
         #expect(try await stranger.get(path).data == [4])
 
-        try await Self.deleteTree(root, owner)
+        try await owner.deleteTree(root)
         await owner.close()
         await stranger.close()
         let closed = await #expect(throws: ZooKeeperError.self) { try await owner.get("/") }
@@ -247,14 +247,14 @@ struct SmokeTests {
         _ = try await Self.next(events) { $0 == .session(.connected) }
         #expect(try await zk.exists(node) == nil)  // the ephemeral went with the old session
         try await zk.create(node, mode: .ephemeral)
-        try await Self.deleteTree(root, zk)
+        try await zk.deleteTree(root)
         await zk.close()
     }
 
     // MARK: Helpers
 
     static func uniqueRoot() -> String {
-        "/smoke-\(UInt64.random(in: 0...UInt64.max))"
+        ZooKeeperRoot.unique("smoke")
     }
 
     /// The first event matching `predicate`, within 10 s.
@@ -265,12 +265,5 @@ struct SmokeTests {
             for await event in events where predicate(event) { return event }
             throw TestSupportError.notFound("event stream ended")
         }
-    }
-
-    static func deleteTree(_ path: String, _ zk: ZooKeeperClient) async throws {
-        for child in try await zk.children(path) {
-            try await deleteTree("\(path)/\(child)", zk)
-        }
-        try await zk.delete(path)
     }
 }

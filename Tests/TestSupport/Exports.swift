@@ -2,3 +2,4 @@
 @_exported import Cluster
 
 public typealias TestSupportError = ClusterError
+@_exported import enum PostgresClient.PostgresDSN

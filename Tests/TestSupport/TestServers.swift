@@ -1,5 +1,4 @@
 import Foundation
-import PostgresClient
 
 /// The real PostgreSQL and ZooKeeper for integration tests, started through `scripts/` when needed.
 ///
@@ -60,36 +59,18 @@ public enum TestServers {
     }
 }
 
-/// A database of its own for one test, dropped afterwards.
-public struct TestDatabase: Sendable {
-    public let name: String
-    /// Connection string for this database.
-    public let dsn: String
-    /// Connection string for the `postgres` database (to create and drop).
-    public let adminDSN: String
+/// A database of its own for one test, dropped afterwards (on the test run's PostgreSQL).
+public typealias TestDatabase = RunDatabase
 
+extension RunDatabase {
     /// Creates `t_<random>` (a prefix makes logs readable: `t_inventory_<random>`).
-    public static func create(prefix: String = "t") async throws -> TestDatabase {
-        let admin = try await TestServers.postgresDSN()
-        let suffix = String(UInt64.random(in: 0...UInt64.max), radix: 36)
-        let safePrefix = prefix.lowercased().filter { $0.isLetter || $0.isNumber || $0 == "_" }
-        let name = "\(safePrefix.isEmpty ? "t" : safePrefix)_\(suffix)"
-        let conn = try await PostgresConnection.connect(admin)
-        defer { conn.close() }
-        try await conn.exec("CREATE DATABASE \(name)")
-        return TestDatabase(name: name, dsn: dsn(admin, database: name), adminDSN: admin)
-    }
-
-    /// Drops the database, disconnecting any session still using it.
-    public func drop() async throws {
-        let conn = try await PostgresConnection.connect(adminDSN)
-        defer { conn.close() }
-        try await conn.exec("DROP DATABASE IF EXISTS \(name) WITH (FORCE)")
+    public static func create(prefix: String = "t") async throws -> RunDatabase {
+        try await create(adminDSN: try await TestServers.postgresDSN(), prefix: prefix)
     }
 
     /// Runs `body` with a fresh database and drops it afterwards, also when `body` throws.
     public static func with<T: Sendable>(
-        prefix: String = "t", _ body: (TestDatabase) async throws -> T
+        prefix: String = "t", _ body: (RunDatabase) async throws -> T
     ) async throws -> T {
         let db = try await create(prefix: prefix)
         do {
@@ -101,14 +82,44 @@ public struct TestDatabase: Sendable {
             throw error
         }
     }
+}
 
-    /// The same connection string aimed at `database` (URI or key=value form).
-    public static func dsn(_ base: String, database: String) -> String {
-        if base.hasPrefix("postgres://") || base.hasPrefix("postgresql://"), var parts = URLComponents(string: base) {
-            parts.path = "/" + database
-            return parts.string ?? base
+extension RunDatabases {
+    /// Creates `<prefix>_<random>` and `<prefix>_<random>_hot` on the test run's PostgreSQL.
+    public static func create(prefix: String) async throws -> RunDatabases {
+        try await create(adminDSN: try await TestServers.postgresDSN(), prefix: prefix)
+    }
+}
+
+extension Platform {
+    /// A platform on the test run's servers, with databases and a ZooKeeper root of its own (`configure` sets the
+    /// rest); stopped and its databases dropped after `body`, also when `body` throws.
+    public static func withTestPlatform<T: Sendable>(
+        prefix: String, operatorToken: String, configure: (inout Configuration) -> Void = { _ in },
+        _ body: (Platform, RunDatabases) async throws -> T
+    ) async throws -> T {
+        let databases = try await RunDatabases.create(prefix: prefix)
+        var configuration = Configuration(
+            databaseDSN: databases.main.dsn, hotDatabaseDSN: databases.hot.dsn,
+            zooKeeperHosts: try await TestServers.zooKeeperHosts(), operatorToken: operatorToken)
+        configuration.zooKeeperRoot = ZooKeeperRoot.unique("\(prefix)_test")
+        configure(&configuration)
+        let platform: Platform
+        do {
+            platform = try await Platform.start(configuration)
+        } catch {
+            await databases.drop()
+            throw error
         }
-        // In key=value form a later keyword wins.
-        return base + " dbname=\(database)"
+        do {
+            let result = try await body(platform, databases)
+            await platform.stop()
+            await databases.drop()
+            return result
+        } catch {
+            await platform.stop()
+            await databases.drop()
+            throw error
+        }
     }
 }

@@ -14,8 +14,10 @@ HOT_CONSUMERS=${HOT_CONSUMERS:-3}
 MAX_BATCH=${MAX_BATCH:-1000}
 ANCHOR_SECONDS=${ANCHOR_SECONDS:-8}
 CEILING_SECONDS=${CEILING_SECONDS:-5}
-PORT=${INVENTORY_BENCH_PORT:-17431}   # below the ephemeral range: the load's own connections cannot take it
-DB=flashsale_bench
+# Below the ephemeral range (the load's own connections cannot take it), the first one free from there.
+PORT=$(free_port "${INVENTORY_BENCH_PORT:-17431}")
+# A database of this run's own (a benchmark beside it never drops it), dropped at the end.
+DB=flashsale_bench_$$
 
 bench_build
 swift build -c release --product InventoryService >&2
@@ -23,7 +25,9 @@ swift build -c release --product InventoryService >&2
 bash scripts/postgres.sh start >&2
 eval "$(bash scripts/postgres.sh env)"
 PSQL=(psql -qAt -h 127.0.0.1 -p "$FLASHSALE_PG_PORT" -U postgres -v ON_ERROR_STOP=1)
-"${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS ${DB}_hot" -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >&2
+drop_databases() { "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS ${DB}_hot WITH (FORCE)" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; }
+trap 'stop_started; drop_databases' EXIT
+"${PSQL[@]}" -d postgres -c "CREATE DATABASE $DB" >&2
 # Served as the login role, migrated as the owner (scripts/postgres.sh makes both), as in production.
 DSN="host=127.0.0.1 port=$FLASHSALE_PG_PORT user=postgres dbname=$DB"
 SERVICE_DSN="host=127.0.0.1 port=$FLASHSALE_PG_PORT user=flashsale_app dbname=$DB"

@@ -9,6 +9,4 @@ if [[ -z "${FLASHSALE_ZK:-}" ]]; then
   bash scripts/zookeeper.sh start >&2
   eval "$(bash scripts/zookeeper.sh env | grep '^export FLASHSALE_ZK=')"
 fi
-mkdir -p .data/logs
-"$BIN/flashsale-bench" quota --zookeeper "$FLASHSALE_ZK" --edge-binary "$BIN/Edge" --edges 2,4,8 \
-  --log-dir .data/logs "$@"
+"$BIN/flashsale-bench" quota --zookeeper "$FLASHSALE_ZK" --edge-binary "$BIN/Edge" --edges 2,4,8 "$@"

@@ -96,7 +96,7 @@ struct FaultCase {
         let zooKeeper = fault == .ensemble ? try await servers.startEnsemble() : servers.zooKeeper
         let databases = try await servers.createDatabases(prefix: "fault_\(fault.rawValue)")
         let secrets = FaultSecrets()
-        let root = "/fault_\(fault.rawValue)_\(UInt32.random(in: 0...UInt32.max))"
+        let root = ZooKeeperRoot.unique("fault_\(fault.rawValue)")
         let configuration = FaultPlatform.configuration(databases: databases, zooKeeper: zooKeeper, root: root, secrets: secrets)
         var platform: Platform?
         var proxies: (zooKeeper: BlackholeProxy, edge: BlackholeProxy)?
@@ -105,12 +105,9 @@ struct FaultCase {
                 // Edge 3 reaches ZooKeeper, and the quota service reaches edge 3, through proxies it can cut.
                 let twoEdges = try await FaultPlatform.start(configuration, edges: 2)
                 platform = twoEdges
-                let first = zooKeeper.split(separator: ",")[0]
-                let colon = first.lastIndex(of: ":")!
-                let zooKeeperProxy = try await BlackholeProxy.start(
-                    forwardingTo: String(first[..<colon]), port: Int(first[first.index(after: colon)...]) ?? 0)
+                let zooKeeperProxy = try await BlackholeProxy.start(forwardingToFirstOf: zooKeeper, mode: .bothWays)
                 let port = LocalPorts.free()
-                let edgeProxy = try await BlackholeProxy.start(forwardingTo: "127.0.0.1", port: port)
+                let edgeProxy = try await BlackholeProxy.start(port: port, mode: .bothWays)
                 proxies = (zooKeeperProxy, edgeProxy)
                 _ = try await FaultPlatform.addPartitionableEdge(
                     to: twoEdges, port: port, zooKeeperProxy: zooKeeperProxy, edgeProxy: edgeProxy)
@@ -123,13 +120,13 @@ struct FaultCase {
             say("  \(fault.rawValue): \(error)")
             await platform?.stop()
             await stopProxies(proxies)
-            await servers.dropDatabases(databases)
+            await databases.drop()
             if fault == .ensemble { await servers.stopEnsemble() }
             throw error
         }
         await platform?.stop()
         await stopProxies(proxies)
-        await servers.dropDatabases(databases)
+        await databases.drop()
         if fault == .ensemble { await servers.stopEnsemble() }
         row.seconds = Double((ContinuousClock.now - started).components.seconds)
         return row
@@ -141,7 +138,7 @@ struct FaultCase {
     }
 
     private func sale(
-        platform: Platform, databases: (main: String, hot: String), root: String, secrets: FaultSecrets,
+        platform: Platform, databases: RunDatabases, root: String, secrets: FaultSecrets,
         proxies: (zooKeeper: BlackholeProxy, edge: BlackholeProxy)?, row: inout FaultRow
     ) async throws {
         let quota = FaultPlatform.quotaClient(platform, secrets: secrets, logger: logger)
@@ -155,15 +152,9 @@ struct FaultCase {
         let products = fault.products
         let perProduct = max(1, stock / Int64(products.count))
         row.stock = perProduct * Int64(products.count)
-        try await quota.setShed(keepPerMillion: 1_000_000)
-        for product in products {
-            _ = try await quota.createProduct(CreateProductRequest(productId: product.id, totalStock: perProduct, hot: product.hot))
-        }
-        try await waitUntil(timeout: .seconds(30), what: "the quotas of every edge") {
-            let status = try await quota.status()
-            return status.products.count == products.count
-                && status.products.allSatisfy { $0.edges.reduce(0) { $0 + $1.granted } == perProduct }
-        }
+        try await SaleDriver.prepare(
+            quota: quota, products: products.map { ($0.id, perProduct, $0.hot) }, keepPerMillion: 1_000_000, edges: [],
+            logger: logger)
 
         let live = LiveEdges(platform.edges)
         let monitor = GroundTruthMonitor(
@@ -235,6 +226,7 @@ struct FaultCase {
         }
         var orderOfRequest: [UInt64: UInt64] = [:]
         var holders = Set<String>()
+        var firstReplies: [BuyerSwarm.Purchase] = []
         for purchase in result.purchases + sweep.purchases {
             if let earlier = orderOfRequest[purchase.requestID] {
                 if earlier != purchase.orderID { row.duplicated += 1 }
@@ -242,12 +234,9 @@ struct FaultCase {
             }
             orderOfRequest[purchase.requestID] = purchase.orderID
             if !holders.insert("\(purchase.userID)/\(purchase.product)").inserted { row.duplicated += 1 }
-            let lookup = try await retryingUnavailable {
-                try await inventory.purchase(PurchaseRequest(
-                    requestId: purchase.requestID, userId: purchase.userID, productId: purchase.product, lookupOnly: true))
-            }
-            if lookup.outcome != .purchased || lookup.orderId != purchase.orderID { row.lost += 1 }
+            firstReplies.append(purchase)
         }
+        row.lost += try await SaleDriver.purchasesWithoutOrder(firstReplies, inventory: inventory).count
         row.lost += findings.lost
         row.duplicated += findings.duplicated
         row.failures += findings.failures
@@ -296,18 +285,6 @@ struct FaultCase {
                 + "for \(made) orders (\(usage.used - made) without one, \(stats.inDoubt) in doubt)")
         }
         return "\(product): \(remaining) stranded; " + parts.joined(separator: "; ")
-    }
-
-    /// UNAVAILABLE means "try again" (a service reconnecting after the fault): as any careful client does.
-    private func retryingUnavailable<T: Sendable>(_ call: @Sendable () async throws -> T) async throws -> T {
-        for _ in 0..<40 {
-            do {
-                return try await call()
-            } catch let error as RPCError where error.code == .unavailable {
-                try await Task.sleep(for: .milliseconds(250))
-            }
-        }
-        return try await call()
     }
 
     private func inject(platform: Platform, live: LiveEdges) async throws {

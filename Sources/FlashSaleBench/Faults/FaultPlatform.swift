@@ -22,10 +22,10 @@ enum FaultPlatform {
     /// service, the operator token, and ZooKeeper digest ACLs on (the quota service holds both ZooKeeper secrets,
     /// edges the edges' one).
     static func configuration(
-        databases: (main: String, hot: String), zooKeeper: String, root: String, secrets: FaultSecrets
+        databases: RunDatabases, zooKeeper: String, root: String, secrets: FaultSecrets
     ) -> Platform.Configuration {
         var configuration = Platform.Configuration(
-            databaseDSN: databases.main, hotDatabaseDSN: databases.hot, zooKeeperHosts: zooKeeper,
+            databaseDSN: databases.main.dsn, hotDatabaseDSN: databases.hot.dsn, zooKeeperHosts: zooKeeper,
             operatorToken: secrets.operatorToken)
         configuration.zooKeeperRoot = root
         configuration.logLevel = "error"
@@ -48,7 +48,7 @@ enum FaultPlatform {
 
     /// One more edge on a port of our choosing (a dead edge's, for one case).
     static func addEdge(to platform: Platform, port: Int) async throws -> ServiceEndpoint {
-        try await platform.addEdge(extraArguments: ["--port", "\(port)"])
+        try await platform.addEdge { $0.port = port }
     }
 
     /// One more edge whose ZooKeeper connection goes through `zooKeeperProxy` and that the quota service reaches
@@ -56,9 +56,11 @@ enum FaultPlatform {
     static func addPartitionableEdge(
         to platform: Platform, port: Int, zooKeeperProxy: BlackholeProxy, edgeProxy: BlackholeProxy
     ) async throws -> ServiceEndpoint {
-        try await platform.addEdge(extraArguments: [
-            "--port", "\(port)", "--zookeeper", zooKeeperProxy.address, "--advertise", edgeProxy.address,
-        ])
+        try await platform.addEdge {
+            $0.port = port
+            $0.zooKeeper = zooKeeperProxy.address
+            $0.advertise = edgeProxy.address
+        }
     }
 
     /// The checks' client of the inventory: lookups are service calls (service token); audit and stock are read.

@@ -51,7 +51,7 @@ struct HostileInjection: Sendable {
 struct CaseContext: Sendable {
     let platform: Platform
     let servers: FaultServers
-    let databases: (main: String, hot: String)
+    let databases: RunDatabases
     let root: String
     let secrets: FaultSecrets
     let products: [SaleProduct]
@@ -485,7 +485,7 @@ struct HostileCases {
     func hotDatabaseDown() async -> HostileInjection {
         var findings = HostileFindings()
         guard let cold = context.products.first(where: { !$0.hot })?.id, context.products.contains(where: \.hot),
-              let hotName = context.databases.hot.split(separator: "=").last.map(String.init)
+              case let hotName = context.databases.hot.name
         else {
             findings.failures.append("the hot-database case needs a cold and a hot product")
             return HostileInjection(findings: findings)

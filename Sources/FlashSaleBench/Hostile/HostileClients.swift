@@ -255,12 +255,3 @@ final class HostileClients: Sendable {
         }
     }
 }
-
-/// Resident memory of a process from /proc, in MiB.
-func residentMiB(pid: Int32) -> Double? {
-    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
-          let kib = Double(line.split(separator: " ").dropFirst().first ?? "")
-    else { return nil }
-    return kib / 1024
-}

@@ -45,15 +45,13 @@ struct HostileCommand: AsyncParsableCommand {
     }
 
     func run() async throws {
-        let edge = try ManagedProcess.start(
-            RepoPaths.executable("Edge"),
-            arguments: [
-                "--port", "0", "--zookeeper", zookeeper, "--root", "/hostile_\(UInt32.random(in: 0...UInt32.max))",
-                "--inventory", "127.0.0.1:1", "--quota", "127.0.0.1:1", "--log-level", "error",
-                "--idle-timeout", "\(idleTimeout)", "--frame-timeout", "\(frameTimeout)", "--threads", "\(edgeThreads)",
-            ],
-            environment: ["FLASHSALE_SERVICE_TOKEN": Platform.newSecret()], name: "edge-hostile")
-        let (host, port) = try await edge.waitForReady()
+        var arguments = EdgeArguments.standalone(zooKeeper: zookeeper, root: ZooKeeperRoot.unique("hostile"))
+        arguments.logLevel = "error"
+        arguments.extra = ["--idle-timeout", "\(idleTimeout)", "--frame-timeout", "\(frameTimeout)", "--threads", "\(edgeThreads)"]
+        let endpoint = try await ServiceEndpoint.start(
+            arguments, environment: ["FLASHSALE_SERVICE_TOKEN": Platform.newSecret()], name: "edge-hostile")
+        let edge = endpoint.process
+        let (host, port) = (endpoint.host, endpoint.port)
         print("edge pid \(edge.pid) on \(host):\(port), idle timeout \(idleTimeout) s, frame timeout \(frameTimeout) s")
 
         let probeGroup = MultiThreadedEventLoopGroup(numberOfThreads: 1)

@@ -9,8 +9,8 @@ import Proto
 import ServiceKit
 import Wire
 
-/// `flashsale sale`: the whole platform end to end. Starts (or reuses) PostgreSQL and ZooKeeper, starts the
-/// inventory service, the quota service and N edges, creates the products, runs the crowd of buyers with a
+/// `flashsale sale`: the whole platform end to end. Starts PostgreSQL and ZooKeeper of its own (a run folder,
+/// stopped afterwards; or uses the ones FLASHSALE_PG_DSN and FLASHSALE_ZK name), starts the inventory service, the quota service and N edges, creates the products, runs the crowd of buyers with a
 /// progress bar, then prints the report and audits the database. Exits non-zero when the audit fails. The platform
 /// runs as it should in production: tokens and ZooKeeper secrets made for this run, the inventory serving as the
 /// restricted login role (see `Platform`).
@@ -40,33 +40,50 @@ struct SaleCommand: AsyncParsableCommand {
         let logger = ServiceRuntime.makeLogger(label: "flashsale", level: .warning)
         let say = { (line: String) in FileHandle.standardError.write((line + "\n").data(using: .utf8)!) }
 
-        say("starting PostgreSQL and ZooKeeper...")
-        let (adminDSN, startedPostgres) = try await ServerScript.postgres.ensureRunning()
-        let (zooKeeper, startedZooKeeper) = try await ServerScript.zookeeper.ensureRunning()
+        // Servers of this sale's own (a run folder, free ports), unless FLASHSALE_PG_DSN and FLASHSALE_ZK name
+        // running ones (the sale benchmark's): a test run or another sale beside it is never shared nor stopped.
+        let environment = ProcessInfo.processInfo.environment
+        let given = (environment["FLASHSALE_PG_DSN"].flatMap { $0.isEmpty ? nil : $0 },
+                     environment["FLASHSALE_ZK"].flatMap { $0.isEmpty ? nil : $0 })
+        let servers: RunServers?
+        let adminDSN: String
+        let zooKeeper: String
+        if let dsn = given.0, let hosts = given.1 {
+            (servers, adminDSN, zooKeeper) = (nil, dsn, hosts)
+        } else {
+            say("starting PostgreSQL and ZooKeeper...")
+            let started = try await RunServers.start("sale")
+            (servers, adminDSN, zooKeeper) = (started, started.adminDSN, started.zooKeeper)
+        }
         let runID = "sale_\(Int(Date().timeIntervalSince1970))_\(UInt32.random(in: 0...UInt32.max) % 10_000)"
-        let databases = try await SaleDatabases.create(adminDSN: adminDSN, name: runID)
-        let token = ProcessInfo.processInfo.environment["FLASHSALE_OPERATOR_TOKEN"] ?? Platform.newSecret()
-
-        var platformConfiguration = Platform.Configuration(
-            databaseDSN: databases.main, hotDatabaseDSN: databases.hot, zooKeeperHosts: zooKeeper, operatorToken: token)
-        platformConfiguration.zooKeeperRoot = "/\(runID)"
-        platformConfiguration.edges = edges
-        platformConfiguration.logLevel = logLevel
-        say("starting the inventory service, the quota service and \(edges) edges...")
-        let platform = try await Platform.start(platformConfiguration)
+        let token = environment["FLASHSALE_OPERATOR_TOKEN"] ?? Platform.newSecret()
 
         var report: SaleReport?
         var failure: (any Error)?
+        var databases: RunDatabases?
+        var platform: Platform?
         do {
-            report = try await runSale(platform: platform, token: token, logger: logger, say: say)
+            databases = try await RunDatabases.create(adminDSN: adminDSN, name: runID)
+            var platformConfiguration = Platform.Configuration(
+                databaseDSN: databases!.main.dsn, hotDatabaseDSN: databases!.hot.dsn, zooKeeperHosts: zooKeeper,
+                operatorToken: token)
+            platformConfiguration.zooKeeperRoot = "/\(runID)"
+            platformConfiguration.edges = edges
+            platformConfiguration.logLevel = logLevel
+            say("starting the inventory service, the quota service and \(edges) edges...")
+            platform = try await Platform.start(platformConfiguration)
+            report = try await runSale(platform: platform!, logger: logger, say: say)
         } catch {
             failure = error
         }
         say("stopping...")
-        await platform.stop()
-        if !keepData { await databases.drop() }
-        if startedZooKeeper { await ServerScript.zookeeper.stop() }
-        if startedPostgres { await ServerScript.postgres.stop() }
+        await platform?.stop()
+        if keepData {
+            if let servers { say("the sale's servers keep running, data in \(servers.folder.url.path)") }
+        } else {
+            await databases?.drop()
+            await servers?.stop()
+        }
         if let failure { throw failure }
         guard let report else { return }
         print(report.text())
@@ -74,8 +91,8 @@ struct SaleCommand: AsyncParsableCommand {
         if !report.auditClean { throw ExitCode(2) }
     }
 
-    private func runSale(platform: Platform, token: String, logger: Logger, say: (String) -> Void) async throws -> SaleReport {
-        let control = SaleControl(platform: platform, token: token, logger: logger)
+    private func runSale(platform: Platform, logger: Logger, say: (String) -> Void) async throws -> SaleReport {
+        let control = SaleControl(platform: platform, logger: logger)
         defer { Task { await control.shutdown() } }
         let productIDs = (1...products).map { "p\($0)" }
         let hotProducts = Set(hot.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })

@@ -5,8 +5,8 @@ import NIOCore
 import Proto
 import Wire
 
-/// The sale's operator side: creates the products through the quota service, sets the lottery, waits until
-/// every edge has its quota and the ratio, and afterwards gathers the figures and the audit for the report.
+/// The sale's operator side: prepares the sale (`SaleDriver`), and afterwards gathers the figures and the audit
+/// for the report.
 struct SaleControl: Sendable {
     let platform: Platform
     let quota: QuotaClient
@@ -14,16 +14,12 @@ struct SaleControl: Sendable {
     let edges: [EdgeClient]
     let logger: Logger
 
-    init(platform: Platform, token: String, logger: Logger) {
+    init(platform: Platform, logger: Logger) {
         self.platform = platform
         self.logger = logger
-        self.quota = QuotaClient(host: platform.quota.host, port: platform.quota.port, token: token, logger: logger)
+        self.quota = platform.quotaClient(logger: logger)
         // The report's lookups are `inventory.Purchase` calls (a lookup closes a request id): the service token's work.
-        self.inventory = InventoryClient(rpc: RPCClient(
-            configuration: RPCClientConfiguration(
-                host: platform.inventory.host, port: platform.inventory.port, connections: 2,
-                token: platform.configuration.serviceToken),
-            logger: logger))
+        self.inventory = platform.inventoryClient(connections: 2, logger: logger)
         self.edges = platform.edges.map { EdgeClient(host: $0.host, port: $0.port, logger: logger) }
     }
 
@@ -34,33 +30,16 @@ struct SaleControl: Sendable {
     }
 
     func prepare(products: [String], stock: Int64, hot: Set<String>, keepPerMillion: UInt32) async throws {
-        try await quota.setShed(keepPerMillion: keepPerMillion)
-        for product in products {
-            _ = try await quota.createProduct(CreateProductRequest(productId: product, totalStock: stock, hot: hot.contains(product)))
-        }
-        // The sale starts when every edge holds its share and the lottery's ratio: before that an edge would
-        // answer SOLD_OUT or keep everything.
-        try await waitUntil(timeout: .seconds(30), what: "every edge to apply its quotas and the shed ratio") {
-            let status = try await quota.status()
-            let granted = status.products.allSatisfy { product in
-                product.edges.count == edges.count && product.edges.reduce(0) { $0 + $1.granted } == stock
-            }
-            guard granted && status.products.count == products.count else { return false }
-            for edge in edges where try await edge.stats().keepPerMillion != keepPerMillion { return false }
-            return true
-        }
+        try await SaleDriver.prepare(
+            quota: quota, products: products.map { ($0, stock, hot.contains($0)) }, keepPerMillion: keepPerMillion,
+            edges: platform.edges, edgeCount: platform.edges.count, logger: logger)
     }
 
     func report(result: BuyerSwarm.Result, products: [String], stock: Int64, configuration: SaleCommand) async throws -> SaleReport {
         let audit = try await inventory.audit()
         let catalog = try await inventory.listProducts()
-        // Every PURCHASED reply must have its order: ask the inventory for each request id's outcome, buying nothing.
-        var withoutOrder = 0
-        for purchase in result.purchases {
-            let answer = try await inventory.purchase(PurchaseRequest(
-                requestId: purchase.requestID, userId: purchase.userID, productId: purchase.product, lookupOnly: true))
-            if answer.outcome != .purchased || answer.orderId != purchase.orderID { withoutOrder += 1 }
-        }
+        // Every PURCHASED reply must have its order.
+        let withoutOrder = try await SaleDriver.purchasesWithoutOrder(result.purchases, inventory: inventory).count
         let replies = Dictionary(grouping: result.purchases, by: \.product).mapValues(\.count)
         let lines = products.map { product -> SaleReport.ProductLine in
             let line = audit.products.first { $0.productId == product }

@@ -6,16 +6,7 @@ import PostgresClient
 enum DatabaseSetup {
     /// The hot-item database of `mainDSN` when none is named: same server, a database of its own (`<main>_hot`).
     static func defaultHotDSN(mainDSN: String, mainDatabase: String) -> String {
-        let name = hotDatabaseName(mainDatabase: mainDatabase)
-        for scheme in ["postgresql://", "postgres://"] where mainDSN.hasPrefix(scheme) {
-            // URI: replace the path (the database), keep the query string.
-            let rest = mainDSN.dropFirst(scheme.count)
-            let query = rest.firstIndex(of: "?").map { String(rest[$0...]) } ?? ""
-            let authority = rest.prefix { $0 != "/" && $0 != "?" }
-            return "\(scheme)\(authority)/\(name)\(query)"
-        }
-        // key=value form: a later keyword overrides an earlier one.
-        return "\(mainDSN) dbname='\(name)'"
+        PostgresDSN.with(database: hotDatabaseName(mainDatabase: mainDatabase), mainDSN)
     }
 
     static func hotDatabaseName(mainDatabase: String) -> String {

@@ -1,0 +1,120 @@
+import Foundation
+import PostgresClient
+/// The command lines of the three services, written once: every starter (the platform, the tests, the benchmarks,
+/// `flashsale sale`) builds its argument list from these. The flag names are the services' own.
+public protocol ServiceArguments: Sendable {
+    /// The executable of this package that takes these arguments.
+    static var product: String { get }
+    var list: [String] { get }
+}
+
+/// `InventoryService`: the databases it serves (and the owner's DSNs it migrates with, when they differ).
+public struct InventoryArguments: ServiceArguments {
+    public static let product = "InventoryService"
+    /// 0: a free one (the READY line says which).
+    public var port = 0
+    public var dsn: String
+    public var hotDSN: String?
+    public var migrateDSN: String?
+    public var hotMigrateDSN: String?
+    public var logLevel = "info"
+    /// More flags, after the ones above (`--queue-limit 5`, `--metrics-port 0`, ...).
+    public var extra: [String] = []
+
+    public init(dsn: String, hotDSN: String? = nil, migrateDSN: String? = nil, hotMigrateDSN: String? = nil) {
+        self.dsn = dsn
+        self.hotDSN = hotDSN
+        self.migrateDSN = migrateDSN
+        self.hotMigrateDSN = hotMigrateDSN
+    }
+
+    /// Least privilege, as every launch path runs it: serving as the login role `role`, migrating as the owner
+    /// (the DSNs given). A nil `hot` leaves the hot database to the service's default (`<main>_hot`).
+    public static func serving(as role: String, main: String, hot: String?) -> InventoryArguments {
+        InventoryArguments(
+            dsn: PostgresDSN.with(user: role, main), hotDSN: hot.map { PostgresDSN.with(user: role, $0) },
+            migrateDSN: main, hotMigrateDSN: hot)
+    }
+
+    public var list: [String] {
+        var list = ["--port", "\(port)", "--dsn", dsn]
+        if let hotDSN { list += ["--hot-dsn", hotDSN] }
+        if let migrateDSN { list += ["--migrate-dsn", migrateDSN] }
+        if let hotMigrateDSN { list += ["--hot-migrate-dsn", hotMigrateDSN] }
+        return list + ["--log-level", logLevel] + extra
+    }
+}
+
+/// `QuotaService`: its ZooKeeper root and the inventory it plans against.
+public struct QuotaArguments: ServiceArguments {
+    public static let product = "QuotaService"
+    public var port = 0
+    public var zooKeeper: String
+    public var root: String
+    public var inventory: String
+    public var logLevel = "info"
+    public var extra: [String] = []
+
+    public init(zooKeeper: String, root: String, inventory: String) {
+        self.zooKeeper = zooKeeper
+        self.root = root
+        self.inventory = inventory
+    }
+
+    public var list: [String] {
+        ["--port", "\(port)", "--zookeeper", zooKeeper, "--root", root, "--inventory", inventory, "--log-level", logLevel]
+            + extra
+    }
+}
+
+/// `Edge`: its ZooKeeper root, the inventory it forwards to and the quota service it asks for more.
+public struct EdgeArguments: ServiceArguments {
+    public static let product = "Edge"
+    public var port = 0
+    public var zooKeeper: String
+    public var root: String
+    public var inventory: String
+    public var quota: String
+    public var logLevel = "info"
+    /// The address it registers (a proxy in front of it), instead of where it listens.
+    public var advertise: String?
+    public var extra: [String] = []
+
+    public init(zooKeeper: String, root: String, inventory: String, quota: String) {
+        self.zooKeeper = zooKeeper
+        self.root = root
+        self.inventory = inventory
+        self.quota = quota
+    }
+
+    /// An edge that never buys (benchmarks of its connections or its watches): the inventory and quota addresses
+    /// are placeholders nobody dials.
+    public static func standalone(zooKeeper: String, root: String) -> EdgeArguments {
+        EdgeArguments(zooKeeper: zooKeeper, root: root, inventory: "127.0.0.1:1", quota: "127.0.0.1:1")
+    }
+
+    public var list: [String] {
+        ["--port", "\(port)", "--zookeeper", zooKeeper, "--root", root, "--inventory", inventory, "--quota", quota,
+         "--log-level", logLevel] + (advertise.map { ["--advertise", $0] } ?? []) + extra
+    }
+}
+
+extension ServiceEndpoint {
+    /// Starts a service and waits for its READY line: the one way a service process is started. `executable`
+    /// overrides the build's own (`RepoPaths.executable`).
+    public static func start(
+        _ arguments: some ServiceArguments, environment: [String: String], name: String, executable: URL? = nil,
+        timeout: Duration = .seconds(30)
+    ) async throws -> ServiceEndpoint {
+        let process = try ManagedProcess.start(
+            try executable ?? RepoPaths.executable(type(of: arguments).product), arguments: arguments.list,
+            environment: environment, name: name)
+        do {
+            let (host, port) = try await process.waitForReady(timeout: timeout)
+            return ServiceEndpoint(name: name, host: host, port: port, process: process)
+        } catch {
+            await process.kill9()
+            throw error
+        }
+    }
+}
