@@ -30,6 +30,7 @@ let package = Package(
         .systemLibrary(name: "CProtobufC", pkgConfig: "libprotobuf-c", providers: [.apt(["libprotobuf-c-dev"])]),
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
         .systemLibrary(name: "CZooKeeper", providers: [.apt(["libzookeeper-mt-dev"])]),
+        .systemLibrary(name: "CLibCrypto", pkgConfig: "libcrypto", providers: [.apt(["libssl-dev"])]),
 
         // Messages: protobuf-c's generated C, and the Swift types bridged to it (both from scripts/gen-proto.sh).
         .target(name: "ProtoC", dependencies: ["CProtobufC"]),
@@ -60,7 +61,7 @@ let package = Package(
             swiftSettings: strict),
         .target(
             name: "ZooKeeperClient",
-            dependencies: ["CZooKeeper", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
+            dependencies: ["CZooKeeper", "CLibCrypto", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
             swiftSettings: strict),
 
         // Typed clients of the three services, for other Swift services, the CLI and the tests.
@@ -217,6 +218,7 @@ let package = Package(
             ],
             swiftSettings: strict),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient"], swiftSettings: strict),
+        .testTarget(name: "ZooKeeperClientTests", dependencies: ["ZooKeeperClient"], swiftSettings: strict),
         .testTarget(
             name: "InventoryCoreTests",
             dependencies: ["InventoryCore", "Proto", "Wire", "PostgresClient", .product(name: "NIOCore", package: "swift-nio")],

@@ -48,15 +48,14 @@ public struct QuotaServiceParts: Sendable {
 
     /// Waits for ZooKeeper (it may start after us), retrying with a short backoff.
     static func connect(_ hosts: String, sessionTimeout: Duration, logger: Logger) async throws -> ZooKeeperClient {
-        var delay = Duration.milliseconds(100)
+        var delays = Backoff(initial: .milliseconds(100), max: .seconds(2)).makeIterator()
         while true {
             do {
                 return try await ZooKeeperClient.connect(
                     hosts: hosts, sessionTimeout: sessionTimeout, connectTimeout: .seconds(5), logger: logger)
             } catch {
                 logger.warning("zookeeper unreachable; retrying", metadata: ["hosts": "\(hosts)", "error": "\(error)"])
-                try await Task.sleep(for: delay)
-                delay = min(delay * 2, .seconds(2))
+                try await Task.sleep(for: delays.next())
             }
         }
     }
