@@ -1,5 +1,6 @@
 import NIOCore
 import NIOPosix
+import ServiceKit
 import Synchronization
 
 /// A TCP proxy on loopback that a test or a fault case can blackhole: a partition that drops packets rather than
@@ -69,11 +70,10 @@ public final class BlackholeProxy: Sendable {
 
     /// Forwards to the first host of a connection string (`host:port,host:port`, ZooKeeper's form).
     public static func start(forwardingToFirstOf hosts: String, mode: Mode) async throws -> BlackholeProxy {
-        let first = hosts.split(separator: ",").first.map(String.init) ?? hosts
-        guard let colon = first.lastIndex(of: ":"), let port = Int(first[first.index(after: colon)...]) else {
+        guard let first = hosts.split(separator: ",").first.flatMap({ HostPort($0) }) else {
             throw ClusterError.commandFailed("no port in \(hosts)")
         }
-        return try await start(forwardingTo: String(first[..<colon]), port: port, mode: mode)
+        return try await start(forwardingTo: first.host, port: first.port, mode: mode)
     }
 
     /// The cut: from now on nothing passes (both ways), or nothing clients send (requests).

@@ -6,6 +6,7 @@ import NIOCore
 import NIOPosix
 import PostgresClient
 import Proto
+import ServiceKit
 import Synchronization
 import TestSupport
 import Wire
@@ -132,9 +133,7 @@ extension ServiceEndpoint {
         try await process.waitForLine(containing: "METRICS ", timeout: .seconds(10))
         for line in process.log().split(separator: "\n") where line.hasPrefix("METRICS ") {
             let fields = line.split(separator: " ")
-            if fields.count >= 3, let colon = fields[2].lastIndex(of: ":"), let port = Int(fields[2][fields[2].index(after: colon)...]) {
-                return (String(fields[2][..<colon]), port)
-            }
+            if fields.count >= 3, let address = HostPort(fields[2]) { return (address.host, address.port) }
         }
         throw ClusterError.commandFailed("\(name) printed no METRICS address")
     }
