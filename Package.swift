@@ -69,11 +69,62 @@ let package = Package(
             ],
             swiftSettings: strict),
 
+        // The process plumbing every executable shares: loggers, secrets, host:port, the common flags, the READY line.
+        .target(
+            name: "ServiceKit",
+            dependencies: [
+                "Wire",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict),
+
+        // The services' logic, as libraries: the unit tests import them, the executables below assemble them.
+        .target(
+            name: "EdgeCore",
+            dependencies: [
+                "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "FlashSaleClient",
+                "ZooKeeperClient",
+                .product(name: "Atomics", package: "swift-atomics"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+        .target(
+            name: "QuotaCore",
+            dependencies: [
+                "ServiceKit", "Wire", "Proto", "FlashSaleClient", "ZooKeeperClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            // The protocol's Promela model lives beside the planner it describes; Tests/ModelTests checks it.
+            exclude: ["Planning/QuotaProtocol.pml"],
+            swiftSettings: strict),
+        .target(
+            name: "InventoryCore",
+            dependencies: [
+                .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "FlashSaleClient", "PostgresClient",
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+
+        // The service executables: flags, and the ServiceGroup that runs a core.
         .executableTarget(
             name: "Edge",
             dependencies: [
-                "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "FlashSaleClient", "ZooKeeperClient",
-                .product(name: "Atomics", package: "swift-atomics"),
+                "EdgeCore", "ServiceKit", "ServiceMetrics", "Wire", "FlashSaleClient", "ZooKeeperClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -81,31 +132,25 @@ let package = Package(
         .executableTarget(
             name: "QuotaService",
             dependencies: [
-                "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "FlashSaleClient", "ZooKeeperClient",
+                "QuotaCore", "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "FlashSaleClient",
+                "ZooKeeperClient", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
-            // The protocol's Promela model lives beside the planner it describes; Tests/ModelTests checks it.
-            exclude: ["Planning/QuotaProtocol.pml"],
             swiftSettings: strict),
         .executableTarget(
             name: "InventoryService",
             dependencies: [
-                "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "FlashSaleClient", "PostgresClient",
+                "InventoryCore", "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "NIOCore", package: "swift-nio"),
-                .product(name: "NIOPosix", package: "swift-nio"),
-                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
         .executableTarget(
             name: "FlashSaleCLI",
             dependencies: [
-                "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster",
+                "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
-                .product(name: "Atomics", package: "swift-atomics"),
             ],
             swiftSettings: strict),
 
@@ -113,7 +158,7 @@ let package = Package(
         .executableTarget(
             name: "FlashSaleBench",
             dependencies: [
-                "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster",
+                "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Atomics", package: "swift-atomics"),
@@ -122,13 +167,12 @@ let package = Package(
 
         // Starting and stopping the platform's processes: the server scripts and the service executables.
         // Used by the `flashsale` tool and by the tests.
-        .target(name: "Cluster", swiftSettings: strict),
+        .target(name: "Cluster", dependencies: ["ServiceKit"], swiftSettings: strict),
 
         // Prometheus metrics of every service: the registry behind swift-metrics and the `GET /metrics` HTTP port.
         .target(
             name: "ServiceMetrics",
             dependencies: [
-                "ZooKeeperClient",
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -136,7 +180,6 @@ let package = Package(
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
 
@@ -157,17 +200,30 @@ let package = Package(
         .testTarget(
             name: "EdgeTests",
             dependencies: [
-                "Edge", "Proto", "Wire", .product(name: "NIOEmbedded", package: "swift-nio"),
+                "EdgeCore", "Proto", "Wire", .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
+            swiftSettings: strict),
+        // The cores' pure decisions: no servers, no processes (they may run in parallel).
+        .testTarget(
+            name: "QuotaCoreTests",
+            dependencies: [
+                "QuotaCore", "FlashSaleClient", "Proto", "Wire", "ZooKeeperClient", "Cluster",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
+        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient"], swiftSettings: strict),
+        .testTarget(
+            name: "InventoryCoreTests",
+            dependencies: ["InventoryCore", "Proto", "Wire", "PostgresClient", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict),
         // The protocol model checked with spin (scripts/model-check.sh): no service code, only the model and spin.
         .testTarget(name: "ModelTests", dependencies: ["Cluster"], swiftSettings: strict),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient", "InventoryService",
-                "QuotaService", .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                "TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient",
+                .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict),
     ],

@@ -169,7 +169,7 @@ func seeds() -> [(String, [UInt8])] {
     for (index, method) in methods.enumerated() {
         let request = WireRequest(
             callId: UInt64(index + 1), method: method.name, timeoutUs: 5_000_000,
-            token: method.operatorOnly ? "operator-secret" : "", payload: ByteBuffer(bytes: messageKinds[method.request].sample()))
+            token: method.needsToken ? "operator-secret" : "", payload: ByteBuffer(bytes: messageKinds[method.request].sample()))
         // The response's call id picks the method whose response type the harness decodes it as.
         let response = WireResponse(
             callId: UInt64(index + methods.count), status: .ok, payload: ByteBuffer(bytes: messageKinds[method.response].sample()))
@@ -180,7 +180,7 @@ func seeds() -> [(String, [UInt8])] {
     }
     seeds.append(("stream-every-method", [255] + everything))
     let purchase = frame(WireRequest(
-        callId: 1, method: "edge.Purchase", payload: ByteBuffer(bytes: PurchaseRequest(requestId: 1, userId: 1, productId: "p1").serializedBytes())))
+        callId: 1, method: EdgeRPC.Purchase.name, payload: ByteBuffer(bytes: PurchaseRequest(requestId: 1, userId: 1, productId: "p1").serializedBytes())))
     seeds.append(("stream-oversized-header", [129] + purchase + [0x7F, 0xFF, 0xFF, 0xFF, 1, 2, 3]))
     seeds.append(("stream-truncated", [130] + purchase + Array(purchase.dropLast(3))))
     seeds.append(("stream-empty-frames", [131] + [0, 0, 0, 0, 0, 0, 0, 0] + purchase))

@@ -1,6 +1,6 @@
-// The messages the fuzz harness decodes: every message type of proto/, and every method of every service with the
-// request type its server decodes and the response type its client decodes. Compiled into the harness only
-// (Fuzz/build.sh), in one module with Sources/Proto and the frame decoder.
+// The messages the fuzz harness decodes: every message type of proto/, and every method of every service (the
+// generated method table) with the request type its server decodes and the response type its client decodes.
+// Compiled into the harness only (Fuzz/build.sh), in one module with Sources/Proto and the frame decoder.
 import NIOCore
 
 /// One message type: decodes bytes and checks that what decoded survives a round trip unchanged.
@@ -38,7 +38,7 @@ private let edgeQuota = EdgeQuota(edgeId: 3, address: "127.0.0.1:20001", granted
 /// Every message type of the platform, by index (the first byte of a direct-mode input picks one).
 let messageKinds: [MessageKind] = [
     MessageKind(WireRequest.self) {
-        WireRequest(callId: 7, method: "edge.Purchase", timeoutUs: 2_000_000, token: "",
+        WireRequest(callId: 7, method: EdgeRPC.Purchase.name, timeoutUs: 2_000_000, token: "",
                     payload: buffer(PurchaseRequest(requestId: 1, userId: 2, productId: "p1").serializedBytes()))
     },
     MessageKind(WireResponse.self) {
@@ -120,35 +120,16 @@ struct Method: Sendable {
     let name: String
     let request: Int
     let response: Int
-    let operatorOnly: Bool
+    /// It needs a token (the seeds carry one, so that a server would read past the token check).
+    let needsToken: Bool
 
-    init(_ name: String, _ request: Any.Type, _ response: Any.Type, operatorOnly: Bool = false) {
-        self.name = name
-        self.request = kind(request)
-        self.response = kind(response)
-        self.operatorOnly = operatorOnly
+    init(_ descriptor: RPCMethodDescriptor) {
+        self.name = descriptor.name
+        self.request = kind(descriptor.input)
+        self.response = kind(descriptor.output)
+        self.needsToken = descriptor.access != .public
     }
 }
 
-/// Every method of every service (Sources/Edge, Sources/InventoryService, Sources/QuotaService; Ping on each).
-/// Tests/IntegrationTests/AccessControlTests checks the same list against the running servers.
-let methods: [Method] = [
-    Method("Ping", WirePingRequest.self, WirePingResponse.self),
-    Method("edge.Purchase", PurchaseRequest.self, PurchaseResponse.self),
-    Method("edge.Stats", EdgeStatsRequest.self, EdgeStatsResponse.self),
-    Method("edge.ReleaseQuota", ReleaseQuotaRequest.self, ReleaseQuotaResponse.self, operatorOnly: true),
-    Method("edge.QuotaUsage", QuotaStatusRequest.self, EdgeRegistration.self),
-    Method("inventory.Purchase", PurchaseRequest.self, PurchaseResponse.self),
-    Method("inventory.CreateProduct", CreateProductRequest.self, Product.self, operatorOnly: true),
-    Method("inventory.GetStock", ProductRequest.self, Product.self),
-    Method("inventory.ListProducts", ListProductsRequest.self, ProductList.self),
-    Method("inventory.AdjustStock", AdjustStockRequest.self, Product.self, operatorOnly: true),
-    Method("inventory.SoldCounts", SoldCountsRequest.self, SoldCountsResponse.self),
-    Method("inventory.Audit", AuditRequest.self, AuditResponse.self),
-    Method("quota.CreateProduct", CreateProductRequest.self, ProductQuotas.self, operatorOnly: true),
-    Method("quota.RaiseStock", AdjustStockRequest.self, ProductQuotas.self, operatorOnly: true),
-    Method("quota.LimitStock", AdjustStockRequest.self, ProductQuotas.self, operatorOnly: true),
-    Method("quota.SetShed", SetShedRequest.self, QuotaStatusResponse.self, operatorOnly: true),
-    Method("quota.GrantMore", GrantMoreRequest.self, GrantMoreResponse.self, operatorOnly: true),
-    Method("quota.Status", QuotaStatusRequest.self, QuotaStatusResponse.self),
-]
+/// Every method of every service, from the generated method table (proto/services.proto).
+let methods: [Method] = RPCContract.methods.map(Method.init)

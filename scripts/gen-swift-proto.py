@@ -1,25 +1,60 @@
 #!/usr/bin/env python3
-"""Generates the Swift side of the platform's messages from proto/*.proto.
+"""Generates the Swift side of the platform's contract from protoc's descriptors of proto/*.proto.
 
 protoc-c writes the C structs and the (un)packers; this writes, for every message, a Swift value type and the
 bridge between the two, so that Swift code outside Sources/Proto never sees a C struct. It understands the subset
-of proto3 the platform uses: scalar, string, bytes, enum and message fields, `repeated`, and `oneof` of scalars.
+of proto3 the platform uses: scalar, string, bytes, enum and message fields, `repeated`, and `oneof` of scalars;
+anything else in a message file is refused rather than misread.
 
-Usage: gen-swift-proto.py OUT_DIR proto/a.proto [proto/b.proto ...]
+From the `service` blocks (proto/services.proto) it writes the method table: per service an enum namespace with,
+per method, its wire name, `Input` and `Output` and its access class (options.proto), and the list of its
+descriptors; and the README's method table, between its markers.
+
+Usage:
+  gen-swift-proto.py --c-sources SET               the message files, for protoc-c's --c_out (those that do not
+                                                   depend on descriptor.proto)
+  gen-swift-proto.py SET OUT_DIR [README]          write OUT_DIR/<file>.pb.swift, OUT_DIR/<file>.rpc.swift, and
+                                                   rewrite README's generated method table in place
+SET is `protoc-c --descriptor_set_out=SET --include_imports --include_source_info` over proto/*.proto.
 """
 import re
 import sys
 from pathlib import Path
+
+from google.protobuf import descriptor_pb2
+
+FieldType = descriptor_pb2.FieldDescriptorProto
 
 # Swift type names get a prefix per proto package, so that `flashsale.wire.Request` is `WireRequest`.
 PREFIX = {"flashsale": "", "flashsale.wire": "Wire"}
 
 SCALARS = {
     "uint64": ("UInt64", "0"), "int64": ("Int64", "0"), "uint32": ("UInt32", "0"), "int32": ("Int32", "0"),
-    "fixed64": ("UInt64", "0"), "sfixed64": ("Int64", "0"), "fixed32": ("UInt32", "0"),
+    "fixed64": ("UInt64", "0"), "sfixed64": ("Int64", "0"), "fixed32": ("UInt32", "0"), "sfixed32": ("Int32", "0"),
     "sint64": ("Int64", "0"), "sint32": ("Int32", "0"),
     "bool": ("Bool", "false"), "double": ("Double", "0"), "float": ("Float", "0"),
 }
+
+# protoc's field types by the names the generator uses (message and enum fields go by their full names).
+TYPE_NAMES = {
+    FieldType.TYPE_UINT64: "uint64", FieldType.TYPE_INT64: "int64", FieldType.TYPE_UINT32: "uint32",
+    FieldType.TYPE_INT32: "int32", FieldType.TYPE_FIXED64: "fixed64", FieldType.TYPE_SFIXED64: "sfixed64",
+    FieldType.TYPE_FIXED32: "fixed32", FieldType.TYPE_SFIXED32: "sfixed32", FieldType.TYPE_SINT64: "sint64",
+    FieldType.TYPE_SINT32: "sint32", FieldType.TYPE_BOOL: "bool", FieldType.TYPE_DOUBLE: "double",
+    FieldType.TYPE_FLOAT: "float", FieldType.TYPE_STRING: "string", FieldType.TYPE_BYTES: "bytes",
+}
+
+# options.proto's Access values, as Wire's RPCAccess cases (Sources/Proto/RPCMethod.swift).
+ACCESS = {"PUBLIC": "public", "SERVICE_TOKEN": "service", "OPERATOR_TOKEN": "operator"}
+# ... and as the README's token column.
+ACCESS_README = {"public": "none", "service": "service", "operator": "operator"}
+
+README_BEGIN = "<!-- BEGIN methods: generated from proto/services.proto by scripts/gen-proto.sh; do not edit -->"
+README_END = "<!-- END methods -->"
+
+
+def fail(message):
+    sys.exit(f"gen-swift-proto.py: {message}")
 
 
 def snake_to_camel(name):
@@ -41,56 +76,86 @@ def camel_to_snake(name):
 
 
 class Field:
-    def __init__(self, label, type_, name, number, oneof=None):
-        self.repeated = label == "repeated"
-        self.type = type_
-        self.name = name
-        self.number = int(number)
+    def __init__(self, proto, oneof=None):
+        if proto.label == FieldType.LABEL_REQUIRED or proto.proto3_optional:
+            fail(f"field {proto.name}: only proto3 fields without `optional` are supported")
+        self.repeated = proto.label == FieldType.LABEL_REPEATED
+        if proto.type in (FieldType.TYPE_MESSAGE, FieldType.TYPE_ENUM):
+            self.type = proto.type_name        # ".flashsale.Product"
+        elif proto.type in TYPE_NAMES:
+            self.type = TYPE_NAMES[proto.type]
+        else:
+            fail(f"field {proto.name}: unsupported type {proto.type}")
+        self.name = proto.name
+        self.number = proto.number
         self.oneof = oneof
-        self.swift = snake_to_camel(name)
+        self.swift = snake_to_camel(proto.name)
 
 
 class Message:
-    def __init__(self, package, name):
-        self.package, self.name, self.fields, self.oneofs = package, name, [], []
+    def __init__(self, package, proto):
+        self.package, self.name = package, proto.name
+        if proto.nested_type or proto.enum_type or proto.extension:
+            fail(f"message {proto.name}: nested types, enums and extensions are not supported")
+        self.oneofs = [o.name for o in proto.oneof_decl]
+        self.fields = [Field(f, self.oneofs[f.oneof_index] if f.HasField("oneof_index") else None) for f in proto.field]
+        self.fields.sort(key=lambda f: f.number)
 
 
 class Enum:
-    def __init__(self, package, name):
-        self.package, self.name, self.values = package, name, []
+    def __init__(self, package, proto):
+        self.package, self.name = package, proto.name
+        self.values = [(v.name, v.number) for v in proto.value]
 
 
-def parse(path):
-    text = re.sub(r"//[^\n]*", "", Path(path).read_text())
-    package = re.search(r"package\s+([\w.]+)\s*;", text).group(1)
-    messages, enums = [], []
-    for kind, name, body in re.findall(r"(message|enum)\s+(\w+)\s*\{((?:[^{}]|\{[^{}]*\})*)\}", text):
-        if kind == "enum":
-            e = Enum(package, name)
-            e.values = [(n, int(v)) for n, v in re.findall(r"(\w+)\s*=\s*(-?\d+)\s*;", body)]
-            enums.append(e)
-            continue
-        m = Message(package, name)
-        for oneof_name, oneof_body in re.findall(r"oneof\s+(\w+)\s*\{([^}]*)\}", body):
-            m.oneofs.append(oneof_name)
-            for t, n, num in re.findall(r"([\w.]+)\s+(\w+)\s*=\s*(\d+)\s*;", oneof_body):
-                m.fields.append(Field(None, t, n, num, oneof=oneof_name))
-        plain = re.sub(r"oneof\s+\w+\s*\{[^}]*\}", "", body)
-        for label, t, n, num in re.findall(r"(repeated\s+)?([\w.]+)\s+(\w+)\s*=\s*(\d+)\s*;", plain):
-            m.fields.append(Field(label.strip() or None, t, n, num))
-        m.fields.sort(key=lambda f: f.number)
-        messages.append(m)
-    return package, messages, enums
+def comments(file, path):
+    """The comment written before the declaration at `path` (or after it, on its line), as lines."""
+    for location in file.source_code_info.location:
+        if list(location.path) == path:
+            text = location.leading_comments or location.trailing_comments
+            return [line.strip() for line in text.strip().splitlines()]
+    return []
+
+
+def option(options, number):
+    """The value of a custom option (an extension of the options message) by field number: a varint or a string.
+    The extensions are not compiled into Python, so their values are read from the options' unknown fields."""
+    data, i = options.SerializeToString(), 0
+
+    def varint():
+        nonlocal i
+        value, shift = 0, 0
+        while True:
+            byte = data[i]
+            i += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                return value
+    found = None
+    while i < len(data):
+        key = varint()
+        field, wire = key >> 3, key & 7
+        if wire == 0:
+            value = varint()
+        elif wire == 2:
+            length = varint()
+            value = data[i:i + length].decode()
+            i += length
+        elif wire == 1:
+            value, i = None, i + 8
+        elif wire == 5:
+            value, i = None, i + 4
+        else:
+            fail(f"unexpected wire type {wire} in options")
+        if field == number:
+            found = value
+    return found
 
 
 class Generator:
-    def __init__(self, files):
-        self.messages, self.enums = {}, {}
-        for package, messages, enums in files:
-            for m in messages:
-                self.messages[m.name] = m
-            for e in enums:
-                self.enums[e.name] = e
+    def __init__(self):
+        self.messages, self.enums = {}, {}   # by full name: ".flashsale.Product"
 
     def swift_name(self, decl):
         return PREFIX[decl.package] + decl.name
@@ -271,16 +336,151 @@ class Generator:
         return "\n".join(L)
 
 
+class Contract:
+    """The services of the descriptor set, with their options resolved."""
+
+    def __init__(self, files, messages, gen):
+        extensions = {e.name: e for f in files for e in f.extension}
+        if "access" not in extensions or "method_prefix" not in extensions:
+            fail("options.proto's `access` and `method_prefix` extensions are missing from the descriptor set")
+        access_number, prefix_number = extensions["access"].number, extensions["method_prefix"].number
+        access_enum = {v.number: v.name for f in files for e in f.enum_type if e.name == "Access" for v in e.value}
+        self.services = []
+        for file in files:
+            for si, service in enumerate(file.service):
+                prefix = option(service.options, prefix_number) or ""
+                full = f"{file.package}.{service.name}"
+                methods = []
+                for mi, method in enumerate(service.method):
+                    if method.client_streaming or method.server_streaming:
+                        fail(f"{full}.{method.name}: streaming is not supported by the wire protocol")
+                    value = access_enum.get(option(method.options, access_number))
+                    if value not in ACCESS:
+                        fail(f"{full}.{method.name}: say who may call it: option (access) = PUBLIC, SERVICE_TOKEN or OPERATOR_TOKEN")
+                    for type_name in (method.input_type, method.output_type):
+                        if type_name not in messages:
+                            fail(f"{full}.{method.name}: {type_name} is not a message of a message file")
+                    methods.append({
+                        "method": method.name,
+                        "wire": f"{prefix}.{method.name}" if prefix else method.name,
+                        "input": gen.swift_name(messages[method.input_type]),
+                        "output": gen.swift_name(messages[method.output_type]),
+                        "access": ACCESS[value],
+                        "doc": comments(file, [6, si, 2, mi]),
+                    })
+                self.services.append({
+                    "file": file.name, "full": full, "swift": PREFIX[file.package] + service.name + "RPC",
+                    "doc": comments(file, [6, si]), "methods": methods,
+                })
+
+    def swift(self, file_name):
+        L = [f"// Generated by scripts/gen-swift-proto.py from proto/{file_name}. Do not edit.", ""]
+        services = [s for s in self.services if s["file"] == file_name]
+        for s in services:
+            L += [f"/// `{s['full']}`" + (":" if s["doc"] else "")] + [f"/// {line}".rstrip() for line in s["doc"]]
+            L.append(f"public enum {s['swift']}: Sendable {{")
+            L.append(f"    /// `{s['full']}` and its methods.")
+            L.append(f"    public static let descriptor = RPCServiceDescriptor(name: \"{s['full']}\", methods: descriptors)")
+            for m in s["methods"]:
+                L.append("")
+                L.append(f"    /// `{m['wire']}`, {m['access']}" + (":" if m["doc"] else ""))
+                L += [f"    /// {line}".rstrip() for line in m["doc"]]
+                L.append(f"    public enum {m['method']}: RPCMethod {{")
+                L.append(f"        public typealias Input = {m['input']}")
+                L.append(f"        public typealias Output = {m['output']}")
+                L.append("        public static let descriptor = RPCMethodDescriptor(")
+                L.append(f"            service: \"{s['full']}\", method: \"{m['method']}\", name: \"{m['wire']}\", access: .{m['access']},")
+                L.append(f"            input: {m['input']}.self, output: {m['output']}.self)")
+                L.append("    }")
+            L.append("")
+            L.append(f"    /// Every method of `{s['full']}`, in the order proto/{file_name} declares them.")
+            L.append(f"    public static let descriptors: [RPCMethodDescriptor] = [")
+            L += [f"        {m['method']}.descriptor," for m in s["methods"]]
+            L.append("    ]")
+            L.append("}")
+            L.append("")
+        L.append(f"/// Every service of proto/{file_name}: what the fuzz harness, the access-control tests and the README's method")
+        L.append("/// table go through.")
+        L.append("public enum RPCContract {")
+        L.append("    public static let services: [RPCServiceDescriptor] = [")
+        L += [f"        {s['swift']}.descriptor," for s in services]
+        L.append("    ]")
+        L.append("")
+        L.append("    /// Every method of every service, service by service.")
+        L.append("    public static let methods: [RPCMethodDescriptor] = services.flatMap(\\.methods)")
+        L.append("}")
+        L.append("")
+        return "\n".join(L)
+
+    def readme(self):
+        L = [README_BEGIN, "", "| method | request → response | token | what it does |", "| --- | --- | --- | --- |"]
+        for s in self.services:
+            for m in s["methods"]:
+                what = " ".join(m["doc"])
+                first = re.split(r"(?<=\.)\s", what, maxsplit=1)[0].rstrip(".")
+                L.append(f"| `{m['wire']}` | `{m['input']}` → `{m['output']}` | {ACCESS_README[m['access']]} | {first} |")
+        L += ["", README_END]
+        return "\n".join(L)
+
+
+def load(path):
+    descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(Path(path).read_bytes())
+    return [f for f in descriptor_set.file if not f.name.startswith("google/")]
+
+
+def depends_on_descriptor_proto(name, by_name):
+    file = by_name.get(name)
+    if name == "google/protobuf/descriptor.proto":
+        return True
+    return file is not None and any(depends_on_descriptor_proto(d, by_name) for d in file.dependency)
+
+
 def main():
-    out = Path(sys.argv[1])
-    files = [parse(p) for p in sys.argv[2:]]
-    gen = Generator(files)
-    for path, (package, messages, enums) in zip(sys.argv[2:], files):
-        body = ["// Generated by scripts/gen-swift-proto.py from " + path + ". Do not edit.",
+    if len(sys.argv) == 3 and sys.argv[1] == "--c-sources":
+        descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(Path(sys.argv[2]).read_bytes())
+        by_name = {f.name: f for f in descriptor_set.file}
+        print(" ".join(f"proto/{f.name}" for f in load(sys.argv[2])
+                       if not f.service and not depends_on_descriptor_proto(f.name, by_name)))
+        return
+    if len(sys.argv) not in (3, 4):
+        fail(__doc__)
+    files = load(sys.argv[1])
+    out = Path(sys.argv[2])
+    by_name = {f.name: f for f in files}
+    message_files = [f for f in files if not f.service and not depends_on_descriptor_proto(f.name, by_name)]
+    for f in files:
+        if f.service and f.message_type:
+            fail(f"{f.name}: declares services and messages; keep messages in a file protoc-c compiles")
+    gen = Generator()
+    messages = {}
+    for f in files:
+        for m in f.message_type:
+            messages[f".{f.package}.{m.name}"] = Message(f.package, m)
+    for f in message_files:
+        if f.package not in PREFIX:
+            fail(f"{f.name}: package {f.package} has no Swift prefix (PREFIX)")
+        for e in f.enum_type:
+            gen.enums[f".{f.package}.{e.name}"] = Enum(f.package, e)
+        for m in f.message_type:
+            gen.messages[f".{f.package}.{m.name}"] = messages[f".{f.package}.{m.name}"]
+    for f in message_files:
+        body = ["// Generated by scripts/gen-swift-proto.py from proto/" + f.name + ". Do not edit.",
                 "import CProtobufC", "import NIOCore", "import ProtoC", ""]
-        body += [gen.enum(e) for e in enums]
-        body += [gen.message(m) for m in messages]
-        (out / (Path(path).stem + ".pb.swift")).write_text("\n".join(body))
+        body += [gen.enum(gen.enums[f".{f.package}.{e.name}"]) for e in f.enum_type]
+        body += [gen.message(gen.messages[f".{f.package}.{m.name}"]) for m in f.message_type]
+        (out / (Path(f.name).stem + ".pb.swift")).write_text("\n".join(body))
+    contract = Contract(files, gen.messages, gen)
+    for f in files:
+        if f.service:
+            (out / (Path(f.name).stem + ".rpc.swift")).write_text(contract.swift(f.name))
+    if len(sys.argv) == 4:
+        readme = Path(sys.argv[3])
+        text = readme.read_text()
+        if README_BEGIN not in text or README_END not in text:
+            fail(f"{readme}: the method table's markers are missing")
+        before, rest = text.split(README_BEGIN, 1)
+        _, after = rest.split(README_END, 1)
+        readme.write_text(before + contract.readme() + after)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 # Installs the Debian packages the project needs, only if something is missing (idempotent).
 set -euo pipefail
 
-PACKAGES=(libprotobuf-c-dev protobuf-c-compiler libpq-dev postgresql-15 postgresql-client-15
-          libzookeeper-mt-dev zookeeper python3 spin gcc)
+# libprotobuf-dev (descriptor.proto) and python3-protobuf (descriptor_pb2): scripts/gen-proto.sh reads protoc's
+# descriptors of proto/ with them.
+PACKAGES=(libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev python3-protobuf libpq-dev postgresql-15
+          postgresql-client-15 libzookeeper-mt-dev zookeeper python3 spin gcc)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

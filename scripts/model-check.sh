@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Checks the quota and in-doubt protocol model (Sources/QuotaService/Planning/QuotaProtocol.pml) with spin,
+# Checks the quota and in-doubt protocol model (Sources/QuotaCore/Planning/QuotaProtocol.pml) with spin,
 # exhaustively: the protocol as built must hold both properties in every state, every run must end (no cycle), and
 # each old behaviour switched back on must give a counterexample.
 #   scripts/model-check.sh                 every case at the default (test) sizes
@@ -14,7 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-MODEL=Sources/QuotaService/Planning/QuotaProtocol.pml
+MODEL=Sources/QuotaCore/Planning/QuotaProtocol.pml
 BUGS=(BUG_LEAK_SECOND_INDOUBT BUG_MADE_HERE_BY_EDGE_ID BUG_NONFENCING_LOOKUP BUG_NO_PARTITION_FENCE
       BUG_RELEASE_BY_ADDRESS BUG_REVIVE BUG_LATE_COMMIT)
 ALL=(fixed terminates "${BUGS[@]}")

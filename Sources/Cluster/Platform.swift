@@ -1,4 +1,5 @@
 import Foundation
+import ServiceKit
 import Synchronization
 
 /// A service process of the platform and where it listens.
@@ -17,8 +18,8 @@ extension ManagedProcess {
         try await waitForLine(containing: "READY ", timeout: timeout)
         for line in log().split(separator: "\n") where line.hasPrefix("READY ") {
             let fields = line.split(separator: " ")
-            if fields.count >= 3, let colon = fields[2].lastIndex(of: ":"), let port = Int(fields[2][fields[2].index(after: colon)...]) {
-                return (String(fields[2][..<colon]), port)
+            if fields.count >= 3, let address = HostPort(fields[2]) {
+                return (address.host, address.port)
             }
         }
         throw ClusterError.commandFailed("\(name) printed a READY line without an address:\n\(tail())")

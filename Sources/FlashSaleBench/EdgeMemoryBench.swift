@@ -3,6 +3,7 @@ import Cluster
 import FlashSaleClient
 import Foundation
 import NIOPosix
+import ServiceKit
 import Wire
 
 /// `flashsale-bench edge-rss`: the edge's resident memory with many open client connections. Starts one Edge

@@ -7,6 +7,7 @@ import Logging
 import NIOCore
 import NIOPosix
 import Proto
+import ServiceKit
 import Wire
 
 /// `flashsale-bench inventory`: drives ONE hot product of the inventory service over TCP with distinct users

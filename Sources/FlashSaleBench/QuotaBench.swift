@@ -122,7 +122,7 @@ struct QuotaBench: AsyncParsableCommand {
                 }
                 try await Self.waitForAll(clients.map(\.rpc)) { rpc in
                     let usage = try await rpc.call(
-                        EdgeQuotaMethod.quotaUsage, QuotaStatusRequest(productId: product), as: EdgeRegistration.self)
+                        EdgeRPC.QuotaUsage.self, QuotaStatusRequest(productId: product))
                     return (usage.usage.first?.granted ?? 0) >= granted
                 }
                 let elapsed = Self.micros(ContinuousClock.now - started)
@@ -133,7 +133,7 @@ struct QuotaBench: AsyncParsableCommand {
                 let stat = try await zk.get(layout.shed).stat
                 try await zk.set(layout.shed, data: ShedConfig(keepPerMillion: keep).serializedBytes(), version: stat.version)
                 try await Self.waitForAll(clients.map(\.rpc)) { rpc in
-                    try await rpc.call("edge.Stats", EdgeStatsRequest(), as: EdgeStatsResponse.self).keepPerMillion == keep
+                    try await rpc.call(EdgeRPC.Stats.self, EdgeStatsRequest()).keepPerMillion == keep
                 }
                 let elapsed = Self.micros(ContinuousClock.now - started)
                 figures.shed.record(elapsed)

@@ -7,6 +7,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Proto
+import ServiceKit
 import ServiceLifecycle
 import Wire
 
@@ -26,7 +27,7 @@ struct WireServerCommand: AsyncParsableCommand {
             router: RPCRouter(serviceName: "wire-bench"), group: group, logger: logger)
         let services = ServiceGroup(services: [server], gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         async let running: Void = services.run()
-        ServiceRuntime.announceReady(service: "wire-server", address: try await server.localAddress())
+        ReadyAnnouncer.announce(service: "wire-server", address: try await server.localAddress())
         try await running
     }
 }
@@ -62,7 +63,7 @@ struct WireLoadCommand: AsyncParsableCommand {
         for chunk in stride(from: 0, to: clients.count, by: 100) {
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 for client in clients[chunk..<min(chunk + 100, clients.count)] {
-                    tasks.addTask { _ = try await client.call("Ping", WirePingRequest(), as: WirePingResponse.self) }
+                    tasks.addTask { _ = try await client.call(CommonRPC.Ping.self, WirePingRequest()) }
                 }
                 try await tasks.waitForAll()
             }
@@ -158,7 +159,7 @@ final class PingDriver: Sendable {
         }
         let measuring = current == Phase.measuring.rawValue
         let start = measuring ? NIODeadline.now() : .uptimeNanoseconds(0)
-        self.client.callFuture("Ping", WirePingRequest(), as: WirePingResponse.self).whenComplete { result in
+        self.client.callFuture(CommonRPC.Ping.self, WirePingRequest()).whenComplete { result in
             if measuring {
                 switch result {
                 case .success:

@@ -209,18 +209,25 @@ private final class Lane: Sendable {
         send(attempt, retry: false, tries: 0, started: .now())
     }
 
-    private func send(_ attempt: (requestID: UInt64, userID: UInt64, product: String), retry: Bool, tries: Int, started: NIODeadline) {
+    /// Between asks of a purchase whose outcome may be unknown.
+    private static let retryDelay = Backoff(initial: .milliseconds(5), max: .milliseconds(200))
+
+    private func send(
+        _ attempt: (requestID: UInt64, userID: UInt64, product: String), retry: Bool, tries: Int, started: NIODeadline,
+        delays: Backoff.Iterator = Lane.retryDelay.makeIterator()
+    ) {
         // Every other retry goes to the next edge: a dead edge must not keep a request in doubt forever.
         let client = clients[(tries / 2) % clients.count]
         client.purchaseFuture(requestID: attempt.requestID, userID: attempt.userID, product: attempt.product, retry: retry)
             .whenComplete { outcome in
                 if case .failure(let error) = outcome, let rpc = error as? RPCError,
-                   rpc.code == .unavailable || rpc.code == .deadlineExceeded, tries < self.swarm.maxRetries {
+                   rpc.code.outcomeMayBeUnknown, tries < self.swarm.maxRetries {
                     // In doubt: ask again with the same request id; it can only ever make one order.
                     self.state.value.result.retries += 1
-                    let delay = TimeAmount.milliseconds(Int64(min(200, 5 << min(tries, 6))))
-                    client.rpc.eventLoop.scheduleTask(in: delay) {
-                        self.send(attempt, retry: true, tries: tries + 1, started: started)
+                    var later = delays
+                    let delay = TimeAmount(later.next())
+                    client.rpc.eventLoop.scheduleTask(in: delay) { [later] in
+                        self.send(attempt, retry: true, tries: tries + 1, started: started, delays: later)
                     }
                     return
                 }

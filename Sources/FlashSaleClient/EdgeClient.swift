@@ -31,16 +31,16 @@ public struct EdgeClient: Sendable {
         requestID: UInt64, userID: UInt64, product: String, retry: Bool = false, timeout: TimeAmount? = nil
     ) -> EventLoopFuture<PurchaseResponse> {
         self.rpc.callFuture(
-            "edge.Purchase", PurchaseRequest(requestId: requestID, userId: userID, productId: product, retry: retry),
-            as: PurchaseResponse.self, timeout: timeout)
+            EdgeRPC.Purchase.self, PurchaseRequest(requestId: requestID, userId: userID, productId: product, retry: retry),
+            timeout: timeout)
     }
 
     public func stats() async throws -> EdgeStatsResponse {
-        try await self.rpc.call("edge.Stats", EdgeStatsRequest(), as: EdgeStatsResponse.self)
+        try await self.rpc.call(EdgeRPC.Stats.self, EdgeStatsRequest())
     }
 
     public func ping() async throws -> String {
-        try await self.rpc.call("Ping", WirePingRequest(), as: WirePingResponse.self).service
+        try await self.rpc.call(CommonRPC.Ping.self, WirePingRequest()).service
     }
 
     public func shutdown() async {

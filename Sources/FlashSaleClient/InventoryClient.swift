@@ -3,20 +3,6 @@ import NIOCore
 import Proto
 import Wire
 
-/// The inventory service's method names, shared by its server and its clients.
-public enum InventoryMethod {
-    /// Service token (the edges call it).
-    public static let purchase = "inventory.Purchase"
-    /// Service token (the quota service calls it).
-    public static let createProduct = "inventory.CreateProduct"
-    public static let getStock = "inventory.GetStock"
-    public static let listProducts = "inventory.ListProducts"
-    /// Service token (the quota service calls it).
-    public static let adjustStock = "inventory.AdjustStock"
-    public static let soldCounts = "inventory.SoldCounts"
-    public static let audit = "inventory.Audit"
-}
-
 /// A typed client of the inventory service: one method per call. Errors are thrown as `RPCError` with the
 /// service's status (NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE, ...).
 public struct InventoryClient: Sendable {
@@ -45,32 +31,32 @@ public struct InventoryClient: Sendable {
     /// Answered once the order committed (PURCHASED), or with SOLD_OUT / ALREADY_PURCHASED. Retrying with the same
     /// request id returns the first outcome, never a second order.
     public func purchase(_ request: PurchaseRequest, timeout: TimeAmount? = nil) async throws -> PurchaseResponse {
-        try await rpc.call(InventoryMethod.purchase, request, as: PurchaseResponse.self, timeout: timeout)
+        try await rpc.call(InventoryRPC.Purchase.self, request, timeout: timeout)
     }
 
     /// The future form, for callers on an event loop (the edge forwarding purchases).
     public func purchaseFuture(_ request: PurchaseRequest, timeout: TimeAmount? = nil) -> EventLoopFuture<PurchaseResponse> {
-        rpc.callFuture(InventoryMethod.purchase, request, as: PurchaseResponse.self, timeout: timeout)
+        rpc.callFuture(InventoryRPC.Purchase.self, request, timeout: timeout)
     }
 
     // MARK: - Products and stock
 
     /// Service token. ALREADY_EXISTS when the product id is taken.
     public func createProduct(_ request: CreateProductRequest, timeout: TimeAmount? = nil) async throws -> Product {
-        try await rpc.call(InventoryMethod.createProduct, request, as: Product.self, timeout: timeout)
+        try await rpc.call(InventoryRPC.CreateProduct.self, request, timeout: timeout)
     }
 
     public func getStock(productId: String, timeout: TimeAmount? = nil) async throws -> Product {
-        try await rpc.call(InventoryMethod.getStock, ProductRequest(productId: productId), as: Product.self, timeout: timeout)
+        try await rpc.call(InventoryRPC.GetStock.self, ProductRequest(productId: productId), timeout: timeout)
     }
 
     public func listProducts(timeout: TimeAmount? = nil) async throws -> [Product] {
-        try await rpc.call(InventoryMethod.listProducts, ListProductsRequest(), as: ProductList.self, timeout: timeout).products
+        try await rpc.call(InventoryRPC.ListProducts.self, ListProductsRequest(), timeout: timeout).products
     }
 
     /// Service token. Returns the product after the change.
     public func adjustStock(_ request: AdjustStockRequest, timeout: TimeAmount? = nil) async throws -> Product {
-        try await rpc.call(InventoryMethod.adjustStock, request, as: Product.self, timeout: timeout)
+        try await rpc.call(InventoryRPC.AdjustStock.self, request, timeout: timeout)
     }
 
     /// Service token. Adds `units` (> 0) to the product's stock, once per `changeId`: a retry with the same change id
@@ -92,15 +78,12 @@ public struct InventoryClient: Sendable {
 
     /// Units sold per product and per forwarding edge; an empty product id means every product.
     public func soldCounts(productId: String = "", timeout: TimeAmount? = nil) async throws -> [ProductSold] {
-        try await rpc.call(
-            InventoryMethod.soldCounts, SoldCountsRequest(productId: productId), as: SoldCountsResponse.self,
-            timeout: timeout
-        ).products
+        try await rpc.call(InventoryRPC.SoldCounts.self, SoldCountsRequest(productId: productId), timeout: timeout).products
     }
 
     /// Per product: remaining + orders == total stock and no slot negative; an empty product id means every product.
     public func audit(productId: String = "", timeout: TimeAmount? = nil) async throws -> AuditResponse {
-        try await rpc.call(InventoryMethod.audit, AuditRequest(productId: productId), as: AuditResponse.self, timeout: timeout)
+        try await rpc.call(InventoryRPC.Audit.self, AuditRequest(productId: productId), timeout: timeout)
     }
 
     public func shutdown() async {

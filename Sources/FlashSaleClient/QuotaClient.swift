@@ -3,30 +3,6 @@ import NIOCore
 import Proto
 import Wire
 
-/// The quota service's method names, shared by its server, the edges and the operators' clients.
-public enum QuotaMethod {
-    /// Operator only: creates the product in the inventory, then its ZooKeeper nodes, then splits its stock.
-    public static let createProduct = "quota.CreateProduct"
-    /// Operator only: `AdjustStockRequest` with `raise_by`.
-    public static let raiseStock = "quota.RaiseStock"
-    /// Operator only: `AdjustStockRequest` with `sale_limit` (stop after this many sold in total).
-    public static let limitStock = "quota.LimitStock"
-    /// Operator only: the edges' keep ratio.
-    public static let setShed = "quota.SetShed"
-    /// Service token: from an edge that ran dry.
-    public static let grantMore = "quota.GrantMore"
-    public static let status = "quota.Status"
-}
-
-/// Methods every edge answers for the quota service.
-public enum EdgeQuotaMethod {
-    /// Service token (the quota service calls it): hand back up to `max_units` not yet used.
-    public static let releaseQuota = "edge.ReleaseQuota"
-    /// `QuotaStatusRequest` (empty product: all) -> `EdgeRegistration`: the edge's id, address and counters as applied
-    /// now (not the last report in ZooKeeper). For operators, tests and the quota benchmark.
-    public static let quotaUsage = "edge.QuotaUsage"
-}
-
 /// Where things live in ZooKeeper under one root (default `/flashsale`); shared by the quota service and the edges.
 public struct QuotaLayout: Sendable, Hashable {
     public static let defaultRoot = "/flashsale"
@@ -106,7 +82,7 @@ public struct QuotaClient: Sendable {
     /// Operator only. Creates the product in the inventory and splits its stock over the live edges.
     /// Returns the product's quotas after the split.
     public func createProduct(_ request: CreateProductRequest, timeout: TimeAmount? = nil) async throws -> ProductQuotas {
-        try await rpc.call(QuotaMethod.createProduct, request, as: ProductQuotas.self, timeout: timeout)
+        try await rpc.call(QuotaRPC.CreateProduct.self, request, timeout: timeout)
     }
 
     /// Operator only. Adds `units` to the product's stock (database first), then grants them to the edges. The
@@ -115,33 +91,30 @@ public struct QuotaClient: Sendable {
         productId: String, by units: Int64, changeId: UInt64 = StockChangeId.make(), timeout: TimeAmount? = nil
     ) async throws -> ProductQuotas {
         try await rpc.call(
-            QuotaMethod.raiseStock, AdjustStockRequest(productId: productId, changeId: changeId, change: .raiseBy(units)),
-            as: ProductQuotas.self, timeout: timeout)
+            QuotaRPC.RaiseStock.self, AdjustStockRequest(productId: productId, changeId: changeId, change: .raiseBy(units)),
+            timeout: timeout)
     }
 
     /// Operator only. Stops the sale after `limit` sold in total (database first), then takes the surplus back from
     /// the edges. FAILED_PRECONDITION when more than `limit` are sold already.
     public func limitStock(productId: String, to limit: Int64, timeout: TimeAmount? = nil) async throws -> ProductQuotas {
         try await rpc.call(
-            QuotaMethod.limitStock, AdjustStockRequest(productId: productId, change: .saleLimit(limit)),
-            as: ProductQuotas.self, timeout: timeout)
+            QuotaRPC.LimitStock.self, AdjustStockRequest(productId: productId, change: .saleLimit(limit)), timeout: timeout)
     }
 
     /// Operator only. Every edge keeps `keepPerMillion` of each million attempts (1,000,000 keeps all).
     public func setShed(keepPerMillion: UInt32, timeout: TimeAmount? = nil) async throws {
-        let _: QuotaStatusResponse = try await rpc.call(
-            QuotaMethod.setShed, SetShedRequest(keepPerMillion: keepPerMillion), as: QuotaStatusResponse.self,
-            timeout: timeout)
+        _ = try await rpc.call(QuotaRPC.SetShed.self, SetShedRequest(keepPerMillion: keepPerMillion), timeout: timeout)
     }
 
     /// What an edge calls when it runs dry: the edge's new total grant, or sold out.
     public func grantMore(_ request: GrantMoreRequest, timeout: TimeAmount? = nil) async throws -> GrantMoreResponse {
-        try await rpc.call(QuotaMethod.grantMore, request, as: GrantMoreResponse.self, timeout: timeout)
+        try await rpc.call(QuotaRPC.GrantMore.self, request, timeout: timeout)
     }
 
     /// Per product (or the one named): sellable units, units outstanding on edges, and each edge's grant, use and sales.
     public func status(productId: String = "", timeout: TimeAmount? = nil) async throws -> QuotaStatusResponse {
-        try await rpc.call(QuotaMethod.status, QuotaStatusRequest(productId: productId), as: QuotaStatusResponse.self, timeout: timeout)
+        try await rpc.call(QuotaRPC.Status.self, QuotaStatusRequest(productId: productId), timeout: timeout)
     }
 
     public func shutdown() async {

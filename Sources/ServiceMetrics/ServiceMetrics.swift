@@ -1,4 +1,3 @@
-import ArgumentParser
 import Metrics
 import Prometheus
 import Synchronization
@@ -99,23 +98,6 @@ public final class CounterMirror: Sendable {
             return total - last
         }
         if delta > 0 { counter.increment(by: Int64(clamping: delta)) }
-    }
-}
-
-/// `--metrics-host` and `--metrics-port`, shared by every service executable.
-public struct MetricsOptions: ParsableArguments, Sendable {
-    @Option(help: "Serve Prometheus metrics (GET /metrics) on this port; 0 picks a free one (printed on the METRICS line). Off when absent.")
-    public var metricsPort: Int?
-
-    @Option(help: "Address the metrics port listens on.")
-    public var metricsHost = "127.0.0.1"
-
-    public init() {}
-
-    public func validate() throws {
-        if let metricsPort, !(0...65535).contains(metricsPort) {
-            throw ValidationError("--metrics-port must be 0...65535")
-        }
     }
 }
 

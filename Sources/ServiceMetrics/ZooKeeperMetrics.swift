@@ -1,7 +1,7 @@
 import Metrics
-import ZooKeeperClient
 
-/// `flashsale_zookeeper_connected` (1 while the session is connected) and the session's state as a state set.
+/// `flashsale_zookeeper_connected` (1 while the session is connected) and the session's state as a state set
+/// (`states`: the names `ZooKeeperSessionState.name` gives).
 public struct ZooKeeperMetrics: Sendable {
     static let states = ["connecting", "associating", "connected", "read_only", "not_connected", "expired", "auth_failed", "unknown"]
 
@@ -13,18 +13,9 @@ public struct ZooKeeperMetrics: Sendable {
         state = StateSetGauge(label: MetricName.zooKeeperSessionState, states: Self.states, dimensions: [("service", service)])
     }
 
-    public func record(_ session: ZooKeeperSessionState?) {
-        let name: String
-        switch session {
-        case .connecting?: name = "connecting"
-        case .associating?: name = "associating"
-        case .connected?: name = "connected"
-        case .connectedReadOnly?: name = "read_only"
-        case .notConnected?, nil: name = "not_connected"
-        case .expired?: name = "expired"
-        case .authFailed?: name = "auth_failed"
-        case .unknown?: name = "unknown"
-        }
+    /// `session`: the ZooKeeper session's state as `ZooKeeperSessionState.name` spells it; nil while there is none.
+    public func record(_ session: String?) {
+        let name = session ?? "not_connected"
         connected.record(name == "connected" ? 1 : 0)
         state.set(name)
     }

@@ -45,9 +45,11 @@ public struct RPCError: Error, Sendable, CustomStringConvertible {
         return "\(code): \(message)"
     }
 
-    /// Any error as an `RPCError`: itself if it is one, INTERNAL otherwise.
+    /// Any error as an `RPCError`: itself if it is one, the status it names if it is `RPCErrorConvertible`, INTERNAL
+    /// otherwise.
     public static func wrapping(_ error: any Error) -> RPCError {
         if let error = error as? RPCError { return error }
+        if let error = error as? any RPCErrorConvertible { return RPCError(error.rpcErrorCode, error.rpcErrorMessage, cause: error) }
         return RPCError(.internal, "internal error", cause: error)
     }
 }

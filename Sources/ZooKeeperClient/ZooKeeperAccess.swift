@@ -5,8 +5,8 @@ import Foundation
 /// registration under `edges/` and write its data, nothing else (not delete another edge's node: that would make
 /// the quota service reclaim units the edge still sells). Everyone may read: integrity is what is protected.
 ///
-/// Secrets come from the environment or a file (`FLASHSALE_ZK_QUOTA_SECRET[_FILE]`, `FLASHSALE_ZK_EDGE_SECRET[_FILE]`)
-/// and are never logged. Without them nodes are open (`world:anyone` may do anything), as before.
+/// The executables read the secrets from the environment or a file (`FLASHSALE_ZK_QUOTA_SECRET[_FILE]`,
+/// `FLASHSALE_ZK_EDGE_SECRET[_FILE]`, with ServiceKit's `Secret`); they are never logged. Without them nodes are open (`world:anyone` may do anything), as before.
 public struct ZooKeeperAccess: Sendable {
     public static let quotaUser = "flashsale-quota"
     public static let edgeUser = "flashsale-edge"
@@ -28,22 +28,6 @@ public struct ZooKeeperAccess: Sendable {
 
     /// No ACLs: every node open.
     public static let open = ZooKeeperAccess()
-
-    /// `FLASHSALE_ZK_QUOTA_SECRET` / `FLASHSALE_ZK_EDGE_SECRET`, or the first line of the file named by the same name
-    /// with `_FILE`. Throws when a named file cannot be read.
-    public static func fromEnvironment(_ environment: [String: String]) throws -> ZooKeeperAccess {
-        func secret(_ name: String) throws -> String? {
-            if let value = environment[name], !value.isEmpty { return value }
-            guard let path = environment[name + "_FILE"], !path.isEmpty else { return nil }
-            guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
-                throw ZooKeeperAccessError(message: "cannot read the file named by \(name)_FILE")
-            }
-            let line = contents.split(separator: "\n").first.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? ""
-            return line.isEmpty ? nil : line
-        }
-        return ZooKeeperAccess(
-            quotaSecret: try secret("FLASHSALE_ZK_QUOTA_SECRET"), edgeSecret: try secret("FLASHSALE_ZK_EDGE_SECRET"))
-    }
 
     // MARK: the quota service
 

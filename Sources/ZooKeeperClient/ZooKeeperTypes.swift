@@ -57,6 +57,14 @@ public struct ZooKeeperError: Error, Sendable, Equatable, CustomStringConvertibl
         code == .connectionLoss || code == .operationTimeout
     }
 
+    /// ZooKeeper cannot be used now (no connection, no session): retry later, after a reconnect.
+    public var isUnreachable: Bool {
+        switch code {
+        case .connectionLoss, .operationTimeout, .sessionExpired, .closing, .invalidState, .connectTimeout: true
+        default: false
+        }
+    }
+
     public var description: String {
         "ZooKeeperError \(code): \(message)" + (path.map { " (\($0))" } ?? "")
     }
@@ -106,6 +114,23 @@ public enum ZooKeeperSessionState: Sendable, Hashable {
     case expired
     case authFailed
     case unknown(Int32)
+}
+
+extension ZooKeeperSessionState {
+    /// The state's name in metrics and logs: connecting, associating, connected, read_only, not_connected, expired,
+    /// auth_failed or unknown.
+    public var name: String {
+        switch self {
+        case .connecting: "connecting"
+        case .associating: "associating"
+        case .connected: "connected"
+        case .connectedReadOnly: "read_only"
+        case .notConnected: "not_connected"
+        case .expired: "expired"
+        case .authFailed: "auth_failed"
+        case .unknown: "unknown"
+        }
+    }
 }
 
 /// A watch firing (one-shot: set it again with the next read) or a change of the session's state.

@@ -2,7 +2,7 @@ import Proto
 import Testing
 import Wire
 
-@testable import Edge
+@testable import EdgeCore
 
 /// The in-doubt table's decisions, with explicit time: no sockets, no sleeping.
 @Suite struct InDoubtTableTests {

@@ -7,7 +7,7 @@ import ServiceLifecycle
 import Testing
 @testable import Wire
 
-@testable import Edge
+@testable import EdgeCore
 
 /// Answers forwarded purchases from a script, and records them. Thread-safe: the resolver's loop forwards too.
 final class ScriptedInventory: PurchaseForwarder, Sendable {
@@ -156,7 +156,7 @@ final class Harness: @unchecked Sendable {
         nextCall += 1
         var frame = ByteBuffer()
         Framing.writeFrame(into: &frame) {
-            WireRequest(callId: callID, method: "edge.Purchase", timeoutUs: timeoutUs, payload: request.serializedBuffer())
+            WireRequest(callId: callID, method: EdgeRPC.Purchase.name, timeoutUs: timeoutUs, payload: request.serializedBuffer())
                 .serialize(into: &$0)
         }
         try await channel.writeInbound(frame)

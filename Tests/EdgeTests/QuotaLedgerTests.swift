@@ -1,7 +1,7 @@
 import Testing
 import NIOCore
 
-@testable import Edge
+@testable import EdgeCore
 
 @Suite struct QuotaLedgerTests {
     @Test func takesExactlyWhatWasGrantedUnderContention() async {

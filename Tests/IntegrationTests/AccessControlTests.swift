@@ -9,8 +9,6 @@ import TestSupport
 import Wire
 import ZooKeeperClient
 
-@testable import InventoryService
-
 /// Access rules, each tried against the real processes. Every method of every service takes only its own kind of
 /// token: UNAUTHENTICATED without one, PERMISSION_DENIED with a wrong one or the other kind's (the service token is
 /// what the services present to one another, the operator token what an operator presents). An edge with an operator
@@ -23,30 +21,18 @@ struct AccessControlTests {
     static let token = "access-test-token-\(UInt64.random(in: 0...UInt64.max))"
     static let wrongToken = "wrong-token-\(UInt64.random(in: 0...UInt64.max))"
 
-    /// Every method of every service and the token it needs, as the services' router registrations say (the
-    /// README's access rules list the same; Fuzz/Messages.swift lists the methods).
-    static let methods: [(service: String, method: String, access: RPCAccess)] = [
-        ("edge", "Ping", .public),
-        ("edge", "edge.Purchase", .public),
-        ("edge", "edge.Stats", .public),
-        ("edge", "edge.QuotaUsage", .public),
-        ("edge", "edge.ReleaseQuota", .service),
-        ("inventory", "Ping", .public),
-        ("inventory", "inventory.Purchase", .service),
-        ("inventory", "inventory.CreateProduct", .service),
-        ("inventory", "inventory.GetStock", .public),
-        ("inventory", "inventory.ListProducts", .public),
-        ("inventory", "inventory.AdjustStock", .service),
-        ("inventory", "inventory.SoldCounts", .public),
-        ("inventory", "inventory.Audit", .public),
-        ("quota", "Ping", .public),
-        ("quota", "quota.CreateProduct", .operator),
-        ("quota", "quota.RaiseStock", .operator),
-        ("quota", "quota.LimitStock", .operator),
-        ("quota", "quota.SetShed", .operator),
-        ("quota", "quota.GrantMore", .service),
-        ("quota", "quota.Status", .public),
+    /// The methods each process serves, from the generated method table (proto/services.proto): every server
+    /// answers the Common methods and its own service's.
+    static let served: [(service: String, methods: [RPCMethodDescriptor])] = [
+        ("edge", CommonRPC.descriptors + EdgeRPC.descriptors),
+        ("inventory", CommonRPC.descriptors + InventoryRPC.descriptors),
+        ("quota", CommonRPC.descriptors + QuotaRPC.descriptors),
     ]
+
+    /// Every method of every service and the token it needs.
+    static let methods: [(service: String, method: String, access: RPCAccess)] = served.flatMap { service in
+        service.methods.map { (service.service, $0.name, $0.access) }
+    }
 
     /// The call's status: nil for OK. Requests are empty messages: the token is checked before the payload is read,
     /// and an empty request to a method that changes state is refused as invalid further on, so no call changes
@@ -136,15 +122,15 @@ struct AccessControlTests {
             // The edge with an operator port: purchases and Ping on the public port, nothing else.
             let publicPort = Self.client((split.host, split.port), logger: logger)
             let operatorSide = Self.client(("127.0.0.1", operatorPort), logger: logger)
-            for method in ["edge.Stats", "edge.QuotaUsage", "edge.ReleaseQuota"] {
+            for method in EdgeRPC.descriptors.map(\.name) where method != EdgeRPC.Purchase.name {
                 #expect(await Self.status(publicPort, method, token: serviceToken) == .unimplemented, "\(method) on the public port")
             }
-            #expect(await Self.status(publicPort, "edge.Purchase", token: "") == .invalidArgument, "an empty purchase is served (and refused as invalid)")
-            #expect(await Self.status(publicPort, "Ping", token: "") == nil)
-            #expect(await Self.status(operatorSide, "edge.Purchase", token: serviceToken) == .unimplemented, "no purchases on the operator port")
-            #expect(await Self.status(operatorSide, "edge.Stats", token: "") == nil)
-            #expect(await Self.status(operatorSide, "edge.ReleaseQuota", token: "") == .unauthenticated)
-            #expect(await Self.status(operatorSide, "edge.ReleaseQuota", token: Self.token) == .permissionDenied)
+            #expect(await Self.status(publicPort, EdgeRPC.Purchase.name, token: "") == .invalidArgument, "an empty purchase is served (and refused as invalid)")
+            #expect(await Self.status(publicPort, CommonRPC.Ping.name, token: "") == nil)
+            #expect(await Self.status(operatorSide, EdgeRPC.Purchase.name, token: serviceToken) == .unimplemented, "no purchases on the operator port")
+            #expect(await Self.status(operatorSide, EdgeRPC.Stats.name, token: "") == nil)
+            #expect(await Self.status(operatorSide, EdgeRPC.ReleaseQuota.name, token: "") == .unauthenticated)
+            #expect(await Self.status(operatorSide, EdgeRPC.ReleaseQuota.name, token: Self.token) == .permissionDenied)
             await publicPort.shutdown()
             await operatorSide.shutdown()
             if let zooKeeper = platform.configuration.zooKeeperSecrets { secrets += [zooKeeper.quota, zooKeeper.edge] }
@@ -285,36 +271,6 @@ struct AccessControlTests {
         }
         try? await main.drop()
         try? await hot.drop()
-    }
-
-    /// The check's verdicts, one fact at a time.
-    @Test func theServingCheckNamesEachProblem() {
-        let fine = ServingCheck(
-            user: "app", superuser: false, ownsTables: false, writesTables: false, createsRoles: false, inServiceRole: true,
-            synchronousCommit: "on")
-        #expect(fine.refusals(.init()).isEmpty)
-        var owner = fine
-        owner.ownsTables = true
-        owner.writesTables = true
-        #expect(owner.roleProblems == ["owns the tables"])
-        var writer = fine
-        writer.writesTables = true
-        #expect(writer.roleProblems == ["may write the tables directly"])
-        var roleMaker = fine
-        roleMaker.createsRoles = true
-        #expect(roleMaker.roleProblems == ["may create roles"])
-        var outsider = fine
-        outsider.inServiceRole = false
-        #expect(outsider.roleProblems == ["is not a member of flashsale_service"])
-        #expect(outsider.refusals(.init(privilegedRole: true)).isEmpty)
-        for value in ["off", "local"] {
-            var lazy = fine
-            lazy.synchronousCommit = value
-            #expect(lazy.refusals(.init()).count == 1 && lazy.refusals(.init(asynchronousCommit: true)).isEmpty)
-        }
-        var remote = fine
-        remote.synchronousCommit = "remote_apply"
-        #expect(remote.durabilityProblem == nil)
     }
 
     /// The inventory migrates as the owner and serves as a login role that is only a member of flashsale_service:

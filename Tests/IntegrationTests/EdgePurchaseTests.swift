@@ -78,7 +78,7 @@ extension QuotaCluster {
         let client = edgeClient(edge)
         do {
             let usage = try await client.rpc.call(
-                EdgeQuotaMethod.quotaUsage, QuotaStatusRequest(productId: product), as: EdgeRegistration.self)
+                EdgeRPC.QuotaUsage.self, QuotaStatusRequest(productId: product))
             await client.shutdown()
             return usage.usage.first { $0.productId == product }
         } catch {

@@ -187,7 +187,7 @@ final class QuotaCluster: Sendable {
         let client = edgeClient(edge)
         defer { Task { await client.shutdown() } }
         let registration = try await client.rpc.call(
-            EdgeQuotaMethod.quotaUsage, QuotaStatusRequest(productId: product), as: EdgeRegistration.self)
+            EdgeRPC.QuotaUsage.self, QuotaStatusRequest(productId: product))
         return registration.usage.first { $0.productId == product }
     }
 

@@ -2,7 +2,7 @@ import Cluster
 import Foundation
 import Testing
 
-/// The quota and in-doubt protocol's model (Sources/QuotaService/Planning/QuotaProtocol.pml), checked exhaustively
+/// The quota and in-doubt protocol's model (Sources/QuotaCore/Planning/QuotaProtocol.pml), checked exhaustively
 /// with spin through scripts/model-check.sh, one case per test. Each test reads pan's own report
 /// (.data/model-check/<case>/pan.log), not the script's verdict: the protocol as built must give no error in a
 /// complete search, and each old behaviour switched back on must give a counterexample (a violated assertion).

@@ -28,7 +28,7 @@ import Wire
     }
 
     static func string(_ random: inout Random) -> String {
-        let pieces = ["a", "Z", "0", ".", "é", "ß", "日本", "😀", "\u{0}", " ", "inventory.Purchase", "Ping"]
+        let pieces = ["a", "Z", "0", ".", "é", "ß", "日本", "😀", "\u{0}", " ", InventoryRPC.Purchase.name, CommonRPC.Ping.name]
         var out = ""
         for _ in 0..<Int.random(in: 0..<(Bool.random(using: &random) ? 3 : 40), using: &random) {
             out += pieces.randomElement(using: &random)!

@@ -5,7 +5,7 @@ import Testing
 @Suite struct ProtoTests {
     @Test func roundTripsScalarsStringsAndBytes() throws {
         let request = WireRequest(
-            callId: 77, method: "inventory.Purchase", timeoutUs: 1500, token: "s3cret",
+            callId: 77, method: InventoryRPC.Purchase.name, timeoutUs: 1500, token: "s3cret",
             payload: ByteBuffer(bytes: [0, 1, 2, 255]))
         let decoded = try WireRequest(decoding: request.serializedBuffer())
         #expect(decoded == request)

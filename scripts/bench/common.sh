@@ -1,7 +1,6 @@
 # Shared by scripts/bench/*.sh: release build, anchors, helpers. Source it; do not run it.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-SHARED=${FLASHSALE_SHARED:-$ROOT/../shared}
 cd "$ROOT"
 
 bench_build() {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Orders committed per second on ONE hot product (10M units, distinct users) through the inventory service over TCP,
-# beside, in the same run: the PostgreSQL anchors (../shared/anchors/pg-anchors.sh: naive hot-row txn, one procedure
+# beside, in the same run: the PostgreSQL anchors (scripts/anchors/pg-anchors.sh: naive hot-row txn, one procedure
 # call, 4-slot FOR UPDATE) and this schema's own ceiling (pgbench calling purchase_batch directly with ready-made
 # batches of the size the service used, from as many clients as the service has hot consumers).
 #   scripts/bench.sh inventory [seconds]
@@ -29,8 +29,8 @@ DSN="host=127.0.0.1 port=$FLASHSALE_PG_PORT user=postgres dbname=$DB"
 SERVICE_DSN="host=127.0.0.1 port=$FLASHSALE_PG_PORT user=flashsale_app dbname=$DB"
 export FLASHSALE_SERVICE_TOKEN=${FLASHSALE_SERVICE_TOKEN:-bench-$RANDOM$RANDOM$RANDOM$RANDOM}
 
-echo "== anchors: ../shared/anchors/pg-anchors.sh $ANCHOR_SECONDS 16"
-anchors=$(bash "$SHARED/anchors/pg-anchors.sh" "$ANCHOR_SECONDS" 16)
+echo "== anchors: scripts/anchors/pg-anchors.sh $ANCHOR_SECONDS 16"
+anchors=$(bash "$ROOT/scripts/anchors/pg-anchors.sh" "$ANCHOR_SECONDS" 16)
 echo "$anchors"
 anchor() { grep "^$1 " <<<"$anchors" | sed 's/.*orders_per_s=//'; }
 naive=$(anchor naive); proc=$(anchor proc); slot4=$(anchor slot4)

@@ -4,7 +4,7 @@
 #      attempts/s, p99, orders, audit;
 #   2. the same platform at 1,000 connections x 1 in flight (fewer attempts: its rate is what counts);
 #   3. the edge's memory with 10,000 open connections;
-#   4. ../shared/anchors/redis-anchor.sh (1,000 connections, 1 and 16 in flight).
+#   4. scripts/anchors/redis-anchor.sh (1,000 connections, 1 and 16 in flight).
 #   scripts/bench.sh sale [attempts]
 source "$(dirname "$0")/common.sh"
 ATTEMPTS=${1:-1000000}
@@ -17,9 +17,9 @@ for s in postgres zookeeper; do bash "scripts/$s.sh" start >/dev/null; done
 eval "$(bash scripts/zookeeper.sh env)"
 
 # The anchor first, before a thousand connections churn the machine (Redis has been seen failing to start after).
-echo "== anchor: redis-benchmark, Lua stock pre-deduction (../shared/anchors/redis-anchor.sh)"
-redis=$(bash "$SHARED/anchors/redis-anchor.sh" 1000000 || true)
-grep -q 'pipeline=16 requests_per_s=[0-9]' <<<"$redis" || { sleep 2; redis=$(bash "$SHARED/anchors/redis-anchor.sh" 1000000); }
+echo "== anchor: redis-benchmark, Lua stock pre-deduction (scripts/anchors/redis-anchor.sh)"
+redis=$(bash "$ROOT/scripts/anchors/redis-anchor.sh" 1000000 || true)
+grep -q 'pipeline=16 requests_per_s=[0-9]' <<<"$redis" || { sleep 2; redis=$(bash "$ROOT/scripts/anchors/redis-anchor.sh" 1000000); }
 echo "$redis"
 echo "== reference sale: 3 x 1,000 units, $ATTEMPTS attempts, 1,000 connections x 16"
 "$BIN/flashsale" sale --products 3 --stock 1000 --attempts "$ATTEMPTS" --connections 1000 --depth 16 --json /tmp/flashsale-sale-p16.json

@@ -18,9 +18,9 @@ bench_build
 
 # The anchor first, on a machine not yet churned by a thousand connections closing (Redis has been seen failing to
 # start right after them); once more if it did not answer.
-echo "== anchor: redis-benchmark, Lua stock pre-deduction (../shared/anchors/redis-anchor.sh)"
-redis=$(bash "$SHARED/anchors/redis-anchor.sh" 1000000 || true)
-grep -q 'pipeline=16 requests_per_s=[0-9]' <<<"$redis" || { sleep 2; redis=$(bash "$SHARED/anchors/redis-anchor.sh" 1000000); }
+echo "== anchor: redis-benchmark, Lua stock pre-deduction (scripts/anchors/redis-anchor.sh)"
+redis=$(bash "$ROOT/scripts/anchors/redis-anchor.sh" 1000000 || true)
+grep -q 'pipeline=16 requests_per_s=[0-9]' <<<"$redis" || { sleep 2; redis=$(bash "$ROOT/scripts/anchors/redis-anchor.sh" 1000000); }
 echo "$redis"
 
 start_ready /tmp/flashsale-wire-server.log "$BIN/flashsale-bench" wire-server --port 0 --threads "$SERVER_THREADS"

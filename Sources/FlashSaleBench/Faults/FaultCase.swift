@@ -284,7 +284,7 @@ struct FaultCase {
             let client = FaultPlatform.operatorClient(edge, secrets: secrets, logger: logger)
             let stats = try? await client.stats()
             let usage = (try? await client.rpc.call(
-                EdgeQuotaMethod.quotaUsage, QuotaStatusRequest(productId: product), as: EdgeRegistration.self))?
+                EdgeRPC.QuotaUsage.self, QuotaStatusRequest(productId: product)))?
                 .usage.first { $0.productId == product }
             await client.shutdown()
             guard let stats, let usage else {

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import ServiceKit
 import Wire
 
 /// `flashsale-bench faults`: the fault suite. Each case runs a sale and injects one fault, or one hostile client's

@@ -114,7 +114,7 @@ final class GroundTruthMonitor: Sendable {
             for edge in edges {
                 group.addTask {
                     guard let usage = try? await edge.rpc.call(
-                        EdgeQuotaMethod.quotaUsage, QuotaStatusRequest(productId: product), as: EdgeRegistration.self,
+                        EdgeRPC.QuotaUsage.self, QuotaStatusRequest(productId: product),
                         timeout: .seconds(1))
                     else { return nil }
                     // An edge that has not heard of the product yet holds none of it.

@@ -610,7 +610,7 @@ struct HostileCases {
         var released: [Int64] = []
         for _ in 0..<6 {
             if let usage = try? await client.rpc.call(
-                EdgeQuotaMethod.quotaUsage, QuotaStatusRequest(productId: product), as: EdgeRegistration.self) {
+                EdgeRPC.QuotaUsage.self, QuotaStatusRequest(productId: product)) {
                 released.append(usage.usage.first { $0.productId == product }?.released ?? 0)
             }
             try? await Task.sleep(for: .milliseconds(500))

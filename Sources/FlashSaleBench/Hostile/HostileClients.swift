@@ -143,7 +143,7 @@ final class HostileClients: Sendable {
     func slowClient(interval: Duration, until: ContinuousClock.Instant) async {
         var frame = ByteBuffer()
         let request = WireRequest(
-            callId: 1, method: "Ping", payload: WirePingRequest(data: ByteBuffer(repeating: 0x61, count: 40)).serializedBuffer())
+            callId: 1, method: CommonRPC.Ping.name, payload: WirePingRequest(data: ByteBuffer(repeating: 0x61, count: 40)).serializedBuffer())
         Framing.writeFrame(into: &frame) { request.serialize(into: &$0) }
         while ContinuousClock.now < until {
             guard let (channel, sink) = try? await connect() else {
@@ -232,7 +232,7 @@ final class HostileClients: Sendable {
     func nonReader(until: ContinuousClock.Instant) async {
         var frame = ByteBuffer()
         let request = WireRequest(
-            callId: 1, method: "Ping", payload: WirePingRequest(data: ByteBuffer(repeating: 0x62, count: 60_000)).serializedBuffer())
+            callId: 1, method: CommonRPC.Ping.name, payload: WirePingRequest(data: ByteBuffer(repeating: 0x62, count: 60_000)).serializedBuffer())
         Framing.writeFrame(into: &frame) { request.serialize(into: &$0) }
         while ContinuousClock.now < until {
             guard let (channel, _) = try? await connect(autoRead: false) else {

@@ -6,6 +6,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Proto
+import ServiceKit
 import Wire
 
 /// `flashsale-bench hostile`: one real Edge process on loopback against hostile clients, beside a well-behaved one.
@@ -162,7 +163,7 @@ struct Probe: Sendable {
         while ContinuousClock.now < end {
             let start = ContinuousClock.now
             do {
-                _ = try await client.call("Ping", request, as: WirePingResponse.self)
+                _ = try await client.call(CommonRPC.Ping.self, request)
                 figures.calls += 1
             } catch {
                 figures.errors += 1

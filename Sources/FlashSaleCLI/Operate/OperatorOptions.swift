@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import NIOCore
 import Proto
+import ServiceKit
 import Wire
 
 /// Where the running platform is, shared by every operator command: `--quota` and `--inventory` (defaults from
@@ -22,27 +23,11 @@ struct PlatformOptions: ParsableArguments {
     var logLevel = "error"
 
     func validate() throws {
-        guard Endpoint(quota) != nil else { throw ValidationError("--quota takes host:port, not '\(quota)'") }
-        guard Endpoint(inventory) != nil else { throw ValidationError("--inventory takes host:port, not '\(inventory)'") }
+        guard HostPort(quota) != nil else { throw ValidationError("--quota takes host:port, not '\(quota)'") }
+        guard HostPort(inventory) != nil else { throw ValidationError("--inventory takes host:port, not '\(inventory)'") }
         guard timeout > 0, timeout <= 600 else { throw ValidationError("--timeout must be in (0, 600] seconds") }
         guard Logger.Level(name: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
     }
-}
-
-/// `host:port`.
-struct Endpoint: Sendable, CustomStringConvertible {
-    let host: String
-    let port: Int
-
-    init?(_ text: String) {
-        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
-              (1...65535).contains(port), colon != text.startIndex
-        else { return nil }
-        self.host = String(text[..<colon])
-        self.port = port
-    }
-
-    var description: String { "\(host):\(port)" }
 }
 
 /// Why an operator command failed, and the exit code it ends with (the README's table).
@@ -51,7 +36,7 @@ struct OperatorFailure: Error, CustomStringConvertible {
     let exitCode: Int32
     let description: String
 
-    static func unreachable(_ service: String, _ endpoint: Endpoint, _ error: RPCError) -> OperatorFailure {
+    static func unreachable(_ service: String, _ endpoint: HostPort, _ error: RPCError) -> OperatorFailure {
         OperatorFailure(exitCode: 3, description: "cannot reach the \(service) at \(endpoint): \(error.message)")
     }
 
@@ -63,8 +48,8 @@ struct OperatorFailure: Error, CustomStringConvertible {
 /// The clients of one command run. Each call goes through `quota`/`inventory`/`edge`, which turn wire errors into
 /// `OperatorFailure`s naming the service and the product.
 struct Operator: Sendable {
-    let quotaEndpoint: Endpoint
-    let inventoryEndpoint: Endpoint
+    let quotaEndpoint: HostPort
+    let inventoryEndpoint: HostPort
     let quotaClient: QuotaClient
     let inventoryClient: InventoryClient
     let token: String?
@@ -80,8 +65,8 @@ struct Operator: Sendable {
         }
         if requireToken && token == nil { throw OperatorFailure.noToken }
         self.token = token
-        self.quotaEndpoint = Endpoint(options.quota)!
-        self.inventoryEndpoint = Endpoint(options.inventory)!
+        self.quotaEndpoint = HostPort(options.quota)!
+        self.inventoryEndpoint = HostPort(options.inventory)!
         self.timeout = .milliseconds(Int64(options.timeout * 1000))
         self.logger = ServiceRuntime.makeLogger(label: "flashsale", level: Logger.Level(name: options.logLevel) ?? .error)
         let connectTimeout = TimeAmount.milliseconds(Int64(min(options.timeout, 2) * 1000))
@@ -124,7 +109,7 @@ struct Operator: Sendable {
     static func ping(_ rpc: RPCClient) async -> Result<Double, RPCError> {
         let started = ContinuousClock.now
         do {
-            _ = try await rpc.call("Ping", WirePingRequest(), as: WirePingResponse.self)
+            _ = try await rpc.call(CommonRPC.Ping.self, WirePingRequest())
             let elapsed = ContinuousClock.now - started
             return .success(Double(elapsed.components.attoseconds) / 1e15 + Double(elapsed.components.seconds) * 1000)
         } catch {
@@ -134,14 +119,14 @@ struct Operator: Sendable {
 
     /// A short-lived client of one edge (its address from the quota service or ZooKeeper).
     func edgeClient(_ address: String) -> EdgeClient? {
-        guard let endpoint = Endpoint(address) else { return nil }
+        guard let endpoint = HostPort(address) else { return nil }
         return EdgeClient(rpc: RPCClient(
             configuration: RPCClientConfiguration(
                 host: endpoint.host, port: endpoint.port, connectTimeout: .seconds(1), defaultTimeout: timeout),
             logger: logger))
     }
 
-    static func failure(_ error: any Error, service: String, endpoint: Endpoint, product: String?) -> any Error {
+    static func failure(_ error: any Error, service: String, endpoint: HostPort, product: String?) -> any Error {
         if error is OperatorFailure { return error }
         let rpc = RPCError.wrapping(error)
         switch rpc.code {

@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import PostgresClient
 import Proto
+import ServiceKit
 import Wire
 
 /// `flashsale sale`: the whole platform end to end. Starts (or reuses) PostgreSQL and ZooKeeper, starts the

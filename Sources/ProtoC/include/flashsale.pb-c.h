@@ -51,6 +51,9 @@ typedef struct Flashsale__EdgeStatsResponse Flashsale__EdgeStatsResponse;
 /* --- enums --- */
 
 typedef enum _Flashsale__PurchaseOutcome {
+  /*
+   * never sent; a client treats it as an error
+   */
   FLASHSALE__PURCHASE_OUTCOME__OUTCOME_UNSPECIFIED = 0,
   /*
    * order_id holds the new order
@@ -79,22 +82,28 @@ struct  Flashsale__PurchaseRequest
    */
   uint64_t request_id;
   /*
-   * any non-zero uint64
+   * Any non-zero uint64. One order per (product, user): a second purchase answers ALREADY_PURCHASED.
    */
   uint64_t user_id;
+  /*
+   * 1-128 bytes, a product's id (see above)
+   */
   char *product_id;
   /*
-   * set by the edge that forwards it; clients leave it 0
+   * Set by the edge that forwards it (its registration's id, at most 2^31 - 1); a client's value is overwritten.
    */
   uint32_t edge_id;
   /*
-   * Set by a client retrying a request whose first outcome it never received (timeout, dropped connection).
-   * Such a request is never shed or refused SOLD_OUT at the edge without asking the inventory for its first outcome.
+   * Set by a client retrying a request whose first outcome it never received (an outcome that may be unknown:
+   * UNAVAILABLE, DEADLINE_EXCEEDED, a dropped connection). An edge holding that purchase in doubt hands its unit to
+   * the retry. Otherwise the retry draws the lottery like any attempt, and one that is shed or finds no unit looks
+   * its first outcome up (definitively) and relays an order if there is one. A retry never buys a second unit.
    */
   protobuf_c_boolean retry;
   /*
    * Set by the edge: report this request id's existing outcome, but buy nothing. Definitive: a request id without
-   * an order is closed (SOLD_OUT now, and SOLD_OUT replayed to any later purchase of it).
+   * an order is closed (SOLD_OUT now, and SOLD_OUT replayed to any later purchase of it). An edge refuses it from a
+   * client (INVALID_ARGUMENT).
    */
   protobuf_c_boolean lookup_only;
 };
@@ -107,6 +116,9 @@ struct  Flashsale__PurchaseResponse
 {
   ProtobufCMessage base;
   Flashsale__PurchaseOutcome outcome;
+  /*
+   * PURCHASED and ALREADY_PURCHASED: the order; otherwise 0
+   */
   uint64_t order_id;
   /*
    * True when this answer repeats the request id's first outcome: this call took no unit of stock.
@@ -131,6 +143,9 @@ struct  Flashsale__Product
    * units ever put on sale
    */
   int64_t total_stock;
+  /*
+   * rows the stock is spread over, so that concurrent purchases rarely wait on one (1-64)
+   */
   uint32_t slot_count;
   /*
    * lives in the hot-item database
@@ -158,13 +173,25 @@ struct  Flashsale__Product
 struct  Flashsale__CreateProductRequest
 {
   ProtobufCMessage base;
+  /*
+   * quota.CreateProduct: 1-128 letters, digits, '.', '_', '-'; inventory: 1-128 bytes
+   */
   char *product_id;
+  /*
+   * 1 to 10^12 units
+   */
   int64_t total_stock;
   /*
-   * 0 = service default
+   * 0-64; 0 = the service's default (8)
    */
   uint32_t slot_count;
+  /*
+   * keep it in the hot-item database (InventoryService --hot-dsn)
+   */
   protobuf_c_boolean hot;
+  /*
+   * 0 to 10^12; 0 = no limit beyond total_stock
+   */
   int64_t sale_limit;
 };
 #define FLASHSALE__CREATE_PRODUCT_REQUEST__INIT \
@@ -215,17 +242,20 @@ struct  Flashsale__AdjustStockRequest
   char *product_id;
   /*
    * Chosen by the caller (non-zero; required with raise_by): a change with a change id the database has seen is
-   * not applied again, so a retried raise applies once. 0 with sale_limit: none (a limit is absolute anyway).
+   * not applied again, so a retried raise applies once; the same id with another change is FAILED_PRECONDITION.
+   * 0 with sale_limit: none (a limit is absolute anyway).
    */
   uint64_t change_id;
   Flashsale__AdjustStockRequest__ChangeCase change_case;
   union {
     /*
-     * add this many units (> 0)
+     * add this many units: 1 to 10^12 (inventory.AdjustStock, quota.RaiseStock)
      */
     int64_t raise_by;
     /*
-     * stop after this many sold in total (>= sold already); a higher one restores units
+     * Stop after this many sold in total: 0 to 10^12 (inventory.AdjustStock, quota.LimitStock); a higher one restores
+     * units. Below what is sold already: quota.LimitStock answers FAILED_PRECONDITION, inventory.AdjustStock takes
+     * what is sold as the limit.
      */
     int64_t sale_limit;
   };
@@ -238,6 +268,9 @@ struct  Flashsale__AdjustStockRequest
 struct  Flashsale__EdgeSold
 {
   ProtobufCMessage base;
+  /*
+   * the edge that forwarded the purchases; 0 = bought without an edge
+   */
   uint32_t edge_id;
   int64_t sold;
 };
@@ -316,6 +349,9 @@ struct  Flashsale__AuditResponse
   ProtobufCMessage base;
   size_t n_products;
   Flashsale__ProductAudit **products;
+  /*
+   * every product is clean
+   */
   protobuf_c_boolean clean;
 };
 #define FLASHSALE__AUDIT_RESPONSE__INIT \
@@ -359,7 +395,7 @@ struct  Flashsale__ShedConfig
 {
   ProtobufCMessage base;
   /*
-   * attempts kept per million (1,000,000 = keep all; 100,000 = 1 in 10)
+   * attempts kept per million, 0-1,000,000 (1,000,000 = keep all; 100,000 = 1 in 10)
    */
   uint32_t keep_per_million;
 };
@@ -396,9 +432,12 @@ struct  Flashsale__ProductUsage
 struct  Flashsale__EdgeRegistration
 {
   ProtobufCMessage base;
+  /*
+   * the node's sequence number + 1 (edge-0000000006 is edge 7); 0 = none
+   */
   uint32_t edge_id;
   /*
-   * host:port of its purchase port
+   * host:port where it answers the quota service (its operator port if it has one)
    */
   char *address;
   size_t n_usage;
@@ -415,8 +454,17 @@ struct  Flashsale__EdgeRegistration
 struct  Flashsale__GrantMoreRequest
 {
   ProtobufCMessage base;
+  /*
+   * the asking edge's registration id (non-zero)
+   */
   uint32_t edge_id;
+  /*
+   * 1-128 letters, digits, '.', '_', '-'
+   */
   char *product_id;
+  /*
+   * the units it has used of the product so far (informative: the grant follows its registration)
+   */
   int64_t used;
 };
 #define FLASHSALE__GRANT_MORE_REQUEST__INIT \
@@ -449,7 +497,13 @@ struct  Flashsale__GrantMoreResponse
 struct  Flashsale__ReleaseQuotaRequest
 {
   ProtobufCMessage base;
+  /*
+   * non-empty
+   */
   char *product_id;
+  /*
+   * >= 0; the edge releases at most its unused units
+   */
   int64_t max_units;
   /*
    * the edge the release is meant for (its registration's id); 0 matches no edge
@@ -497,8 +551,17 @@ struct  Flashsale__EdgeQuota
   ProtobufCMessage base;
   uint32_t edge_id;
   char *address;
+  /*
+   * units granted in total (only ever raised)
+   */
   int64_t granted;
+  /*
+   * as the edge last reported it in its registration
+   */
   int64_t used;
+  /*
+   * units it handed back in total
+   */
   int64_t released;
   /*
    * from the database
@@ -514,7 +577,13 @@ struct  Flashsale__ProductQuotas
 {
   ProtobufCMessage base;
   char *product_id;
+  /*
+   * units the database may still sell: total stock (or the sale limit) minus sold
+   */
   int64_t sellable;
+  /*
+   * units the live edges may still sell: granted - handed back - sold through them
+   */
   int64_t granted_unused;
   size_t n_edges;
   Flashsale__EdgeQuota **edges;
@@ -524,6 +593,10 @@ struct  Flashsale__ProductQuotas
     , (char *)protobuf_c_empty_string, 0, 0, 0,NULL }
 
 
+/*
+ * quota.Status: empty = every product; otherwise 1-128 letters, digits, '.', '_', '-'. edge.QuotaUsage: empty =
+ * every product; otherwise that product only.
+ */
 struct  Flashsale__QuotaStatusRequest
 {
   ProtobufCMessage base;
@@ -555,15 +628,24 @@ struct  Flashsale__EdgeStatsRequest
      }
 
 
+/*
+ * Counters since the edge started; each attempt counts once, under its answer.
+ */
 struct  Flashsale__EdgeStatsResponse
 {
   ProtobufCMessage base;
+  /*
+   * 0 until the edge is registered
+   */
   uint32_t edge_id;
   uint64_t attempts;
   uint64_t shed;
   uint64_t sold_out;
   uint64_t purchased;
   uint64_t already_purchased;
+  /*
+   * answered with a status other than OK
+   */
   uint64_t errors;
   /*
    * attempts sent on to the inventory
@@ -573,6 +655,9 @@ struct  Flashsale__EdgeStatsResponse
    * forwarded attempts whose outcome is still being resolved
    */
   uint64_t in_doubt;
+  /*
+   * the shed ratio in force
+   */
   uint32_t keep_per_million;
 };
 #define FLASHSALE__EDGE_STATS_RESPONSE__INIT \

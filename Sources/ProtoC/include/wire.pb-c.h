@@ -53,23 +53,24 @@ struct  Flashsale__Wire__Request
 {
   ProtobufCMessage base;
   /*
-   * chosen by the caller, unique among its calls in flight on the connection
+   * Chosen by the caller: non-zero (0 is INVALID_ARGUMENT), unique among its calls in flight on the connection.
    */
   uint64_t call_id;
   /*
-   * e.g. "inventory.Purchase"
+   * A method of services.proto: "<method_prefix>.<Method>" ("inventory.Purchase"), or "Ping"; another name is
+   * UNIMPLEMENTED, an empty one INVALID_ARGUMENT.
    */
   char *method;
   /*
-   * the caller's remaining budget: 0 = no deadline, < 0 = already expired
+   * the caller's remaining budget: 0 = no deadline, < 0 = already expired (DEADLINE_EXCEEDED)
    */
   int64_t timeout_us;
   /*
-   * the token the method needs (service or operator); empty for public methods
+   * the token the method needs (services.proto's access); empty for public methods
    */
   char *token;
   /*
-   * the method's request message
+   * the method's request message (not one: INVALID_ARGUMENT)
    */
   ProtobufCBinaryData payload;
 };
@@ -81,6 +82,9 @@ struct  Flashsale__Wire__Request
 struct  Flashsale__Wire__Response
 {
   ProtobufCMessage base;
+  /*
+   * the request's; 0 when the frame was not a valid Request (status INVALID_ARGUMENT)
+   */
   uint64_t call_id;
   Flashsale__Wire__StatusCode status;
   /*
@@ -110,7 +114,13 @@ struct  Flashsale__Wire__PingRequest
 struct  Flashsale__Wire__PingResponse
 {
   ProtobufCMessage base;
+  /*
+   * the request's data
+   */
   ProtobufCBinaryData data;
+  /*
+   * "edge", "inventory" or "quota"
+   */
   char *service;
 };
 #define FLASHSALE__WIRE__PING_RESPONSE__INIT \

@@ -1,13 +1,7 @@
-/// Who may call a method. Each service's router registration says it per method; the README's access rules list
-/// the same table.
-public enum RPCAccess: Sendable, Hashable {
-    /// No token: purchases from clients, health, read-only counters and reads.
-    case `public`
-    /// The service token (`FLASHSALE_SERVICE_TOKEN`): what one service asks of another that changes state.
-    case service
-    /// The operator token (`FLASHSALE_OPERATOR_TOKEN`): an operator changing the sale.
-    case `operator`
-}
+import Proto
+
+// `RPCAccess` (who may call a method) is declared in Proto, beside the generated method table that says it per
+// method.
 
 /// The tokens a server accepts, one per kind. Neither does the other's work: a method needing the service token
 /// refuses the operator token like any wrong one, and the other way round.

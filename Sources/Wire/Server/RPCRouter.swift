@@ -75,7 +75,7 @@ public struct RPCRouter: Sendable {
     private(set) var routes: [String: Route] = [:]
 
     public init(serviceName: String) {
-        self.register("Ping") { (request: WirePingRequest, _: ServerCallContext, responder: RPCResponder<WirePingResponse>) in
+        self.register(CommonRPC.Ping.self) { (request: WirePingRequest, _: ServerCallContext, responder: RPCResponder<WirePingResponse>) in
             responder.succeed(WirePingResponse(data: request.data, service: serviceName))
         }
     }

@@ -1,0 +1,352 @@
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import PostgresClient
+import Proto
+import Wire
+
+/// Which database holds a product's stock and orders.
+enum DatabaseRole: String, Sendable {
+    case main
+    case hot
+}
+
+/// The operator-side statements of one database (products, stock, sold counts, audit). Every method is one
+/// statement, so calls from concurrent tasks can share the one admin connection without interleaving transactions;
+/// the purchase path never uses it (consumers own their connections).
+///
+/// Each database's blocking work runs on a thread of its own (`threadPool`), so a hot database that is unreachable,
+/// blackholed or slow holds only its own thread: the other database's admin calls, and the quota service's rounds on
+/// its products, go on. Calls fail fast (UNAVAILABLE) while the database is known unreachable, before it is brought up,
+/// and past a bound of waiting calls; each one is bounded by the connection's connect and statement timeouts.
+final class ProductDatabase: Sendable {
+    let role: DatabaseRole
+    let dsn: String
+    private let link: AdminLink
+    private let logger: Logger
+
+    /// `connection`: an admin connection opened at start-up, if any (otherwise the first call connects). `ready`:
+    /// false until the database is migrated (`markReady`); calls are refused until then.
+    init(
+        role: DatabaseRole, dsn: String, settings: PostgresSettings, connection: PostgresConnection? = nil, ready: Bool,
+        maxWaiting: Int = 64, logger: Logger
+    ) {
+        self.role = role
+        self.dsn = dsn
+        self.logger = logger
+        self.link = AdminLink(
+            dsn: dsn, settings: settings, connection: connection,
+            gate: AdminGate(ready: ready, maxWaiting: maxWaiting), logger: logger)
+    }
+
+    /// The thread this database's blocking work runs on (its admin statements, and its migration at start-up).
+    var threadPool: NIOThreadPool { link.threadPool }
+
+    var isReady: Bool { link.isReady }
+
+    /// The database is migrated: calls go to it from now on.
+    func markReady() { link.markReady() }
+
+    // MARK: - Catalog
+
+    struct CatalogRow: Sendable {
+        let key: Int32
+        let name: String
+        let hot: Bool
+    }
+
+    /// The products whose stock lives here (for the main database: the cold ones; hot ones are listed too, as
+    /// catalog entries, when `includeHotCatalog` is set).
+    func catalog(includeHotCatalog: Bool) async throws -> [CatalogRow] {
+        let result = try await run(
+            "SELECT id, name, hot FROM products WHERE database = $1 OR $2::boolean ORDER BY id",
+            [role.rawValue, includeHotCatalog ? "true" : "false"])
+        return (0..<result.count).compactMap { row in
+            guard let key = result.int64(row, 0), let name = result.string(row, 1) else { return nil }
+            return CatalogRow(key: Int32(truncatingIfNeeded: key), name: name, hot: result.bool(row, 2) ?? false)
+        }
+    }
+
+    /// A fresh key from the main database's product sequence, so that hot products' keys never collide with cold ones.
+    func allocateProductKey() async throws -> Int32 {
+        let result = try await run("SELECT allocate_product_key()", [])
+        guard let key = result.int64(0, 0) else { throw RPCError(.internal, "no product key allocated") }
+        return Int32(truncatingIfNeeded: key)
+    }
+
+    /// Creates the product with its slots. `created` is false when the name exists here already (its key is returned).
+    func createProduct(
+        key: Int32?, name: String, totalStock: Int64, slotCount: Int, hot: Bool, database: DatabaseRole, saleLimit: Int64
+    ) async throws -> (key: Int32, created: Bool) {
+        let result = try await run(
+            "SELECT r_id, r_created FROM create_product($1, $2, $3, $4, $5, $6, $7)",
+            [key.map { String($0) }, name, String(totalStock), String(slotCount), hot ? "true" : "false",
+             database.rawValue, String(saleLimit)])
+        guard let id = result.int64(0, 0), let created = result.bool(0, 1) else {
+            throw RPCError(.internal, "create_product returned nothing")
+        }
+        return (Int32(truncatingIfNeeded: id), created)
+    }
+
+    /// The main database's catalog entry of a hot product (its stock lives in the hot database).
+    func addHotCatalogEntry(key: Int32, name: String, slotCount: Int, saleLimit: Int64) async throws -> Bool {
+        // A procedure: the service's role may not insert into the table (Schema.serviceRole).
+        let result = try await run(
+            "SELECT add_hot_catalog_entry($1, $2, $3, $4)", [String(key), name, String(slotCount), String(saleLimit)])
+        return result.bool(0, 0) ?? false
+    }
+
+    // MARK: - Stock
+
+    private static let productColumns = """
+        SELECT p.name, p.total_stock, p.slot_count, p.hot, p.database, p.sale_limit,
+               coalesce((SELECT sum(s.remaining) FROM stock_slot s WHERE s.product_id = p.id), 0)
+        FROM products p
+        """
+
+    func product(key: Int32) async throws -> Product? {
+        let result = try await run("\(Self.productColumns) WHERE p.id = $1", [String(key)])
+        return Self.products(result).first
+    }
+
+    func products() async throws -> [Product] {
+        Self.products(try await run("\(Self.productColumns) WHERE p.database = $1 ORDER BY p.id", [role.rawValue]))
+    }
+
+    private static func products(_ result: PostgresResult) -> [Product] {
+        (0..<result.count).map { row in
+            let total = result.int64(row, 1) ?? 0
+            let remaining = result.int64(row, 6) ?? 0
+            return Product(
+                productId: result.string(row, 0) ?? "", totalStock: total,
+                slotCount: UInt32(clamping: result.int64(row, 2) ?? 0), hot: result.bool(row, 3) ?? false,
+                database: result.string(row, 4) ?? "", saleLimit: result.int64(row, 5) ?? 0,
+                sold: total - remaining, remaining: remaining)
+        }
+    }
+
+    enum StockChange: Sendable {
+        case raise(Int64)
+        case saleLimit(Int64)
+    }
+
+    /// What `adjust_stock` did with a change.
+    enum StockChangeOutcome: Sendable {
+        case applied
+        /// Its change id was applied before: nothing changed now.
+        case appliedBefore
+        /// Its change id was used for another change: nothing changed.
+        case changeIdReused
+    }
+
+    /// Applies the change in one transaction (it waits for batches in flight on the product's slots), once per
+    /// change id. Nil when the product does not exist here.
+    func adjustStock(key: Int32, _ change: StockChange, changeId: Int64?) async throws -> StockChangeOutcome? {
+        let params: [String?]
+        switch change {
+        case .raise(let units): params = [String(key), String(units), nil, changeId.map { String($0) }]
+        case .saleLimit(let limit): params = [String(key), nil, String(limit), changeId.map { String($0) }]
+        }
+        let result = try await run("SELECT r_outcome FROM adjust_stock($1, $2, $3, $4)", params)
+        guard !result.isEmpty else { return nil }
+        switch result.int64(0, 0) {
+        case 1: return .applied
+        case 2: return .appliedBefore
+        case 3: return .changeIdReused
+        default: throw RPCError(.internal, "adjust_stock returned an unknown outcome")
+        }
+    }
+
+    // MARK: - Sold counts and audit
+
+    /// Orders per product and per forwarding edge, for every product here (or the one named).
+    func soldCounts(key: Int32?) async throws -> [ProductSold] {
+        let result = try await run(
+            """
+            SELECT p.name, o.edge_id, count(o.request_id)
+            FROM products p LEFT JOIN orders o ON o.product_id = p.id
+            WHERE p.database = $1 AND ($2::integer IS NULL OR p.id = $2)
+            GROUP BY p.id, p.name, o.edge_id ORDER BY p.id, o.edge_id
+            """,
+            [role.rawValue, key.map { String($0) }])
+        var byName: [String: ProductSold] = [:]
+        var order: [String] = []
+        for row in 0..<result.count {
+            guard let name = result.string(row, 0) else { continue }
+            if byName[name] == nil {
+                byName[name] = ProductSold(productId: name)
+                order.append(name)
+            }
+            let count = result.int64(row, 2) ?? 0
+            guard count > 0, let edge = result.int64(row, 1) else { continue }
+            byName[name]!.sold += count
+            byName[name]!.edges.append(EdgeSold(edgeId: UInt32(truncatingIfNeeded: edge), sold: count))
+        }
+        return order.compactMap { byName[$0] }
+    }
+
+    /// Per product, in one snapshot: total = sum(remaining) + orders, and no slot below zero.
+    func audit(key: Int32?) async throws -> [ProductAudit] {
+        let result = try await run(
+            """
+            SELECT p.name, p.total_stock,
+                   coalesce((SELECT sum(s.remaining) FROM stock_slot s WHERE s.product_id = p.id), 0),
+                   (SELECT count(*) FROM orders o WHERE o.product_id = p.id),
+                   (SELECT count(*) FROM stock_slot s WHERE s.product_id = p.id AND s.remaining < 0)
+            FROM products p
+            WHERE p.database = $1 AND ($2::integer IS NULL OR p.id = $2)
+            ORDER BY p.id
+            """,
+            [role.rawValue, key.map { String($0) }])
+        return (0..<result.count).map { row in
+            let total = result.int64(row, 1) ?? 0
+            let remaining = result.int64(row, 2) ?? 0
+            let orders = result.int64(row, 3) ?? 0
+            let negative = result.int64(row, 4) ?? 0
+            return ProductAudit(
+                productId: result.string(row, 0) ?? "", totalStock: total, remaining: remaining, orders: orders,
+                negativeSlots: negative, clean: remaining + orders == total && negative == 0)
+        }
+    }
+
+    // MARK: - Running statements
+
+    /// One statement on the admin connection, which is (re)connected first when it is not working.
+    private func run(_ sql: String, _ params: [String?]) async throws -> PostgresResult {
+        do {
+            return try await link.run(sql, params)
+        } catch let refusal as AdminGate.Refusal {
+            throw RPCError(.unavailable, "the \(role.rawValue) database \(refusal.reason); retry later")
+        } catch let error as PostgresError {
+            logger.warning("admin statement failed", metadata: ["database": "\(role.rawValue)", "error": "\(error)"])
+            throw RPCError(error.rpcErrorCode, "the \(role.rawValue) \(error.rpcErrorMessage)", cause: error)
+        }
+    }
+}
+
+/// When an admin call may go to its database: the pure decisions of `ProductDatabase`.
+struct AdminGate: Sendable {
+    struct Refusal: Error, Sendable, Equatable {
+        let reason: String
+    }
+
+    private(set) var ready: Bool
+    let maxWaiting: Int
+    let backoff: Backoff
+    /// Calls admitted and not yet finished (running or waiting for the database's thread).
+    private(set) var waiting = 0
+    /// Set after a failed connect: until then calls are refused at once rather than each wait out a connect timeout.
+    private(set) var retryAt: NIODeadline?
+    private var delays: Backoff.Iterator
+
+    init(ready: Bool, maxWaiting: Int, backoff: Backoff = Backoff(initial: .milliseconds(200), max: .seconds(2))) {
+        self.ready = ready
+        self.maxWaiting = maxWaiting
+        self.backoff = backoff
+        self.delays = backoff.makeIterator()
+    }
+
+    mutating func markReady() { ready = true }
+
+    /// A call arrives: admitted (it must `leave` later), or refused.
+    mutating func enter(now: NIODeadline) -> Refusal? {
+        guard ready else { return Refusal(reason: "is not reachable yet") }
+        if let retryAt, now < retryAt { return Refusal(reason: "is unreachable") }
+        guard waiting < maxWaiting else { return Refusal(reason: "is too slow to answer more calls") }
+        waiting += 1
+        return nil
+    }
+
+    /// An admitted call needs to connect: refused when another call's attempt failed a moment ago.
+    func mayConnect(now: NIODeadline) -> Refusal? {
+        if let retryAt, now < retryAt { return Refusal(reason: "is unreachable") }
+        return nil
+    }
+
+    mutating func connected() {
+        retryAt = nil
+        delays = backoff.makeIterator()
+    }
+
+    mutating func connectFailed(now: NIODeadline) {
+        retryAt = now + TimeAmount(delays.next())
+    }
+
+    mutating func leave() { waiting -= 1 }
+}
+
+/// The admin connection of one database and the single thread its statements run on, in arrival order.
+///
+/// `@unchecked Sendable`: `gate` is guarded by `lock`; `connection` is touched only on the pool's one thread (and in
+/// `init`).
+private final class AdminLink: @unchecked Sendable {
+    let threadPool: NIOThreadPool
+    private let dsn: String
+    private let settings: PostgresSettings
+    private let logger: Logger
+    private let lock = NSLock()
+    private var gate: AdminGate
+    private var connection: PostgresConnection?
+
+    init(dsn: String, settings: PostgresSettings, connection: PostgresConnection?, gate: AdminGate, logger: Logger) {
+        self.threadPool = NIOThreadPool(numberOfThreads: 1)
+        self.threadPool.start()
+        self.dsn = dsn
+        self.settings = settings
+        self.connection = connection
+        self.gate = gate
+        self.logger = logger
+    }
+
+    var isReady: Bool { lock.withLock { gate.ready } }
+
+    func markReady() { lock.withLock { gate.markReady() } }
+
+    func run(_ sql: String, _ params: [String?]) async throws -> PostgresResult {
+        if let refusal = lock.withLock({ gate.enter(now: .now()) }) { throw refusal }
+        do {
+            return try await threadPool.runIfActive { try self.blockingRun(sql, params) }
+        } catch {
+            // A call the thread pool never ran (it was shut down) still leaves.
+            if error is NIOThreadPoolError.ThreadPoolInactive { lock.withLock { gate.leave() } }
+            throw error
+        }
+    }
+
+    /// On the pool's thread.
+    private func blockingRun(_ sql: String, _ params: [String?]) throws -> PostgresResult {
+        defer { lock.withLock { gate.leave() } }
+        let current: PostgresConnection
+        if let connection, connection.isConnected {
+            current = connection
+        } else {
+            if let refusal = lock.withLock({ gate.mayConnect(now: .now()) }) { throw refusal }
+            do {
+                if let connection {
+                    try connection.reset()
+                    current = connection
+                } else {
+                    current = try PostgresConnection.connect(dsn, settings: settings, threadPool: threadPool, logger: logger)
+                    connection = current
+                }
+                lock.withLock { gate.connected() }
+            } catch {
+                lock.withLock { gate.connectFailed(now: .now()) }
+                throw error
+            }
+        }
+        return try current.query(sql, params)
+    }
+}
+
+/// PostgreSQL's errors as statuses: the database unreachable, a statement cancelled (its timeout) or a transaction
+/// rolled back by a deadlock or serialization failure is UNAVAILABLE (nothing was applied: retry), the rest INTERNAL.
+extension PostgresError: RPCErrorConvertible {
+    public var rpcErrorCode: RPCError.Code {
+        isConnectionFailure || isQueryCanceled || isRetryableTransactionFailure ? .unavailable : .internal
+    }
+    public var rpcErrorMessage: String {
+        rpcErrorCode == .unavailable ? "database is unreachable or busy" : "database refused a statement"
+    }
+}

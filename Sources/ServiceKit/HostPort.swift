@@ -1,0 +1,27 @@
+/// `host:port`, the one parser of the platform's addresses: a name, an IPv4 address, or an IPv6 address in brackets
+/// (`[::1]:80`; a bare `::1:80` is read up to its last colon, as a READY line prints it). The port is 1...65535.
+public struct HostPort: Sendable, Hashable, CustomStringConvertible {
+    public var host: String
+    public var port: Int
+
+    public init(host: String, port: Int) {
+        self.host = host
+        self.port = port
+    }
+
+    /// Nil unless `text` is `host:port`. An empty host is refused, or read as `defaultHost` when one is given
+    /// (`:7200`).
+    public init?(_ text: some StringProtocol, defaultHost: String? = nil) {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]),
+              (1...65535).contains(port)
+        else { return nil }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        if host.isEmpty, let defaultHost { host = defaultHost }
+        guard !host.isEmpty else { return nil }
+        self.init(host: host, port: port)
+    }
+
+    /// `host:port`, the IPv6 host in brackets.
+    public var description: String { host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)" }
+}

@@ -1,0 +1,293 @@
+#!/usr/bin/env bash
+# PostgreSQL 15 under Patroni (Debian's patroni 3.0.2 + python3-kazoo) for this checkout: a primary and a synchronous
+# standby on loopback, with the platform's own ZooKeeper as Patroni's store.
+#   scripts/pg-cluster.sh start | stop | status | env | failover | kill-patroni
+#
+# start         starts both nodes (or the one that is down, which rejoins as a standby through pg_rewind), waits
+#               for a writable primary and, when both nodes run, for the synchronous standby.
+# stop          stops the standby first, then the primary (the other order fails over).
+# status        prints each node's role and state (Patroni's REST /cluster); exit 1 when no primary.
+# env           prints FLASHSALE_PG_DSN (owner, both hosts, target_session_attrs=read-write),
+#               FLASHSALE_PG_SERVICE_DSN (flashsale_app), FLASHSALE_PG_PATRONI (REST endpoints) and
+#               FLASHSALE_PG_PATRONI_LEADER (the ZooKeeper path of Patroni's leader key).
+# failover      the primary's machine vanishes: kill -9 of its Patroni, postmaster and backends; waits for the
+#               standby to be promoted and prints the new primary's name. `start` brings the old one back.
+# kill-patroni  kill -9 of Patroni alone on the primary: its PostgreSQL lives on, still read-write (an orphan).
+#
+# Needs ZooKeeper: FLASHSALE_ZK (host:port[,...]), as `scripts/zookeeper.sh env` prints. Data, sockets and logs
+# under <checkout>/.data/pg-cluster (FLASHSALE_PGC_BASE overrides; /tmp/flashsale-<hash>/pg-cluster when the
+# server account cannot reach the checkout). Ports: FLASHSALE_PGC_PORT (default 15442) and the next one for the
+# nodes, FLASHSALE_PGC_REST_PORT (default 18008) and the next one for their REST APIs.
+#
+# Mode: synchronous_mode on, not strict. While both nodes run, a commit returns only once the standby has it. With
+# one node left, Patroni empties synchronous_standby_names and commits go on unprotected until the standby is back
+# (also for the few seconds after a cold start and after each failover): availability over a second copy. Strict
+# mode would stop every commit of a 2-node cluster with one node down. failsafe_mode keeps a healthy primary
+# writable through a ZooKeeper outage.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PGBIN="${FLASHSALE_PG_BIN:-/usr/lib/postgresql/15/bin}"
+HASH="$(printf '%s' "$ROOT" | sha1sum | cut -c1-12)"
+PORT0="${FLASHSALE_PGC_PORT:-15442}"
+REST0="${FLASHSALE_PGC_REST_PORT:-18008}"
+SCOPE=flashsale
+NAMESPACE="/flashsale-patroni-$HASH"
+NODES=(n1 n2)
+
+log() { echo "pg-cluster.sh: $*" >&2; }
+die() { log "$*"; exit 1; }
+
+IS_ROOT=0
+[ "$(id -u)" -eq 0 ] && IS_ROOT=1
+as_owner() { if [ "$IS_ROOT" -eq 1 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
+
+ensure_packages() {
+    command -v patroni >/dev/null && python3 -c 'import kazoo' 2>/dev/null && return 0
+    /usr/bin/python3 -c 'import kazoo' 2>/dev/null && command -v patroni >/dev/null && return 0
+    log "installing patroni and python3-kazoo"
+    apt-get install -y -qq patroni python3-kazoo >/dev/null 2>&1 ||
+        { apt-get update -qq && apt-get install -y -qq patroni python3-kazoo >/dev/null; }
+}
+
+choose_base() {
+    if [ -n "${FLASHSALE_PGC_BASE:-}" ]; then BASE="$FLASHSALE_PGC_BASE"; return; fi
+    local primary="$ROOT/.data/pg-cluster" fallback="/tmp/flashsale-$HASH/pg-cluster"
+    for b in "$primary" "$fallback"; do [ -d "$b/n1" ] && { BASE="$b"; return; }; done
+    mkdir -p "$primary"
+    # The server account must reach the folder, and Unix socket paths are limited to 107 bytes.
+    if [ "${#primary}" -lt 70 ] && { [ "$IS_ROOT" -eq 0 ] || { chown postgres:postgres "$primary" && runuser -u postgres -- test -w "$primary"; }; }; then
+        BASE="$primary"; return
+    fi
+    rmdir "$primary" 2>/dev/null || true
+    mkdir -p "$fallback"; chmod 0755 "$(dirname "$fallback")"
+    [ "$IS_ROOT" -eq 1 ] && chown postgres:postgres "$fallback"
+    BASE="$fallback"
+}
+choose_base
+
+index_of() { case "$1" in n1) echo 0 ;; n2) echo 1 ;; *) die "no node $1" ;; esac; }
+pg_port() { echo $((PORT0 + $(index_of "$1"))); }
+rest_port() { echo $((REST0 + $(index_of "$1"))); }
+node_dir() { echo "$BASE/$1"; }
+
+zk_hosts() {
+    [ -n "${FLASHSALE_ZK:-}" ] || eval "$(bash "$ROOT/scripts/zookeeper.sh" env 2>/dev/null)" || true
+    [ -n "${FLASHSALE_ZK:-}" ] || die "no ZooKeeper: set FLASHSALE_ZK or run scripts/zookeeper.sh start"
+    echo "$FLASHSALE_ZK"
+}
+
+write_config() {
+    local node="$1" dir; dir="$(node_dir "$node")"
+    mkdir -p "$dir/run"
+    local hosts="" h
+    IFS=',' read -ra zk <<<"$(zk_hosts)"
+    for h in "${zk[@]}"; do hosts+="'$h', "; done
+    cat >"$dir/patroni.yml" <<EOF
+# Written by scripts/pg-cluster.sh on every start.
+scope: $SCOPE
+namespace: $NAMESPACE
+name: $node
+restapi:
+  listen: 127.0.0.1:$(rest_port "$node")
+  connect_address: 127.0.0.1:$(rest_port "$node")
+zookeeper:
+  hosts: [${hosts%, }]
+bootstrap:
+  dcs:
+    ttl: 4
+    loop_wait: 1
+    retry_timeout: 1
+    maximum_lag_on_failover: 1048576
+    synchronous_mode: true
+    synchronous_mode_strict: false
+    failsafe_mode: true
+    postgresql:
+      use_pg_rewind: true
+      use_slots: true
+      parameters:
+        max_connections: 300
+        max_wal_senders: 10
+        max_replication_slots: 10
+        wal_level: replica
+        wal_log_hints: 'on'
+        wal_keep_size: 256MB
+        hot_standby: 'on'
+  initdb:
+    - encoding: UTF8
+    - locale: C.UTF-8
+    - data-checksums
+    - auth-local: trust
+    - auth-host: trust
+postgresql:
+  listen: 127.0.0.1:$(pg_port "$node")
+  connect_address: 127.0.0.1:$(pg_port "$node")
+  data_dir: $dir/data
+  bin_dir: $PGBIN
+  pgpass: $dir/pgpass
+  use_unix_socket: true
+  authentication:
+    superuser: {username: postgres, password: unused-trust-on-loopback}
+    replication: {username: replicator, password: unused-trust-on-loopback}
+    rewind: {username: rewinder, password: unused-trust-on-loopback}
+  parameters:
+    unix_socket_directories: '$dir/run'
+    shared_buffers: 256MB
+    synchronous_commit: 'on'
+    fsync: 'on'
+    max_wal_size: 4GB
+    checkpoint_timeout: 15min
+    lc_messages: C
+  pg_hba:
+    - local all all trust
+    - host replication replicator 127.0.0.1/32 trust
+    - host all all 127.0.0.1/32 trust
+EOF
+    [ "$IS_ROOT" -eq 1 ] && chown -R postgres:postgres "$dir"
+    chmod 0600 "$dir/patroni.yml"
+}
+
+# Patroni's own process (runuser and setsid may sit above it).
+patroni_pid() { pgrep -f "python3 /usr/bin/patroni $(node_dir "$1")/patroni.yml" | head -1 | grep .; }
+patroni_running() { patroni_pid "$1" >/dev/null; }
+postmaster_pid() { local f; f="$(node_dir "$1")/data/postmaster.pid"; [ -f "$f" ] && head -1 "$f" | grep -E '^[0-9]+$' && true; }
+
+start_node() {
+    local node="$1" dir; dir="$(node_dir "$node")"
+    if patroni_pid "$node" >/dev/null; then return 0; fi
+    write_config "$node"
+    touch "$dir/patroni.log"; [ "$IS_ROOT" -eq 1 ] && chown postgres:postgres "$dir/patroni.log"
+    # In a session of its own, with no PG* variables (they would override the pgpass file: replication fails).
+    if [ "$IS_ROOT" -eq 1 ]; then
+        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/var/lib/postgresql setsid runuser -u postgres -- \
+            /usr/bin/python3 /usr/bin/patroni "$dir/patroni.yml" >>"$dir/patroni.log" 2>&1 </dev/null &
+    else
+        env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME="$HOME" setsid /usr/bin/python3 /usr/bin/patroni "$dir/patroni.yml" \
+            >>"$dir/patroni.log" 2>&1 </dev/null &
+    fi
+    wait_for 10 "Patroni process for $node" patroni_running "$node"
+}
+
+rest() { curl -s -m 2 -o /dev/null -w '%{http_code}' "http://127.0.0.1:$(rest_port "$1")/$2" 2>/dev/null || true; }
+
+primary_node() { local n; for n in "${NODES[@]}"; do [ "$(rest "$n" primary)" = 200 ] && { echo "$n"; return 0; }; done; return 1; }
+
+writable() {
+    local n; n="$(primary_node)" || return 1
+    "$PGBIN/psql" -qAtX -h 127.0.0.1 -p "$(pg_port "$n")" -U postgres -d postgres -c "SELECT NOT pg_is_in_recovery()" 2>/dev/null | grep -q t
+}
+
+wait_for() { # seconds description command...
+    local seconds="$1" what="$2"; shift 2
+    local end=$((SECONDS + seconds))
+    until "$@"; do
+        [ "$SECONDS" -lt "$end" ] || die "no $what after ${seconds} s (logs: $BASE/*/patroni.log)"
+        sleep 0.2
+    done
+}
+
+has_sync_standby() { local n; for n in "${NODES[@]}"; do [ "$(rest "$n" sync)" = 200 ] && return 0; done; return 1; }
+
+running_nodes() { local n c=0; for n in "${NODES[@]}"; do patroni_pid "$n" >/dev/null && c=$((c + 1)); done; echo "$c"; }
+
+ensure_roles() {
+    local n; n="$(primary_node)"
+    "$PGBIN/psql" -qAtX -h 127.0.0.1 -p "$(pg_port "$n")" -U postgres -d postgres -v ON_ERROR_STOP=1 >/dev/null <<SQL
+SET client_min_messages = warning;
+DO \$r\$ BEGIN CREATE ROLE flashsale_service NOLOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END \$r\$;
+DO \$r\$ BEGIN CREATE ROLE flashsale_app LOGIN;
+EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END \$r\$;
+GRANT flashsale_service TO flashsale_app;
+SQL
+}
+
+cmd_start() {
+    ensure_packages
+    local n
+    for n in "${NODES[@]}"; do start_node "$n"; done
+    wait_for 60 "writable primary" writable
+    ensure_roles
+    [ "$(running_nodes)" -eq 2 ] && wait_for 60 "synchronous standby" has_sync_standby
+    echo "pg-cluster started: primary $(primary_node) (data $BASE)"
+}
+
+kill_node_postgres() {
+    local node="$1" pid; pid="$(postmaster_pid "$node" || true)"
+    [ -n "$pid" ] || return 0
+    # Its backends do not die with the postmaster: take them first, before they are reparented.
+    local children; children="$(pgrep -P "$pid" 2>/dev/null | tr '\n' ' ' || true)"
+    # shellcheck disable=SC2086
+    kill -KILL "$pid" $children 2>/dev/null || true
+}
+
+stop_node() {
+    local node="$1" pid; pid="$(patroni_pid "$node" || true)"
+    if [ -n "$pid" ]; then
+        kill -TERM "$pid" 2>/dev/null || true   # Patroni stops its PostgreSQL on SIGTERM
+        for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    local pm; pm="$(postmaster_pid "$node" || true)"
+    if [ -n "$pm" ] && kill -0 "$pm" 2>/dev/null; then
+        as_owner "$PGBIN/pg_ctl" -D "$(node_dir "$node")/data" -m fast -w -t 10 stop >/dev/null 2>&1 || kill_node_postgres "$node"
+    fi
+}
+
+cmd_stop() {
+    local leader; leader="$(primary_node || true)"
+    local n
+    for n in "${NODES[@]}"; do [ "$n" != "$leader" ] && stop_node "$n"; done
+    [ -n "$leader" ] && stop_node "$leader"
+    echo "pg-cluster stopped"
+}
+
+cmd_status() {
+    local n ok=1
+    for n in "${NODES[@]}"; do
+        local role="down"
+        if patroni_pid "$n" >/dev/null; then
+            role="running"
+            [ "$(rest "$n" primary)" = 200 ] && role="primary" && ok=0
+            [ "$(rest "$n" sync)" = 200 ] && role="sync standby"
+            [ "$role" = running ] && [ "$(rest "$n" replica)" = 200 ] && role="replica"
+        fi
+        echo "$n 127.0.0.1:$(pg_port "$n") rest 127.0.0.1:$(rest_port "$n"): $role"
+    done
+    return $ok
+}
+
+cmd_env() {
+    local hosts="127.0.0.1,127.0.0.1" ports; ports="$(pg_port n1),$(pg_port n2)"
+    local common="host=$hosts port=$ports dbname=postgres target_session_attrs=read-write connect_timeout=2"
+    echo "FLASHSALE_PG_DSN='$common user=postgres'"
+    echo "FLASHSALE_PG_SERVICE_DSN='$common user=flashsale_app'"
+    echo "FLASHSALE_PG_PATRONI='127.0.0.1:$(rest_port n1),127.0.0.1:$(rest_port n2)'"
+    echo "FLASHSALE_PG_PATRONI_LEADER='$NAMESPACE/$SCOPE/leader'"
+}
+
+cmd_failover() {
+    local old; old="$(primary_node)" || die "no primary to fail over from"
+    local pid; pid="$(patroni_pid "$old" || true)"
+    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+    kill_node_postgres "$old"
+    local started=$SECONDS
+    wait_for 30 "promoted standby" writable
+    echo "failover: $old killed, $(primary_node) primary after $((SECONDS - started)) s"
+}
+
+cmd_kill_patroni() {
+    local old; old="$(primary_node)" || die "no primary"
+    kill -KILL "$(patroni_pid "$old")" 2>/dev/null || true
+    echo "kill-patroni: Patroni of $old killed; its PostgreSQL on 127.0.0.1:$(pg_port "$old") lives on"
+}
+
+case "${1:-}" in
+    start) cmd_start ;;
+    stop) cmd_stop ;;
+    status) cmd_status ;;
+    env) cmd_env ;;
+    failover) cmd_failover ;;
+    kill-patroni) cmd_kill_patroni ;;
+    *) echo "usage: $0 start|stop|status|env|failover|kill-patroni" >&2; exit 2 ;;
+esac
