@@ -88,9 +88,11 @@ func handleFrame(_ payload: UnsafeRawBufferPointer) {
     if let request {
         checkRoundTrip(WireRequest.self, payload)
         var fast = ByteBuffer()
-        WireEnvelope.writeRequestFrame(
-            into: &fast, callID: request.callId, method: request.method, timeoutUs: request.timeoutUs, token: request.token
-        ) { $0.writeImmutableBuffer(request.payload) }
+        Framing.writeFrame(into: &fast) {
+            WireEnvelope.writeRequest(
+                into: &$0, callID: request.callId, method: request.method, timeoutUs: request.timeoutUs, token: request.token
+            ) { $0.writeImmutableBuffer(request.payload) }
+        }
         guard fast.readableBytesView.dropFirst(4).elementsEqual(request.serializedBytes()) else {
             fatalError("WireEnvelope encodes a request unlike protobuf-c: \(request)")
         }
@@ -106,9 +108,11 @@ func handleFrame(_ payload: UnsafeRawBufferPointer) {
     if let response {
         checkRoundTrip(WireResponse.self, payload)
         var fast = ByteBuffer()
-        WireEnvelope.writeResponseFrame(
-            into: &fast, callID: response.callId, status: response.status.rawValue, message: response.message
-        ) { $0.writeImmutableBuffer(response.payload) }
+        Framing.writeFrame(into: &fast) {
+            WireEnvelope.writeResponse(
+                into: &$0, callID: response.callId, status: response.status.rawValue, message: response.message
+            ) { $0.writeImmutableBuffer(response.payload) }
+        }
         guard fast.readableBytesView.dropFirst(4).elementsEqual(response.serializedBytes()) else {
             fatalError("WireEnvelope encodes a response unlike protobuf-c: \(response)")
         }

@@ -9,78 +9,55 @@ import NIOCore
 /// serialized payload buffer copied into the envelope, and on decode a malloc per field plus a copy of the
 /// payload into a fresh `ByteBuffer`: in `perf` profiles of `scripts/bench.sh wire` (16 in flight) the
 /// protobuf-c calls, malloc/free and copies of that path were ~12% of the server's samples (the client's
-/// per-call timers were the biggest single cost there). This codec writes the frame header, envelope
-/// and payload straight into the outgoing buffer in one pass, and decodes the payload as a zero-copy slice of
-/// the frame.
+/// per-call timers were the biggest single cost there). This codec writes the envelope and payload straight into
+/// the outgoing buffer in one pass (inside the frame header that Wire's `Framing.writeFrame` writes), and decodes
+/// the payload as a zero-copy slice of the frame.
 ///
 /// It produces exactly the bytes protobuf-c's pack produces (fields in number order, proto3 zero values
 /// omitted, strings cut at their first NUL as protobuf-c's `strlen` does) and accepts and refuses exactly the
 /// inputs protobuf-c's unpack does; `EnvelopeCodecTests` checks both against protobuf-c on many random
 /// messages and mutated byte strings.
 package enum WireEnvelope {
-    // Field tags: (number << 3) | wire type.
-    static let requestCallID: UInt8 = 0x08, requestMethod: UInt8 = 0x12, requestTimeout: UInt8 = 0x18
-    static let requestToken: UInt8 = 0x22, requestPayload: UInt8 = 0x2a
-    static let responseCallID: UInt8 = 0x08, responseStatus: UInt8 = 0x10, responseMessage: UInt8 = 0x1a
-    static let responsePayload: UInt8 = 0x22
-
     // MARK: encoding
 
-    /// Appends one frame (4-byte length, then a Request envelope) whose payload field holds whatever
-    /// `writePayload` appends: the method's message is serialized once, in place.
-    package static func writeRequestFrame(
+    /// Appends a Request envelope whose payload field holds whatever `writePayload` appends: the method's message
+    /// is serialized once, in place. The frame header around it is Wire's (`Framing.writeFrame`).
+    package static func writeRequest(
         into buffer: inout ByteBuffer, callID: UInt64, method: String, timeoutUs: Int64, token: String,
         payload writePayload: (inout ByteBuffer) -> Void
     ) {
-        let frameStart = buffer.writerIndex
-        buffer.writeInteger(UInt32(0))
         if callID != 0 { writeVarintField(0x08, callID, into: &buffer) }
         writeStringField(0x12, method, into: &buffer)
         if timeoutUs != 0 { writeVarintField(0x18, UInt64(bitPattern: timeoutUs), into: &buffer) }
         writeStringField(0x22, token, into: &buffer)
         writeNestedField(0x2a, into: &buffer, writePayload)
-        buffer.setInteger(UInt32(buffer.writerIndex - frameStart - 4), at: frameStart)
     }
 
-    /// Appends one frame (4-byte length, then a Response envelope) whose payload field holds whatever
-    /// `writePayload` appends.
-    package static func writeResponseFrame(
+    /// Appends a Response envelope whose payload field holds whatever `writePayload` appends.
+    package static func writeResponse(
         into buffer: inout ByteBuffer, callID: UInt64, status: Int32, message: String,
         payload writePayload: (inout ByteBuffer) -> Void
     ) {
-        let frameStart = buffer.writerIndex
-        buffer.writeInteger(UInt32(0))
         if callID != 0 { writeVarintField(0x08, callID, into: &buffer) }
         // An enum is an int32: a negative value is sign-extended to ten bytes, as protobuf-c does.
         if status != 0 { writeVarintField(0x10, UInt64(bitPattern: Int64(status)), into: &buffer) }
         writeStringField(0x1a, message, into: &buffer)
         writeNestedField(0x22, into: &buffer, writePayload)
-        buffer.setInteger(UInt32(buffer.writerIndex - frameStart - 4), at: frameStart)
     }
 
-    /// The envelope alone, without the frame header: byte-identical to `request.serialize(into:)`.
+    /// Byte-identical to `request.serialize(into:)`.
     package static func encode(_ request: WireRequest, into buffer: inout ByteBuffer) {
-        let start = buffer.writerIndex
-        writeRequestFrame(
+        writeRequest(
             into: &buffer, callID: request.callId, method: request.method, timeoutUs: request.timeoutUs,
             token: request.token
         ) { $0.writeImmutableBuffer(request.payload) }
-        Self.dropFrameHeader(&buffer, at: start)
     }
 
-    /// The envelope alone, without the frame header: byte-identical to `response.serialize(into:)`.
+    /// Byte-identical to `response.serialize(into:)`.
     package static func encode(_ response: WireResponse, into buffer: inout ByteBuffer) {
-        let start = buffer.writerIndex
-        writeResponseFrame(
+        writeResponse(
             into: &buffer, callID: response.callId, status: response.status.rawValue, message: response.message
         ) { $0.writeImmutableBuffer(response.payload) }
-        Self.dropFrameHeader(&buffer, at: start)
-    }
-
-    private static func dropFrameHeader(_ buffer: inout ByteBuffer, at start: Int) {
-        let length = buffer.writerIndex - start - 4
-        try! buffer.copyBytes(at: start + 4, to: start, length: length)
-        buffer.moveWriterIndex(to: start + length)
     }
 
     static func varintSize(_ value: UInt64) -> Int {
@@ -156,39 +133,26 @@ package enum WireEnvelope {
     /// Throws `ProtoDecodingError` exactly where protobuf-c's unpack fails.
     package static func decodeRequest(_ frame: ByteBuffer) throws -> WireRequest {
         var request = WireRequest()
-        var payload: Range<Int>? = nil
-        let ok = frame.withUnsafeReadableBytes { bytes -> Bool in
-            var reader = Reader(bytes)
-            while !reader.atEnd {
-                guard let (number, wireType) = reader.readTag() else { return false }
-                switch (number, wireType) {
-                case (1, 0):
-                    guard let value = reader.readVarint() else { return false }
-                    request.callId = value
-                case (2, 2):
-                    guard let range = reader.readLengthDelimited() else { return false }
-                    request.method = reader.string(range)
-                case (3, 0):
-                    guard let value = reader.readVarint() else { return false }
-                    request.timeoutUs = Int64(bitPattern: value)
-                case (4, 2):
-                    guard let range = reader.readLengthDelimited() else { return false }
-                    request.token = reader.string(range)
-                case (5, 2):
-                    guard let range = reader.readLengthDelimited() else { return false }
-                    payload = range
-                case (1...5, _):
-                    return false  // a known field with the wrong wire type
-                default:
-                    guard reader.skip(wireType: wireType) else { return false }
-                }
+        let payload = try decodeEnvelope(frame, messageType: "WireRequest", payloadField: 5) { number, wireType, reader in
+            switch (number, wireType) {
+            case (1, 0):
+                guard let value = reader.readVarint() else { return false }
+                request.callId = value
+            case (2, 2):
+                guard let range = reader.readLengthDelimited() else { return false }
+                request.method = reader.string(range)
+            case (3, 0):
+                guard let value = reader.readVarint() else { return false }
+                request.timeoutUs = Int64(bitPattern: value)
+            case (4, 2):
+                guard let range = reader.readLengthDelimited() else { return false }
+                request.token = reader.string(range)
+            default:
+                return nil
             }
             return true
         }
-        guard ok else { throw ProtoDecodingError(messageType: "WireRequest") }
-        if let payload, !payload.isEmpty {
-            request.payload = frame.getSlice(at: frame.readerIndex + payload.lowerBound, length: payload.count)!
-        }
+        if let payload { request.payload = payload }
         return request
     }
 
@@ -196,38 +160,57 @@ package enum WireEnvelope {
     /// Throws `ProtoDecodingError` exactly where protobuf-c's unpack fails.
     package static func decodeResponse(_ frame: ByteBuffer) throws -> WireResponse {
         var response = WireResponse()
+        let payload = try decodeEnvelope(frame, messageType: "WireResponse", payloadField: 4) { number, wireType, reader in
+            switch (number, wireType) {
+            case (1, 0):
+                guard let value = reader.readVarint() else { return false }
+                response.callId = value
+            case (2, 0):
+                // int32: the low 32 bits of the varint, as protobuf-c's parse_int32 keeps.
+                guard let value = reader.readVarint() else { return false }
+                response.status = WireStatusCode(rawValue: Int32(truncatingIfNeeded: value))
+            case (3, 2):
+                guard let range = reader.readLengthDelimited() else { return false }
+                response.message = reader.string(range)
+            default:
+                return nil
+            }
+            return true
+        }
+        if let payload { response.payload = payload }
+        return response
+    }
+
+    /// The field loop both envelopes share. Their last field, `payloadField`, is the payload (bytes); fields
+    /// 1..<payloadField go to `readField` (false: malformed; nil: not one of its fields at that wire type). Any
+    /// field up to `payloadField` with another wire type is refused, as protobuf-c does; later fields are
+    /// skipped. Returns the payload as a slice of `frame`, nil when absent or empty.
+    @inline(__always)
+    private static func decodeEnvelope(
+        _ frame: ByteBuffer, messageType: String, payloadField: UInt32,
+        _ readField: (UInt32, UInt8, inout Reader) -> Bool?
+    ) throws -> ByteBuffer? {
         var payload: Range<Int>? = nil
         let ok = frame.withUnsafeReadableBytes { bytes -> Bool in
             var reader = Reader(bytes)
             while !reader.atEnd {
                 guard let (number, wireType) = reader.readTag() else { return false }
-                switch (number, wireType) {
-                case (1, 0):
-                    guard let value = reader.readVarint() else { return false }
-                    response.callId = value
-                case (2, 0):
-                    // int32: the low 32 bits of the varint, as protobuf-c's parse_int32 keeps.
-                    guard let value = reader.readVarint() else { return false }
-                    response.status = WireStatusCode(rawValue: Int32(truncatingIfNeeded: value))
-                case (3, 2):
-                    guard let range = reader.readLengthDelimited() else { return false }
-                    response.message = reader.string(range)
-                case (4, 2):
+                if number == payloadField && wireType == 2 {
                     guard let range = reader.readLengthDelimited() else { return false }
                     payload = range
-                case (1...4, _):
-                    return false
-                default:
+                } else if let read = readField(number, wireType, &reader) {
+                    guard read else { return false }
+                } else if (1...payloadField).contains(number) {
+                    return false  // a known field with the wrong wire type
+                } else {
                     guard reader.skip(wireType: wireType) else { return false }
                 }
             }
             return true
         }
-        guard ok else { throw ProtoDecodingError(messageType: "WireResponse") }
-        if let payload, !payload.isEmpty {
-            response.payload = frame.getSlice(at: frame.readerIndex + payload.lowerBound, length: payload.count)!
-        }
-        return response
+        guard ok else { throw ProtoDecodingError(messageType: messageType) }
+        guard let payload, !payload.isEmpty else { return nil }
+        return frame.getSlice(at: frame.readerIndex + payload.lowerBound, length: payload.count)!
     }
 
     /// protobuf-c's scanning rules: a tag of at most 5 bytes, a varint of at most 10, a length prefix of at

@@ -86,9 +86,11 @@ import Wire
             withPayload.payload = ping.serializedBuffer()
             Framing.writeFrame(into: &expected) { withPayload.serialize(into: &$0) }
             var ours = ByteBuffer(bytes: [0xAA])
-            WireEnvelope.writeRequestFrame(
-                into: &ours, callID: request.callId, method: request.method, timeoutUs: request.timeoutUs,
-                token: request.token) { ping.serialize(into: &$0) }
+            Framing.writeFrame(into: &ours) {
+                WireEnvelope.writeRequest(
+                    into: &$0, callID: request.callId, method: request.method, timeoutUs: request.timeoutUs,
+                    token: request.token) { ping.serialize(into: &$0) }
+            }
             #expect(ours == expected)
 
             let response = Self.response(&random)
@@ -97,9 +99,11 @@ import Wire
             responseWithPayload.payload = ping.serializedBuffer()
             Framing.writeFrame(into: &expectedResponse) { responseWithPayload.serialize(into: &$0) }
             var oursResponse = ByteBuffer()
-            WireEnvelope.writeResponseFrame(
-                into: &oursResponse, callID: response.callId, status: response.status.rawValue,
-                message: response.message) { ping.serialize(into: &$0) }
+            Framing.writeFrame(into: &oursResponse) {
+                WireEnvelope.writeResponse(
+                    into: &$0, callID: response.callId, status: response.status.rawValue,
+                    message: response.message) { ping.serialize(into: &$0) }
+            }
             #expect(oursResponse == expectedResponse)
         }
     }

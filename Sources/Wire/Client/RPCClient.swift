@@ -1,8 +1,8 @@
-import Atomics
 import Logging
 import NIOCore
 import NIOPosix
 import Proto
+import Synchronization
 
 public struct RPCClientConfiguration: Sendable {
     public var host: String
@@ -41,7 +41,7 @@ public struct RPCClientConfiguration: Sendable {
 public final class RPCClient: Sendable {
     public let configuration: RPCClientConfiguration
     private let connections: [ClientConnection]
-    private let roundRobin = ManagedAtomic<Int>(0)
+    private let roundRobin = Atomic<Int>(0)
 
     public init(
         configuration: RPCClientConfiguration,
@@ -99,7 +99,7 @@ public final class RPCClient: Sendable {
     private func pickConnection() -> ClientConnection {
         let count = self.connections.count
         if count == 1 { return self.connections[0] }
-        let start = self.roundRobin.loadThenWrappingIncrement(ordering: .relaxed)
+        let start = self.roundRobin.wrappingAdd(1, ordering: .relaxed).oldValue
         if let current = MultiThreadedEventLoopGroup.currentEventLoop {
             for offset in 0..<count {
                 let connection = self.connections[(start &+ offset) % count]
@@ -134,7 +134,7 @@ final class ClientConnection: Sendable {
     private let logger: Logger
     private let state: NIOLoopBoundBox<State>
     private let backoff: NIOLoopBoundBox<TimeAmount>
-    private let ready = ManagedAtomic<Bool>(false)
+    private let ready = Atomic<Bool>(false)
 
     init(configuration: RPCClientConfiguration, eventLoop: any EventLoop, logger: Logger, index: Int) {
         self.eventLoop = eventLoop

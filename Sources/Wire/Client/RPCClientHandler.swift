@@ -39,10 +39,7 @@ final class RPCClientHandler: ChannelInboundHandler {
     private var loopBoundSelf: NIOLoopBound<RPCClientHandler>?
 
     /// Requests not yet handed to the channel.
-    private var pendingOut: ByteBuffer?
-    private var inReadBurst = false
-    private var flushScheduled = false
-    private var needsFlush = false
+    private var outbound = OutboundBatcher()
 
     /// Deadlines without a timer each. One `scheduleTask` per call cost an allocation of the task and its
     /// promise, and each cancellation (on every answer) is a linear search of the event loop's timer heap:
@@ -100,44 +97,25 @@ final class RPCClientHandler: ChannelInboundHandler {
         self.pending[callID] = complete
         if let deadline { self.track(deadline, callID: callID) }
 
-        if self.pendingOut == nil {
-            self.pendingOut = context.channel.allocator.buffer(capacity: 512)
+        let scheduleFlush = self.outbound.append(context: context) { buffer in
+            Framing.writeFrame(into: &buffer) {
+                WireEnvelope.writeRequest(
+                    into: &$0, callID: callID, method: method, timeoutUs: timeoutUs, token: token, payload: writePayload)
+            }
         }
-        WireEnvelope.writeRequestFrame(
-            into: &self.pendingOut!, callID: callID, method: method, timeoutUs: timeoutUs, token: token,
-            payload: writePayload)
-        if self.pendingOut!.readableBytes >= 64 * 1024 {
-            context.write(Self.wrapOutboundOut(self.pendingOut.take()!), promise: nil)
+        if scheduleFlush {
+            let loopBoundSelf = self.loopBoundSelf
+            context.eventLoop.execute {
+                guard let handler = loopBoundSelf?.value, let context = handler.context else { return }
+                handler.outbound.scheduledFlush(context: context)
+            }
         }
-        self.requestFlush()
     }
 
     func send(_ call: OutgoingCall) {
         self.send(method: call.method, timeout: call.timeout, token: call.token, complete: call.complete) {
             $0.writeImmutableBuffer(call.payload)
         }
-    }
-
-    /// One flush for every call sent in a read burst (flushed at its end) or in a loop tick: pipelined
-    /// callers share a syscall.
-    private func requestFlush() {
-        if self.inReadBurst {
-            self.needsFlush = true
-        } else if !self.flushScheduled {
-            self.flushScheduled = true
-            let loopBoundSelf = self.loopBoundSelf
-            self.context?.eventLoop.execute {
-                guard let handler = loopBoundSelf?.value else { return }
-                handler.flushScheduled = false
-                handler.flushNow()
-            }
-        }
-    }
-
-    private func flushNow() {
-        self.needsFlush = false
-        guard let context = self.context, let out = self.pendingOut.take() else { return }
-        context.writeAndFlush(Self.wrapOutboundOut(out), promise: nil)
     }
 
     // MARK: deadlines
@@ -193,7 +171,7 @@ final class RPCClientHandler: ChannelInboundHandler {
     // MARK: inbound
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        self.inReadBurst = true
+        self.outbound.beginBurst()
         let response: WireResponse
         do {
             response = try WireEnvelope.decodeResponse(Self.unwrapInboundIn(data))
@@ -212,8 +190,7 @@ final class RPCClientHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        self.inReadBurst = false
-        if self.needsFlush { self.flushNow() }
+        self.outbound.endBurst(context: context)
         context.fireChannelReadComplete()
     }
 
@@ -232,7 +209,7 @@ final class RPCClientHandler: ChannelInboundHandler {
         self.timer = nil
         self.timerDeadline = nil
         self.deadlines.removeAll()
-        self.pendingOut = nil
+        self.outbound.discard()
         let calls = self.pending
         self.pending.removeAll()
         for (_, complete) in calls {

@@ -6,14 +6,16 @@ public enum Framing {
     public static let defaultMaxFrameSize = 1 << 20
     static let headerSize = 4
 
-    /// Appends one frame to `buffer`: the header is reserved first and patched once the payload is written,
-    /// so the message is serialized exactly once, straight into the outgoing buffer.
+    /// Appends one frame to `buffer`: the only place a frame header is written. NIOCore reserves the header and
+    /// patches it once the payload is written, so the message is serialized exactly once, straight into the
+    /// outgoing buffer.
     public static func writeFrame(into buffer: inout ByteBuffer, _ writePayload: (inout ByteBuffer) -> Void) {
-        let headerIndex = buffer.writerIndex
-        buffer.writeInteger(UInt32(0))
-        writePayload(&buffer)
-        let length = buffer.writerIndex - headerIndex - headerSize
-        buffer.setInteger(UInt32(length), at: headerIndex)
+        // Cannot throw: a ByteBuffer holds less than 4 GiB, so every length fits the UInt32 header.
+        try! buffer.writeLengthPrefixed(endianness: .big, as: UInt32.self) { buffer in
+            let start = buffer.writerIndex
+            writePayload(&buffer)
+            return buffer.writerIndex - start
+        }
     }
 }
 

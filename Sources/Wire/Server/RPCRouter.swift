@@ -10,6 +10,8 @@ public struct ServerCallContext: Sendable {
     public let deadline: NIODeadline?
     public let eventLoop: any EventLoop
     public let logger: Logger
+    /// Where the connection runs its async handlers.
+    let calls: ConnectionCalls
 
     public var isExpired: Bool {
         guard let deadline else { return false }
@@ -80,7 +82,8 @@ public struct RPCRouter: Sendable {
 
     public var methods: [String] { routes.keys.sorted() }
 
-    /// An async handler: runs in a task of its own; its thrown `RPCError` becomes the call's status.
+    /// An async handler: runs as a child task of the connection (see `ConnectionCalls`), cancelled at the call's
+    /// deadline and when the connection closes; its thrown `RPCError` becomes the call's status.
     public mutating func register<Request: ProtoMessage, Response: ProtoMessage>(
         _ method: String,
         access: RPCAccess = .public,
@@ -88,7 +91,7 @@ public struct RPCRouter: Sendable {
     ) {
         self.routes[method] = Route(access: access) { payload, context, raw in
             guard let request: Request = Self.decode(payload, raw) else { return }
-            Task {
+            context.calls.run(deadline: context.deadline) {
                 do {
                     raw.succeed(try await handler(request, context))
                 } catch {

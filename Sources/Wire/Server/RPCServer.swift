@@ -1,23 +1,36 @@
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
-import NIOExtras
 import NIOPosix
 import ServiceLifecycle
+import Synchronization
 
 /// A TCP server of multiplexed calls, run as a `Service`: on graceful shutdown it stops accepting, lets every
 /// connection finish the calls it has in flight, then returns.
+///
+/// The drain is not NIOExtras' `ServerQuiescingHelper`: the helper fires its quiesce event at a connection
+/// accepted while the server shuts down as soon as it is accepted, on the connection's loop, and with the async
+/// bootstrap the connection's pipeline is built later on that loop (its initializer is submitted after the
+/// helper's event), so the event can reach an empty pipeline and be lost: that connection would stay open until
+/// its idle timeout. Here a connection is registered in `serve`, once its pipeline exists, under the lock that
+/// starts the drain, so none is missed; the same table gives the connection count the metrics report.
 public final class RPCServer: Service, Sendable {
     private let configuration: RPCServerConfiguration
     private let router: RPCRouter
     private let group: any EventLoopGroup
     private let logger: Logger
     private let bound: EventLoopPromise<SocketAddress>
-    private let connections = NIOLockedValueBox(Connections())
+    private let connections = Mutex(Connections())
 
     private struct Connections {
         var open: [ObjectIdentifier: any Channel] = [:]
         var draining = false
+    }
+
+    /// An accepted connection, and the stream of its async calls (see `ConnectionCalls`).
+    private struct Connection: Sendable {
+        let channel: any Channel
+        let calls: ConnectionCalls
+        let jobs: AsyncStream<ConnectionCalls.Job>
     }
 
     public init(
@@ -38,10 +51,10 @@ public final class RPCServer: Service, Sendable {
         try await self.bound.futureResult.get()
     }
 
-    public var connectionCount: Int { self.connections.withLockedValue { $0.open.count } }
+    public var connectionCount: Int { self.connections.withLock { $0.open.count } }
 
     public func run() async throws {
-        let server: NIOAsyncChannel<any Channel, Never>
+        let server: NIOAsyncChannel<Connection, Never>
         do {
             server = try await self.bind()
         } catch {
@@ -63,7 +76,7 @@ public final class RPCServer: Service, Sendable {
         } onGracefulShutdown: {
             self.logger.info("server draining")
             server.channel.close(promise: nil)
-            let open = self.connections.withLockedValue { state in
+            let open = self.connections.withLock { state in
                 state.draining = true
                 return Array(state.open.values)
             }
@@ -72,7 +85,7 @@ public final class RPCServer: Service, Sendable {
         self.logger.info("server stopped")
     }
 
-    private func bind() async throws -> NIOAsyncChannel<any Channel, Never> {
+    private func bind() async throws -> NIOAsyncChannel<Connection, Never> {
         let configuration = self.configuration
         let router = self.router
         let logger = self.logger
@@ -83,29 +96,42 @@ public final class RPCServer: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let (calls, jobs) = ConnectionCalls.makeStream()
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(ByteToMessageHandler(FrameDecoder(
                         maxFrameSize: configuration.maxFrameSize, reportsPartialFrames: configuration.frameTimeout != nil)))
-                    try sync.addHandler(RPCServerHandler(router: router, configuration: configuration, logger: logger))
-                    return channel
+                    try sync.addHandler(RPCServerHandler(router: router, configuration: configuration, logger: logger, calls: calls))
+                    return Connection(channel: channel, calls: calls, jobs: jobs)
                 }
             }
     }
 
-    /// One connection's lifetime. Never throws: one bad connection never stops the server.
-    private func serve(_ channel: any Channel) async {
+    /// One connection's lifetime, and the task group its async calls run in. Never throws: one bad connection
+    /// never stops the server.
+    private func serve(_ connection: Connection) async {
+        let channel = connection.channel
         let id = ObjectIdentifier(channel)
-        let draining = self.connections.withLockedValue { state in
+        let draining = self.connections.withLock { state in
             state.open[id] = channel
             return state.draining
         }
         if draining { channel.triggerUserOutboundEvent(RPCServerHandler.Drain(), promise: nil) }
-        // Cancellation is the hard stop (graceful shutdown drains instead): close at once.
-        await withTaskCancellationHandler {
-            try? await channel.closeFuture.get()
-        } onCancel: {
-            channel.close(promise: nil)
+        await withDiscardingTaskGroup { group in
+            group.addTask {
+                // Cancellation is the hard stop (graceful shutdown drains instead): close at once.
+                await withTaskCancellationHandler {
+                    try? await channel.closeFuture.get()
+                } onCancel: {
+                    channel.close(promise: nil)
+                }
+                connection.calls.finish()
+            }
+            for await call in connection.jobs {
+                group.addTask(operation: call)
+            }
+            // Closed: the answers of calls still running have nowhere to go.
+            group.cancelAll()
         }
-        _ = self.connections.withLockedValue { $0.open.removeValue(forKey: id) }
+        _ = self.connections.withLock { $0.open.removeValue(forKey: id) }
     }
 }
