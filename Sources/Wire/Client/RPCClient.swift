@@ -34,6 +34,10 @@ public struct RPCClientConfiguration: Sendable {
         self.maxBackoff = maxBackoff
         self.token = token
     }
+
+    /// Between reconnects of a dropped connection: `initialBackoff` doubling to `maxBackoff`, jittered, so that
+    /// many clients of a restarted server do not all come back at once.
+    var reconnectBackoff: Backoff { Backoff(initial: Duration(initialBackoff), max: Duration(maxBackoff)) }
 }
 
 /// A pool of multiplexed connections to one server. Calls in flight fail with UNAVAILABLE when their
@@ -133,7 +137,7 @@ final class ClientConnection: Sendable {
     private let configuration: RPCClientConfiguration
     private let logger: Logger
     private let state: NIOLoopBoundBox<State>
-    private let backoff: NIOLoopBoundBox<TimeAmount>
+    private let backoff: NIOLoopBoundBox<Backoff.Iterator>
     private let ready = Atomic<Bool>(false)
 
     init(configuration: RPCClientConfiguration, eventLoop: any EventLoop, logger: Logger, index: Int) {
@@ -143,7 +147,7 @@ final class ClientConnection: Sendable {
         logger[metadataKey: "upstream"] = "\(configuration.host):\(configuration.port)#\(index)"
         self.logger = logger
         self.state = .makeBoxSendingValue(.idle, eventLoop: eventLoop)
-        self.backoff = .makeBoxSendingValue(configuration.initialBackoff, eventLoop: eventLoop)
+        self.backoff = .makeBoxSendingValue(configuration.reconnectBackoff.makeIterator(), eventLoop: eventLoop)
     }
 
     var isReady: Bool { self.ready.load(ordering: .relaxed) }
@@ -220,7 +224,7 @@ final class ClientConnection: Sendable {
             }
             self.state.value = .ready(channel, handler)
             self.ready.store(true, ordering: .relaxed)
-            self.backoff.value = self.configuration.initialBackoff
+            self.backoff.value = self.configuration.reconnectBackoff.makeIterator()
             channel.closeFuture.hop(to: self.eventLoop).whenComplete { _ in self.disconnected(channel) }
             for call in waiting { self.sendOnLoop(call) }
         case .failure(let error):
@@ -241,8 +245,7 @@ final class ClientConnection: Sendable {
 
     private func scheduleReconnect() {
         self.state.value = .backoff
-        let delay = self.backoff.value
-        self.backoff.value = min(delay * 2, self.configuration.maxBackoff)
+        let delay = TimeAmount(self.backoff.value.next())
         // Jitter keeps a fleet of clients from reconnecting in lock-step after a server restart.
         let jittered = TimeAmount.nanoseconds(Int64(Double(delay.nanoseconds) * Double.random(in: 0.8...1.2)))
         self.eventLoop.scheduleTask(in: jittered) {
