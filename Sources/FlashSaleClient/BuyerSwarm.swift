@@ -150,7 +150,7 @@ public final class BuyerSwarm: Sendable {
     fileprivate func claimAttempt() -> (requestID: UInt64, userID: UInt64, product: String)? {
         let index = nextAttempt.loadThenWrappingIncrement(ordering: .relaxed)
         guard index < configuration.attempts else { return nil }
-        let draw = Self.splitMix64(configuration.seed &+ UInt64(index))
+        let draw = SplitMix64.mix(configuration.seed &+ UInt64(index))
         let user = 1 + draw % UInt64(configuration.users)
         let product = configuration.products[index % configuration.products.count]
         return (configuration.requestIDBase &+ UInt64(index), user, product)
@@ -170,12 +170,6 @@ public final class BuyerSwarm: Sendable {
     /// Between asks of a purchase whose outcome may be unknown.
     static let retryDelay = Backoff(initial: .milliseconds(5), max: .milliseconds(200))
 
-    static func splitMix64(_ x: UInt64) -> UInt64 {
-        var z = x &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
 
 /// One connection's share of the crowd: `depth` chains of attempts, each starting the next on completion.

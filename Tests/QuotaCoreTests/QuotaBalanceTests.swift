@@ -1,5 +1,6 @@
 import FlashSaleClient
 import Proto
+import Wire
 import Testing
 
 @testable import QuotaCore
@@ -205,7 +206,7 @@ import Testing
     /// Whatever comes in: no trap, grants are never negative and never exceed the free units, and only live edges
     /// get any.
     @Test(arguments: [11, 12, 13, 14, 15, 16, 17, 18] as [UInt64]) func extremeNumbersNeverTrapThePlanner(seed: UInt64) {
-        var rng = SplitMix(seed)
+        var rng = SplitMix64(seed)
         let extremes: [Int64] = [.min, .min + 1, -1, 0, 1, QuotaLayout.maxUnits, QuotaLayout.maxUnits + 1, .max - 1, .max]
         func number() -> Int64 {
             rng.next() % 2 == 0 ? extremes[Int(rng.next() % UInt64(extremes.count))] : Int64(bitPattern: rng.next())
@@ -260,7 +261,7 @@ import Testing
     /// service runs them (ask, record what edges answer, grant). After every round nothing is granted beyond what is
     /// sellable, no edge sells more than it was granted, and the database never sells beyond its capacity.
     @Test(arguments: [1, 2, 3, 4, 5, 6, 7, 8]) func randomizedRoundsKeepTheInvariant(seed: UInt64) {
-        var rng = SplitMix(seed)
+        var rng = SplitMix64(seed)
         struct SimEdge { var granted: Int64 = 0; var sold: Int64 = 0; var released: Int64 = 0; var available: Int64 { granted - sold - released } }
         var edges: [UInt32: SimEdge] = [:]
         var live: Set<UInt32> = []
@@ -334,14 +335,6 @@ import Testing
     static func id(_ name: String) -> UInt32 { QuotaLayout.edgeID(name: name)! }
 }
 
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(_ seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+extension SplitMix64 {
+    init(_ seed: UInt64) { self.init(seed: seed) }
 }

@@ -1,4 +1,5 @@
 import Atomics
+import Wire
 
 /// The edge's lottery: keeps `keepPerMillion` of every million purchase attempts and sheds the rest (SHED,
 /// the client may retry). The ratio comes from ZooKeeper's `config/shed` and changes live.
@@ -28,14 +29,7 @@ public final class LoadShedder: Sendable {
         let keep = self.keep.load(ordering: .relaxed)
         if keep >= Self.million { return true }
         if keep == 0 { return false }
-        let draw = Self.splitMix64(self.seed &+ self.counter.loadThenWrappingIncrement(ordering: .relaxed))
+        let draw = SplitMix64.mix(self.seed &+ self.counter.loadThenWrappingIncrement(ordering: .relaxed))
         return draw % UInt64(Self.million) < UInt64(keep)
-    }
-
-    static func splitMix64(_ x: UInt64) -> UInt64 {
-        var z = x &+ 0x9E37_79B9_7F4A_7C15
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
