@@ -97,17 +97,18 @@ final class RPCClientHandler: ChannelInboundHandler {
         self.pending[callID] = complete
         if let deadline { self.track(deadline, callID: callID) }
 
-        let scheduleFlush = self.outbound.append(context: context) { buffer in
+        let (output, scheduleFlush) = self.outbound.append(allocator: context.channel.allocator) { buffer in
             Framing.writeFrame(into: &buffer) {
                 WireEnvelope.writeRequest(
                     into: &$0, callID: callID, method: method, timeoutUs: timeoutUs, token: token, payload: writePayload)
             }
         }
+        context.write(output)
         if scheduleFlush {
             let loopBoundSelf = self.loopBoundSelf
             context.eventLoop.execute {
                 guard let handler = loopBoundSelf?.value, let context = handler.context else { return }
-                handler.outbound.scheduledFlush(context: context)
+                context.write(handler.outbound.scheduledFlush())
             }
         }
     }
@@ -190,7 +191,7 @@ final class RPCClientHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        self.outbound.endBurst(context: context)
+        context.write(self.outbound.endBurst())
         context.fireChannelReadComplete()
     }
 

@@ -13,19 +13,30 @@ struct OutboundBatcher {
     private var needsFlush = false
     private var flushScheduled = false
 
-    /// Appends one frame (`write` writes it into the outgoing buffer). Returns true when the caller must run
-    /// `scheduledFlush` at the end of this loop tick: outside a read burst, frames (answers completed from
-    /// elsewhere, calls sent by other tasks) come in bursts too, and one flush per tick beats a syscall per frame.
-    mutating func append(context: ChannelHandlerContext, _ write: (inout ByteBuffer) -> Void) -> Bool {
-        if self.pending == nil { self.pending = context.channel.allocator.buffer(capacity: 512) }
+    /// What the handler hands to the channel once a call here has returned. Never from inside one: a write can fail
+    /// and close the channel at once, and the handler's callbacks for that (a last read, `channelInactive`) reach
+    /// this batcher again, which would be a second access to it while the first is still under way.
+    enum Output {
+        case write(ByteBuffer)
+        case writeAndFlush(ByteBuffer)
+        case flush
+    }
+
+    /// Appends one frame (`write` writes it into the outgoing buffer). Returns what to write now (the frames so far,
+    /// past the threshold), and whether the caller must run `scheduledFlush` at the end of this loop tick: outside
+    /// a read burst, frames (answers completed from elsewhere, calls sent by other tasks) come in bursts too, and
+    /// one flush per tick beats a syscall per frame.
+    mutating func append(
+        allocator: ByteBufferAllocator, _ write: (inout ByteBuffer) -> Void
+    ) -> (output: Output?, scheduleFlush: Bool) {
+        if self.pending == nil { self.pending = allocator.buffer(capacity: 512) }
         write(&self.pending!)
-        if self.pending!.readableBytes >= Self.writeThreshold {
-            context.write(NIOAny(self.pending.take()!), promise: nil)
-        }
+        var output: Output?
+        if self.pending!.readableBytes >= Self.writeThreshold { output = .write(self.pending.take()!) }
         self.needsFlush = true
-        guard !self.inReadBurst, !self.flushScheduled else { return false }
+        guard !self.inReadBurst, !self.flushScheduled else { return (output, false) }
         self.flushScheduled = true
-        return true
+        return (output, true)
     }
 
     /// A read burst (or a batch of answers) starts: its frames are flushed once, at `endBurst`. Returns whether
@@ -36,31 +47,40 @@ struct OutboundBatcher {
         return self.inReadBurst
     }
 
-    mutating func endBurst(context: ChannelHandlerContext) {
+    mutating func endBurst() -> Output? {
         self.inReadBurst = false
-        self.flush(context: context)
+        return self.flush()
     }
 
     /// The flush `append` asked for.
-    mutating func scheduledFlush(context: ChannelHandlerContext) {
+    mutating func scheduledFlush() -> Output? {
         self.flushScheduled = false
-        self.flush(context: context)
+        return self.flush()
     }
 
     /// Writes and flushes what is pending; also flushes frames written out at the threshold.
-    mutating func flush(context: ChannelHandlerContext) {
-        guard self.needsFlush else { return }
+    mutating func flush() -> Output? {
+        guard self.needsFlush else { return nil }
         self.needsFlush = false
-        if let out = self.pending.take() {
-            context.writeAndFlush(NIOAny(out), promise: nil)
-        } else {
-            context.flush()
-        }
+        if let out = self.pending.take() { return .writeAndFlush(out) }
+        return .flush
     }
 
     /// The connection closed: what is pending is dropped.
     mutating func discard() {
         self.pending = nil
         self.needsFlush = false
+    }
+}
+
+extension ChannelHandlerContext {
+    /// Runs what the batcher returned (after its call has returned).
+    func write(_ output: OutboundBatcher.Output?) {
+        switch output {
+        case .write(let buffer)?: self.write(NIOAny(buffer), promise: nil)
+        case .writeAndFlush(let buffer)?: self.writeAndFlush(NIOAny(buffer), promise: nil)
+        case .flush?: self.flush()
+        case nil: break
+        }
     }
 }

@@ -109,7 +109,7 @@ final class RPCServerHandler: ChannelDuplexHandler {
             self.logger.debug("closing connection: a partial frame held past the frame timeout")
             context.close(promise: nil)
         case .close(.drained):
-            self.outbound.flush(context: context)
+            context.write(self.outbound.flush())
             context.close(promise: nil)
         }
     }
@@ -145,7 +145,7 @@ final class RPCServerHandler: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         self.state.readCompleted(now: context.eventLoop.now)
-        self.outbound.endBurst(context: context)
+        context.write(self.outbound.endBurst())
         context.fireChannelReadComplete()
     }
 
@@ -215,7 +215,7 @@ final class RPCServerHandler: ChannelDuplexHandler {
             case .failure(let error): self.complete(serial: answer.serial, .failure(error))
             }
         }
-        if !wasInBurst, let context = self.context { self.outbound.endBurst(context: context) }
+        if !wasInBurst, let context = self.context { context.write(self.outbound.endBurst()) }
     }
 
     func complete(serial: UInt64, _ result: Result<ByteBuffer, RPCError>) {
@@ -249,16 +249,17 @@ final class RPCServerHandler: ChannelDuplexHandler {
 
     private func appendResponse(callID: UInt64, status: Int32, message: String, payload: (inout ByteBuffer) -> Void) {
         guard let context = self.context, context.channel.isActive else { return }
-        let scheduleFlush = self.outbound.append(context: context) { buffer in
+        let (output, scheduleFlush) = self.outbound.append(allocator: context.channel.allocator) { buffer in
             Framing.writeFrame(into: &buffer) {
                 WireEnvelope.writeResponse(into: &$0, callID: callID, status: status, message: message, payload: payload)
             }
         }
+        context.write(output)
         if scheduleFlush {
             let loopBoundSelf = self.loopBoundSelf
             context.eventLoop.execute {
                 guard let handler = loopBoundSelf?.value, let context = handler.context else { return }
-                handler.outbound.scheduledFlush(context: context)
+                context.write(handler.outbound.scheduledFlush())
             }
         }
     }
