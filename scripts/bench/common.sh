@@ -24,11 +24,10 @@ start_ready() {
   echo "not ready in 30 s: $*" >&2; return 1
 }
 stop_started() { for pid in "${PIDS[@]:-}"; do [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap stop_started EXIT
+trap 'stop_started; stop_run_servers' EXIT
 
-# The first port from $1 up that nothing listens on.
-listening() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
-free_port() { local port=$1; while listening "$port"; do port=$((port + 1)); done; echo "$port"; }
+# free_port, and this run's own servers (start_run_servers KIND [postgres] [zookeeper]), stopped on exit.
+source scripts/lib/run-servers.sh
 
 ratio() { python3 -c "import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print(f'{a/b:.2f}' if b else 'n/a')" "$1" "$2"; }
 field() { tr ' ' '\n' <<<"$1" | grep "^$2=" | cut -d= -f2; }

@@ -22,11 +22,10 @@ DB=flashsale_bench_$$
 bench_build
 swift build -c release --product InventoryService >&2
 
-bash scripts/postgres.sh start >&2
-eval "$(bash scripts/postgres.sh env)"
+start_run_servers bench-inventory postgres
 PSQL=(psql -qAt -h 127.0.0.1 -p "$FLASHSALE_PG_PORT" -U postgres -v ON_ERROR_STOP=1)
 drop_databases() { "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS ${DB}_hot WITH (FORCE)" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; }
-trap 'stop_started; drop_databases' EXIT
+trap 'stop_started; drop_databases; stop_run_servers' EXIT
 "${PSQL[@]}" -d postgres -c "CREATE DATABASE $DB" >&2
 # Served as the login role, migrated as the owner (scripts/postgres.sh makes both), as in production.
 DSN="host=127.0.0.1 port=$FLASHSALE_PG_PORT user=postgres dbname=$DB"

@@ -13,11 +13,8 @@ bash scripts/install-deps.sh >/dev/null
 echo "building release..." >&2
 swift build -c release >&2
 BIN=$(swift build -c release --show-bin-path)
-for s in postgres zookeeper; do bash "scripts/$s.sh" start >/dev/null; done
-# `flashsale sale` uses these (it would otherwise start servers of its own for each run).
-eval "$(bash scripts/postgres.sh env)"
-eval "$(bash scripts/zookeeper.sh env)"
-export FLASHSALE_PG_DSN FLASHSALE_ZK
+# This run's own servers; `flashsale sale` uses them (it would otherwise start servers of its own for each sale).
+start_run_servers bench-sale
 
 # The anchor first, before a thousand connections churn the machine (Redis has been seen failing to start after).
 echo "== anchor: redis-benchmark, Lua stock pre-deduction (scripts/anchors/redis-anchor.sh)"

@@ -1,0 +1,46 @@
+# Sourced by scripts/test.sh and scripts/bench/common.sh: PostgreSQL and/or ZooKeeper of this run's own, in a folder
+# of its own (.data/runs/KIND-PID) on free ports. Another checkout's run, a benchmark or `flashsale sale` beside it
+# never shares them, and none of them stops these. A port something already listens on is skipped for the next
+# free one. Folders of runs of KIND that were killed (their process is gone) have their servers stopped first.
+#   start_run_servers KIND [postgres] [zookeeper]   (both when none is named); then stop_run_servers, e.g. on EXIT
+listening() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+free_port() { local port=$1; while listening "$port"; do port=$((port + 1)); done; echo "$port"; }
+
+RUNS="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.data/runs"
+# PostgreSQL's socket path must stay short.
+[[ ${#RUNS} -lt 48 ]] || RUNS=/tmp/flashsale-runs
+RUN=""
+
+stop_run() {
+  FLASHSALE_ZK_BASE="$1/zookeeper" bash scripts/zookeeper.sh stop >/dev/null 2>&1 || true
+  FLASHSALE_PG_BASE="$1/postgres" bash scripts/postgres.sh stop >/dev/null 2>&1 || true
+  rm -rf "$1"
+}
+
+start_run_servers() {
+  local kind=$1; shift
+  local servers=("$@"); [[ ${#servers[@]} -gt 0 ]] || servers=(postgres zookeeper)
+  for old in "$RUNS/$kind"-*; do
+    [[ -d "$old" ]] || continue
+    kill -0 "${old##*-}" 2>/dev/null || stop_run "$old"
+  done
+  RUN="$RUNS/$kind-$$"
+  mkdir -p "$RUN"
+  export FLASHSALE_PG_BASE="$RUN/postgres" FLASHSALE_ZK_BASE="$RUN/zookeeper"
+  local s
+  for s in "${servers[@]}"; do
+    if [[ $s == postgres ]]; then
+      export FLASHSALE_PG_PORT=$(free_port "${FLASHSALE_PG_PORT:-15432}")
+      bash scripts/postgres.sh start >&2
+      eval "$(bash scripts/postgres.sh env)"
+      export FLASHSALE_PG_DSN FLASHSALE_PG_SERVICE_DSN
+    else
+      export FLASHSALE_ZK_PORT=$(free_port "${FLASHSALE_ZK_PORT:-12181}")
+      bash scripts/zookeeper.sh start >&2
+      eval "$(bash scripts/zookeeper.sh env)"
+      export FLASHSALE_ZK
+    fi
+  done
+}
+
+stop_run_servers() { [[ -n "$RUN" ]] && stop_run "$RUN"; RUN=""; }
