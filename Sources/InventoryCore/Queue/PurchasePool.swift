@@ -320,11 +320,6 @@ private final class Consumer: @unchecked Sendable {
     /// The pool epoch in which `connection` was last found working.
     private var epoch: UInt64?
 
-    private static let statement =
-        "SELECT r_requests, r_outcomes, r_orders, r_edges FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])"
-    private static let lookupStatement =
-        "SELECT r_requests, r_outcomes, r_orders, r_edges FROM lookup_batch($1::integer, $2::bigint[], $3::bigint[])"
-
     init(pool: PurchasePool, logger: Logger) {
         self.pool = pool
         self.logger = logger
@@ -506,17 +501,16 @@ private final class Consumer: @unchecked Sendable {
             PostgresArrays.text(count: lookups.count) { lookups[$0].userId },
         ]
         var replies = Replies()
-        switch call(Self.lookupStatement, parameters, on: connection) {
+        switch call(PurchaseBatch.lookup, parameters, on: connection) {
         case .success(let result):
-            let outcomes = Self.outcomes(result)
-            for lookup in lookups {
-                switch outcomes[lookup.requestId]?.outcome {
-                case Outcome.purchasedBefore?:
-                    let found = outcomes[lookup.requestId]!
-                    replies.succeed(lookup, SoldOutLookup.Order(id: found.order, edge: found.edge).replayed)
-                case Outcome.soldOut?, Outcome.closed?:
+            let outcomes = PurchaseBatch.lookups(of: lookups.map(\.requestId), PurchaseBatch.Rows(result))
+            for (lookup, outcome) in zip(lookups, outcomes) {
+                switch outcome {
+                case .replayed(let order, let edge):
+                    replies.succeed(lookup, SoldOutLookup.Order(id: order, edge: edge).replayed)
+                case .closed:
                     replies.succeed(lookup, RequestIds.closed(lookupOnly: true))
-                case Outcome.reused?:
+                case .reused:
                     replies.fail(lookup, RequestIds.reused)
                 default:
                     replies.fail(lookup, RPCError(.internal, "the lookup has no outcome"))
@@ -552,7 +546,7 @@ private final class Consumer: @unchecked Sendable {
         let started = ContinuousClock.now
         defer { pool.metrics.commit.recordNanoseconds((ContinuousClock.now - started).nanoseconds) }
         pool.metrics.batchSize.record(batch.purchases.count)
-        switch call(Self.statement, Self.parameters(batch), on: connection) {
+        switch call(PurchaseBatch.purchase, Self.parameters(batch), on: connection) {
         case .success(let result): answer(batch, result)
         case .failure(let error): fail(batch, error)
         }
@@ -584,116 +578,51 @@ private final class Consumer: @unchecked Sendable {
         pool.metrics.failed.increment(by: batch.purchases.count)
     }
 
-    /// The procedures' outcome codes (Schema.procedures and Schema.requestIds).
-    private enum Outcome {
-        static let retry: Int64 = 0
-        static let purchased: Int64 = 1
-        static let soldOut: Int64 = 2
-        static let alreadyPurchased: Int64 = 4
-        static let purchasedBefore: Int64 = 5
-        /// A closed request id: SOLD_OUT replayed.
-        static let closed: Int64 = 6
-        /// The request id is bound to another product or user.
-        static let reused: Int64 = 7
-    }
-
-    private static func rank(_ outcome: Int64) -> Int {
-        switch outcome {
-        case Outcome.purchased: 4
-        case Outcome.purchasedBefore: 3
-        case Outcome.alreadyPurchased: 2
-        case Outcome.soldOut, Outcome.closed, Outcome.reused: 1
-        default: 0
-        }
-    }
-
-    /// Each request id's outcome from the parallel arrays. A request id repeated across the procedure's chunks has an
-    /// entry per chunk: the one that bought wins.
-    private static func outcomes(_ result: PostgresResult) -> [Int64: (outcome: Int64, order: Int64, edge: Int64)] {
-        let requests = result.string(0, 0).flatMap(PostgresArrays.integers) ?? []
-        let codes = result.string(0, 1).flatMap(PostgresArrays.integers) ?? []
-        let orders = result.string(0, 2).flatMap(PostgresArrays.integers) ?? []
-        let edges = result.string(0, 3).flatMap(PostgresArrays.integers) ?? []
-        var outcomes: [Int64: (outcome: Int64, order: Int64, edge: Int64)] = [:]
-        outcomes.reserveCapacity(requests.count)
-        for index in requests.indices where index < codes.count && index < orders.count && index < edges.count {
-            let request = requests[index], outcome = codes[index]
-            if let seen = outcomes[request], rank(seen.outcome) >= rank(outcome) { continue }
-            outcomes[request] = (outcome, orders[index], edges[index])
-        }
-        return outcomes
-    }
-
     private func answer(_ batch: Batch<PendingPurchase>, _ result: PostgresResult) {
-        let requests = result.string(0, 0).flatMap(PostgresArrays.integers) ?? []
-        let codes = result.string(0, 1).flatMap(PostgresArrays.integers) ?? []
-        let orders = result.string(0, 2).flatMap(PostgresArrays.integers) ?? []
-        let edges = result.string(0, 3).flatMap(PostgresArrays.integers) ?? []
-        // The usual case: every purchase bought, answered in batch order; no lookup table needed.
         let purchases = batch.purchases
-        if requests.count == purchases.count, codes.count == purchases.count, orders.count == purchases.count,
-           edges.count == purchases.count,
-           purchases.indices.allSatisfy({ requests[$0] == purchases[$0].requestId && codes[$0] == Outcome.purchased })
-        {
-            var replies = Replies(capacity: purchases.count)
-            for index in purchases.indices {
-                replies.succeed(purchases[index], PurchaseResponse(
-                    outcome: .purchased, orderId: UInt64(orders[index]), edgeId: UInt32(truncatingIfNeeded: edges[index])))
-            }
-            replies.send()
-            pool.record(batchSize: purchases.count, purchased: purchases.count, failed: false)
-            pool.metrics.record(purchased: purchases.count, replayed: 0, alreadyPurchased: 0, soldOut: 0, requeued: 0)
-            return
-        }
-        var outcomes = Self.outcomes(result)
-        var replies = Replies()
+        let outcomes = PurchaseBatch.outcomes(of: purchases.map(\.requestId), PurchaseBatch.Rows(result))
+        var replies = Replies(capacity: purchases.count)
         var retry: [PendingPurchase] = []
         var purchased = 0
         var replayed = 0
         var alreadyPurchased = 0
         var soldOut = 0
         var sawSoldOut = false
-        for purchase in batch.purchases {
-            guard let (outcome, order, edge) = outcomes[purchase.requestId] else {
-                replies.fail(purchase, RPCError(.internal, "the purchase has no outcome"))
-                continue
-            }
+        for (purchase, outcome) in zip(purchases, outcomes) {
             switch outcome {
-            case Outcome.purchased:
-                // A request id twice in one batch: the second copy took no unit, so it is a replay.
+            case .purchased(let order, let edge):
                 purchased += 1
-                outcomes[purchase.requestId] = (Outcome.purchasedBefore, order, edge)
                 replies.succeed(purchase, PurchaseResponse(
                     outcome: .purchased, orderId: UInt64(order), edgeId: UInt32(truncatingIfNeeded: edge)))
-            case Outcome.purchasedBefore:
+            case .replayed(let order, let edge):
                 replayed += 1
                 replies.succeed(purchase, SoldOutLookup.Order(id: order, edge: edge).replayed)
-            case Outcome.alreadyPurchased:
+            case .alreadyPurchased(let order):
                 alreadyPurchased += 1
                 replies.succeed(purchase, PurchaseResponse(outcome: .alreadyPurchased, orderId: UInt64(order)))
-            case Outcome.soldOut:
+            case .soldOut:
                 sawSoldOut = true
                 soldOut += 1
                 replies.succeed(purchase, PurchaseResponse(outcome: .soldOut))
-            case Outcome.closed:
+            case .closed:
                 soldOut += 1
                 replies.succeed(purchase, RequestIds.closed(lookupOnly: false))
-            case Outcome.reused:
+            case .reused:
                 replies.fail(purchase, RequestIds.reused)
-            case Outcome.retry:
+            case .retry:
                 retry.append(purchase)
-            default:
-                replies.fail(purchase, RPCError(.internal, "the purchase has an unknown outcome"))
+            case .missing:
+                replies.fail(purchase, RPCError(.internal, "the purchase has no outcome"))
             }
         }
         replies.send()
-        pool.record(batchSize: batch.purchases.count, purchased: purchased, requeued: retry.count, failed: false)
+        pool.record(batchSize: purchases.count, purchased: purchased, requeued: retry.count, failed: false)
         pool.metrics.record(
             purchased: purchased, replayed: replayed, alreadyPurchased: alreadyPurchased, soldOut: soldOut, requeued: retry.count)
         if !retry.isEmpty {
             pool.requeue(retry, product: batch.productKey)
             // Every unit is locked by other batches: give them a moment to commit instead of spinning on the slots.
-            if retry.count == batch.purchases.count { usleep(1_000) }
+            if retry.count == purchases.count { usleep(1_000) }
         }
         if sawSoldOut && pool.markSoldOut(product: batch.productKey, generation: batch.generation) {
             loadSoldOutLookup(product: batch.productKey, generation: batch.generation)
