@@ -147,11 +147,15 @@ public final class PurchasePath: Sendable {
         let attempt = Attempt(
             request: outgoing, context: context, responder: responder,
             budget: context.deadline == nil ? self.configuration.defaultTimeout : .zero)
-        if let problem = self.budgetProblem(attempt) { return self.finish(.failure(problem), responder) }
+        // Before the lottery, only the client's budget: the fence matters to attempts that forward.
+        guard self.clientBudget(attempt) >= self.configuration.minimumBudget else {
+            return self.finish(.failure(Self.tooLate), responder)
+        }
         // The same purchase held in doubt here: it already won the lottery once; it learns its first outcome with
         // the unit it holds.
         switch self.resolver.claim(request) {
         case .claimed(let generation):
+            if let problem = self.budgetProblem(attempt) { return self.finish(.failure(problem), responder) }
             return self.forward(attempt, generation: generation, carriesInDoubtUnit: true)
         case .inFlight:
             return self.finish(.failure(Self.inFlight), responder)
@@ -282,7 +286,7 @@ public final class PurchasePath: Sendable {
     /// once ZooKeeper answers again, or at another edge).
     private func budgetProblem(_ attempt: Attempt) -> RPCError? {
         if self.clientBudget(attempt) < self.configuration.minimumBudget { return Self.tooLate }
-        if self.forwardTimeout(attempt) < self.configuration.minimumBudget { return Self.cutOff }
+        if let toFence = self.ledger.timeToFence(), toFence < self.configuration.minimumBudget { return Self.cutOff }
         return nil
     }
 
