@@ -103,12 +103,12 @@ final class RPCClientHandler: ChannelInboundHandler {
                     into: &$0, callID: callID, method: method, timeoutUs: timeoutUs, token: token, payload: writePayload)
             }
         }
-        context.write(output)
+        context.write(batched: output)
         if scheduleFlush {
             let loopBoundSelf = self.loopBoundSelf
             context.eventLoop.execute {
                 guard let handler = loopBoundSelf?.value, let context = handler.context else { return }
-                context.write(handler.outbound.scheduledFlush())
+                context.write(batched: handler.outbound.scheduledFlush())
             }
         }
     }
@@ -191,7 +191,7 @@ final class RPCClientHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        context.write(self.outbound.endBurst())
+        context.write(batched: self.outbound.endBurst())
         context.fireChannelReadComplete()
     }
 

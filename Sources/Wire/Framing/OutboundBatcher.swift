@@ -75,7 +75,7 @@ struct OutboundBatcher {
 
 extension ChannelHandlerContext {
     /// Runs what the batcher returned (after its call has returned).
-    func write(_ output: OutboundBatcher.Output?) {
+    func write(batched output: OutboundBatcher.Output?) {
         switch output {
         case .write(let buffer)?: self.write(NIOAny(buffer), promise: nil)
         case .writeAndFlush(let buffer)?: self.writeAndFlush(NIOAny(buffer), promise: nil)

@@ -109,7 +109,7 @@ final class RPCServerHandler: ChannelDuplexHandler {
             self.logger.debug("closing connection: a partial frame held past the frame timeout")
             context.close(promise: nil)
         case .close(.drained):
-            context.write(self.outbound.flush())
+            context.write(batched: self.outbound.flush())
             context.close(promise: nil)
         }
     }
@@ -145,7 +145,7 @@ final class RPCServerHandler: ChannelDuplexHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         self.state.readCompleted(now: context.eventLoop.now)
-        context.write(self.outbound.endBurst())
+        context.write(batched: self.outbound.endBurst())
         context.fireChannelReadComplete()
     }
 
@@ -215,7 +215,7 @@ final class RPCServerHandler: ChannelDuplexHandler {
             case .failure(let error): self.complete(serial: answer.serial, .failure(error))
             }
         }
-        if !wasInBurst, let context = self.context { context.write(self.outbound.endBurst()) }
+        if !wasInBurst, let context = self.context { context.write(batched: self.outbound.endBurst()) }
     }
 
     func complete(serial: UInt64, _ result: Result<ByteBuffer, RPCError>) {
@@ -254,12 +254,12 @@ final class RPCServerHandler: ChannelDuplexHandler {
                 WireEnvelope.writeResponse(into: &$0, callID: callID, status: status, message: message, payload: payload)
             }
         }
-        context.write(output)
+        context.write(batched: output)
         if scheduleFlush {
             let loopBoundSelf = self.loopBoundSelf
             context.eventLoop.execute {
                 guard let handler = loopBoundSelf?.value, let context = handler.context else { return }
-                context.write(handler.outbound.scheduledFlush())
+                context.write(batched: handler.outbound.scheduledFlush())
             }
         }
     }
