@@ -11,8 +11,9 @@ import Synchronization
 /// accepted while the server shuts down as soon as it is accepted, on the connection's loop, and with the async
 /// bootstrap the connection's pipeline is built later on that loop (its initializer is submitted after the
 /// helper's event), so the event can reach an empty pipeline and be lost: that connection would stay open until
-/// its idle timeout. Here a connection is registered in `serve`, once its pipeline exists, under the lock that
-/// starts the drain, so none is missed; the same table gives the connection count the metrics report.
+/// its idle timeout. Here a connection is registered as the accept loop takes it, once its pipeline exists, under
+/// the lock that starts the drain, so none is missed; the same table gives the connection count the metrics report
+/// and tells `run` when the last connection has closed.
 public final class RPCServer: Service, Sendable {
     private let configuration: RPCServerConfiguration
     private let router: RPCRouter
@@ -24,13 +25,8 @@ public final class RPCServer: Service, Sendable {
     private struct Connections {
         var open: [ObjectIdentifier: any Channel] = [:]
         var draining = false
-    }
-
-    /// An accepted connection, and the stream of its async calls (see `ConnectionCalls`).
-    private struct Connection: Sendable {
-        let channel: any Channel
-        let calls: ConnectionCalls
-        let jobs: AsyncStream<ConnectionCalls.Job>
+        /// False once the listening socket is closed: the last connection to close then ends `run`.
+        var accepting = true
     }
 
     public init(
@@ -54,10 +50,13 @@ public final class RPCServer: Service, Sendable {
     public var connectionCount: Int { self.connections.withLock { $0.open.count } }
 
     public func run() async throws {
-        let server: NIOAsyncChannel<Connection, Never>
+        // The connections' task groups (see `ConnectionCalls`), started in this server's group as they are made.
+        let (groups, spawner) = AsyncStream.makeStream(of: ConnectionCalls.Job.self)
+        let server: NIOAsyncChannel<any Channel, Never>
         do {
-            server = try await self.bind()
+            server = try await self.bind(spawn: { spawner.yield($0) })
         } catch {
+            spawner.finish()
             self.bound.fail(error)
             throw error
         }
@@ -66,12 +65,20 @@ public final class RPCServer: Service, Sendable {
         self.logger.info("server listening", metadata: ["address": "\(address)", "methods": "\(router.methods)"])
 
         try await withGracefulShutdownHandler {
-            try await withThrowingDiscardingTaskGroup { group in
-                try await server.executeThenClose { inbound in
-                    for try await connection in inbound {
-                        group.addTask { await self.serve(connection) }
+            try await withTaskCancellationHandler {
+                try await withThrowingDiscardingTaskGroup { group in
+                    group.addTask {
+                        defer { self.stoppedAccepting(spawner) }
+                        try await server.executeThenClose { inbound in
+                            for try await channel in inbound { self.opened(channel, spawner) }
+                        }
                     }
+                    // Ends when the last connection has closed after the listening socket (or at a hard stop).
+                    for await connectionGroup in groups { group.addTask(operation: connectionGroup) }
                 }
+            } onCancel: {
+                // The hard stop (graceful shutdown drains instead): close every connection at once.
+                for channel in self.connections.withLock({ Array($0.open.values) }) { channel.close(promise: nil) }
             }
         } onGracefulShutdown: {
             self.logger.info("server draining")
@@ -85,7 +92,9 @@ public final class RPCServer: Service, Sendable {
         self.logger.info("server stopped")
     }
 
-    private func bind() async throws -> NIOAsyncChannel<Connection, Never> {
+    private func bind(spawn: @escaping @Sendable (@escaping ConnectionCalls.Job) -> Void) async throws
+        -> NIOAsyncChannel<any Channel, Never>
+    {
         let configuration = self.configuration
         let router = self.router
         let logger = self.logger
@@ -96,42 +105,41 @@ public final class RPCServer: Service, Sendable {
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .bind(host: configuration.host, port: configuration.port) { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    let (calls, jobs) = ConnectionCalls.makeStream()
+                    let calls = ConnectionCalls(spawn: spawn)
+                    channel.closeFuture.whenComplete { _ in calls.finish() }
                     let sync = channel.pipeline.syncOperations
                     try sync.addHandler(ByteToMessageHandler(FrameDecoder(
                         maxFrameSize: configuration.maxFrameSize, reportsPartialFrames: configuration.frameTimeout != nil)))
                     try sync.addHandler(RPCServerHandler(router: router, configuration: configuration, logger: logger, calls: calls))
-                    return Connection(channel: channel, calls: calls, jobs: jobs)
+                    return channel
                 }
             }
     }
 
-    /// One connection's lifetime, and the task group its async calls run in. Never throws: one bad connection
-    /// never stops the server.
-    private func serve(_ connection: Connection) async {
-        let channel = connection.channel
+    /// An accepted connection, once its pipeline exists: counted until it closes, and drained at once if the
+    /// server is draining. Holds no task: one bad connection never stops the server, and an idle one costs only
+    /// its channel.
+    private func opened(_ channel: any Channel, _ spawner: AsyncStream<ConnectionCalls.Job>.Continuation) {
         let id = ObjectIdentifier(channel)
         let draining = self.connections.withLock { state in
             state.open[id] = channel
             return state.draining
         }
         if draining { channel.triggerUserOutboundEvent(RPCServerHandler.Drain(), promise: nil) }
-        await withDiscardingTaskGroup { group in
-            group.addTask {
-                // Cancellation is the hard stop (graceful shutdown drains instead): close at once.
-                await withTaskCancellationHandler {
-                    try? await channel.closeFuture.get()
-                } onCancel: {
-                    channel.close(promise: nil)
-                }
-                connection.calls.finish()
+        channel.closeFuture.whenComplete { _ in
+            let last = self.connections.withLock { state in
+                state.open.removeValue(forKey: id)
+                return !state.accepting && state.open.isEmpty
             }
-            for await call in connection.jobs {
-                group.addTask(operation: call)
-            }
-            // Closed: the answers of calls still running have nowhere to go.
-            group.cancelAll()
+            if last { spawner.finish() }
         }
-        _ = self.connections.withLock { $0.open.removeValue(forKey: id) }
+    }
+
+    private func stoppedAccepting(_ spawner: AsyncStream<ConnectionCalls.Job>.Continuation) {
+        let none = self.connections.withLock { state in
+            state.accepting = false
+            return state.open.isEmpty
+        }
+        if none { spawner.finish() }
     }
 }
