@@ -9,7 +9,9 @@ public struct ServerCallContext: Sendable {
     /// Set when the caller sent a budget; handlers that queue work check it before starting.
     public let deadline: NIODeadline?
     public let eventLoop: any EventLoop
-    public let logger: Logger
+    /// The server's logger, with the caller's address as metadata `peer`.
+    public var logger: Logger { self.connectionLogger.logger }
+    let connectionLogger: ConnectionLogger
     /// Where the connection runs its async handlers.
     let calls: ConnectionCalls
 
