@@ -13,5 +13,6 @@ struct FlashSaleBench: AsyncParsableCommand {
             InventoryBench.self,
             QuotaBench.self,
             HostileCommand.self,
+            LatencyCommand.self,
         ])
 }

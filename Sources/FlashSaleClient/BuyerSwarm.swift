@@ -48,6 +48,13 @@ public final class BuyerSwarm: Sendable {
         public var userID: UInt64
         public var product: String
         public var orderID: UInt64
+
+        public init(requestID: UInt64, userID: UInt64, product: String, orderID: UInt64) {
+            self.requestID = requestID
+            self.userID = userID
+            self.product = product
+            self.orderID = orderID
+        }
     }
 
     public struct Result: Sendable {

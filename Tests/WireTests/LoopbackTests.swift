@@ -252,4 +252,33 @@ struct RawPeer {
         _ = try? await running.task.value
         await client.shutdown()
     }
+
+    /// A connection that made only event-loop calls holds no task (its group is made at its first async call):
+    /// the server still drains it on graceful shutdown, and `run` returns once it has closed.
+    @Test func gracefulShutdownClosesAnIdleConnectionAndReturns() async throws {
+        let running = try await RunningServer.start(router: testRouter())
+        let client = client(port: running.port)
+        _ = try await client.call(CommonRPC.Ping.self, WirePingRequest())
+        #expect(running.server.connectionCount == 1)
+        await running.group.triggerGracefulShutdown()
+        _ = try? await running.task.value
+        #expect(running.server.connectionCount == 0)
+        await client.shutdown()
+    }
+
+    /// The hard stop (the server's task cancelled) closes every connection, idle ones included, and returns.
+    @Test func aHardStopClosesIdleConnectionsToo() async throws {
+        let running = try await RunningServer.start(router: testRouter())
+        let idle = client(port: running.port)
+        let busy = client(port: running.port)
+        _ = try await idle.call(CommonRPC.Ping.self, WirePingRequest())
+        _ = try await self.echo(busy, [1])  // this connection has made its group
+        running.task.cancel()
+        _ = try? await running.task.value
+        for _ in 0..<100 where running.server.connectionCount > 0 { try await Task.sleep(for: .milliseconds(10)) }
+        #expect(running.server.connectionCount == 0)
+        await #expect(throws: RPCError.self) { _ = try await idle.call(CommonRPC.Ping.self, WirePingRequest(), timeout: .milliseconds(500)) }
+        await idle.shutdown()
+        await busy.shutdown()
+    }
 }

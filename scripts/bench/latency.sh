@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Latency under a fixed offered load (open loop, coordinated omission corrected): the reference sale's mix through
+# 2 edges at 25k, 50k, 100k and 200k attempts/s, p50/p99/p99.9 at each, with the load generator's own CPU per
+# attempt beside the edges' (one machine runs both). Ends with
+#   RESULT p99_ms_at_100k=X p999_ms_at_100k=X p99_ms_at_200k=X max_rate_p99_under_5ms=N dropped=N lost=N oversold=N
+# (dropped counts attempts not sent or not answered in 2 s). Target: p99_ms_at_100k <= 5.
+#   scripts/bench.sh latency [seconds per rate]
+source "$(dirname "$0")/common.sh"
+SECONDS_PER_RATE=${1:-5}
+bash scripts/install-deps.sh >/dev/null
+echo "building release..." >&2
+swift build -c release >&2
+BIN=$(swift build -c release --show-bin-path)
+start_run_servers bench-latency
+"$BIN/flashsale-bench" latency --admin-dsn "$FLASHSALE_PG_DSN" --zookeeper "$FLASHSALE_ZK" --seconds "$SECONDS_PER_RATE"
