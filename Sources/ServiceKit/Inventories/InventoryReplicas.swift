@@ -1,0 +1,107 @@
+import Logging
+import NIOCore
+import NIOPosix
+import Proto
+import Synchronization
+import Wire
+
+/// The inventory as its callers see it: any number of replicas, one `RPCClient` pool each, every call on the replica
+/// `InventoryReplicaSet` chooses. The set is the `--inventory` list plus what `InventoryDirectory` finds in
+/// ZooKeeper. Every replica answers every call the same (the databases are the truth), so a call may go anywhere; a
+/// purchase whose answer was lost is settled by a lookup on whichever replica is up, which sees the same database.
+public final class InventoryReplicas: Sendable {
+    private struct State {
+        var set: InventoryReplicaSet
+        var listed: [HostPort]
+        var discovered: [HostPort] = []
+        /// Every client made so far, kept until shutdown: a replica that left may still be answering calls.
+        var clients: [HostPort: RPCClient] = [:]
+    }
+
+    private let template: RPCClientConfiguration
+    private let group: any EventLoopGroup
+    private let logger: Logger
+    private let state: Mutex<State>
+
+    /// `template` is every replica's client configuration (its host and port are replaced by each replica's).
+    public init(
+        listed: [HostPort], template: RPCClientConfiguration,
+        group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger
+    ) {
+        self.template = template
+        self.group = group
+        self.logger = logger
+        self.state = Mutex(State(set: InventoryReplicaSet(listed), listed: listed))
+    }
+
+    /// The replicas calls are spread over now.
+    public var addresses: [HostPort] { state.withLock { $0.set.addresses } }
+
+    /// What ZooKeeper holds now. An empty set changes nothing (a ZooKeeper hiccup must not leave the caller with no
+    /// inventory; dead replicas fail fast and are skipped anyway).
+    public func discovered(_ addresses: [HostPort]) {
+        guard !addresses.isEmpty else { return }
+        let changed = state.withLock { state -> [HostPort]? in
+            guard state.discovered != addresses else { return nil }
+            state.discovered = addresses
+            state.set.replace(with: state.listed + addresses)
+            return state.set.addresses
+        }
+        if let changed { logger.info("inventory replicas", metadata: ["replicas": "\(changed.map(\.description))"]) }
+    }
+
+    /// Calls `method` on a chosen replica; the answer (or its absence) tells the set about the replica.
+    public func callFuture<Request: ProtoMessage, Response: ProtoMessage>(
+        _ method: String, _ request: Request, as: Response.Type = Response.self, timeout: TimeAmount? = nil
+    ) -> EventLoopFuture<Response> {
+        let chosen = state.withLock { state -> (HostPort, RPCClient)? in
+            guard let address = state.set.choose(now: .now()) else { return nil }
+            return (address, client(address, &state))
+        }
+        guard let (address, client) = chosen else {
+            return group.next().makeFailedFuture(RPCError.notSent(.unavailable, "no inventory replica known"))
+        }
+        let future = client.callFuture(method, request, as: Response.self, timeout: timeout)
+        future.whenComplete { result in
+            let outcome: InventoryReplicaSet.Outcome
+            switch result {
+            case .success: outcome = .answered
+            case .failure(let error): outcome = InventoryReplicaSet.outcome(of: error)
+            }
+            self.state.withLock { $0.set.finished(address, outcome, now: .now()) }
+        }
+        return future
+    }
+
+    public func call<Request: ProtoMessage, Response: ProtoMessage>(
+        _ method: String, _ request: Request, as: Response.Type = Response.self, timeout: TimeAmount? = nil
+    ) async throws -> Response {
+        try await callFuture(method, request, as: Response.self, timeout: timeout).get()
+    }
+
+    private func client(_ address: HostPort, _ state: inout State) -> RPCClient {
+        if let client = state.clients[address] { return client }
+        var configuration = template
+        configuration.host = address.host
+        configuration.port = address.port
+        let client = RPCClient(configuration: configuration, group: group, logger: logger)
+        state.clients[address] = client
+        return client
+    }
+
+    public func shutdown() async {
+        let clients = state.withLock { Array($0.clients.values) }
+        for client in clients { await client.shutdown() }
+    }
+}
+
+/// Calls by the generated method table, as on one `RPCClient`.
+extension InventoryReplicas {
+    public func callFuture<M: RPCMethod>(_ method: M.Type, _ request: M.Input, timeout: TimeAmount? = nil) -> EventLoopFuture<M.Output> {
+        callFuture(M.name, request, as: M.Output.self, timeout: timeout)
+    }
+
+    public func call<M: RPCMethod>(_ method: M.Type, _ request: M.Input, timeout: TimeAmount? = nil) async throws -> M.Output {
+        try await call(M.name, request, as: M.Output.self, timeout: timeout)
+    }
+}
