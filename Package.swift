@@ -225,7 +225,11 @@ let package = Package(
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient"], swiftSettings: strict),
         .testTarget(name: "ZooKeeperClientTests", dependencies: ["ZooKeeperClient"], swiftSettings: strict),
         .testTarget(
-            name: "ServiceKitTests", dependencies: ["ServiceKit", "Wire", .product(name: "NIOCore", package: "swift-nio")],
+            name: "ServiceKitTests",
+            dependencies: [
+                "ServiceKit", "Wire", "Proto", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict),
         .testTarget(
             name: "InventoryCoreTests",

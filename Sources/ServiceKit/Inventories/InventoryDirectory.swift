@@ -6,7 +6,7 @@ import ZooKeeperClient
 /// Watches `<root>/inventories/` and hands the registered replicas to `InventoryReplicas`, as a `Service`: its own
 /// ZooKeeper session (reads only: the registrations are world-readable), the children watched, every change re-read.
 /// ZooKeeper unreachable or the session expired: the replicas keep the last set read, and the session comes back
-/// with `Backoff`.
+/// with `Backoff`. Clients of replicas that left are closed after a grace.
 public struct InventoryDirectory: Service {
     let zooKeeper: String
     let root: String
@@ -24,26 +24,40 @@ public struct InventoryDirectory: Service {
 
     public func run() async throws {
         await cancelWhenGracefulShutdown {
-            var delays = Self.retry.makeIterator()
-            while !Task.isCancelled {
-                do {
-                    let zk = try await ZooKeeperClient.connect(
-                        hosts: zooKeeper, sessionTimeout: .seconds(10), connectTimeout: .seconds(5), logger: logger)
-                    delays = Self.retry.makeIterator()
-                    do {
-                        try await watch(zk)
-                    } catch {
-                        await zk.close()
-                        throw error
+            await withDiscardingTaskGroup { group in
+                group.addTask { await self.follow() }
+                group.addTask {
+                    // Clients of replicas gone for a while are closed: their calls in flight had time to end.
+                    while !Task.isCancelled {
+                        try? await Task.sleep(for: .seconds(5))
+                        await self.replicas.closeDeparted(grace: .seconds(15))
                     }
-                    await zk.close()
-                } catch is CancellationError {
-                    return
-                } catch {
-                    logger.warning("inventory directory: zookeeper failed; retrying", metadata: ["error": "\(error)"])
                 }
-                try? await Task.sleep(for: delays.next())
             }
+        }
+    }
+
+    /// Sessions one after another, each watching the set until it expires.
+    private func follow() async {
+        var delays = Self.retry.makeIterator()
+        while !Task.isCancelled {
+            do {
+                let zk = try await ZooKeeperClient.connect(
+                    hosts: zooKeeper, sessionTimeout: .seconds(10), connectTimeout: .seconds(5), logger: logger)
+                delays = Self.retry.makeIterator()
+                do {
+                    try await watch(zk)
+                } catch {
+                    await zk.close()
+                    throw error
+                }
+                await zk.close()
+            } catch is CancellationError {
+                return
+            } catch {
+                logger.warning("inventory directory: zookeeper failed; retrying", metadata: ["error": "\(error)"])
+            }
+            try? await Task.sleep(for: delays.next())
         }
     }
 

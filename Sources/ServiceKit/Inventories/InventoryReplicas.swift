@@ -14,8 +14,10 @@ public final class InventoryReplicas: Sendable {
         var set: InventoryReplicaSet
         var listed: [HostPort]
         var discovered: [HostPort] = []
-        /// Every client made so far, kept until shutdown: a replica that left may still be answering calls.
         var clients: [HostPort: RPCClient] = [:]
+        /// Replicas that left the set, since when: their clients stay a while (a replica leaves before it drains, and
+        /// its calls in flight are still answered), then `closeDeparted` closes them.
+        var departed: [HostPort: NIODeadline] = [:]
     }
 
     private let template: RPCClientConfiguration
@@ -34,6 +36,9 @@ public final class InventoryReplicas: Sendable {
         self.state = Mutex(State(set: InventoryReplicaSet(listed), listed: listed))
     }
 
+    /// Clients open (the tests'): one per replica that took a call, until closed.
+    var clientCount: Int { state.withLock { $0.clients.count } }
+
     /// The replicas calls are spread over now.
     public var addresses: [HostPort] { state.withLock { $0.set.addresses } }
 
@@ -45,6 +50,15 @@ public final class InventoryReplicas: Sendable {
             guard state.discovered != addresses else { return nil }
             state.discovered = addresses
             state.set.replace(with: state.listed + addresses)
+            let now = NIODeadline.now()
+            let kept = Set(state.set.addresses)
+            for address in state.clients.keys {
+                if kept.contains(address) {
+                    state.departed[address] = nil
+                } else if state.departed[address] == nil {
+                    state.departed[address] = now
+                }
+            }
             return state.set.addresses
         }
         if let changed { logger.info("inventory replicas", metadata: ["replicas": "\(changed.map(\.description))"]) }
@@ -87,6 +101,20 @@ public final class InventoryReplicas: Sendable {
         let client = RPCClient(configuration: configuration, group: group, logger: logger)
         state.clients[address] = client
         return client
+    }
+
+    /// Closes the clients of replicas that left the set at least `grace` ago (a dead replica's client would
+    /// otherwise keep reconnecting).
+    public func closeDeparted(grace: TimeAmount) async {
+        let now = NIODeadline.now()
+        let closing = state.withLock { state -> [RPCClient] in
+            let due = state.departed.filter { $0.value + grace <= now }.map(\.key)
+            return due.compactMap { address in
+                state.departed[address] = nil
+                return state.clients.removeValue(forKey: address)
+            }
+        }
+        for client in closing { await client.shutdown() }
     }
 
     public func shutdown() async {
