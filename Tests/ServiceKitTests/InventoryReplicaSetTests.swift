@@ -81,6 +81,16 @@ import Wire
         #expect(set.choose(now: start + .milliseconds(20)) == b)
     }
 
+    @Test func aCallTriedOnAReplicaGoesElsewhereOrNowhere() {
+        var set = InventoryReplicaSet([a, b], backoff: backoff)
+        #expect(set.choose(now: start) == a)
+        set.finished(a, .unavailable, now: start)
+        #expect(set.choose(now: start, excluding: [a]) == b)
+        set.finished(b, .unavailable, now: start)
+        #expect(set.choose(now: start, excluding: [a, b]) == nil, "tried everywhere")
+        #expect(set.choose(now: start, excluding: [b]) == a, "a waiting replica is still tried when it is the only one left")
+    }
+
     @Test func replacingKeepsTheStateOfReplicasThatStay() {
         var set = InventoryReplicaSet([a, b], backoff: backoff)
         _ = set.choose(now: start)  // a in flight

@@ -52,19 +52,24 @@ public struct InventoryReplicaSet: Sendable {
         if cursor >= replicas.count { cursor = 0 }
     }
 
-    /// The replica for the next call, counted in flight until `finished`. Nil only when the set is empty.
-    public mutating func choose(now: NIODeadline) -> HostPort? {
-        guard !replicas.isEmpty else { return nil }
+    /// The replica for the next call, counted in flight until `finished`; never one of `excluding` (those a call
+    /// was already tried on). Nil only when no other replica is in the set.
+    public mutating func choose(now: NIODeadline, excluding: Set<HostPort> = []) -> HostPort? {
         let count = replicas.count
         var best: Int?
+        var dueFirst: Int?
         for offset in 0..<count {
             let index = (cursor + offset) % count
             let replica = replicas[index]
-            if let retryAt = replica.retryAt, retryAt > now { continue }
+            if excluding.contains(replica.address) { continue }
+            if let retryAt = replica.retryAt, retryAt > now {
+                if dueFirst.map({ retryAt < replicas[$0].retryAt ?? now }) ?? true { dueFirst = index }
+                continue
+            }
             if best.map({ replica.inFlight < replicas[$0].inFlight }) ?? true { best = index }
         }
         // Every replica is waiting: the one due first.
-        let chosen = best ?? replicas.indices.min { replicas[$0].retryAt! < replicas[$1].retryAt! }!
+        guard let chosen = best ?? dueFirst else { return nil }
         cursor = (chosen + 1) % count
         replicas[chosen].inFlight += 1
         return replicas[chosen].address

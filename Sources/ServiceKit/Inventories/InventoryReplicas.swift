@@ -38,6 +38,8 @@ public final class InventoryReplicas: Sendable {
 
     /// Clients open (the tests'): one per replica that took a call, until closed.
     var clientCount: Int { state.withLock { $0.clients.count } }
+    /// The chooser's state (the tests').
+    var replicaSet: InventoryReplicaSet { state.withLock { $0.set } }
 
     /// The replicas calls are spread over now.
     public var addresses: [HostPort] { state.withLock { $0.set.addresses } }
@@ -64,16 +66,32 @@ public final class InventoryReplicas: Sendable {
         if let changed { logger.info("inventory replicas", metadata: ["replicas": "\(changed.map(\.description))"]) }
     }
 
-    /// Calls `method` on a chosen replica; the answer (or its absence) tells the set about the replica.
+    /// Calls `method` on a chosen replica; the answer (or its absence) tells the set about the replica. A call that
+    /// never left (the replica refused the connection, or is waiting out its backoff) goes to another replica at
+    /// once, within the same deadline: it did nothing anywhere, so sending it elsewhere is safe for any method.
     public func callFuture<Request: ProtoMessage, Response: ProtoMessage>(
         _ method: String, _ request: Request, as: Response.Type = Response.self, timeout: TimeAmount? = nil
     ) -> EventLoopFuture<Response> {
+        let deadline = (timeout ?? template.defaultTimeout).map { NIODeadline.now() + $0 }
+        return attempt(method, request, as: Response.self, deadline: deadline, tried: [], failure: nil)
+    }
+
+    /// `failure`: the error of the last replica tried, which stands when no other is left.
+    private func attempt<Request: ProtoMessage, Response: ProtoMessage>(
+        _ method: String, _ request: Request, as: Response.Type, deadline: NIODeadline?, tried: Set<HostPort>,
+        failure: RPCError?
+    ) -> EventLoopFuture<Response> {
         let chosen = state.withLock { state -> (HostPort, RPCClient)? in
-            guard let address = state.set.choose(now: .now()) else { return nil }
+            guard let address = state.set.choose(now: .now(), excluding: tried) else { return nil }
             return (address, client(address, &state))
         }
         guard let (address, client) = chosen else {
-            return group.next().makeFailedFuture(RPCError.notSent(.unavailable, "no inventory replica known"))
+            return group.next().makeFailedFuture(failure ?? RPCError.notSent(.unavailable, "no inventory replica known"))
+        }
+        let timeout = deadline.map { $0 - .now() }
+        if let failure, let timeout, timeout <= .zero {
+            state.withLock { $0.set.finished(address, .answered, now: .now()) }
+            return client.eventLoop.makeFailedFuture(failure)
         }
         let future = client.callFuture(method, request, as: Response.self, timeout: timeout)
         future.whenComplete { result in
@@ -84,7 +102,13 @@ public final class InventoryReplicas: Sendable {
             }
             self.state.withLock { $0.set.finished(address, outcome, now: .now()) }
         }
-        return future
+        return future.flatMapError { error in
+            guard let failure = error as? RPCError, failure.wasNotSent, failure.code == .unavailable else {
+                return future
+            }
+            return self.attempt(
+                method, request, as: Response.self, deadline: deadline, tried: tried.union([address]), failure: failure)
+        }
     }
 
     public func call<Request: ProtoMessage, Response: ProtoMessage>(
