@@ -105,11 +105,14 @@ import Wire
         #expect(set.choose(now: start) == c)
     }
 
-    @Test func onlyUnavailableMarksAReplica() {
-        #expect(InventoryReplicaSet.outcome(of: nil) == .answered)
-        #expect(InventoryReplicaSet.outcome(of: RPCError(.unavailable, "connection closed with the call in flight")) == .unavailable)
-        #expect(InventoryReplicaSet.outcome(of: RPCError.notSent(.unavailable, "cannot connect")) == .unavailable)
-        #expect(InventoryReplicaSet.outcome(of: RPCError(.deadlineExceeded, "late")) == .answered)
-        #expect(InventoryReplicaSet.outcome(of: RPCError(.failedPrecondition, "request id reused")) == .answered)
+    @Test func onlyTheTransportsUnavailableMarksAReplica() {
+        #expect(InventoryReplicaSet.outcome(of: nil, connected: true) == .answered)
+        let lost = RPCError(.unavailable, "connection closed with the call in flight")
+        #expect(InventoryReplicaSet.outcome(of: lost, connected: false) == .unavailable)
+        #expect(InventoryReplicaSet.outcome(of: RPCError.notSent(.unavailable, "cannot connect"), connected: true) == .unavailable)
+        // The replica answered UNAVAILABLE itself (its hot database is down): it still serves the rest.
+        #expect(InventoryReplicaSet.outcome(of: RPCError(.unavailable, "hot database unavailable"), connected: true) == .answered)
+        #expect(InventoryReplicaSet.outcome(of: RPCError(.deadlineExceeded, "late"), connected: false) == .answered)
+        #expect(InventoryReplicaSet.outcome(of: RPCError(.failedPrecondition, "request id reused"), connected: true) == .answered)
     }
 }

@@ -4,8 +4,8 @@ import Wire
 /// Which inventory replica takes the next call: the pure decision behind `InventoryReplicas`. Every replica serves
 /// every call (they share the databases, which are the truth), so the choice is only about load and liveness:
 /// the healthy replica with the fewest calls in flight, ties broken round robin. A replica whose call failed
-/// UNAVAILABLE (connection refused or lost, or the replica itself unable to serve) is skipped at once until its
-/// `Backoff` delay has passed, then tried again; a success makes it healthy. When every replica is waiting, the one
+/// UNAVAILABLE in the transport (connection refused or lost) is skipped at once until its `Backoff` delay has
+/// passed, then tried again; a success makes it healthy. When every replica is waiting, the one
 /// due first is tried anyway: a call fails fast on a dead one and nothing better exists.
 public struct InventoryReplicaSet: Sendable {
     public struct Replica: Sendable, Equatable {
@@ -25,7 +25,7 @@ public struct InventoryReplicaSet: Sendable {
     public enum Outcome: Sendable, Equatable {
         /// The replica answered (any answer but UNAVAILABLE).
         case answered
-        /// UNAVAILABLE: the replica is dead, unreachable or cannot serve now.
+        /// UNAVAILABLE in the transport: the replica is dead or unreachable.
         case unavailable
     }
 
@@ -92,9 +92,13 @@ public struct InventoryReplicaSet: Sendable {
         }
     }
 
-    /// What a call's error says about its replica.
-    public static func outcome(of error: (any Error)?) -> Outcome {
+    /// What a call's error says about its replica: UNAVAILABLE from the transport (not sent, or the connection lost:
+    /// `connected` false) puts it aside; the replica's own UNAVAILABLE over a live connection (its hot database
+    /// down, say: every replica shares it) does not, nor does any other answer.
+    public static func outcome(of error: (any Error)?, connected: Bool) -> Outcome {
         guard let error else { return .answered }
-        return RPCError.wrapping(error).code == .unavailable ? .unavailable : .answered
+        let failure = RPCError.wrapping(error)
+        guard failure.code == .unavailable, failure.wasNotSent || !connected else { return .answered }
+        return .unavailable
     }
 }

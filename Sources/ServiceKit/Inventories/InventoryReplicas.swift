@@ -98,7 +98,7 @@ public final class InventoryReplicas: Sendable {
             let outcome: InventoryReplicaSet.Outcome
             switch result {
             case .success: outcome = .answered
-            case .failure(let error): outcome = InventoryReplicaSet.outcome(of: error)
+            case .failure(let error): outcome = InventoryReplicaSet.outcome(of: error, connected: client.isConnected)
             }
             self.state.withLock { $0.set.finished(address, outcome, now: .now()) }
         }
