@@ -74,7 +74,7 @@ let package = Package(
         .target(
             name: "ServiceKit",
             dependencies: [
-                "Wire",
+                "Wire", "Proto", "ZooKeeperClient", .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -143,6 +143,7 @@ let package = Package(
             name: "InventoryService",
             dependencies: [
                 "InventoryCore", "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire",
+                "ZooKeeperClient", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -223,6 +224,13 @@ let package = Package(
             swiftSettings: strict),
         .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient"], swiftSettings: strict),
         .testTarget(name: "ZooKeeperClientTests", dependencies: ["ZooKeeperClient"], swiftSettings: strict),
+        .testTarget(
+            name: "ServiceKitTests",
+            dependencies: [
+                "ServiceKit", "Wire", "Proto", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: strict),
         .testTarget(
             name: "InventoryCoreTests",
             dependencies: ["InventoryCore", "Proto", "Wire", "PostgresClient", .product(name: "NIOCore", package: "swift-nio")],

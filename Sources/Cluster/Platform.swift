@@ -30,8 +30,8 @@ extension ManagedProcess {
     }
 }
 
-/// The three services started as processes against running PostgreSQL and ZooKeeper: one InventoryService,
-/// one QuotaService, N edges. Used by `flashsale sale`, the benchmarks and the end-to-end tests.
+/// The three services started as processes against running PostgreSQL and ZooKeeper: one InventoryService (or
+/// `inventories` replicas), one QuotaService (or a leader and standbys: `quotaServices`), N edges. Used by `flashsale sale`, the benchmarks and the end-to-end tests.
 ///
 /// Least privilege by default: each service gets only the secrets it needs (the service token for all three, the
 /// operator token for the quota service alone); the inventory serves as the login role `servingRole` and migrates
@@ -50,6 +50,12 @@ public final class Platform: Sendable {
         /// The quota service's and the edges' ZooKeeper secrets; nil leaves the nodes open (the services warn).
         public var zooKeeperSecrets: ZooKeeperSecrets? = ZooKeeperSecrets()
         public var edges: Int = 2
+        /// Inventory replicas, all on the same databases (edges and quota services spread their calls over them),
+        /// and quota service processes (the first started leads, the others stand by).
+        public var inventories: Int = 1
+        public var quotaServices: Int = 1
+        /// The inventories also register in ZooKeeper, and the edges and quota services watch `inventories/`.
+        public var discoverInventories = false
         public var operatorToken: String
         /// What the services present to one another (FLASHSALE_SERVICE_TOKEN); made for this platform by default.
         public var serviceToken: String = Platform.newSecret()
@@ -74,7 +80,10 @@ public final class Platform: Sendable {
         private static let noOperatorToken = ["FLASHSALE_OPERATOR_TOKEN": "", "FLASHSALE_OPERATOR_TOKEN_FILE": ""]
 
         var inventoryProcessEnvironment: [String: String] {
-            Self.noOperatorToken.merging(["FLASHSALE_SERVICE_TOKEN": serviceToken]) { $1 }.merging(inventoryEnvironment) { $1 }
+            var environment = Self.noOperatorToken.merging(["FLASHSALE_SERVICE_TOKEN": serviceToken]) { $1 }
+            // It registers with the services' ZooKeeper identity, as an edge does.
+            if discoverInventories, let zooKeeperSecrets { environment["FLASHSALE_ZK_EDGE_SECRET"] = zooKeeperSecrets.edge }
+            return environment.merging(inventoryEnvironment) { $1 }
         }
 
         var quotaProcessEnvironment: [String: String] {
@@ -117,44 +126,80 @@ public final class Platform: Sendable {
     }
 
     public let configuration: Configuration
-    private let inventoryEndpoint: Mutex<ServiceEndpoint>
-    public var inventory: ServiceEndpoint { inventoryEndpoint.withLock { $0 } }
-    public let quota: ServiceEndpoint
+    private let inventoryEndpoints: Mutex<[ServiceEndpoint]>
+    /// The first inventory replica (the only one by default).
+    public var inventory: ServiceEndpoint { inventoryEndpoints.withLock { $0[0] } }
+    /// Every inventory replica, in start order (a killed one stays listed).
+    public var inventories: [ServiceEndpoint] { inventoryEndpoints.withLock { $0 } }
+    private let quotaEndpoints: Mutex<[ServiceEndpoint]>
+    /// The first quota service: the leader at start, and the one edges ask for more.
+    public var quota: ServiceEndpoint { quotaEndpoints.withLock { $0[0] } }
+    /// Every quota service process, in start order.
+    public var quotaServices: [ServiceEndpoint] { quotaEndpoints.withLock { $0 } }
     private let edgeList: Mutex<[ServiceEndpoint]>
 
     public var edges: [ServiceEndpoint] { edgeList.withLock { $0 } }
 
-    private init(configuration: Configuration, inventory: ServiceEndpoint, quota: ServiceEndpoint) {
+    private init(configuration: Configuration, inventories: [ServiceEndpoint], quotaServices: [ServiceEndpoint]) {
         self.configuration = configuration
-        self.inventoryEndpoint = Mutex(inventory)
-        self.quota = quota
+        self.inventoryEndpoints = Mutex(inventories)
+        self.quotaEndpoints = Mutex(quotaServices)
         self.edgeList = Mutex([])
     }
 
-    /// Starts the inventory, then the quota service, then the edges, each once the one before is ready.
+    /// `--inventory` of the edges and quota services: every replica.
+    private static func inventoryList(_ inventories: [ServiceEndpoint]) -> String {
+        inventories.map(\.address).joined(separator: ",")
+    }
+
+    /// Starts the inventories, then the quota services, then the edges, each once the one before is ready.
     public static func start(_ configuration: Configuration) async throws -> Platform {
-        let inventory = try await ServiceEndpoint.start(
-            inventoryArguments(configuration, port: 0), environment: configuration.inventoryProcessEnvironment,
-            name: "inventory")
+        var inventories: [ServiceEndpoint] = []
+        var quotaServices: [ServiceEndpoint] = []
         do {
-            var quotaArguments = QuotaArguments(
-                zooKeeper: configuration.zooKeeperHosts, root: configuration.zooKeeperRoot, inventory: inventory.address)
-            quotaArguments.logLevel = configuration.logLevel
-            quotaArguments.extra = configuration.quotaArguments
-            let quota = try await ServiceEndpoint.start(
-                quotaArguments, environment: configuration.quotaProcessEnvironment, name: "quota")
-            let platform = Platform(configuration: configuration, inventory: inventory, quota: quota)
-            do {
-                for _ in 0..<configuration.edges { _ = try await platform.addEdge() }
-            } catch {
-                await platform.stop()
-                throw error
+            for index in 0..<max(1, configuration.inventories) {
+                inventories.append(try await ServiceEndpoint.start(
+                    inventoryArguments(configuration, port: 0), environment: configuration.inventoryProcessEnvironment,
+                    name: index == 0 ? "inventory" : "inventory\(index + 1)"))
             }
-            return platform
+            for index in 0..<max(1, configuration.quotaServices) {
+                quotaServices.append(try await ServiceEndpoint.start(
+                    quotaArguments(configuration, inventories: inventories, port: 0),
+                    environment: configuration.quotaProcessEnvironment, name: index == 0 ? "quota" : "quota\(index + 1)"))
+            }
         } catch {
-            await inventory.process.terminate()
+            for service in quotaServices + inventories { await service.process.terminate() }
             throw error
         }
+        let platform = Platform(configuration: configuration, inventories: inventories, quotaServices: quotaServices)
+        do {
+            for _ in 0..<configuration.edges { _ = try await platform.addEdge() }
+        } catch {
+            await platform.stop()
+            throw error
+        }
+        return platform
+    }
+
+    private static func quotaArguments(_ configuration: Configuration, inventories: [ServiceEndpoint], port: Int) -> QuotaArguments {
+        var arguments = QuotaArguments(
+            zooKeeper: configuration.zooKeeperHosts, root: configuration.zooKeeperRoot, inventory: inventoryList(inventories))
+        arguments.port = port
+        arguments.logLevel = configuration.logLevel
+        arguments.extra = (configuration.discoverInventories ? ["--discover-inventories"] : []) + configuration.quotaArguments
+        return arguments
+    }
+
+    /// Kills quota service `index` (SIGKILL, a crash) and starts it again on the same port once `restartWhen`
+    /// returns (the standby has taken over, say): it comes back as a standby.
+    public func crashAndRestartQuota(at index: Int = 0, restartWhen: () async throws -> Void) async throws {
+        let old = quotaServices[index]
+        await old.process.kill9()
+        try await restartWhen()
+        let restarted = try await ServiceEndpoint.start(
+            Self.quotaArguments(configuration, inventories: inventories, port: old.port),
+            environment: configuration.quotaProcessEnvironment, name: old.name + "-restarted")
+        quotaEndpoints.withLock { $0[index] = restarted }
     }
 
     /// Starts one more edge; it registers in ZooKeeper and the quota service gives it a share.
@@ -165,10 +210,11 @@ public final class Platform: Sendable {
     ) async throws -> ServiceEndpoint {
         let index = edgeList.withLock { $0.count }
         var arguments = EdgeArguments(
-            zooKeeper: configuration.zooKeeperHosts, root: configuration.zooKeeperRoot, inventory: inventory.address,
-            quota: quota.address)
+            zooKeeper: configuration.zooKeeperHosts, root: configuration.zooKeeperRoot,
+            inventory: Self.inventoryList(inventories), quota: quota.address)
         arguments.logLevel = configuration.logLevel
-        arguments.extra = configuration.edgeArguments + extraArguments
+        arguments.extra = (configuration.discoverInventories ? ["--discover-inventories"] : [])
+            + configuration.edgeArguments + extraArguments
         configure(&arguments)
         let edge = try await ServiceEndpoint.start(
             arguments, environment: configuration.edgeProcessEnvironment, name: "edge\(index + 1)")
@@ -192,8 +238,8 @@ public final class Platform: Sendable {
     /// SIGTERM to every process (edges first, so they finish their calls in flight), SIGKILL after a grace.
     public func stop() async {
         for edge in edges { await edge.process.terminate() }
-        await quota.process.terminate()
-        await inventory.process.terminate()
+        for quota in quotaServices { await quota.process.terminate() }
+        for inventory in inventories { await inventory.process.terminate() }
     }
 
     /// Kills the inventory service (SIGKILL, a crash) and starts it again on the same port, where the quota
@@ -205,7 +251,7 @@ public final class Platform: Sendable {
         let restarted = try await ServiceEndpoint.start(
             Self.inventoryArguments(configuration, port: old.port), environment: configuration.inventoryProcessEnvironment,
             name: "inventory-restarted")
-        inventoryEndpoint.withLock { $0 = restarted }
+        inventoryEndpoints.withLock { $0[0] = restarted }
     }
 
     private static func inventoryArguments(_ configuration: Configuration, port: Int) -> InventoryArguments {
@@ -215,6 +261,9 @@ public final class Platform: Sendable {
         arguments.port = port
         arguments.logLevel = configuration.logLevel
         arguments.extra = configuration.inventoryArguments
+        if configuration.discoverInventories {
+            arguments.extra += ["--zookeeper", configuration.zooKeeperHosts, "--root", configuration.zooKeeperRoot]
+        }
         return arguments
     }
 }

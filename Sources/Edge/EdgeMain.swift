@@ -30,7 +30,10 @@ struct EdgeMain: AsyncParsableCommand {
     @Option(help: "Address the operator port listens on.") var operatorHost = "127.0.0.1"
     @Option(help: "ZooKeeper connection string (host:port[,host:port...]).") var zookeeper: String
     @Option(help: "The flash sale's root node in ZooKeeper.") var root = "/flashsale"
-    @Option(help: "InventoryService address (host:port).") var inventory: String
+    @Option(help: "InventoryService address (host:port), or replicas (host:port,host:port...); empty with --discover-inventories.")
+    var inventory = ""
+    @Flag(help: "Also use the inventory replicas registered in ZooKeeper (<root>/inventories/), as they come and go.")
+    var discoverInventories = false
     @Option(help: "Connections to the InventoryService.") var inventoryConnections = 4
     @Option(help: "QuotaService address (host:port).") var quota: String
     @Option(help: "Attempts kept per million until config/shed is read.") var keepPerMillion: UInt32 = 1_000_000
@@ -43,13 +46,15 @@ struct EdgeMain: AsyncParsableCommand {
     @OptionGroup var metrics: MetricsOptions
 
     func validate() throws {
-        guard HostPort(inventory) != nil, HostPort(quota, defaultHost: "127.0.0.1") != nil else {
-            throw ValidationError("--inventory and --quota take host:port")
+        guard let inventories = InventoryRegistration.parseList(inventory), HostPort(quota, defaultHost: "127.0.0.1") != nil else {
+            throw ValidationError("--inventory takes host:port[,host:port...] and --quota host:port")
+        }
+        guard !inventories.isEmpty || discoverInventories else {
+            throw ValidationError("name the inventory (--inventory host:port[,...]) or --discover-inventories")
         }
     }
 
     func run() async throws {
-        let inventoryAddress = HostPort(inventory)!  // checked by validate()
         let logger = ServiceRuntime.makeLogger(label: "edge", level: server.level)
         let environment = ProcessInfo.processInfo.environment
         let credentials = try ServiceRuntime.credentials(environment: environment, operator: false)
@@ -59,10 +64,11 @@ struct EdgeMain: AsyncParsableCommand {
             logger.warning("FLASHSALE_ZK_QUOTA_SECRET is set for an edge: edges need only FLASHSALE_ZK_EDGE_SECRET; ignored")
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let inventoryClient = RPCClient(
-            configuration: RPCClientConfiguration(
-                host: inventoryAddress.host, port: inventoryAddress.port, connections: max(1, inventoryConnections),
-                defaultTimeout: .seconds(5), token: credentials.serviceToken ?? ""),
+        let inventories = InventoryReplicas(
+            listed: InventoryRegistration.parseList(inventory) ?? [],  // checked by validate()
+            template: RPCClientConfiguration(
+                port: 0, connections: max(1, inventoryConnections), defaultTimeout: .seconds(5),
+                token: credentials.serviceToken ?? ""),
             group: group, logger: logger)
 
         // The agent registers the address the server bound (port 0 picks one), and the server is made after the
@@ -74,7 +80,7 @@ struct EdgeMain: AsyncParsableCommand {
                 zooKeeper: zookeeper, root: root, quotaService: quota, keepPerMillion: keepPerMillion,
                 shedSeed: shedSeed ?? UInt64.random(in: .min ... .max), minimumBudget: .milliseconds(Int64(minimumBudgetMs)),
                 maxInDoubt: maxInDoubt, serviceToken: credentials.serviceToken, access: zooKeeperAccess),
-            inventory: InventoryClient(rpc: inventoryClient),
+            inventory: inventories,
             address: {
                 guard let server = reachedAt.withLockedValue({ $0 }) else { throw CancellationError() }
                 let bound = try await server.localAddress()
@@ -98,7 +104,10 @@ struct EdgeMain: AsyncParsableCommand {
 
         // Shut down in reverse order: the server drains its calls in flight first, then the resolver stops, then the
         // agent reports the final usage and removes the edge's node; the metrics port (if any) goes last.
-        var services = (edge.services + [server] + (operatorServer.map { [$0] } ?? [])).map {
+        // The directory first: it stops last, after the resolver's final lookups.
+        let directory: [any Service] = discoverInventories
+            ? [InventoryDirectory(zooKeeper: zookeeper, root: root, replicas: inventories, logger: logger)] : []
+        var services = (directory + edge.services + [server] + (operatorServer.map { [$0] } ?? [])).map {
             ServiceGroupConfiguration.ServiceConfiguration(service: $0)
         }
         services.append(.init(service: ReadyAnnouncer(service: "edge") {
@@ -116,7 +125,7 @@ struct EdgeMain: AsyncParsableCommand {
         let serviceGroup = ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await serviceGroup.run()
-        await inventoryClient.shutdown()
+        await inventories.shutdown()
         try await group.shutdownGracefully()
     }
 }

@@ -1,6 +1,7 @@
 import FlashSaleClient
 import Logging
 import NIOCore
+import ServiceKit
 import ServiceLifecycle
 import ServiceMetrics
 import Wire
@@ -44,7 +45,7 @@ public struct EdgeServiceParts: Sendable {
     /// `address` is what the edge registers for the quota service: it is asked once the agent runs, and may wait
     /// for the server to bind (port 0 picks one).
     public init(
-        _ settings: Settings, inventory: InventoryClient, address: @escaping @Sendable () async throws -> String, logger: Logger
+        _ settings: Settings, inventory: InventoryReplicas, address: @escaping @Sendable () async throws -> String, logger: Logger
     ) {
         let ledger = QuotaLedger()
         let shedder = LoadShedder(keepPerMillion: settings.keepPerMillion, seed: settings.shedSeed)
@@ -56,7 +57,7 @@ public struct EdgeServiceParts: Sendable {
         configuration.maxTracked = settings.maxInDoubt
         // Refills go through the agent, which answers UNAVAILABLE until the edge is registered (edge id 0).
         self.purchases = PurchasePath(
-            ledger: ledger, shedder: shedder, forwarder: InventoryForwarder(client: inventory), refiller: agent,
+            ledger: ledger, shedder: shedder, forwarder: InventoryForwarder(replicas: inventory), refiller: agent,
             edgeID: { agent.edgeID }, configuration: configuration, logger: logger)
         self.agent = agent
         self.ledger = ledger

@@ -11,6 +11,8 @@ final class Inventory: Service, Sendable {
     let hot: ProductDatabase
     let mainPool: PurchasePool
     let hotPool: PurchasePool
+    /// A name missing from `catalog` may be a product another replica created: reloaded from the database.
+    let catalogRefresh: CatalogRefresher
     private let logger: Logger
 
     init(catalog: ProductCatalog, main: ProductDatabase, hot: ProductDatabase, mainPool: PurchasePool,
@@ -20,6 +22,9 @@ final class Inventory: Service, Sendable {
         self.hot = hot
         self.mainPool = mainPool
         self.hotPool = hotPool
+        self.catalogRefresh = CatalogRefresher(catalog: catalog, logger: logger) { [main] in
+            try await main.catalog(includeHotCatalog: true).map(CatalogEntry.init(row:))
+        }
         self.logger = logger
     }
 
@@ -50,9 +55,12 @@ final class Inventory: Service, Sendable {
 
     // MARK: - Operator and read methods
 
-    private func entry(named name: String) throws -> CatalogEntry {
-        guard let entry = catalog.entry(named: name) else { throw RPCError(.notFound, "unknown product") }
-        return entry
+    private func entry(named name: String) async throws -> CatalogEntry {
+        switch await catalogRefresh.resolve(name) {
+        case .found(let entry): return entry
+        case .unknown: throw RPCError(.notFound, "unknown product")
+        case .unavailable: throw RPCError(.unavailable, "the catalog cannot be read; retry")
+        }
     }
 
     func createProduct(_ request: CreateProductRequest, slotCount: Int) async throws -> Product {
@@ -89,7 +97,7 @@ final class Inventory: Service, Sendable {
     }
 
     func product(named name: String) async throws -> Product {
-        let entry = try entry(named: name)
+        let entry = try await entry(named: name)
         guard let product = try await database(for: entry.role).product(key: entry.key) else {
             throw RPCError(.notFound, "unknown product")
         }
@@ -97,14 +105,20 @@ final class Inventory: Service, Sendable {
     }
 
     func products() async throws -> [Product] {
-        let known = Set(catalog.all.map(\.name))
         async let cold = main.products()
         async let hotOnes = hot.products()
-        return try await (cold + hotOnes).filter { known.contains($0.productId) }
+        let all = try await cold + hotOnes
+        // Only catalogued products (a hot one whose creation crashed midway is not); one made by another replica
+        // since this one loaded its catalog is found by a reload.
+        var listed: [Product] = []
+        for product in all {
+            if case .found = await catalogRefresh.resolve(product.productId) { listed.append(product) }
+        }
+        return listed
     }
 
     func adjustStock(named name: String, _ change: ProductDatabase.StockChange, changeId: Int64?) async throws -> Product {
-        let entry = try entry(named: name)
+        let entry = try await entry(named: name)
         let outcome: ProductDatabase.StockChangeOutcome?
         do {
             outcome = try await database(for: entry.role).adjustStock(key: entry.key, change, changeId: changeId)
@@ -129,7 +143,7 @@ final class Inventory: Service, Sendable {
             async let hotOnes = hot.soldCounts(key: nil)
             return try await cold + hotOnes
         }
-        let entry = try entry(named: name)
+        let entry = try await entry(named: name)
         return try await database(for: entry.role).soldCounts(key: entry.key)
     }
 
@@ -139,7 +153,7 @@ final class Inventory: Service, Sendable {
             async let hotOnes = hot.audit(key: nil)
             return try await cold + hotOnes
         }
-        let entry = try entry(named: name)
+        let entry = try await entry(named: name)
         return try await database(for: entry.role).audit(key: entry.key)
     }
 }

@@ -69,6 +69,9 @@ public struct InventoryServiceParts: Sendable {
     /// The purchase queues' consumers; on shutdown, in-flight batches commit and are answered.
     public var consumers: some Service { inventory }
 
+    /// Reloads the catalog when a name misses (a product another replica created).
+    public var catalogRefresh: some Service { inventory.catalogRefresh }
+
     /// Returns once the hot database is up (at once when it was at start-up).
     public var hotDatabase: some Service { hotStartup }
 

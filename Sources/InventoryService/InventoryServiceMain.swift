@@ -1,11 +1,13 @@
 import ArgumentParser
 import Foundation
+import Logging
 import Metrics
 import InventoryCore
 import ServiceKit
 import ServiceLifecycle
 import ServiceMetrics
 import Wire
+import ZooKeeperClient
 
 /// `InventoryService`: the only process that talks to PostgreSQL. Migrates both databases, loads the catalog,
 /// serves the inventory methods and prints `READY inventory HOST:PORT`; SIGTERM drains (in-flight batches commit
@@ -71,6 +73,13 @@ struct InventoryServiceMain: AsyncParsableCommand {
 
     @OptionGroup var metrics: MetricsOptions
 
+    // Registration as a replica (optional): edges and the quota service with --discover-inventories find it.
+    @Option(help: "ZooKeeper connection string: register this replica under <root>/inventories/ (none: no registration).")
+    var zookeeper: String?
+    @Option(help: "The flash sale's root node in ZooKeeper.") var root = "/flashsale"
+    @Option(help: "Address registered for the edges and the quota service (host:port); defaults to the bound address.")
+    var advertise: String?
+
     func validate() throws {
         guard (1...64).contains(consumers), (1...64).contains(hotConsumers) else {
             throw ValidationError("--consumers and --hot-consumers must be 1...64")
@@ -82,6 +91,8 @@ struct InventoryServiceMain: AsyncParsableCommand {
             throw ValidationError("--statement-timeout-ms must be 100...600000")
         }
         guard (1...3600).contains(maxQueueWait) else { throw ValidationError("--max-queue-wait must be 1...3600") }
+        guard root.hasPrefix("/") else { throw ValidationError("--root must start with /") }
+        guard advertise.map({ HostPort($0) != nil }) ?? true else { throw ValidationError("--advertise must be host:port") }
         if (migrateDsn != nil || dsn == nil) && hotDsn != nil && hotMigrateDsn == nil {
             throw ValidationError("with --migrate-dsn and --hot-dsn, give the hot database's owner as --hot-migrate-dsn too")
         }
@@ -132,14 +143,31 @@ struct InventoryServiceMain: AsyncParsableCommand {
                 services: services + [
                     .init(service: inventory.consumers, successTerminationBehavior: .gracefullyShutdownGroup,
                           failureTerminationBehavior: .gracefullyShutdownGroup),
+                    .init(service: inventory.catalogRefresh),
                     // A server that cannot bind ends the process with its error (no READY line).
                     .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup,
                           failureTerminationBehavior: .cancelGroup),
                     .init(service: inventory.hotDatabase, successTerminationBehavior: .ignore),
                     .init(service: ReadyAnnouncer(service: "inventory") { try await server.localAddress() }),
-                ],
+                ] + (try registration(server: server, environment: environment, logger: logger)),
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger))
         try await group.run()
+    }
+
+    /// After the server, so that the group stops it first: the node goes, callers move off, then the server drains.
+    func registration(
+        server: RPCServer, environment: [String: String], logger: Logger
+    ) throws -> [ServiceGroupConfiguration.ServiceConfiguration] {
+        guard let zookeeper else { return [] }
+        // The services' ZooKeeper identity (FLASHSALE_ZK_EDGE_SECRET or _FILE), as an edge registers with.
+        let access = ZooKeeperAccess(edgeSecret: try Secret.read("FLASHSALE_ZK_EDGE_SECRET", environment: environment))
+        let advertise = self.advertise.flatMap { HostPort($0) }
+        let registrar = InventoryRegistrar(zooKeeper: zookeeper, root: root, access: access, address: {
+            if let advertise { return advertise }
+            let bound = try await server.localAddress()
+            return HostPort(host: bound.ipAddress ?? "127.0.0.1", port: bound.port ?? 0)
+        }, logger: logger)
+        return [.init(service: registrar)]
     }
 }

@@ -17,7 +17,7 @@ public struct QuotaServiceParts: Sendable {
     /// Connects to ZooKeeper (waiting for it: it may start after us), authenticates with `access` and creates the
     /// layout under `root`. `advertisedAddress` is where this process serves, once bound (the leader node names it).
     public static func start(
-        zooKeeper: String, root: String, sessionTimeout: Duration, access: ZooKeeperAccess, inventory: HostPort,
+        zooKeeper: String, root: String, sessionTimeout: Duration, access: ZooKeeperAccess, inventory: InventoryReplicas,
         serviceToken: String, advertisedAddress: @escaping @Sendable () -> String, logger: Logger
     ) async throws -> QuotaServiceParts {
         let zk = try await connect(zooKeeper, sessionTimeout: sessionTimeout, logger: logger)
@@ -27,7 +27,7 @@ public struct QuotaServiceParts: Sendable {
         let releaser = EdgeReleaser(serviceToken: serviceToken, logger: logger)
         let coordinator = QuotaCoordinator(
             store: store,
-            inventory: RemoteInventory(host: inventory.host, port: inventory.port, token: serviceToken, logger: logger),
+            inventory: RemoteInventory(replicas: inventory),
             releaser: releaser, logger: logger)
         let supervisor = QuotaSupervisor(coordinator: coordinator, advertisedAddress: advertisedAddress, logger: logger)
         return QuotaServiceParts(coordinator: coordinator, releaser: releaser, supervisor: supervisor, zk: zk)

@@ -19,12 +19,20 @@ struct QuotaServiceMain: AsyncParsableCommand {
     @OptionGroup var server: ServerOptions
     @Option(help: "ZooKeeper connection string: host:port[,host:port...].") var zookeeper = "127.0.0.1:12181"
     @Option(help: "Root node of the flash sale in ZooKeeper.") var root = QuotaLayout.defaultRoot
-    @Option(help: "The inventory service, host:port.") var inventory = "127.0.0.1:7100"
+    @Option(help: "The inventory service, host:port, or its replicas (host:port,host:port...); empty with --discover-inventories.")
+    var inventory = "127.0.0.1:7100"
+    @Flag(help: "Also use the inventory replicas registered in ZooKeeper (<root>/inventories/), as they come and go.")
+    var discoverInventories = false
     @Option(help: "ZooKeeper session timeout in milliseconds.") var sessionTimeoutMs = 6_000
     @OptionGroup var metrics: MetricsOptions
 
     func validate() throws {
-        guard HostPort(inventory) != nil else { throw ValidationError("--inventory must be host:port") }
+        guard let inventories = InventoryRegistration.parseList(inventory) else {
+            throw ValidationError("--inventory must be host:port[,host:port...]")
+        }
+        guard !inventories.isEmpty || discoverInventories else {
+            throw ValidationError("name the inventory (--inventory host:port[,...]) or --discover-inventories")
+        }
         guard root.hasPrefix("/") else { throw ValidationError("--root must start with /") }
     }
 
@@ -44,9 +52,12 @@ struct QuotaServiceMain: AsyncParsableCommand {
         try access.validateForQuotaService()
         if !access.quotaEnforces { logger.warning("no ZooKeeper secrets: quota nodes are open to every ZooKeeper client") }
         let address = NIOLockedValueBox("")  // host:port this process serves on, once bound
+        let inventories = InventoryReplicas(
+            listed: InventoryRegistration.parseList(inventory) ?? [],  // checked by validate()
+            template: RPCClientConfiguration(port: 0, token: credentials.serviceToken ?? ""), logger: logger)
         let quota = try await QuotaServiceParts.start(
             zooKeeper: zookeeper, root: root, sessionTimeout: .milliseconds(sessionTimeoutMs), access: access,
-            inventory: HostPort(inventory)!, serviceToken: credentials.serviceToken ?? "",
+            inventory: inventories, serviceToken: credentials.serviceToken ?? "",
             advertisedAddress: { address.withLockedValue { $0 } }, logger: logger)
 
         var router = RPCRouter(serviceName: "quota")
@@ -54,6 +65,9 @@ struct QuotaServiceMain: AsyncParsableCommand {
         let server = RPCServer(configuration: server.configuration(credentials: credentials), router: router, logger: logger)
 
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if discoverInventories {
+            services.append(.init(service: InventoryDirectory(zooKeeper: zookeeper, root: root, replicas: inventories, logger: logger)))
+        }
         if let metricsPort = metrics.metricsPort {
             let hooks = ScrapeHooks()
             let connections = Gauge(label: MetricName.connections, dimensions: [("service", "quota")])
@@ -82,5 +96,6 @@ struct QuotaServiceMain: AsyncParsableCommand {
                 logger: logger))
         try await group.run()
         await quota.shutdown()
+        await inventories.shutdown()
     }
 }

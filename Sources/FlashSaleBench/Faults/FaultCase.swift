@@ -21,10 +21,12 @@ enum Fault: String, CaseIterable, Sendable {
     case hotdown       // the hot database refuses connections while cold products sell
     case sameport      // an edge killed and a new one started on its port
     case partition     // an edge cut off from ZooKeeper (and the quota service) past its session timeout
+    case replica       // kill -9 one of two inventory replicas
+    case quotaleader   // kill -9 the leader of two quota services; the standby takes over
 
     var isHostile: Bool {
         switch self {
-        case .edge, .inventory, .postgres, .zookeeper, .ensemble: false
+        case .edge, .inventory, .postgres, .zookeeper, .ensemble, .replica, .quotaleader: false
         default: true
         }
     }
@@ -97,7 +99,8 @@ struct FaultCase {
         let databases = try await servers.createDatabases(prefix: "fault_\(fault.rawValue)")
         let secrets = FaultSecrets()
         let root = ZooKeeperRoot.unique("fault_\(fault.rawValue)")
-        let configuration = FaultPlatform.configuration(databases: databases, zooKeeper: zooKeeper, root: root, secrets: secrets)
+        var configuration = FaultPlatform.configuration(databases: databases, zooKeeper: zooKeeper, root: root, secrets: secrets)
+        fault.shape(&configuration)
         var platform: Platform?
         var proxies: (zooKeeper: BlackholeProxy, edge: BlackholeProxy)?
         do {
@@ -257,7 +260,7 @@ struct FaultCase {
         case .hotdown: return await cases.hotDatabaseDown()
         case .sameport: return await cases.edgeOnDeadPort()
         case .partition: return await cases.cutOffFromZooKeeper()
-        case .edge, .inventory, .postgres, .zookeeper, .ensemble: return HostileInjection()
+        case .edge, .inventory, .postgres, .zookeeper, .ensemble, .replica, .quotaleader: return HostileInjection()
         }
     }
 
@@ -301,6 +304,8 @@ struct FaultCase {
             try await servers.restartZooKeeper()
         case .ensemble:
             try await servers.stopEnsembleLeader()
+        case .replica: await killInventoryReplica(platform)
+        case .quotaleader: try await killQuotaLeader(platform)
         default:
             break
         }

@@ -19,18 +19,17 @@ struct InventoryAPI: Sendable {
                 return
             }
             guard let product = inventory.catalog.entry(named: request.productId) else {
-                responder.fail(RPCError(.notFound, "unknown product"))
+                // Perhaps created on another replica since this one loaded its catalog: reloaded, then served.
+                inventory.catalogRefresh.resolve(request.productId) { lookup in
+                    switch lookup {
+                    case .found(let product): Self.submit(request, product, context, responder, inventory)
+                    case .unknown: responder.fail(RPCError(.notFound, "unknown product"))
+                    case .unavailable: responder.fail(RPCError(.unavailable, "the catalog cannot be read; retry"))
+                    }
+                }
                 return
             }
-            if context.isExpired {
-                responder.fail(RPCError(.deadlineExceeded, "the purchase arrived past its deadline"))
-                return
-            }
-            let purchase = PendingPurchase(
-                requestId: Int64(bitPattern: request.requestId), userId: Int64(bitPattern: request.userId),
-                edgeId: Int32(request.edgeId), lookupOnly: request.lookupOnly, deadline: context.deadline,
-                responder: responder)
-            inventory.pool(for: product.role).submit(purchase, product: product.key)
+            Self.submit(request, product, context, responder, inventory)
         })
 
         router.register(InventoryRPC.CreateProduct.self) {
@@ -66,5 +65,20 @@ struct InventoryAPI: Sendable {
             let products = try await inventory.audit(named: request.productId)
             return AuditResponse(products: products, clean: products.allSatisfy(\.clean))
         }
+    }
+
+    private static func submit(
+        _ request: PurchaseRequest, _ product: CatalogEntry, _ context: ServerCallContext,
+        _ responder: RPCResponder<PurchaseResponse>, _ inventory: Inventory
+    ) {
+        if context.isExpired {
+            responder.fail(RPCError(.deadlineExceeded, "the purchase arrived past its deadline"))
+            return
+        }
+        let purchase = PendingPurchase(
+            requestId: Int64(bitPattern: request.requestId), userId: Int64(bitPattern: request.userId),
+            edgeId: Int32(request.edgeId), lookupOnly: request.lookupOnly, deadline: context.deadline,
+            responder: responder)
+        inventory.pool(for: product.role).submit(purchase, product: product.key)
     }
 }

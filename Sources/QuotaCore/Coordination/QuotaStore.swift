@@ -27,6 +27,8 @@ struct QuotaStore: Sendable {
             try await zk.ensurePath(path, acl: access.quotaOwned)
         }
         try await zk.ensurePath(layout.edges, acl: access.edgesFolder)
+        // Inventory replicas register like the edges, with the services' identity.
+        try await zk.ensurePath(InventoryRegistration.folder(root: layout.root), acl: access.edgesFolder)
         guard access.quotaEnforces else { return }
         if !layout.root.isEmpty { try await zk.setACL(layout.root, access.quotaOwned) }
         for path in [layout.products, layout.quotas, layout.config] {
@@ -40,6 +42,7 @@ struct QuotaStore: Sendable {
             }
         }
         try await zk.setACL(layout.edges, access.edgesFolder)
+        try await zk.setACL(InventoryRegistration.folder(root: layout.root), access.edgesFolder)
     }
 
     func productIDs() async throws -> [String] {

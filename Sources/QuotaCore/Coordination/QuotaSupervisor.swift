@@ -129,6 +129,9 @@ final class QuotaSupervisor: Service, Sendable {
 
     /// Creates the ephemeral `leader` node, or watches it when another process holds it.
     private func acquireLeadership() async throws -> Bool {
+        // The node names the leader's address (how an operator, or a test, tells which process leads): not before
+        // the server has bound.
+        guard !advertisedAddress().isEmpty else { return false }
         do {
             try await zk.create(
                 layout.leader, data: Array(advertisedAddress().utf8), mode: .ephemeral,

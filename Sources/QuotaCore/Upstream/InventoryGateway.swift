@@ -1,6 +1,7 @@
 import Logging
 import NIOCore
 import Proto
+import ServiceKit
 import Wire
 
 /// What the quota service needs from the inventory service (the database is the truth for stock and sales).
@@ -12,14 +13,14 @@ protocol InventoryGateway: Sendable {
     func soldCounts(_ productID: String) async throws -> ProductSold
 }
 
-/// The inventory service over the wire, with the service token (CreateProduct and AdjustStock need it).
+/// The inventory service over the wire, with the service token (CreateProduct and AdjustStock need it), each call
+/// on one of its replicas (any may answer: they share the databases).
 struct RemoteInventory: InventoryGateway {
-    let rpc: RPCClient
+    let rpc: InventoryReplicas
     let timeout: TimeAmount
 
-    init(host: String, port: Int, token: String, timeout: TimeAmount = .seconds(5), logger: Logger) {
-        self.rpc = RPCClient(
-            configuration: RPCClientConfiguration(host: host, port: port, connections: 1, token: token), logger: logger)
+    init(replicas: InventoryReplicas, timeout: TimeAmount = .seconds(5)) {
+        self.rpc = replicas
         self.timeout = timeout
     }
 

@@ -58,6 +58,10 @@ public final class RPCClient: Sendable {
         }
     }
 
+    /// True while at least one connection of the pool is up (a call failing UNAVAILABLE with the pool still up was
+    /// refused by the server, not lost with a connection).
+    public var isConnected: Bool { self.connections.contains { $0.isReady } }
+
     /// An event loop of this client's connections, for timers that belong with its calls.
     public var eventLoop: any EventLoop { self.connections[0].eventLoop }
 
