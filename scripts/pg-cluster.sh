@@ -15,9 +15,12 @@
 # kill-patroni  kill -9 of Patroni alone on the primary: its PostgreSQL lives on, still read-write (an orphan).
 #
 # Needs ZooKeeper: FLASHSALE_ZK (host:port[,...]), as `scripts/zookeeper.sh env` prints. Data, sockets and logs
-# under <checkout>/.data/pg-cluster (FLASHSALE_PGC_BASE overrides; /tmp/flashsale-<hash>/pg-cluster when the
-# server account cannot reach the checkout). Ports: FLASHSALE_PGC_PORT (default 15442) and the next one for the
-# nodes, FLASHSALE_PGC_REST_PORT (default 18008) and the next one for their REST APIs.
+# under <checkout>/.data/pg-cluster (FLASHSALE_PGC_BASE overrides: a test run or benchmark gives its own folder,
+# scripts/lib/run-servers.sh; /tmp/flashsale-<hash>/pg-cluster when the server account cannot reach the checkout).
+# Ports: FLASHSALE_PGC_PORT (default 15442) and FLASHSALE_PGC_REST_PORT (default 18008) are where the search for
+# two free ones for the nodes and two for their REST APIs starts. `start` records the ports and ZooKeeper in
+# BASE/cluster.env, so that later commands on the same folder find them without the variables. The Patroni namespace
+# in ZooKeeper is named after the folder: two folders never share a cluster.
 #
 # Mode: synchronous_mode on, not strict. While both nodes run, a commit returns only once the standby has it. With
 # one node left, Patroni empties synchronous_standby_names and commits go on unprotected until the standby is back
@@ -29,10 +32,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PGBIN="${FLASHSALE_PG_BIN:-/usr/lib/postgresql/15/bin}"
 HASH="$(printf '%s' "$ROOT" | sha1sum | cut -c1-12)"
-PORT0="${FLASHSALE_PGC_PORT:-15442}"
-REST0="${FLASHSALE_PGC_REST_PORT:-18008}"
 SCOPE=flashsale
-NAMESPACE="/flashsale-patroni-$HASH"
 NODES=(n1 n2)
 
 log() { echo "pg-cluster.sh: $*" >&2; }
@@ -65,6 +65,30 @@ choose_base() {
     BASE="$fallback"
 }
 choose_base
+[ -n "${FLASHSALE_PGC_BASE:-}" ] && { mkdir -p "$BASE"; [ "$IS_ROOT" -eq 1 ] && chown postgres:postgres "$BASE"; }
+NAMESPACE="/flashsale-patroni-$(printf '%s' "$BASE" | sha1sum | cut -c1-12)"
+
+listening() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+# Ports another folder's cluster recorded (it may be starting and not listen yet): RESERVED/PORT names its folder.
+RESERVED=/tmp/flashsale-pgc-ports
+reserved() { local f="$RESERVED/$1" owner; [ -f "$f" ] || return 1; owner="$(cat "$f")"; [ "$owner" != "$BASE" ] && [ -d "$owner" ]; }
+# The first port from $1 on where it and the next one are both free and reserved by no other folder.
+free_pair() {
+    local p=$1
+    while listening "$p" || listening $((p + 1)) || reserved "$p" || reserved $((p + 1)); do p=$((p + 2)); done
+    echo "$p"
+}
+reserve() { local p; mkdir -p "$RESERVED"; for p in "$@"; do echo "$BASE" >"$RESERVED/$p"; done; }
+
+# Ports and ZooKeeper of this folder's cluster: as recorded by its `start`, else chosen now (free ones).
+CLUSTER_ENV="$BASE/cluster.env"
+if [ -f "$CLUSTER_ENV" ]; then
+    # shellcheck disable=SC1090
+    source "$CLUSTER_ENV"
+else
+    PORT0="$(free_pair "${FLASHSALE_PGC_PORT:-15442}")"
+    REST0="$(free_pair "${FLASHSALE_PGC_REST_PORT:-18008}")"
+fi
 
 index_of() { case "$1" in n1) echo 0 ;; n2) echo 1 ;; *) die "no node $1" ;; esac; }
 pg_port() { echo $((PORT0 + $(index_of "$1"))); }
@@ -72,6 +96,7 @@ rest_port() { echo $((REST0 + $(index_of "$1"))); }
 node_dir() { echo "$BASE/$1"; }
 
 zk_hosts() {
+    [ -n "${FLASHSALE_ZK:-}" ] || FLASHSALE_ZK="${CLUSTER_ZK:-}"
     [ -n "${FLASHSALE_ZK:-}" ] || eval "$(bash "$ROOT/scripts/zookeeper.sh" env 2>/dev/null)" || true
     [ -n "${FLASHSALE_ZK:-}" ] || die "no ZooKeeper: set FLASHSALE_ZK or run scripts/zookeeper.sh start"
     echo "$FLASHSALE_ZK"
@@ -204,6 +229,17 @@ SQL
 
 cmd_start() {
     ensure_packages
+    # A cold start picks its ports again (from the recorded ones on): something else may hold them by now. Picked
+    # and reserved under a lock, so that two clusters starting side by side never pick the same.
+    if [ "$(running_nodes)" -eq 0 ]; then
+        mkdir -p "$RESERVED"
+        exec 9>"$RESERVED/.lock"
+        flock -w 30 9 || die "could not lock $RESERVED/.lock"
+        PORT0="$(free_pair "$PORT0")"; REST0="$(free_pair "$REST0")"
+        reserve "$PORT0" $((PORT0 + 1)) "$REST0" $((REST0 + 1))
+        exec 9>&-
+    fi
+    printf 'PORT0=%s\nREST0=%s\nCLUSTER_ZK=%q\n' "$PORT0" "$REST0" "$(zk_hosts)" >"$CLUSTER_ENV"
     local n
     for n in "${NODES[@]}"; do start_node "$n"; done
     wait_for 60 "writable primary" writable
