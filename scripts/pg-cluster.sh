@@ -1,18 +1,23 @@
 #!/usr/bin/env bash
 # PostgreSQL 15 under Patroni (Debian's patroni 3.0.2 + python3-kazoo) for this checkout: a primary and a synchronous
 # standby on loopback, with the platform's own ZooKeeper as Patroni's store.
-#   scripts/pg-cluster.sh start | stop | status | env | failover | kill-patroni
+#   scripts/pg-cluster.sh start | stop | status | env | failover | kill-patroni | kill-standby | sync on|off
 #
 # start         starts both nodes (or the one that is down, which rejoins as a standby through pg_rewind), waits
 #               for a writable primary and, when both nodes run, for the synchronous standby.
 # stop          stops the standby first, then the primary (the other order fails over).
 # status        prints each node's role and state (Patroni's REST /cluster); exit 1 when no primary.
-# env           prints FLASHSALE_PG_DSN (owner, both hosts, target_session_attrs=read-write),
-#               FLASHSALE_PG_SERVICE_DSN (flashsale_app), FLASHSALE_PG_PATRONI (REST endpoints) and
-#               FLASHSALE_PG_PATRONI_LEADER (the ZooKeeper path of Patroni's leader key).
+# env           prints, as `export` lines (like scripts/postgres.sh env): FLASHSALE_PG_DSN (owner, both hosts,
+#               target_session_attrs=read-write), FLASHSALE_PG_SERVICE_DSN (flashsale_app), FLASHSALE_PG_PATRONI
+#               (REST endpoints) and FLASHSALE_PG_PATRONI_LEADER (the ZooKeeper path of Patroni's leader key).
 # failover      the primary's machine vanishes: kill -9 of its Patroni, postmaster and backends; waits for the
 #               standby to be promoted and prints the new primary's name. `start` brings the old one back.
 # kill-patroni  kill -9 of Patroni alone on the primary: its PostgreSQL lives on, still read-write (an orphan).
+# kill-standby  the standby's machine vanishes (kill -9 of its Patroni, postmaster and backends): in this mode the
+#               primary goes on acknowledging, alone, once Patroni has emptied synchronous_standby_names.
+# sync on|off   synchronous_mode on (the default; waits for the synchronous standby) or off (asynchronous
+#               streaming: commits return once local; waits for synchronous_standby_names to be empty). For
+#               measuring what the second copy costs (scripts/bench/failover.sh).
 #
 # Needs ZooKeeper: FLASHSALE_ZK (host:port[,...]), as `scripts/zookeeper.sh env` prints. Data, sockets and logs
 # under <checkout>/.data/pg-cluster (FLASHSALE_PGC_BASE overrides: a test run or benchmark gives its own folder,
@@ -172,8 +177,15 @@ EOF
     chmod 0600 "$dir/patroni.yml"
 }
 
-# Patroni's own process (runuser and setsid may sit above it).
-patroni_pid() { pgrep -f "python3 /usr/bin/patroni $(node_dir "$1")/patroni.yml" | head -1 | grep .; }
+# Patroni's own process: the interpreter, not the runuser above it (whose command line holds the same words; a
+# kill -9 of runuser leaves Patroni running).
+patroni_pid() { pgrep -f "^/usr/bin/python3 /usr/bin/patroni $(node_dir "$1")/patroni.yml\$" | head -1 | grep .; }
+# kill -9 of a node's Patroni and whatever wraps it.
+kill_patroni() {
+    local pids; pids="$(pgrep -f "/usr/bin/patroni $(node_dir "$1")/patroni.yml\$" | tr '\n' ' ' || true)"
+    # shellcheck disable=SC2086
+    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
+}
 patroni_running() { patroni_pid "$1" >/dev/null; }
 postmaster_pid() { local f; f="$(node_dir "$1")/data/postmaster.pid"; [ -f "$f" ] && head -1 "$f" | grep -E '^[0-9]+$' && true; }
 
@@ -296,25 +308,58 @@ cmd_status() {
 cmd_env() {
     local hosts="127.0.0.1,127.0.0.1" ports; ports="$(pg_port n1),$(pg_port n2)"
     local common="host=$hosts port=$ports dbname=postgres target_session_attrs=read-write connect_timeout=2"
-    echo "FLASHSALE_PG_DSN='$common user=postgres'"
-    echo "FLASHSALE_PG_SERVICE_DSN='$common user=flashsale_app'"
-    echo "FLASHSALE_PG_PATRONI='127.0.0.1:$(rest_port n1),127.0.0.1:$(rest_port n2)'"
-    echo "FLASHSALE_PG_PATRONI_LEADER='$NAMESPACE/$SCOPE/leader'"
+    echo "export FLASHSALE_PG_DSN='$common user=postgres'"
+    echo "export FLASHSALE_PG_SERVICE_DSN='$common user=flashsale_app'"
+    echo "export FLASHSALE_PG_PATRONI='127.0.0.1:$(rest_port n1),127.0.0.1:$(rest_port n2)'"
+    echo "export FLASHSALE_PG_PATRONI_LEADER='$NAMESPACE/$SCOPE/leader'"
 }
 
 cmd_failover() {
     local old; old="$(primary_node)" || die "no primary to fail over from"
-    local pid; pid="$(patroni_pid "$old" || true)"
-    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+    kill_patroni "$old"
     kill_node_postgres "$old"
     local started=$SECONDS
     wait_for 30 "promoted standby" writable
     echo "failover: $old killed, $(primary_node) primary after $((SECONDS - started)) s"
 }
 
+cmd_kill_standby() {
+    local leader; leader="$(primary_node)" || die "no primary"
+    local n
+    for n in "${NODES[@]}"; do
+        [ "$n" = "$leader" ] && continue
+        kill_patroni "$n"
+        kill_node_postgres "$n"
+        echo "kill-standby: $n killed; $leader primary alone"
+    done
+}
+
+cmd_sync() {
+    local mode
+    case "${1:-}" in on) mode=true ;; off) mode=false ;; *) die "usage: $0 sync on|off" ;; esac
+    local ctl="$BASE/patronictl.yml" hosts="" h
+    IFS=',' read -ra zk <<<"$(zk_hosts)"
+    for h in "${zk[@]}"; do hosts+="'$h', "; done
+    printf 'scope: %s\nnamespace: %s\nzookeeper:\n  hosts: [%s]\n' "$SCOPE" "$NAMESPACE" "${hosts%, }" >"$ctl"
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp /usr/bin/python3 /usr/bin/patronictl -c "$ctl" \
+        edit-config -s "synchronous_mode=$mode" --force >/dev/null
+    if [ "$mode" = true ]; then
+        wait_for 60 "synchronous standby" has_sync_standby
+    else
+        wait_for 60 "asynchronous commits" no_sync_names
+    fi
+    echo "pg-cluster: synchronous_mode $1"
+}
+
+no_sync_names() {
+    local n out; n="$(primary_node)" || return 1
+    out="$("$PGBIN/psql" -qAtX -h 127.0.0.1 -p "$(pg_port "$n")" -U postgres -d postgres -c "SHOW synchronous_standby_names" 2>/dev/null)" || return 1
+    [ -z "$out" ]
+}
+
 cmd_kill_patroni() {
     local old; old="$(primary_node)" || die "no primary"
-    kill -KILL "$(patroni_pid "$old")" 2>/dev/null || true
+    kill_patroni "$old"
     echo "kill-patroni: Patroni of $old killed; its PostgreSQL on 127.0.0.1:$(pg_port "$old") lives on"
 }
 
@@ -325,5 +370,7 @@ case "${1:-}" in
     env) cmd_env ;;
     failover) cmd_failover ;;
     kill-patroni) cmd_kill_patroni ;;
-    *) echo "usage: $0 start|stop|status|env|failover|kill-patroni" >&2; exit 2 ;;
+    kill-standby) cmd_kill_standby ;;
+    sync) cmd_sync "${2:-}" ;;
+    *) echo "usage: $0 start|stop|status|env|failover|kill-patroni|kill-standby|sync on|off" >&2; exit 2 ;;
 esac
