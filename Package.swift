@@ -110,7 +110,7 @@ let package = Package(
         .target(
             name: "InventoryCore",
             dependencies: [
-                .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "PostgresClient",
+                .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "PostgresClient", "ZooKeeperClient",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),

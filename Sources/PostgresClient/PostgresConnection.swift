@@ -31,6 +31,10 @@ public final class PostgresConnection: @unchecked Sendable {
     private let notices: NoticeSink
     private let lock = NSLock()
     private var conn: OpaquePointer?
+    /// The connection string's keywords, for a reconnect to wherever the primary is by then.
+    private let parsed: [(keyword: String, value: String)]
+    /// The server connected to when `settings.primary` chose it (guarded by `lock`).
+    private var endpoint: PostgresEndpoint?
 
     private let callLock = NSLock()
     private var runningCall: UInt64 = 0
@@ -38,8 +42,13 @@ public final class PostgresConnection: @unchecked Sendable {
     private var abandonedCall: UInt64 = 0
     private var nextCall: UInt64 = 0
 
-    private init(conn: OpaquePointer, settings: PostgresSettings, threadPool: NIOThreadPool, logger: Logger) {
+    private init(
+        conn: OpaquePointer, parsed: [(keyword: String, value: String)], endpoint: PostgresEndpoint?,
+        settings: PostgresSettings, threadPool: NIOThreadPool, logger: Logger
+    ) {
         self.conn = conn
+        self.parsed = parsed
+        self.endpoint = endpoint
         self.settings = settings
         self.threadPool = threadPool
         self.logger = logger
@@ -53,12 +62,29 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Connects with a libpq connection string (`host=127.0.0.1 port=15432 user=postgres dbname=x`
-    /// or a `postgresql://` URI), bounded by `settings`. Blocks until connected or failed.
+    /// or a `postgresql://` URI), bounded by `settings`; to the primary `settings.primary` names, when it is set.
+    /// Blocks until connected or failed.
     public static func connect(
         _ dsn: String, settings: PostgresSettings = .standard, threadPool: NIOThreadPool = sharedThreadPool,
         logger: Logger = Logger(label: "postgres")
     ) throws -> PostgresConnection {
-        let parameters = settings.parameters(from: try parse(dsn))
+        let parsed = try parse(dsn)
+        let endpoint = try located(settings)
+        let conn = try open(settings.parameters(from: parsed, at: endpoint))
+        return PostgresConnection(
+            conn: conn, parsed: parsed, endpoint: endpoint, settings: settings, threadPool: threadPool, logger: logger)
+    }
+
+    /// The primary to connect to, when the settings locate one; none known yet is a connection failure (retried).
+    private static func located(_ settings: PostgresSettings) throws -> PostgresEndpoint? {
+        guard let locator = settings.primary else { return nil }
+        guard let endpoint = locator.current else {
+            throw PostgresError.connectionFailure("no primary known yet: the cluster's leader is not elected", code: "08001")
+        }
+        return endpoint
+    }
+
+    private static func open(_ parameters: [(keyword: String, value: String)]) throws -> OpaquePointer {
         let keywords = parameters.map { Optional($0.keyword) }
         let values = parameters.map { Optional($0.value) }
         let made = withCStrings(keywords + [nil]) { keywords in
@@ -72,7 +98,7 @@ public final class PostgresConnection: @unchecked Sendable {
             PQfinish(conn)
             throw PostgresError.connectionFailure(message, code: "08001")
         }
-        return PostgresConnection(conn: conn, settings: settings, threadPool: threadPool, logger: logger)
+        return conn
     }
 
     public static func connect(
@@ -116,11 +142,21 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Re-establishes a lost connection with the same parameters (session state is gone); bounded by
-    /// `connect_timeout`.
+    /// `connect_timeout`. A located connection goes to wherever the primary is now.
     public func reset() throws {
         lock.lock()
         defer { lock.unlock() }
         guard let conn else { throw PostgresError.connectionFailure("connection closed", code: "08003") }
+        if settings.primary != nil {
+            let endpoint = try Self.located(settings)
+            let fresh = try Self.open(settings.parameters(from: parsed, at: endpoint))
+            PQfinish(conn)
+            self.conn = fresh
+            self.endpoint = endpoint
+            installNoticeReceiver(fresh)
+            PQsetnonblocking(fresh, 1)
+            return
+        }
         PQreset(conn)
         guard PQstatus(conn) == CONNECTION_OK else {
             throw PostgresError.connectionFailure(Self.errorMessage(conn), code: "08001")
@@ -130,10 +166,10 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// False once the server went away (until `reset()`), after an abandoned statement, or after `close()`. An idle
     /// connection whose server closed it (restart, `pg_terminate_backend`) is noticed here, before a statement is
-    /// sent on it.
+    /// sent on it. A located connection to a server that is no longer the primary is not connected either.
     public var isConnected: Bool {
         lock.withLock {
-            guard let conn, PQstatus(conn) == CONNECTION_OK else { return false }
+            guard let conn, PQstatus(conn) == CONNECTION_OK, !primaryMoved else { return false }
             Self.readPending(conn)
             return PQstatus(conn) == CONNECTION_OK
         }
@@ -269,6 +305,12 @@ public final class PostgresConnection: @unchecked Sendable {
                 abandon(conn)
                 throw PostgresError.connectionFailure("the statement was cancelled; the connection is closed", code: "57014")
             }
+            // An orphaned primary may hold a commit in its synchronous-replication wait forever: leave it.
+            if primaryMoved {
+                abandon(conn)
+                throw PostgresError.connectionFailure(
+                    "the server is no longer the primary; the connection is closed and the statement's outcome is unknown")
+            }
             var slice: Int32 = 100
             if let deadline {
                 let left = deadline - ContinuousClock.now
@@ -286,6 +328,12 @@ public final class PostgresConnection: @unchecked Sendable {
                 throw PostgresError.connectionFailure("poll failed: errno \(errno)")
             }
         }
+    }
+
+    /// Another server is the primary now than the one this located connection went to. Caller holds `lock`.
+    private var primaryMoved: Bool {
+        guard let endpoint, let locator = settings.primary else { return false }
+        return locator.hasMoved(from: endpoint)
     }
 
     /// Closes the socket under libpq, which then reports the connection lost until `reset()`. Caller holds `lock`.
