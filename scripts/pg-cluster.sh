@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # PostgreSQL 15 under Patroni (Debian's patroni 3.0.2 + python3-kazoo) for this checkout: a primary and a synchronous
 # standby on loopback, with the platform's own ZooKeeper as Patroni's store.
-#   scripts/pg-cluster.sh start | stop | status | env | failover | kill-patroni | kill-standby | sync on|off
+#   scripts/pg-cluster.sh start | stop | status | env | failover | kill-patroni | kill-standby | fence | sync on|off
 #
 # start         starts both nodes (or the one that is down, which rejoins as a standby through pg_rewind), waits
 #               for a writable primary and, when both nodes run, for the synchronous standby.
@@ -11,10 +11,13 @@
 #               target_session_attrs=read-write), FLASHSALE_PG_SERVICE_DSN (flashsale_app), FLASHSALE_PG_PATRONI
 #               (REST endpoints) and FLASHSALE_PG_PATRONI_LEADER (the ZooKeeper path of Patroni's leader key).
 # failover      the primary's machine vanishes: kill -9 of its Patroni, postmaster and backends; waits for the
-#               standby to be promoted and prints the new primary's name. `start` brings the old one back.
+#               standby to be promoted and prints the kill's time (seconds since the epoch) and the new primary's
+#               name. `start` brings the old one back.
 # kill-patroni  kill -9 of Patroni alone on the primary: its PostgreSQL lives on, still read-write (an orphan).
 # kill-standby  the standby's machine vanishes (kill -9 of its Patroni, postmaster and backends): in this mode the
 #               primary goes on acknowledging, alone, once Patroni has emptied synchronous_standby_names.
+# fence         kill -9 of the PostgreSQL of every node whose Patroni is dead (an orphan), as a watchdog would;
+#               `start` brings the node back as a standby.
 # sync on|off   synchronous_mode on (the default; waits for the synchronous standby) or off (asynchronous
 #               streaming: commits return once local; waits for synchronous_standby_names to be empty). For
 #               measuring what the second copy costs (scripts/bench/failover.sh).
@@ -318,9 +321,10 @@ cmd_failover() {
     local old; old="$(primary_node)" || die "no primary to fail over from"
     kill_patroni "$old"
     kill_node_postgres "$old"
+    local killed; killed="$(date +%s.%N)"
     local started=$SECONDS
     wait_for 30 "promoted standby" writable
-    echo "failover: $old killed, $(primary_node) primary after $((SECONDS - started)) s"
+    echo "failover: $old killed at $killed, $(primary_node) primary after $((SECONDS - started)) s"
 }
 
 cmd_kill_standby() {
@@ -357,6 +361,16 @@ no_sync_names() {
     [ -z "$out" ]
 }
 
+cmd_fence() {
+    local n
+    for n in "${NODES[@]}"; do
+        patroni_running "$n" && continue
+        [ -n "$(postmaster_pid "$n" || true)" ] || continue
+        kill_node_postgres "$n"
+        echo "fence: the PostgreSQL of $n (no Patroni) killed"
+    done
+}
+
 cmd_kill_patroni() {
     local old; old="$(primary_node)" || die "no primary"
     kill_patroni "$old"
@@ -371,6 +385,7 @@ case "${1:-}" in
     failover) cmd_failover ;;
     kill-patroni) cmd_kill_patroni ;;
     kill-standby) cmd_kill_standby ;;
+    fence) cmd_fence ;;
     sync) cmd_sync "${2:-}" ;;
-    *) echo "usage: $0 start|stop|status|env|failover|kill-patroni|kill-standby|sync on|off" >&2; exit 2 ;;
+    *) echo "usage: $0 start|stop|status|env|failover|kill-patroni|kill-standby|fence|sync on|off" >&2; exit 2 ;;
 esac

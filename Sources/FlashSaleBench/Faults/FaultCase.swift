@@ -21,10 +21,15 @@ enum Fault: String, CaseIterable, Sendable {
     case hotdown       // the hot database refuses connections while cold products sell
     case sameport      // an edge killed and a new one started on its port
     case partition     // an edge cut off from ZooKeeper (and the quota service) past its session timeout
+    case pgfailover    // PostgreSQL under Patroni: kill -9 of the primary's postmaster, the standby promoted
+    case pgrejoin      // the same, and the old primary restarted mid-sale: it rejoins as the standby
+    case pgorphan      // kill -9 of Patroni alone on the primary: its PostgreSQL lives on, orphaned
+    case pgstandby     // the standby lost: the primary acknowledges alone (non-strict synchronous mode)
 
     var isHostile: Bool {
         switch self {
         case .edge, .inventory, .postgres, .zookeeper, .ensemble: false
+        case .pgfailover, .pgrejoin, .pgorphan, .pgstandby: false
         default: true
         }
     }
@@ -94,10 +99,11 @@ struct FaultCase {
         let started = ContinuousClock.now
         var row = FaultRow(fault: fault)
         let zooKeeper = fault == .ensemble ? try await servers.startEnsemble() : servers.zooKeeper
-        let databases = try await servers.createDatabases(prefix: "fault_\(fault.rawValue)")
+        let databases = try await servers.createDatabases(prefix: "fault_\(fault.rawValue)", for: fault)
         let secrets = FaultSecrets()
         let root = ZooKeeperRoot.unique("fault_\(fault.rawValue)")
-        let configuration = FaultPlatform.configuration(databases: databases, zooKeeper: zooKeeper, root: root, secrets: secrets)
+        let configuration = servers.configuration(
+            for: fault, FaultPlatform.configuration(databases: databases, zooKeeper: zooKeeper, root: root, secrets: secrets))
         var platform: Platform?
         var proxies: (zooKeeper: BlackholeProxy, edge: BlackholeProxy)?
         do {
@@ -171,9 +177,10 @@ struct FaultCase {
             users: total * 200, connections: connections, depth: depth, seed: UInt64(fault.hashValue.magnitude))
         configuration.timeout = .seconds(3)
         configuration.maxRetries = 60
-        // Paced to last about six seconds, so that the fault lands while most of the sale is still to come.
+        // Paced to last about six seconds (`pacedSeconds`), so that the fault lands while most of the sale is still
+        // to come.
         let chains = Int64(connections * depth)
-        configuration.pause = .nanoseconds(6_000_000_000 * chains / Int64(configuration.attempts))
+        configuration.pause = .nanoseconds(fault.pacedSeconds * 1_000_000_000 * chains / Int64(configuration.attempts))
         let swarm = BuyerSwarm(configuration: configuration, logger: logger)
         let sale = Task { try await swarm.run() }
         try await waitUntil(timeout: .seconds(60), what: "a third of the stock to sell") { swarm.completed >= total / 3 }
@@ -258,6 +265,7 @@ struct FaultCase {
         case .sameport: return await cases.edgeOnDeadPort()
         case .partition: return await cases.cutOffFromZooKeeper()
         case .edge, .inventory, .postgres, .zookeeper, .ensemble: return HostileInjection()
+        case .pgfailover, .pgrejoin, .pgorphan, .pgstandby: return HostileInjection()
         }
     }
 
@@ -301,6 +309,8 @@ struct FaultCase {
             try await servers.restartZooKeeper()
         case .ensemble:
             try await servers.stopEnsembleLeader()
+        case .pgfailover, .pgrejoin, .pgorphan, .pgstandby:
+            try await servers.injectPatroniFault(fault, say: say)
         default:
             break
         }
