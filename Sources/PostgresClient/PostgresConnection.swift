@@ -2,6 +2,7 @@ import CLibPQ
 import Foundation
 import Logging
 import NIOPosix
+import ServiceKit
 import Synchronization
 
 /// One libpq connection. Blocking calls (`query`, `exec`, `reset`) run on the caller's thread;
@@ -34,7 +35,7 @@ public final class PostgresConnection: @unchecked Sendable {
     private struct Link: @unchecked Sendable {
         var conn: OpaquePointer?
         /// The server connected to when `settings.primary` chose it.
-        var endpoint: PostgresEndpoint?
+        var endpoint: HostPort?
     }
     private let link: Mutex<Link>
     /// The connection string's keywords, for a reconnect to wherever the primary is by then.
@@ -49,7 +50,7 @@ public final class PostgresConnection: @unchecked Sendable {
     private let calls = Mutex(Calls())
 
     private init(
-        conn: OpaquePointer, parsed: [(keyword: String, value: String)], endpoint: PostgresEndpoint?,
+        conn: OpaquePointer, parsed: [(keyword: String, value: String)], endpoint: HostPort?,
         settings: PostgresSettings, threadPool: NIOThreadPool, logger: Logger
     ) {
         self.link = Mutex(Link(conn: conn, endpoint: endpoint))
@@ -83,7 +84,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// The primary to connect to, when the settings locate one; none known yet is a connection failure (retried).
-    private static func located(_ settings: PostgresSettings) throws -> PostgresEndpoint? {
+    private static func located(_ settings: PostgresSettings) throws -> HostPort? {
         guard let locator = settings.primary else { return nil }
         guard let endpoint = locator.current else {
             throw PostgresError.connectionFailure("no primary known yet: the cluster's leader is not elected", code: "08001")
@@ -258,7 +259,7 @@ public final class PostgresConnection: @unchecked Sendable {
 
     /// Under `link`'s lock.
     private func run(
-        call: UInt64, _ send: (OpaquePointer) -> Int32, on conn: OpaquePointer, endpoint: PostgresEndpoint?
+        call: UInt64, _ send: (OpaquePointer) -> Int32, on conn: OpaquePointer, endpoint: HostPort?
     ) throws -> PostgresResult {
         guard PQstatus(conn) == CONNECTION_OK else {
             throw PostgresError.connectionFailure("connection lost: \(Self.errorMessage(conn)); call reset()")
@@ -314,7 +315,7 @@ public final class PostgresConnection: @unchecked Sendable {
     /// abandonment. Caller holds `link`'s lock.
     private func wait(
         _ conn: OpaquePointer, for events: Int16, call: UInt64, deadline: ContinuousClock.Instant?,
-        endpoint: PostgresEndpoint?
+        endpoint: HostPort?
     ) throws -> Int16 {
         let socket = PQsocket(conn)
         guard socket >= 0 else { throw PostgresError.connectionFailure("connection lost: no socket") }
@@ -349,7 +350,7 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Another server is the primary now than the one this located connection went to.
-    private func primaryMoved(from endpoint: PostgresEndpoint?) -> Bool {
+    private func primaryMoved(from endpoint: HostPort?) -> Bool {
         guard let endpoint, let locator = settings.primary else { return false }
         return locator.hasMoved(from: endpoint)
     }

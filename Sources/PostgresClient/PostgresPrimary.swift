@@ -1,18 +1,6 @@
 import Foundation
+import ServiceKit
 import Synchronization
-
-/// One PostgreSQL server's address.
-public struct PostgresEndpoint: Sendable, Hashable, CustomStringConvertible {
-    public var host: String
-    public var port: Int
-
-    public init(host: String, port: Int) {
-        self.host = host
-        self.port = port
-    }
-
-    public var description: String { "\(host):\(port)" }
-}
 
 /// Where a cluster's primary is now, as its failover manager (Patroni) says: connections given one in their
 /// settings go to that server alone, not to the first writable host of a multi-host connection string. A primary
@@ -23,23 +11,23 @@ public struct PostgresEndpoint: Sendable, Hashable, CustomStringConvertible {
 /// A connection made to another server than the current one stops being used (`PostgresConnection.isConnected`),
 /// and a statement waiting on it is abandoned (its outcome unknown, as for any lost connection).
 public final class PostgresPrimaryLocator: Sendable {
-    private let state = Mutex<PostgresEndpoint?>(nil)
+    private let state: Mutex<HostPort?>
 
-    public init(_ initial: PostgresEndpoint? = nil) {
-        state.withLock { $0 = initial }
+    public init(_ initial: HostPort? = nil) {
+        state = Mutex(initial)
     }
 
     /// The primary last seen; nil while none is known (before the first answer, or while there is no leader).
-    public var current: PostgresEndpoint? { state.withLock { $0 } }
+    public var current: HostPort? { state.withLock { $0 } }
 
     /// Records what the failover manager says now; nil: no primary (an election is under way).
-    public func update(_ primary: PostgresEndpoint?) {
+    public func update(_ primary: HostPort?) {
         state.withLock { $0 = primary }
     }
 
     /// Whether a connection made to `endpoint` must be left: another server is the primary now. Not while no primary
     /// is known (a failover manager that cannot be read, e.g. its store is down, demotes nobody).
-    public func hasMoved(from endpoint: PostgresEndpoint) -> Bool {
+    public func hasMoved(from endpoint: HostPort) -> Bool {
         guard let current else { return false }
         return current != endpoint
     }
@@ -68,7 +56,7 @@ public enum PatroniLeader {
     }
 
     /// Where the member's PostgreSQL listens, from its JSON's `conn_url`.
-    public static func endpoint(memberJSON: [UInt8]) -> PostgresEndpoint? {
+    public static func endpoint(memberJSON: [UInt8]) -> HostPort? {
         guard let object = try? JSONSerialization.jsonObject(with: Data(memberJSON)) as? [String: Any],
               let url = object["conn_url"] as? String
         else { return nil }
@@ -76,13 +64,13 @@ public enum PatroniLeader {
     }
 
     /// `postgres://host:port/db` (or `postgresql://`, IPv6 in brackets) to its host and port (5432 when none).
-    public static func endpoint(connectionURL: String) -> PostgresEndpoint? {
+    public static func endpoint(connectionURL: String) -> HostPort? {
         guard let parts = URLComponents(string: connectionURL), parts.scheme == "postgres" || parts.scheme == "postgresql",
               var host = parts.host, !host.isEmpty
         else { return nil }
         if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         let port = parts.port ?? 5432
         guard (1...65535).contains(port) else { return nil }
-        return PostgresEndpoint(host: host, port: port)
+        return HostPort(host: host, port: port)
     }
 }

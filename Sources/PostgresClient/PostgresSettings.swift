@@ -1,3 +1,5 @@
+import ServiceKit
+
 /// Bounds on every blocking libpq call of a connection, and server settings pinned for its session.
 ///
 /// libpq waits on the network in three places, and each gets its bound here: establishing a connection
@@ -45,7 +47,7 @@ public struct PostgresSettings: Sendable {
     /// with the pinned server settings (which win over its own).
     /// With `endpoint`, the string's hosts and ports give way to that one server.
     public func parameters(
-        from parsed: [(keyword: String, value: String)], at endpoint: PostgresEndpoint? = nil
+        from parsed: [(keyword: String, value: String)], at endpoint: HostPort? = nil
     ) -> [(keyword: String, value: String)] {
         var result = parsed.filter { $0.keyword != "options" }
         if let endpoint {

@@ -1,4 +1,5 @@
 import PostgresClient
+import ServiceKit
 import Testing
 
 /// What Patroni keeps in ZooKeeper, decoded: good values to the primary's address, anything else to nil.
@@ -14,10 +15,10 @@ import Testing
         #expect(PatroniLeader.memberName(leaderValue: Array(" n-1_a.b\n".utf8)) == "n-1_a.b")
         let path = try #require(PatroniLeader.memberPath(leaderPath: "/flashsale-patroni-x/flashsale/leader", member: name))
         #expect(path == "/flashsale-patroni-x/flashsale/members/n2")
-        #expect(PatroniLeader.endpoint(memberJSON: Array(member.utf8)) == PostgresEndpoint(host: "127.0.0.1", port: 15443))
-        #expect(PatroniLeader.endpoint(connectionURL: "postgresql://db.example:6432/x") == PostgresEndpoint(host: "db.example", port: 6432))
-        #expect(PatroniLeader.endpoint(connectionURL: "postgres://[::1]:5433/postgres") == PostgresEndpoint(host: "::1", port: 5433))
-        #expect(PatroniLeader.endpoint(connectionURL: "postgres://10.0.0.7/postgres") == PostgresEndpoint(host: "10.0.0.7", port: 5432))
+        #expect(PatroniLeader.endpoint(memberJSON: Array(member.utf8)) == HostPort(host: "127.0.0.1", port: 15443))
+        #expect(PatroniLeader.endpoint(connectionURL: "postgresql://db.example:6432/x") == HostPort(host: "db.example", port: 6432))
+        #expect(PatroniLeader.endpoint(connectionURL: "postgres://[::1]:5433/postgres") == HostPort(host: "::1", port: 5433))
+        #expect(PatroniLeader.endpoint(connectionURL: "postgres://10.0.0.7/postgres") == HostPort(host: "10.0.0.7", port: 5432))
     }
 
     @Test func garbageDecodesToNoPrimary() {
@@ -36,8 +37,8 @@ import Testing
     }
 
     @Test func aLocatorLeavesAServerOnlyForAnotherKnownPrimary() {
-        let one = PostgresEndpoint(host: "127.0.0.1", port: 1)
-        let two = PostgresEndpoint(host: "127.0.0.1", port: 2)
+        let one = HostPort(host: "127.0.0.1", port: 1)
+        let two = HostPort(host: "127.0.0.1", port: 2)
         let locator = PostgresPrimaryLocator()
         #expect(locator.current == nil)
         #expect(!locator.hasMoved(from: one), "no primary known: nobody is left")
@@ -52,7 +53,7 @@ import Testing
     @Test func aLocatedConnectionGoesToThePrimaryOnly() throws {
         let parsed = try PostgresConnection.parse(
             "host=127.0.0.1,127.0.0.1 port=15442,15443 dbname=postgres target_session_attrs=read-write user=u")
-        let parameters = PostgresSettings().parameters(from: parsed, at: PostgresEndpoint(host: "10.0.0.2", port: 6000))
+        let parameters = PostgresSettings().parameters(from: parsed, at: HostPort(host: "10.0.0.2", port: 6000))
         let values = { (keyword: String) in parameters.filter { $0.keyword == keyword }.map(\.value) }
         #expect(values("host") == ["10.0.0.2"] && values("port") == ["6000"] && values("hostaddr").isEmpty)
         #expect(values("target_session_attrs") == ["read-write"] && values("user") == ["u"])

@@ -1,5 +1,6 @@
 import Logging
 import PostgresClient
+import ServiceKit
 import ServiceLifecycle
 import Wire
 import ZooKeeperClient
@@ -83,7 +84,7 @@ public struct PatroniLeaderWatch: Service {
     }
 
     /// The primary the store names now; nil when there is no leader (or what is stored does not decode).
-    func read() async throws -> PostgresEndpoint? {
+    func read() async throws -> HostPort? {
         guard let value = try await data(leaderPath), let member = PatroniLeader.memberName(leaderValue: value),
               let memberPath = PatroniLeader.memberPath(leaderPath: leaderPath, member: member),
               let json = try await data(memberPath)
