@@ -53,7 +53,10 @@ let package = Package(
         // Blocking C clients wrapped for async Swift; C stays inside these modules.
         .target(
             name: "PostgresClient",
-            dependencies: ["CLibPQ", .product(name: "NIOPosix", package: "swift-nio"), .product(name: "Logging", package: "swift-log")],
+            dependencies: [
+                "CLibPQ", "ServiceKit", .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
             swiftSettings: strict),
         .target(
             name: "ZooKeeperClient",
@@ -110,7 +113,8 @@ let package = Package(
         .target(
             name: "InventoryCore",
             dependencies: [
-                .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "PostgresClient",
+                .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "PostgresClient", "ZooKeeperClient",
+                "ServiceKit",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -222,7 +226,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
-        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient"], swiftSettings: strict),
+        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "ServiceKit"], swiftSettings: strict),
         .testTarget(name: "ZooKeeperClientTests", dependencies: ["ZooKeeperClient"], swiftSettings: strict),
         .testTarget(
             name: "ServiceKitTests",

@@ -1,23 +1,34 @@
 #!/usr/bin/env bash
 # PostgreSQL 15 under Patroni (Debian's patroni 3.0.2 + python3-kazoo) for this checkout: a primary and a synchronous
 # standby on loopback, with the platform's own ZooKeeper as Patroni's store.
-#   scripts/pg-cluster.sh start | stop | status | env | failover | kill-patroni
+#   scripts/pg-cluster.sh start | stop | status | env | failover | kill-patroni | kill-standby | fence | sync on|off
 #
 # start         starts both nodes (or the one that is down, which rejoins as a standby through pg_rewind), waits
 #               for a writable primary and, when both nodes run, for the synchronous standby.
 # stop          stops the standby first, then the primary (the other order fails over).
 # status        prints each node's role and state (Patroni's REST /cluster); exit 1 when no primary.
-# env           prints FLASHSALE_PG_DSN (owner, both hosts, target_session_attrs=read-write),
-#               FLASHSALE_PG_SERVICE_DSN (flashsale_app), FLASHSALE_PG_PATRONI (REST endpoints) and
-#               FLASHSALE_PG_PATRONI_LEADER (the ZooKeeper path of Patroni's leader key).
+# env           prints, as `export` lines (like scripts/postgres.sh env): FLASHSALE_PG_DSN (owner, both hosts,
+#               target_session_attrs=read-write), FLASHSALE_PG_SERVICE_DSN (flashsale_app), FLASHSALE_PG_PATRONI
+#               (REST endpoints) and FLASHSALE_PG_PATRONI_LEADER (the ZooKeeper path of Patroni's leader key).
 # failover      the primary's machine vanishes: kill -9 of its Patroni, postmaster and backends; waits for the
-#               standby to be promoted and prints the new primary's name. `start` brings the old one back.
+#               standby to be promoted and prints the kill's time (seconds since the epoch) and the new primary's
+#               name. `start` brings the old one back.
 # kill-patroni  kill -9 of Patroni alone on the primary: its PostgreSQL lives on, still read-write (an orphan).
+# kill-standby  the standby's machine vanishes (kill -9 of its Patroni, postmaster and backends): in this mode the
+#               primary goes on acknowledging, alone, once Patroni has emptied synchronous_standby_names.
+# fence         kill -9 of the PostgreSQL of every node whose Patroni is dead (an orphan), as a watchdog would;
+#               `start` brings the node back as a standby.
+# sync on|off   synchronous_mode on (the default; waits for the synchronous standby) or off (asynchronous
+#               streaming: commits return once local; waits for synchronous_standby_names to be empty). For
+#               measuring what the second copy costs (scripts/bench/failover.sh).
 #
 # Needs ZooKeeper: FLASHSALE_ZK (host:port[,...]), as `scripts/zookeeper.sh env` prints. Data, sockets and logs
-# under <checkout>/.data/pg-cluster (FLASHSALE_PGC_BASE overrides; /tmp/flashsale-<hash>/pg-cluster when the
-# server account cannot reach the checkout). Ports: FLASHSALE_PGC_PORT (default 15442) and the next one for the
-# nodes, FLASHSALE_PGC_REST_PORT (default 18008) and the next one for their REST APIs.
+# under <checkout>/.data/pg-cluster (FLASHSALE_PGC_BASE overrides: a test run or benchmark gives its own folder,
+# scripts/lib/run-servers.sh; /tmp/flashsale-<hash>/pg-cluster when the server account cannot reach the checkout).
+# Ports: FLASHSALE_PGC_PORT (default 15442) and FLASHSALE_PGC_REST_PORT (default 18008) are where the search for
+# two free ones for the nodes and two for their REST APIs starts. `start` records the ports and ZooKeeper in
+# BASE/cluster.env, so that later commands on the same folder find them without the variables. The Patroni namespace
+# in ZooKeeper is named after the folder: two folders never share a cluster.
 #
 # Mode: synchronous_mode on, not strict. While both nodes run, a commit returns only once the standby has it. With
 # one node left, Patroni empties synchronous_standby_names and commits go on unprotected until the standby is back
@@ -29,10 +40,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PGBIN="${FLASHSALE_PG_BIN:-/usr/lib/postgresql/15/bin}"
 HASH="$(printf '%s' "$ROOT" | sha1sum | cut -c1-12)"
-PORT0="${FLASHSALE_PGC_PORT:-15442}"
-REST0="${FLASHSALE_PGC_REST_PORT:-18008}"
 SCOPE=flashsale
-NAMESPACE="/flashsale-patroni-$HASH"
 NODES=(n1 n2)
 
 log() { echo "pg-cluster.sh: $*" >&2; }
@@ -65,6 +73,30 @@ choose_base() {
     BASE="$fallback"
 }
 choose_base
+[ -n "${FLASHSALE_PGC_BASE:-}" ] && { mkdir -p "$BASE"; [ "$IS_ROOT" -eq 1 ] && chown postgres:postgres "$BASE"; }
+NAMESPACE="/flashsale-patroni-$(printf '%s' "$BASE" | sha1sum | cut -c1-12)"
+
+listening() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
+# Ports another folder's cluster recorded (it may be starting and not listen yet): RESERVED/PORT names its folder.
+RESERVED=/tmp/flashsale-pgc-ports
+reserved() { local f="$RESERVED/$1" owner; [ -f "$f" ] || return 1; owner="$(cat "$f")"; [ "$owner" != "$BASE" ] && [ -d "$owner" ]; }
+# The first port from $1 on where it and the next one are both free and reserved by no other folder.
+free_pair() {
+    local p=$1
+    while listening "$p" || listening $((p + 1)) || reserved "$p" || reserved $((p + 1)); do p=$((p + 2)); done
+    echo "$p"
+}
+reserve() { local p; mkdir -p "$RESERVED"; for p in "$@"; do echo "$BASE" >"$RESERVED/$p"; done; }
+
+# Ports and ZooKeeper of this folder's cluster: as recorded by its `start`, else chosen now (free ones).
+CLUSTER_ENV="$BASE/cluster.env"
+if [ -f "$CLUSTER_ENV" ]; then
+    # shellcheck disable=SC1090
+    source "$CLUSTER_ENV"
+else
+    PORT0="$(free_pair "${FLASHSALE_PGC_PORT:-15442}")"
+    REST0="$(free_pair "${FLASHSALE_PGC_REST_PORT:-18008}")"
+fi
 
 index_of() { case "$1" in n1) echo 0 ;; n2) echo 1 ;; *) die "no node $1" ;; esac; }
 pg_port() { echo $((PORT0 + $(index_of "$1"))); }
@@ -72,6 +104,7 @@ rest_port() { echo $((REST0 + $(index_of "$1"))); }
 node_dir() { echo "$BASE/$1"; }
 
 zk_hosts() {
+    [ -n "${FLASHSALE_ZK:-}" ] || FLASHSALE_ZK="${CLUSTER_ZK:-}"
     [ -n "${FLASHSALE_ZK:-}" ] || eval "$(bash "$ROOT/scripts/zookeeper.sh" env 2>/dev/null)" || true
     [ -n "${FLASHSALE_ZK:-}" ] || die "no ZooKeeper: set FLASHSALE_ZK or run scripts/zookeeper.sh start"
     echo "$FLASHSALE_ZK"
@@ -147,8 +180,15 @@ EOF
     chmod 0600 "$dir/patroni.yml"
 }
 
-# Patroni's own process (runuser and setsid may sit above it).
-patroni_pid() { pgrep -f "python3 /usr/bin/patroni $(node_dir "$1")/patroni.yml" | head -1 | grep .; }
+# Patroni's own process: the interpreter, not the runuser above it (whose command line holds the same words; a
+# kill -9 of runuser leaves Patroni running).
+patroni_pid() { pgrep -f "^/usr/bin/python3 /usr/bin/patroni $(node_dir "$1")/patroni.yml\$" | head -1 | grep .; }
+# kill -9 of a node's Patroni and whatever wraps it.
+kill_patroni() {
+    local pids; pids="$(pgrep -f "/usr/bin/patroni $(node_dir "$1")/patroni.yml\$" | tr '\n' ' ' || true)"
+    # shellcheck disable=SC2086
+    [ -n "$pids" ] && kill -KILL $pids 2>/dev/null || true
+}
 patroni_running() { patroni_pid "$1" >/dev/null; }
 postmaster_pid() { local f; f="$(node_dir "$1")/data/postmaster.pid"; [ -f "$f" ] && head -1 "$f" | grep -E '^[0-9]+$' && true; }
 
@@ -204,6 +244,17 @@ SQL
 
 cmd_start() {
     ensure_packages
+    # A cold start picks its ports again (from the recorded ones on): something else may hold them by now. Picked
+    # and reserved under a lock, so that two clusters starting side by side never pick the same.
+    if [ "$(running_nodes)" -eq 0 ]; then
+        mkdir -p "$RESERVED"
+        exec 9>"$RESERVED/.lock"
+        flock -w 30 9 || die "could not lock $RESERVED/.lock"
+        PORT0="$(free_pair "$PORT0")"; REST0="$(free_pair "$REST0")"
+        reserve "$PORT0" $((PORT0 + 1)) "$REST0" $((REST0 + 1))
+        exec 9>&-
+    fi
+    printf 'PORT0=%s\nREST0=%s\nCLUSTER_ZK=%q\n' "$PORT0" "$REST0" "$(zk_hosts)" >"$CLUSTER_ENV"
     local n
     for n in "${NODES[@]}"; do start_node "$n"; done
     wait_for 60 "writable primary" writable
@@ -260,25 +311,69 @@ cmd_status() {
 cmd_env() {
     local hosts="127.0.0.1,127.0.0.1" ports; ports="$(pg_port n1),$(pg_port n2)"
     local common="host=$hosts port=$ports dbname=postgres target_session_attrs=read-write connect_timeout=2"
-    echo "FLASHSALE_PG_DSN='$common user=postgres'"
-    echo "FLASHSALE_PG_SERVICE_DSN='$common user=flashsale_app'"
-    echo "FLASHSALE_PG_PATRONI='127.0.0.1:$(rest_port n1),127.0.0.1:$(rest_port n2)'"
-    echo "FLASHSALE_PG_PATRONI_LEADER='$NAMESPACE/$SCOPE/leader'"
+    echo "export FLASHSALE_PG_DSN='$common user=postgres'"
+    echo "export FLASHSALE_PG_SERVICE_DSN='$common user=flashsale_app'"
+    echo "export FLASHSALE_PG_PATRONI='127.0.0.1:$(rest_port n1),127.0.0.1:$(rest_port n2)'"
+    echo "export FLASHSALE_PG_PATRONI_LEADER='$NAMESPACE/$SCOPE/leader'"
 }
 
 cmd_failover() {
     local old; old="$(primary_node)" || die "no primary to fail over from"
-    local pid; pid="$(patroni_pid "$old" || true)"
-    [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true
+    kill_patroni "$old"
     kill_node_postgres "$old"
+    local killed; killed="$(date +%s.%N)"
     local started=$SECONDS
     wait_for 30 "promoted standby" writable
-    echo "failover: $old killed, $(primary_node) primary after $((SECONDS - started)) s"
+    echo "failover: $old killed at $killed, $(primary_node) primary after $((SECONDS - started)) s"
+}
+
+cmd_kill_standby() {
+    local leader; leader="$(primary_node)" || die "no primary"
+    local n
+    for n in "${NODES[@]}"; do
+        [ "$n" = "$leader" ] && continue
+        kill_patroni "$n"
+        kill_node_postgres "$n"
+        echo "kill-standby: $n killed; $leader primary alone"
+    done
+}
+
+cmd_sync() {
+    local mode
+    case "${1:-}" in on) mode=true ;; off) mode=false ;; *) die "usage: $0 sync on|off" ;; esac
+    local ctl="$BASE/patronictl.yml" hosts="" h
+    IFS=',' read -ra zk <<<"$(zk_hosts)"
+    for h in "${zk[@]}"; do hosts+="'$h', "; done
+    printf 'scope: %s\nnamespace: %s\nzookeeper:\n  hosts: [%s]\n' "$SCOPE" "$NAMESPACE" "${hosts%, }" >"$ctl"
+    env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/tmp /usr/bin/python3 /usr/bin/patronictl -c "$ctl" \
+        edit-config -s "synchronous_mode=$mode" --force >/dev/null
+    if [ "$mode" = true ]; then
+        wait_for 60 "synchronous standby" has_sync_standby
+    else
+        wait_for 60 "asynchronous commits" no_sync_names
+    fi
+    echo "pg-cluster: synchronous_mode $1"
+}
+
+no_sync_names() {
+    local n out; n="$(primary_node)" || return 1
+    out="$("$PGBIN/psql" -qAtX -h 127.0.0.1 -p "$(pg_port "$n")" -U postgres -d postgres -c "SHOW synchronous_standby_names" 2>/dev/null)" || return 1
+    [ -z "$out" ]
+}
+
+cmd_fence() {
+    local n
+    for n in "${NODES[@]}"; do
+        patroni_running "$n" && continue
+        [ -n "$(postmaster_pid "$n" || true)" ] || continue
+        kill_node_postgres "$n"
+        echo "fence: the PostgreSQL of $n (no Patroni) killed"
+    done
 }
 
 cmd_kill_patroni() {
     local old; old="$(primary_node)" || die "no primary"
-    kill -KILL "$(patroni_pid "$old")" 2>/dev/null || true
+    kill_patroni "$old"
     echo "kill-patroni: Patroni of $old killed; its PostgreSQL on 127.0.0.1:$(pg_port "$old") lives on"
 }
 
@@ -289,5 +384,8 @@ case "${1:-}" in
     env) cmd_env ;;
     failover) cmd_failover ;;
     kill-patroni) cmd_kill_patroni ;;
-    *) echo "usage: $0 start|stop|status|env|failover|kill-patroni" >&2; exit 2 ;;
+    kill-standby) cmd_kill_standby ;;
+    fence) cmd_fence ;;
+    sync) cmd_sync "${2:-}" ;;
+    *) echo "usage: $0 start|stop|status|env|failover|kill-patroni|kill-standby|fence|sync on|off" >&2; exit 2 ;;
 esac

@@ -25,11 +25,15 @@ public struct InventoryServiceParts: Sendable {
         public var maxQueueWait: TimeAmount
         public var allowPrivilegedRole: Bool
         public var allowAsynchronousCommit: Bool
+        /// Where the main cluster's primary is (Patroni's leader: `PatroniLeaderWatch`); the hot database must then
+        /// be on the same cluster (its default server is). Nil: the connection strings alone decide.
+        public var primary: PostgresPrimaryLocator?
 
         public init(
             mainDSN: String, hotDSN: String?, migrateDSN: String?, hotMigrateDSN: String?, consumers: Int, hotConsumers: Int,
             maxBatch: Int, queueLimit: Int, connectTimeoutSeconds: Int, statementTimeoutMilliseconds: Int,
-            maxQueueWait: TimeAmount, allowPrivilegedRole: Bool, allowAsynchronousCommit: Bool
+            maxQueueWait: TimeAmount, allowPrivilegedRole: Bool, allowAsynchronousCommit: Bool,
+            primary: PostgresPrimaryLocator? = nil
         ) {
             self.mainDSN = mainDSN
             self.hotDSN = hotDSN
@@ -44,6 +48,7 @@ public struct InventoryServiceParts: Sendable {
             self.maxQueueWait = maxQueueWait
             self.allowPrivilegedRole = allowPrivilegedRole
             self.allowAsynchronousCommit = allowAsynchronousCommit
+            self.primary = primary
         }
     }
 
@@ -53,7 +58,8 @@ public struct InventoryServiceParts: Sendable {
             hotMigrateDSN: settings.hotMigrateDSN, consumers: settings.consumers, hotConsumers: settings.hotConsumers,
             maxBatch: settings.maxBatch, queueLimit: settings.queueLimit,
             timeouts: DatabaseTimeouts(
-                connectSeconds: settings.connectTimeoutSeconds, statementMilliseconds: settings.statementTimeoutMilliseconds),
+                connectSeconds: settings.connectTimeoutSeconds, statementMilliseconds: settings.statementTimeoutMilliseconds,
+                primary: settings.primary),
             maxQueueWait: settings.maxQueueWait,
             allow: ServingCheck.Allowances(
                 privilegedRole: settings.allowPrivilegedRole, asynchronousCommit: settings.allowAsynchronousCommit),

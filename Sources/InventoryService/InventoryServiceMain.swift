@@ -65,6 +65,18 @@ struct InventoryServiceMain: AsyncParsableCommand {
     @Option(help: "Seconds a purchase that came without a deadline may wait in a queue (1...3600).")
     var maxQueueWait = 30
 
+    @Option(help: """
+        ZooKeeper (host:port[,...]) of the Patroni cluster that serves the databases: every database connection goes \
+        to the primary Patroni's leader key names, and leaves a server that is no longer it (an orphaned primary whose \
+        Patroni died), rather than to the first writable host of the connection string. Needs \
+        --patroni-leader-path; the hot database must be on the same cluster. Default: none (the \
+        connection strings alone decide). scripts/pg-cluster.sh env prints both.
+        """)
+    var patroniZookeeper: String?
+
+    @Option(help: "Patroni's leader key in that ZooKeeper: /NAMESPACE/SCOPE/leader ($FLASHSALE_PG_PATRONI_LEADER).")
+    var patroniLeaderPath: String?
+
     @Flag(help: "Serve even if a serving role is a superuser, owns the tables or may write them (a developer's server).")
     var allowPrivilegedRole = false
 
@@ -93,6 +105,9 @@ struct InventoryServiceMain: AsyncParsableCommand {
         guard (1...3600).contains(maxQueueWait) else { throw ValidationError("--max-queue-wait must be 1...3600") }
         guard root.hasPrefix("/") else { throw ValidationError("--root must start with /") }
         guard advertise.map({ HostPort($0) != nil }) ?? true else { throw ValidationError("--advertise must be host:port") }
+        guard (patroniZookeeper == nil) == (patroniLeaderPath == nil) else {
+            throw ValidationError("--patroni-zookeeper and --patroni-leader-path go together")
+        }
         if (migrateDsn != nil || dsn == nil) && hotDsn != nil && hotMigrateDsn == nil {
             throw ValidationError("with --migrate-dsn and --hot-dsn, give the hot database's owner as --hot-migrate-dsn too")
         }
@@ -105,6 +120,13 @@ struct InventoryServiceMain: AsyncParsableCommand {
         // Before the pools exist: their metric handles are made when they are.
         if metrics.metricsPort != nil { ServiceMetrics.bootstrap() }
 
+        // Before any connection: they go to the primary it names.
+        var patroni: PatroniLeaderWatch?
+        if let patroniZookeeper, let patroniLeaderPath {
+            patroni = try await PatroniLeaderWatch.start(
+                zooKeeper: patroniZookeeper, leaderPath: patroniLeaderPath,
+                timeout: .seconds(Int64(max(connectTimeout, 10))), logger: logger)
+        }
         // Without --dsn: serve as the login role and migrate as the owner, as `scripts/postgres.sh env` prints them.
         let inventory = try await InventoryServiceParts.open(
             .init(
@@ -115,14 +137,16 @@ struct InventoryServiceMain: AsyncParsableCommand {
                 hotMigrateDSN: hotMigrateDsn, consumers: consumers, hotConsumers: hotConsumers, maxBatch: maxBatch,
                 queueLimit: queueLimit, connectTimeoutSeconds: connectTimeout, statementTimeoutMilliseconds: statementTimeoutMs,
                 maxQueueWait: .seconds(Int64(maxQueueWait)), allowPrivilegedRole: allowPrivilegedRole,
-                allowAsynchronousCommit: allowAsynchronousCommit),
+                allowAsynchronousCommit: allowAsynchronousCommit, primary: patroni?.locator),
             logger: logger)
 
         var router = RPCRouter(serviceName: "inventory")
         inventory.register(into: &router)
         let server = RPCServer(configuration: server.configuration(credentials: credentials), router: router, logger: logger)
 
+        // Shut down last: the consumers draining their batches still need the primary.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
+        if let patroni { services.append(.init(service: patroni)) }
         if let metricsPort = metrics.metricsPort {
             let hooks = ScrapeHooks()
             let mainDepth = Gauge(label: MetricName.inventoryQueueDepth, dimensions: [("database", "main")])

@@ -2,6 +2,8 @@ import CLibPQ
 import Foundation
 import Logging
 import NIOPosix
+import ServiceKit
+import Synchronization
 
 /// One libpq connection. Blocking calls (`query`, `exec`, `reset`) run on the caller's thread;
 /// their `async` twins run them on a blocking thread pool so event loops never wait on the database.
@@ -11,8 +13,8 @@ import NIOPosix
 /// caller). A statement abandoned at its timeout, or by task cancellation, closes the connection: its outcome is
 /// unknown to this client, and `reset()` reconnects.
 ///
-/// `@unchecked Sendable` is sound: every use of the `PGconn` happens under `lock`, so libpq sees one caller at a time;
-/// the running and abandoned call ids are guarded by `callLock`. Sharing one connection between tasks serializes
+/// `@unchecked Sendable` is sound: the `PGconn` lives in `link` and is used only under its lock, so libpq sees one
+/// caller at a time (a statement holds it to the end); the running and abandoned call ids live in `calls`. Sharing one connection between tasks serializes
 /// their statements: give each consumer its own connection, and never interleave other tasks' statements into an open
 /// transaction.
 public final class PostgresConnection: @unchecked Sendable {
@@ -29,17 +31,30 @@ public final class PostgresConnection: @unchecked Sendable {
     public let settings: PostgresSettings
     private let logger: Logger
     private let notices: NoticeSink
-    private let lock = NSLock()
-    private var conn: OpaquePointer?
+    /// `@unchecked Sendable`: the pointer is only ever used under `link`'s lock.
+    private struct Link: @unchecked Sendable {
+        var conn: OpaquePointer?
+        /// The server connected to when `settings.primary` chose it.
+        var endpoint: HostPort?
+    }
+    private let link: Mutex<Link>
+    /// The connection string's keywords, for a reconnect to wherever the primary is by then.
+    private let parsed: [(keyword: String, value: String)]
 
-    private let callLock = NSLock()
-    private var runningCall: UInt64 = 0
-    /// A call whose caller gave up (task cancelled): abandoned when it runs, or at once if it is running.
-    private var abandonedCall: UInt64 = 0
-    private var nextCall: UInt64 = 0
+    private struct Calls {
+        var running: UInt64 = 0
+        /// A call whose caller gave up (task cancelled): abandoned when it runs, or at once if it is running.
+        var abandoned: UInt64 = 0
+        var next: UInt64 = 0
+    }
+    private let calls = Mutex(Calls())
 
-    private init(conn: OpaquePointer, settings: PostgresSettings, threadPool: NIOThreadPool, logger: Logger) {
-        self.conn = conn
+    private init(
+        conn: OpaquePointer, parsed: [(keyword: String, value: String)], endpoint: HostPort?,
+        settings: PostgresSettings, threadPool: NIOThreadPool, logger: Logger
+    ) {
+        self.link = Mutex(Link(conn: conn, endpoint: endpoint))
+        self.parsed = parsed
         self.settings = settings
         self.threadPool = threadPool
         self.logger = logger
@@ -49,16 +64,35 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     deinit {
-        if let conn { PQfinish(conn) }
+        link.withLock { link in
+            if let conn = link.conn { PQfinish(conn) }
+        }
     }
 
     /// Connects with a libpq connection string (`host=127.0.0.1 port=15432 user=postgres dbname=x`
-    /// or a `postgresql://` URI), bounded by `settings`. Blocks until connected or failed.
+    /// or a `postgresql://` URI), bounded by `settings`; to the primary `settings.primary` names, when it is set.
+    /// Blocks until connected or failed.
     public static func connect(
         _ dsn: String, settings: PostgresSettings = .standard, threadPool: NIOThreadPool = sharedThreadPool,
         logger: Logger = Logger(label: "postgres")
     ) throws -> PostgresConnection {
-        let parameters = settings.parameters(from: try parse(dsn))
+        let parsed = try parse(dsn)
+        let endpoint = try located(settings)
+        let conn = try open(settings.parameters(from: parsed, at: endpoint))
+        return PostgresConnection(
+            conn: conn, parsed: parsed, endpoint: endpoint, settings: settings, threadPool: threadPool, logger: logger)
+    }
+
+    /// The primary to connect to, when the settings locate one; none known yet is a connection failure (retried).
+    private static func located(_ settings: PostgresSettings) throws -> HostPort? {
+        guard let locator = settings.primary else { return nil }
+        guard let endpoint = locator.current else {
+            throw PostgresError.connectionFailure("no primary known yet: the cluster's leader is not elected", code: "08001")
+        }
+        return endpoint
+    }
+
+    private static func open(_ parameters: [(keyword: String, value: String)]) throws -> OpaquePointer {
         let keywords = parameters.map { Optional($0.keyword) }
         let values = parameters.map { Optional($0.value) }
         let made = withCStrings(keywords + [nil]) { keywords in
@@ -72,7 +106,7 @@ public final class PostgresConnection: @unchecked Sendable {
             PQfinish(conn)
             throw PostgresError.connectionFailure(message, code: "08001")
         }
-        return PostgresConnection(conn: conn, settings: settings, threadPool: threadPool, logger: logger)
+        return conn
     }
 
     public static func connect(
@@ -116,24 +150,35 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Re-establishes a lost connection with the same parameters (session state is gone); bounded by
-    /// `connect_timeout`.
+    /// `connect_timeout`. A located connection goes to wherever the primary is now.
     public func reset() throws {
-        lock.lock()
-        defer { lock.unlock() }
-        guard let conn else { throw PostgresError.connectionFailure("connection closed", code: "08003") }
-        PQreset(conn)
-        guard PQstatus(conn) == CONNECTION_OK else {
-            throw PostgresError.connectionFailure(Self.errorMessage(conn), code: "08001")
+        try link.withLock { link in
+            guard let conn = link.conn else { throw PostgresError.connectionFailure("connection closed", code: "08003") }
+            if settings.primary != nil {
+                let endpoint = try Self.located(settings)
+                let fresh = try Self.open(settings.parameters(from: parsed, at: endpoint))
+                PQfinish(conn)
+                link = Link(conn: fresh, endpoint: endpoint)
+                installNoticeReceiver(fresh)
+                PQsetnonblocking(fresh, 1)
+                return
+            }
+            PQreset(conn)
+            guard PQstatus(conn) == CONNECTION_OK else {
+                throw PostgresError.connectionFailure(Self.errorMessage(conn), code: "08001")
+            }
+            PQsetnonblocking(conn, 1)
         }
-        PQsetnonblocking(conn, 1)
     }
 
     /// False once the server went away (until `reset()`), after an abandoned statement, or after `close()`. An idle
     /// connection whose server closed it (restart, `pg_terminate_backend`) is noticed here, before a statement is
-    /// sent on it.
+    /// sent on it. A located connection to a server that is no longer the primary is not connected either.
     public var isConnected: Bool {
-        lock.withLock {
-            guard let conn, PQstatus(conn) == CONNECTION_OK else { return false }
+        link.withLock { link in
+            guard let conn = link.conn, PQstatus(conn) == CONNECTION_OK, !primaryMoved(from: link.endpoint) else {
+                return false
+            }
             Self.readPending(conn)
             return PQstatus(conn) == CONNECTION_OK
         }
@@ -143,15 +188,15 @@ public final class PostgresConnection: @unchecked Sendable {
     /// or may not complete on the server) and `reset()` reconnects. Unlike libpq's `PQcancel`, it never waits on
     /// the network.
     public func cancel() {
-        callLock.withLock {
-            if runningCall != 0 { abandonedCall = runningCall }
+        calls.withLock { calls in
+            if calls.running != 0 { calls.abandoned = calls.running }
         }
     }
 
     public func close() {
-        lock.withLock {
-            if let conn { PQfinish(conn) }
-            conn = nil
+        link.withLock { link in
+            if let conn = link.conn { PQfinish(conn) }
+            link.conn = nil
         }
     }
 
@@ -188,35 +233,42 @@ public final class PostgresConnection: @unchecked Sendable {
         return try await withTaskCancellationHandler {
             try await threadPool.runIfActive { try body(self, call) }
         } onCancel: {
-            self.callLock.withLock { self.abandonedCall = call }
+            self.calls.withLock { $0.abandoned = call }
         }
     }
 
     private func newCallID() -> UInt64 {
-        callLock.withLock {
-            nextCall &+= 1
-            if nextCall == 0 { nextCall = 1 }
-            return nextCall
+        calls.withLock { calls in
+            calls.next &+= 1
+            if calls.next == 0 { calls.next = 1 }
+            return calls.next
         }
     }
 
     private func isAbandoned(_ call: UInt64) -> Bool {
-        callLock.withLock { abandonedCall == call }
+        calls.withLock { $0.abandoned == call }
     }
 
     /// Sends one statement (or script) and collects its results, never waiting past the query timeout.
     private func run(call: UInt64, _ send: (OpaquePointer) -> Int32) throws -> PostgresResult {
-        lock.lock()
-        defer { lock.unlock() }
-        guard let conn else { throw PostgresError.connectionFailure("connection closed", code: "08003") }
+        try link.withLock { link in
+            guard let conn = link.conn else { throw PostgresError.connectionFailure("connection closed", code: "08003") }
+            return try run(call: call, send, on: conn, endpoint: link.endpoint)
+        }
+    }
+
+    /// Under `link`'s lock.
+    private func run(
+        call: UInt64, _ send: (OpaquePointer) -> Int32, on conn: OpaquePointer, endpoint: HostPort?
+    ) throws -> PostgresResult {
         guard PQstatus(conn) == CONNECTION_OK else {
             throw PostgresError.connectionFailure("connection lost: \(Self.errorMessage(conn)); call reset()")
         }
         guard !isAbandoned(call) else {
             throw PostgresError.connectionFailure("the statement was cancelled before it was sent", code: "57014")
         }
-        callLock.withLock { runningCall = call }
-        defer { callLock.withLock { runningCall = 0 } }
+        calls.withLock { $0.running = call }
+        defer { calls.withLock { $0.running = 0 } }
         let deadline = settings.queryTimeout.map { ContinuousClock.now + $0 }
 
         guard send(conn) == 1 else { throw PostgresError.connectionFailure(Self.errorMessage(conn)) }
@@ -225,7 +277,7 @@ public final class PostgresConnection: @unchecked Sendable {
             let flushed = PQflush(conn)
             if flushed == 0 { break }
             if flushed < 0 { throw PostgresError.connectionFailure(Self.errorMessage(conn)) }
-            let events = try wait(conn, for: Int16(POLLOUT | POLLIN), call: call, deadline: deadline)
+            let events = try wait(conn, for: Int16(POLLOUT | POLLIN), call: call, deadline: deadline, endpoint: endpoint)
             if events & Int16(POLLIN) != 0, PQconsumeInput(conn) == 0 {
                 throw PostgresError.connectionFailure(Self.errorMessage(conn))
             }
@@ -235,7 +287,7 @@ public final class PostgresConnection: @unchecked Sendable {
         defer { if let chosen { PQclear(chosen) } }
         while true {
             while PQisBusy(conn) != 0 {
-                _ = try wait(conn, for: Int16(POLLIN), call: call, deadline: deadline)
+                _ = try wait(conn, for: Int16(POLLIN), call: call, deadline: deadline, endpoint: endpoint)
                 if PQconsumeInput(conn) == 0 { throw PostgresError.connectionFailure(Self.errorMessage(conn)) }
             }
             guard let result = PQgetResult(conn) else { break }
@@ -260,14 +312,23 @@ public final class PostgresConnection: @unchecked Sendable {
     }
 
     /// Polls the socket in short slices (so that an abandoned call is noticed) until `events`, the deadline or
-    /// abandonment. Caller holds `lock`.
-    private func wait(_ conn: OpaquePointer, for events: Int16, call: UInt64, deadline: ContinuousClock.Instant?) throws -> Int16 {
+    /// abandonment. Caller holds `link`'s lock.
+    private func wait(
+        _ conn: OpaquePointer, for events: Int16, call: UInt64, deadline: ContinuousClock.Instant?,
+        endpoint: HostPort?
+    ) throws -> Int16 {
         let socket = PQsocket(conn)
         guard socket >= 0 else { throw PostgresError.connectionFailure("connection lost: no socket") }
         while true {
             if isAbandoned(call) {
                 abandon(conn)
                 throw PostgresError.connectionFailure("the statement was cancelled; the connection is closed", code: "57014")
+            }
+            // An orphaned primary may hold a commit in its synchronous-replication wait forever: leave it.
+            if primaryMoved(from: endpoint) {
+                abandon(conn)
+                throw PostgresError.connectionFailure(
+                    "the server is no longer the primary; the connection is closed and the statement's outcome is unknown")
             }
             var slice: Int32 = 100
             if let deadline {
@@ -288,7 +349,14 @@ public final class PostgresConnection: @unchecked Sendable {
         }
     }
 
-    /// Closes the socket under libpq, which then reports the connection lost until `reset()`. Caller holds `lock`.
+    /// Another server is the primary now than the one this located connection went to.
+    private func primaryMoved(from endpoint: HostPort?) -> Bool {
+        guard let endpoint, let locator = settings.primary else { return false }
+        return locator.hasMoved(from: endpoint)
+    }
+
+    /// Closes the socket under libpq, which then reports the connection lost until `reset()`. Caller holds
+    /// `link`'s lock.
     private func abandon(_ conn: OpaquePointer) {
         let socket = PQsocket(conn)
         if socket >= 0 { _ = shutdown(socket, Int32(SHUT_RDWR)) }

@@ -1,3 +1,5 @@
+import ServiceKit
+
 /// Bounds on every blocking libpq call of a connection, and server settings pinned for its session.
 ///
 /// libpq waits on the network in three places, and each gets its bound here: establishing a connection
@@ -19,17 +21,22 @@ public struct PostgresSettings: Sendable {
     /// Server settings for the session (sent as `options=-c name=value`), after any the connection string names,
     /// so that they win: e.g. `synchronous_commit=on`, `statement_timeout=5000`.
     public var serverSettings: [(name: String, value: String)]
+    /// Where the cluster's primary is now (Patroni's leader): when set, a connection goes to that server only (the
+    /// string's other keywords, `target_session_attrs=read-write` included, still apply), and is left once another
+    /// server is the primary. Nil: the connection string alone decides.
+    public var primary: PostgresPrimaryLocator?
 
     public init(
         connectTimeoutSeconds: Int? = 10, keepalives: (idle: Int, interval: Int, count: Int)? = (idle: 10, interval: 3, count: 3),
         tcpUserTimeoutMilliseconds: Int? = 30_000, queryTimeout: Duration? = nil,
-        serverSettings: [(name: String, value: String)] = []
+        serverSettings: [(name: String, value: String)] = [], primary: PostgresPrimaryLocator? = nil
     ) {
         self.connectTimeoutSeconds = connectTimeoutSeconds
         self.keepalives = keepalives
         self.tcpUserTimeoutMilliseconds = tcpUserTimeoutMilliseconds
         self.queryTimeout = queryTimeout
         self.serverSettings = serverSettings
+        self.primary = primary
     }
 
     /// Bounded network waits, no statement bound and no pinned server settings: for tools and tests.
@@ -38,8 +45,15 @@ public struct PostgresSettings: Sendable {
     /// The keyword/value pairs libpq connects with: the connection string's own (already parsed), with these
     /// settings' network bounds where it names none (an operator's explicit choice wins), and its `options` extended
     /// with the pinned server settings (which win over its own).
-    public func parameters(from parsed: [(keyword: String, value: String)]) -> [(keyword: String, value: String)] {
+    /// With `endpoint`, the string's hosts and ports give way to that one server.
+    public func parameters(
+        from parsed: [(keyword: String, value: String)], at endpoint: HostPort? = nil
+    ) -> [(keyword: String, value: String)] {
         var result = parsed.filter { $0.keyword != "options" }
+        if let endpoint {
+            result.removeAll { ["host", "hostaddr", "port"].contains($0.keyword) }
+            result += [("host", endpoint.host), ("port", String(endpoint.port))]
+        }
         let named = Set(parsed.map(\.keyword))
         func add(_ keyword: String, _ value: Int?) {
             if let value, !named.contains(keyword) { result.append((keyword, String(value))) }

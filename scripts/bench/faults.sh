@@ -4,7 +4,10 @@
 # request ids, retry floods at keep 0, tokenless inventory purchases, poisoned ZooKeeper registrations, the hot
 # database away, an edge on a dead edge's port, an edge cut off from ZooKeeper), clients retrying in-doubt requests
 # with the same request id, a final sweep of buyers, then the audit; the ground-truth invariant (what live edges
-# hold <= the database's remaining) is sampled throughout. Prints the table and
+# hold <= the database's remaining) is sampled throughout. The pg* cases run on a primary and a synchronous standby
+# under Patroni (scripts/pg-cluster.sh): the primary's postmaster killed (the standby promoted), the same with the
+# old primary rejoining mid-sale, Patroni alone killed on the primary (an orphan), the standby lost (non-strict
+# mode: the primary goes on acknowledging alone). Prints the table and
 # `RESULT cases=N hostile_cases=N lost=N duplicated=N oversold=N stranded=N failed_cases=N`.
 #   scripts/bench.sh faults [stock per case]
 source "$(dirname "$0")/common.sh"
@@ -13,4 +16,4 @@ bash scripts/install-deps.sh >/dev/null
 echo "building release..." >&2
 swift build -c release >&2
 BIN=$(swift build -c release --show-bin-path)
-"$BIN/flashsale-bench" faults --stock "$STOCK" --connections 40 --depth 4
+"$BIN/flashsale-bench" faults --cases all --stock "$STOCK" --connections 40 --depth 4

@@ -2,7 +2,10 @@
 # of its own (.data/runs/KIND-PID) on free ports. Another checkout's run, a benchmark or `flashsale sale` beside it
 # never shares them, and none of them stops these. A port something already listens on is skipped for the next
 # free one. Folders of runs of KIND that were killed (their process is gone) have their servers stopped first.
-#   start_run_servers KIND [postgres] [zookeeper]   (both when none is named); then stop_run_servers, e.g. on EXIT
+#   start_run_servers KIND [postgres] [zookeeper] [pg-cluster]   (postgres and zookeeper when none is named); then
+#   stop_run_servers, e.g. on EXIT. pg-cluster (scripts/pg-cluster.sh: a primary and a synchronous standby under
+#   Patroni, on this run's ZooKeeper, so name zookeeper before it) exports the same FLASHSALE_PG_DSN and
+#   FLASHSALE_PG_SERVICE_DSN as postgres does, and FLASHSALE_PG_PATRONI / FLASHSALE_PG_PATRONI_LEADER.
 listening() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 free_port() { local port=$1; while listening "$port"; do port=$((port + 1)); done; echo "$port"; }
 
@@ -12,6 +15,7 @@ RUNS="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.data/runs"
 RUN=""
 
 stop_run() {
+  [[ -d "$1/pg-cluster" ]] && { FLASHSALE_PGC_BASE="$1/pg-cluster" bash scripts/pg-cluster.sh stop >/dev/null 2>&1 || true; }
   FLASHSALE_ZK_BASE="$1/zookeeper" bash scripts/zookeeper.sh stop >/dev/null 2>&1 || true
   FLASHSALE_PG_BASE="$1/postgres" bash scripts/postgres.sh stop >/dev/null 2>&1 || true
   rm -rf "$1"
@@ -26,7 +30,7 @@ start_run_servers() {
   done
   RUN="$RUNS/$kind-$$"
   mkdir -p "$RUN"
-  export FLASHSALE_PG_BASE="$RUN/postgres" FLASHSALE_ZK_BASE="$RUN/zookeeper"
+  export FLASHSALE_PG_BASE="$RUN/postgres" FLASHSALE_ZK_BASE="$RUN/zookeeper" FLASHSALE_PGC_BASE="$RUN/pg-cluster"
   local s
   for s in "${servers[@]}"; do
     if [[ $s == postgres ]]; then
@@ -34,6 +38,10 @@ start_run_servers() {
       bash scripts/postgres.sh start >&2
       eval "$(bash scripts/postgres.sh env)"
       export FLASHSALE_PG_DSN FLASHSALE_PG_SERVICE_DSN
+    elif [[ $s == pg-cluster ]]; then
+      bash scripts/pg-cluster.sh start >&2
+      eval "$(bash scripts/pg-cluster.sh env)"
+      export FLASHSALE_PG_DSN FLASHSALE_PG_SERVICE_DSN FLASHSALE_PG_PATRONI FLASHSALE_PG_PATRONI_LEADER
     else
       export FLASHSALE_ZK_PORT=$(free_port "${FLASHSALE_ZK_PORT:-12181}")
       bash scripts/zookeeper.sh start >&2

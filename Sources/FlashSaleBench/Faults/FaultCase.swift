@@ -23,10 +23,15 @@ enum Fault: String, CaseIterable, Sendable {
     case partition     // an edge cut off from ZooKeeper (and the quota service) past its session timeout
     case replica       // kill -9 one of two inventory replicas
     case quotaleader   // kill -9 the leader of two quota services; the standby takes over
+    case pgfailover    // PostgreSQL under Patroni: kill -9 of the primary's postmaster, the standby promoted
+    case pgrejoin      // the same, and the old primary restarted mid-sale: it rejoins as the standby
+    case pgorphan      // kill -9 of Patroni alone on the primary: its PostgreSQL lives on, orphaned
+    case pgstandby     // the standby lost: the primary acknowledges alone (non-strict synchronous mode)
 
     var isHostile: Bool {
         switch self {
         case .edge, .inventory, .postgres, .zookeeper, .ensemble, .replica, .quotaleader: false
+        case .pgfailover, .pgrejoin, .pgorphan, .pgstandby: false
         default: true
         }
     }
@@ -96,10 +101,11 @@ struct FaultCase {
         let started = ContinuousClock.now
         var row = FaultRow(fault: fault)
         let zooKeeper = fault == .ensemble ? try await servers.startEnsemble() : servers.zooKeeper
-        let databases = try await servers.createDatabases(prefix: "fault_\(fault.rawValue)")
+        let databases = try await servers.createDatabases(prefix: "fault_\(fault.rawValue)", for: fault)
         let secrets = FaultSecrets()
         let root = ZooKeeperRoot.unique("fault_\(fault.rawValue)")
-        var configuration = FaultPlatform.configuration(databases: databases, zooKeeper: zooKeeper, root: root, secrets: secrets)
+        var configuration = servers.configuration(
+            for: fault, FaultPlatform.configuration(databases: databases, zooKeeper: zooKeeper, root: root, secrets: secrets))
         fault.shape(&configuration)
         var platform: Platform?
         var proxies: (zooKeeper: BlackholeProxy, edge: BlackholeProxy)?
@@ -174,9 +180,10 @@ struct FaultCase {
             users: total * 200, connections: connections, depth: depth, seed: UInt64(fault.hashValue.magnitude))
         configuration.timeout = .seconds(3)
         configuration.maxRetries = 60
-        // Paced to last about six seconds, so that the fault lands while most of the sale is still to come.
+        // Paced to last about six seconds (`pacedSeconds`), so that the fault lands while most of the sale is still
+        // to come.
         let chains = Int64(connections * depth)
-        configuration.pause = .nanoseconds(6_000_000_000 * chains / Int64(configuration.attempts))
+        configuration.pause = .nanoseconds(fault.pacedSeconds * 1_000_000_000 * chains / Int64(configuration.attempts))
         let swarm = BuyerSwarm(configuration: configuration, logger: logger)
         let sale = Task { try await swarm.run() }
         try await waitUntil(timeout: .seconds(60), what: "a third of the stock to sell") { swarm.completed >= total / 3 }
@@ -261,6 +268,7 @@ struct FaultCase {
         case .sameport: return await cases.edgeOnDeadPort()
         case .partition: return await cases.cutOffFromZooKeeper()
         case .edge, .inventory, .postgres, .zookeeper, .ensemble, .replica, .quotaleader: return HostileInjection()
+        case .pgfailover, .pgrejoin, .pgorphan, .pgstandby: return HostileInjection()
         }
     }
 
@@ -306,6 +314,8 @@ struct FaultCase {
             try await servers.stopEnsembleLeader()
         case .replica: await killInventoryReplica(platform)
         case .quotaleader: try await killQuotaLeader(platform)
+        case .pgfailover, .pgrejoin, .pgorphan, .pgstandby:
+            try await servers.injectPatroniFault(fault, say: say)
         default:
             break
         }

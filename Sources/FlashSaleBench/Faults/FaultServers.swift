@@ -7,20 +7,26 @@ import Foundation
 struct FaultServers: Sendable {
     let servers: RunServers
     private let ensembleEnvironment: [String: String]
+    /// The Patroni cluster of the pg* cases, when one runs (`PatroniFaults.swift`).
+    var patroni: PatroniCluster?
+    let patroniDatabases = PatroniCaseDatabases()
 
     var adminDSN: String { servers.adminDSN }
     var zooKeeper: String { servers.zooKeeper }
 
-    static func start() async throws -> FaultServers {
+    static func start(patroni: Bool = false) async throws -> FaultServers {
         let servers = try await RunServers.start("faults") { old in
             _ = try? await runCommand(
                 ensembleScript, ["stop"], environment: ["FLASHSALE_ZKE_BASE": old.path("zk-ensemble")], timeout: .seconds(60))
+            await stopPatroni(in: old)
         }
-        return FaultServers(
+        var started = FaultServers(
             servers: servers,
             ensembleEnvironment: [
                 "FLASHSALE_ZKE_PORT": "\(ensemblePort())", "FLASHSALE_ZKE_BASE": servers.folder.path("zk-ensemble"),
             ])
+        if patroni { try await started.startPatroni() }
+        return started
     }
 
     /// The ensemble takes base+1...3 for clients, +101...103 and +201...203 for its quorum: all free.
@@ -34,6 +40,7 @@ struct FaultServers: Sendable {
     }
 
     func stop() async {
+        await patroni?.stop()
         await stopEnsemble()
         await servers.stop()
     }

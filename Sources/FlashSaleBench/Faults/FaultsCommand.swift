@@ -10,21 +10,24 @@ import Wire
 struct FaultsCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "faults", abstract: "Run sales through faults and audit them.")
 
-    @Option(help: "Cases, comma-separated: \(Fault.allCases.map(\.rawValue).joined(separator: ","))")
-    var cases = Fault.allCases.map(\.rawValue).joined(separator: ",")
+    @Option(help: """
+        Cases, comma-separated, or `all`: \(Fault.allCases.map(\.rawValue).joined(separator: ",")). Default: all but \
+        the pg* cases (PostgreSQL under Patroni: they start a cluster of their own).
+        """)
+    var cases = Fault.allCases.filter { !$0.needsPatroni }.map(\.rawValue).joined(separator: ",")
     @Option(help: "Units of stock per case.") var stock: Int64 = 2_000
     @Option var connections = 40
     @Option var depth = 4
 
     func run() async throws {
-        let faults = try cases.split(separator: ",").map { name in
+        let faults = cases == "all" ? Fault.allCases : try cases.split(separator: ",").map { name in
             guard let fault = Fault(rawValue: String(name)) else { throw ValidationError("unknown case \(name)") }
             return fault
         }
         let logger = ServiceRuntime.makeLogger(label: "faults", level: .critical)
         let say: @Sendable (String) -> Void = { FileHandle.standardError.write(($0 + "\n").data(using: .utf8)!) }
         say("starting the fault suite's own PostgreSQL and ZooKeeper...")
-        let servers = try await FaultServers.start()
+        let servers = try await FaultServers.start(patroni: faults.contains { $0.needsPatroni })
         var rows: [FaultRow] = []
         var failures: [(fault: Fault, error: String)] = []
         for fault in faults {

@@ -11,12 +11,14 @@ struct DatabaseTimeouts: Sendable {
     var clientMargin: Duration = .seconds(2)
     /// A migration may run long (an index on a large table), but not forever.
     var migration: Duration = .seconds(600)
+    /// Patroni's leader, when the cluster has one: every connection goes to the primary it names.
+    var primary: PostgresPrimaryLocator?
 
     /// Keepalive probes and `tcp_user_timeout` notice a dead peer within a few seconds.
     private var network: PostgresSettings {
         PostgresSettings(
             connectTimeoutSeconds: connectSeconds, keepalives: (idle: 5, interval: 2, count: 3),
-            tcpUserTimeoutMilliseconds: 10_000)
+            tcpUserTimeoutMilliseconds: 10_000, primary: primary)
     }
 
     /// The consumers' and admin connections. `synchronous_commit=on` is pinned here: PURCHASED is answered after

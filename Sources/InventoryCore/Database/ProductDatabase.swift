@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import PostgresClient
 import Proto
+import Synchronization
 import Wire
 
 /// Which database holds a product's stock and orders.
@@ -278,15 +279,13 @@ struct AdminGate: Sendable {
 
 /// The admin connection of one database and the single thread its statements run on, in arrival order.
 ///
-/// `@unchecked Sendable`: `gate` is guarded by `lock`; `connection` is touched only on the pool's one thread (and in
-/// `init`).
+/// `@unchecked Sendable`: `connection` is touched only on the pool's one thread (and in `init`).
 private final class AdminLink: @unchecked Sendable {
     let threadPool: NIOThreadPool
     private let dsn: String
     private let settings: PostgresSettings
     private let logger: Logger
-    private let lock = NSLock()
-    private var gate: AdminGate
+    private let gate: Mutex<AdminGate>
     private var connection: PostgresConnection?
 
     init(dsn: String, settings: PostgresSettings, connection: PostgresConnection?, gate: AdminGate, logger: Logger) {
@@ -295,33 +294,33 @@ private final class AdminLink: @unchecked Sendable {
         self.dsn = dsn
         self.settings = settings
         self.connection = connection
-        self.gate = gate
+        self.gate = Mutex(gate)
         self.logger = logger
     }
 
-    var isReady: Bool { lock.withLock { gate.ready } }
+    var isReady: Bool { gate.withLock { $0.ready } }
 
-    func markReady() { lock.withLock { gate.markReady() } }
+    func markReady() { gate.withLock { $0.markReady() } }
 
     func run(_ sql: String, _ params: [String?]) async throws -> PostgresResult {
-        if let refusal = lock.withLock({ gate.enter(now: .now()) }) { throw refusal }
+        if let refusal = gate.withLock({ $0.enter(now: .now()) }) { throw refusal }
         do {
             return try await threadPool.runIfActive { try self.blockingRun(sql, params) }
         } catch {
             // A call the thread pool never ran (it was shut down) still leaves.
-            if error is NIOThreadPoolError.ThreadPoolInactive { lock.withLock { gate.leave() } }
+            if error is NIOThreadPoolError.ThreadPoolInactive { gate.withLock { $0.leave() } }
             throw error
         }
     }
 
     /// On the pool's thread.
     private func blockingRun(_ sql: String, _ params: [String?]) throws -> PostgresResult {
-        defer { lock.withLock { gate.leave() } }
+        defer { gate.withLock { $0.leave() } }
         let current: PostgresConnection
         if let connection, connection.isConnected {
             current = connection
         } else {
-            if let refusal = lock.withLock({ gate.mayConnect(now: .now()) }) { throw refusal }
+            if let refusal = gate.withLock({ $0.mayConnect(now: .now()) }) { throw refusal }
             do {
                 if let connection {
                     try connection.reset()
@@ -330,9 +329,9 @@ private final class AdminLink: @unchecked Sendable {
                     current = try PostgresConnection.connect(dsn, settings: settings, threadPool: threadPool, logger: logger)
                     connection = current
                 }
-                lock.withLock { gate.connected() }
+                gate.withLock { $0.connected() }
             } catch {
-                lock.withLock { gate.connectFailed(now: .now()) }
+                gate.withLock { $0.connectFailed(now: .now()) }
                 throw error
             }
         }
