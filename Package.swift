@@ -50,11 +50,14 @@ let package = Package(
             ],
             swiftSettings: strict),
 
+        // `host:port`, the one address type: below every module that names a server.
+        .target(name: "Addressing", swiftSettings: strict),
+
         // Blocking C clients wrapped for async Swift; C stays inside these modules.
         .target(
             name: "PostgresClient",
             dependencies: [
-                "CLibPQ", "ServiceKit", .product(name: "NIOPosix", package: "swift-nio"),
+                "CLibPQ", "Addressing", .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
@@ -73,11 +76,24 @@ let package = Package(
             ],
             swiftSettings: strict),
 
+        // Where the inventory replicas are: their registrations in ZooKeeper, and a client that spreads calls over
+        // them (the edges' and the quota service's).
+        .target(
+            name: "InventoryDiscovery",
+            dependencies: [
+                "Addressing", "Wire", "Proto", "ZooKeeperClient",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: strict),
+
         // The process plumbing every executable shares: loggers, secrets, host:port, the common flags, the READY line.
         .target(
             name: "ServiceKit",
             dependencies: [
-                "Wire", "Proto", "ZooKeeperClient", .product(name: "NIOPosix", package: "swift-nio"),
+                "Addressing", "Wire", "Proto", .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -89,6 +105,8 @@ let package = Package(
         .target(
             name: "EdgeCore",
             dependencies: [
+                "InventoryDiscovery",
+                "Addressing",
                 "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "FlashSaleClient",
                 "ZooKeeperClient",
                 .product(name: "Atomics", package: "swift-atomics"),
@@ -101,6 +119,8 @@ let package = Package(
         .target(
             name: "QuotaCore",
             dependencies: [
+                "InventoryDiscovery",
+                "Addressing",
                 "ServiceKit", "Wire", "Proto", "FlashSaleClient", "ZooKeeperClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -113,6 +133,7 @@ let package = Package(
         .target(
             name: "InventoryCore",
             dependencies: [
+                "Addressing",
                 .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "PostgresClient", "ZooKeeperClient",
                 "ServiceKit",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -126,6 +147,8 @@ let package = Package(
         .executableTarget(
             name: "Edge",
             dependencies: [
+                "InventoryDiscovery",
+                "Addressing",
                 "EdgeCore", "ServiceKit", "ServiceMetrics", "Wire", "FlashSaleClient", "ZooKeeperClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -137,6 +160,7 @@ let package = Package(
         .executableTarget(
             name: "QuotaService",
             dependencies: [
+                "InventoryDiscovery",
                 "QuotaCore", "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "FlashSaleClient",
                 "ZooKeeperClient", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -146,6 +170,8 @@ let package = Package(
         .executableTarget(
             name: "InventoryService",
             dependencies: [
+                "InventoryDiscovery",
+                "Addressing",
                 "InventoryCore", "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire",
                 "ZooKeeperClient", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -155,6 +181,7 @@ let package = Package(
         .executableTarget(
             name: "FlashSaleCLI",
             dependencies: [
+                "Addressing",
                 "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -164,6 +191,7 @@ let package = Package(
         .executableTarget(
             name: "FlashSaleBench",
             dependencies: [
+                "Addressing",
                 "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -177,6 +205,7 @@ let package = Package(
         .target(
             name: "Cluster",
             dependencies: [
+                "Addressing",
                 "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -226,12 +255,13 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
-        .testTarget(name: "PostgresClientTests", dependencies: ["PostgresClient", "ServiceKit"], swiftSettings: strict),
+        .testTarget(name: "PostgresClientTests", dependencies: ["Addressing", "PostgresClient"], swiftSettings: strict),
         .testTarget(name: "ZooKeeperClientTests", dependencies: ["ZooKeeperClient"], swiftSettings: strict),
         .testTarget(
-            name: "ServiceKitTests",
+            name: "InventoryDiscoveryTests",
             dependencies: [
-                "ServiceKit", "Wire", "Proto", .product(name: "NIOCore", package: "swift-nio"),
+                "Addressing",
+                "InventoryDiscovery", "Wire", "Proto", .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
@@ -244,6 +274,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
+                "Addressing",
                 "TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient", "ServiceKit",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],

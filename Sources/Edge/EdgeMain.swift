@@ -1,7 +1,9 @@
+import Addressing
 import ArgumentParser
 import EdgeCore
 import FlashSaleClient
 import Foundation
+import InventoryDiscovery
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix

@@ -1,8 +1,10 @@
+import Addressing
 import ArgumentParser
 import Foundation
 import Logging
 import Metrics
 import InventoryCore
+import InventoryDiscovery
 import ServiceKit
 import ServiceLifecycle
 import ServiceMetrics

@@ -1,8 +1,8 @@
+import Addressing
 import CLibPQ
 import Foundation
 import Logging
 import NIOPosix
-import ServiceKit
 import Synchronization
 
 /// One libpq connection. Blocking calls (`query`, `exec`, `reset`) run on the caller's thread;

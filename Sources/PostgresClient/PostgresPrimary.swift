@@ -1,5 +1,5 @@
+import Addressing
 import Foundation
-import ServiceKit
 import Synchronization
 
 /// Where a cluster's primary is now, as its failover manager (Patroni) says: connections given one in their

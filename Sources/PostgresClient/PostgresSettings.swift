@@ -1,4 +1,4 @@
-import ServiceKit
+import Addressing
 
 /// Bounds on every blocking libpq call of a connection, and server settings pinned for its session.
 ///

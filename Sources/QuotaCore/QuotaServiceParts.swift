@@ -1,4 +1,5 @@
 import FlashSaleClient
+import InventoryDiscovery
 import Logging
 import ServiceKit
 import ServiceLifecycle

@@ -1,6 +1,7 @@
 import ArgumentParser
 import FlashSaleClient
 import Foundation
+import InventoryDiscovery
 import Metrics
 import NIOConcurrencyHelpers
 import QuotaCore

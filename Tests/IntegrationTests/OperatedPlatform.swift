@@ -1,3 +1,4 @@
+import Addressing
 import Cluster
 import FlashSaleClient
 import Foundation

@@ -1,3 +1,4 @@
+import Addressing
 import FlashSaleClient
 import Foundation
 import Logging

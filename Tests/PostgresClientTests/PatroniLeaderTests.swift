@@ -1,5 +1,5 @@
+import Addressing
 import PostgresClient
-import ServiceKit
 import Testing
 
 /// What Patroni keeps in ZooKeeper, decoded: good values to the primary's address, anything else to nil.

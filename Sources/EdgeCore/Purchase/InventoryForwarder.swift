@@ -1,3 +1,4 @@
+import InventoryDiscovery
 import NIOCore
 import Proto
 import ServiceKit

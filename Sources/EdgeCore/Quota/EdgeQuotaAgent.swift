@@ -1,5 +1,6 @@
 // model: Sources/QuotaCore/Planning/QuotaProtocol.pml (apply(quota:), askForMore -> EDGE_APPLY; edge.ReleaseQuota
 // -> QS_RELEASE, QS_PROBE; fence and reconnect (recoverFromExpiry) -> FENCE, HEAL, vouch). Update both together.
+import Addressing
 import FlashSaleClient
 import Logging
 import NIOCore

@@ -1,3 +1,4 @@
+import Addressing
 import Cluster
 import Foundation
 import ServiceKit

@@ -1,4 +1,6 @@
+import Addressing
 import FlashSaleClient
+import InventoryDiscovery
 import Logging
 import Proto
 import ServiceKit

@@ -1,3 +1,4 @@
+import InventoryDiscovery
 import Logging
 import NIOCore
 import Proto

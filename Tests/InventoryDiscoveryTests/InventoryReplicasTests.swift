@@ -1,10 +1,11 @@
+import Addressing
 import Logging
 import NIOCore
 import Proto
 import Testing
 import Wire
 
-@testable import ServiceKit
+@testable import InventoryDiscovery
 
 /// The driver of `InventoryReplicaSet`, against loopback ports nobody listens on (no server process).
 @Suite struct InventoryReplicasTests {

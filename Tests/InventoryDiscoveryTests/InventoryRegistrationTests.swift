@@ -1,6 +1,7 @@
+import Addressing
 import Testing
 
-@testable import ServiceKit
+@testable import InventoryDiscovery
 
 /// What is read back from `inventories/` and from `--inventory`: anything that is not a registration is ignored.
 @Suite struct InventoryRegistrationTests {

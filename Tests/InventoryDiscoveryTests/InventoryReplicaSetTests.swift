@@ -1,8 +1,9 @@
+import Addressing
 import NIOCore
 import Testing
 import Wire
 
-@testable import ServiceKit
+@testable import InventoryDiscovery
 
 /// The choice of an inventory replica per call: least in flight, round robin on ties, a failed replica skipped
 /// at once and retried after its backoff.

@@ -1,3 +1,4 @@
+import Addressing
 import Foundation
 
 /// Where inventory replicas register in ZooKeeper and what their nodes hold: `<root>/inventories/inventory-NNNNNNNNNN`,
