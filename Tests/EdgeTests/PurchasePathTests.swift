@@ -347,6 +347,25 @@ func code(_ result: Result<PurchaseResponse, RPCError>) -> RPCError.Code? {
         }
     }
 
+    @Test func aRetryClaimingItsUnitWithTheFenceTooNearLeavesTheUnitInDoubt() async throws {
+        // The claim takes the held unit out of doubt; refused before it is forwarded, the unit goes back in doubt
+        // (it was stranded in flight before: every later retry answered "in flight", and no lookup ever came).
+        try await Harness.with(configure: { $0.inDoubtSettleDelay = .seconds(60) }) { (harness: Harness) async throws in
+            harness.ledger.applyGrant("tv", granted: 1)
+            harness.inventory.answer = { _ in .failure(RPCError(.unavailable, "inventory down")) }
+            _ = try await harness.purchase(buy(1))
+            #expect(harness.path.resolver.pendingCount == 1)
+            harness.ledger.setFence(.now + .milliseconds(20))
+            #expect(code(try await harness.purchase(buy(1, retry: true))) == .unavailable)
+            #expect(harness.path.resolver.pendingCount == 1, "held in doubt again, not in flight")
+            harness.ledger.setFence(.now + .seconds(30))
+            harness.inventory.answer = { _ in .success(PurchaseResponse(outcome: .purchased, orderId: 6)) }
+            #expect(try await harness.purchase(buy(1, retry: true)).response.orderId == 6)
+            #expect(harness.path.resolver.pendingCount == 0 && harness.available == 0)
+            #expect(harness.inventory.purchases == 2, "the refused retry forwarded nothing")
+        }
+    }
+
     @Test func aDoubleSubmitDuringAnInventoryStallTakesOneUnit() async throws {
         try await Harness.with { (harness: Harness) async throws in
             harness.ledger.applyGrant("tv", granted: 3)
