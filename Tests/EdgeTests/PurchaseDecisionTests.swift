@@ -341,45 +341,31 @@ final class FixedReadings: PurchaseReadings {
         func explore(_ walk: Walk, _ readings: FixedReadings) {
             #expect(walk.steps < 20, "a path that never ends")
             guard walk.steps < 20 else { return }
+            /// Each input in turn, from a copy of `walk`; `units` says what the input hands the attempt.
+            func branch<Input>(
+                _ inputs: [Input], units: (Input) -> (taken: Int, claimed: Int) = { _ in (0, 0) },
+                _ feed: (inout PurchaseDecision, Input) -> Action
+            ) {
+                for input in inputs {
+                    var next = walk
+                    next.steps += 1
+                    next.takenUnits += units(input).taken
+                    next.claimedUnits += units(input).claimed
+                    next.action = feed(&next.decision, input)
+                    explore(next, readings)
+                }
+            }
             switch walk.action {
             case .claimInDoubt:
-                for claim in claims {
-                    var next = walk
-                    next.steps += 1
-                    if case .claimed = claim { next.claimedUnits += 1 }
-                    next.action = next.decision.claimed(claim, readings)
-                    explore(next, readings)
-                }
+                branch(claims, units: { if case .claimed = $0 { (0, 1) } else { (0, 0) } }) { $0.claimed($1, readings) }
             case .drawLottery:
-                for admitted in [false, true] {
-                    var next = walk
-                    next.steps += 1
-                    next.action = next.decision.drawn(admitted: admitted, readings)
-                    explore(next, readings)
-                }
+                branch([false, true]) { $0.drawn(admitted: $1, readings) }
             case .take:
-                for take in takes {
-                    var next = walk
-                    next.steps += 1
-                    if take == .taken { next.takenUnits += 1 }
-                    next.action = next.decision.took(take, readings)
-                    explore(next, readings)
-                }
+                branch(takes, units: { $0 == .taken ? (1, 0) : (0, 0) }) { $0.took($1, readings) }
             case .reserve:
-                for reserve in reserves {
-                    var next = walk
-                    next.steps += 1
-                    if case .claimed = reserve { next.claimedUnits += 1 }
-                    next.action = next.decision.reserved(reserve, readings)
-                    explore(next, readings)
-                }
+                branch(reserves, units: { if case .claimed = $0 { (0, 1) } else { (0, 0) } }) { $0.reserved($1, readings) }
             case .refill:
-                for outcome in refills {
-                    var next = walk
-                    next.steps += 1
-                    next.action = next.decision.refilled(outcome, readings)
-                    explore(next, readings)
-                }
+                branch(refills) { $0.refilled($1, readings) }
             default:
                 finish(walk)
             }

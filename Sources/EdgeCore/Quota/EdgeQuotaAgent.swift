@@ -12,24 +12,22 @@ import ZooKeeperClient
 
 /// The edge's side of the quotas, as a `Service`: registers the edge in ZooKeeper (`edges/edge-NNNNNNNNNN`,
 /// ephemeral, with its address and usage), watches its quota node of every product and `config/shed`, and applies
-/// changes to the `QuotaLedger` and the `LoadShedder` as they come, without a restart. It asks the quota service for
-/// more when a product runs dry (`requestMore`) and answers the quota service's `edge.ReleaseQuota`.
+/// them to the `QuotaLedger` and the `LoadShedder` live. `EdgeQuotaWatch` decides which call comes next; this is its
+/// driver (the ZooKeeper calls, the ledger, the log), plus the usage reports, the refills (`requestMore`) and the
+/// session guard.
 ///
-/// ZooKeeper unreachable: the ledger keeps serving what was granted while the node is surely still ours, and every
-/// watch is re-read when the connection is back. The server expires the session one session timeout after it last
-/// heard from us, and the quota service then gives our unsold units to others; we cannot see that happen while cut
-/// off, so past the session timeout minus a margin since ZooKeeper last answered (`SessionGuard`) the ledger is
-/// suspended: takes answer UNAVAILABLE and every unit not in use is handed back, until the edge has registered again
-/// and re-read its quotas. Session expired: the same, then the node is created again under the same name by the
-/// new session, which the quota service trusts once this edge names it in a ReleaseQuota answer; the edge sells
-/// again only once such a release came (a retired allotment gets none: it is never revived).
+/// Cut off from ZooKeeper, the ledger serves what was granted while the node is surely still ours: past the session
+/// timeout minus a margin since ZooKeeper last answered (`SessionGuard`) it is suspended (takes answer UNAVAILABLE,
+/// unused units are handed back) until the edge has registered again and re-read its quotas. After an expiry the
+/// node is created again under the same name, and the edge sells again only once the quota service names it in a
+/// ReleaseQuota (a retired allotment gets none: it is never revived).
 public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     public let layout: QuotaLayout
     private let resolveAddress: @Sendable () async throws -> String
     private let advertised = Mutex("")
     private let zooKeeper: String
     private let access: ZooKeeperAccess
-    private let ledger: QuotaLedger
+    let ledger: QuotaLedger
     private let shedder: LoadShedder
     private let quota: QuotaClient
     private let logger: Logger
@@ -195,9 +193,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     private func registrationData() -> [UInt8] {
         EdgeRegistration(
             edgeId: edgeID, address: address,
-            usage: ledger.usage().map {
-                ProductUsage(productId: $0.product, used: $0.used, released: $0.released, granted: $0.granted)
-            }
+            usage: ledger.usage().map(\.message)
         ).serializedBytes()
     }
 
@@ -324,43 +320,6 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
             self.logger.warning("quota refill failed", metadata: ["product": "\(product)", "error": "\(error)"])
             return .unavailable
         }
-    }
-
-    // MARK: - Calls from the quota service
-
-    /// Adds the edge's quota methods: `edge.ReleaseQuota` (service token: hands back up to `max_units` not yet
-    /// used) and `edge.QuotaUsage` (read only: the counters as applied now).
-    public func register(into router: inout RPCRouter) {
-        Self.registerMethods(into: &router, ledger: self.ledger)
-    }
-
-    /// The same, before the agent exists: the edge registers its methods before it binds, and the agent needs
-    /// the bound address. Both methods only need the ledger.
-    public static func registerMethods(into router: inout RPCRouter, ledger: QuotaLedger) {
-        router.register(EdgeRPC.ReleaseQuota.self) {
-            (request: ReleaseQuotaRequest, _: ServerCallContext) async throws -> ReleaseQuotaResponse in
-            guard !request.productId.isEmpty else { throw RPCError(.invalidArgument, "product_id is empty") }
-            guard request.maxUnits >= 0 else { throw RPCError(.invalidArgument, "max_units is negative") }
-            // An edge is an identity, not an address: a release meant for an edge that used to listen here (or
-            // for any edge while this one is not registered yet) is not ours to answer.
-            let holder = ledger.edgeID
-            guard holder != 0, request.edgeId == holder else {
-                throw RPCError(.failedPrecondition, "this is edge \(holder), not edge \(request.edgeId)")
-            }
-            let released = ledger.release(request.productId, maxUnits: request.maxUnits)
-            // After a session expiry: the allotment is not retired, so sell again. The answer names the session
-            // vouched for (the quota service trusts its registration from then on), never one set after it.
-            let session = ledger.vouch()
-            return ReleaseQuotaResponse(
-                released: released, releasedTotal: ledger.usage(of: request.productId)?.released ?? 0, session: session)
-        }
-        // On the event loop: a few atomic loads, no reason for a task hop (the quota benchmark polls it).
-        router.register(EdgeRPC.QuotaUsage.self, onEventLoop: {
-            (request: QuotaStatusRequest, _: ServerCallContext, responder: RPCResponder<EdgeRegistration>) in
-            let usage = request.productId.isEmpty ? ledger.usage() : ledger.usage(of: request.productId).map { [$0] } ?? []
-            responder.succeed(EdgeRegistration(
-                usage: usage.map { ProductUsage(productId: $0.product, used: $0.used, released: $0.released, granted: $0.granted) }))
-        })
     }
 
     // MARK: - The watch's driver
@@ -515,26 +474,4 @@ extension RefillOutcome {
             self = grant.soldOut ? .soldOut : .unavailable
         }
     }
-}
-
-/// When an edge cut off from ZooKeeper must stop selling, pure: the server expires a session one session timeout
-/// after it last heard from it (never earlier: it rounds expiry up to its next tick), and `lastHeard` is when a call
-/// it answered was sent, so the session lives at least until `lastHeard + sessionTimeout`. The edge stops a margin
-/// before that: an eighth of the timeout, at least 200 ms (the watch's granularity, scheduling, a slow answer).
-enum SessionGuard {
-    static func margin(sessionTimeout: Duration) -> Duration { max(sessionTimeout / 8, .milliseconds(200)) }
-
-    /// The instant the edge fences itself. Every forward must end by then (`QuotaLedger.fence`): the inventory buys
-    /// nothing past a forward's deadline, so no purchase of this edge commits once its session could expire
-    /// (timing rule T1 of the model; the margin also covers the forward's time on the wire).
-    static func fence(lastHeard: ContinuousClock.Instant, sessionTimeout: Duration) -> ContinuousClock.Instant {
-        lastHeard + sessionTimeout - margin(sessionTimeout: sessionTimeout)
-    }
-
-    static func mustSuspend(lastHeard: ContinuousClock.Instant, now: ContinuousClock.Instant, sessionTimeout: Duration) -> Bool {
-        now >= fence(lastHeard: lastHeard, sessionTimeout: sessionTimeout)
-    }
-
-    /// How often to make sure ZooKeeper still answers: often enough that a healthy connection is never near the limit.
-    static func heartbeat(sessionTimeout: Duration) -> Duration { max(sessionTimeout / 10, .milliseconds(50)) }
 }
