@@ -1,9 +1,9 @@
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import Proto
 import ServiceLifecycle
+import Synchronization
 import Testing
 @testable import Wire
 
@@ -24,28 +24,28 @@ final class ScriptedInventory: PurchaseForwarder, Sendable {
     }
 
     let eventLoop: any EventLoop
-    private let state = NIOLockedValueBox(State())
+    private let state = Mutex(State())
 
     init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
 
-    var received: [PurchaseRequest] { state.withLockedValue { $0.received } }
-    var timeouts: [TimeAmount] { state.withLockedValue { $0.timeouts } }
+    var received: [PurchaseRequest] { state.withLock { $0.received } }
+    var timeouts: [TimeAmount] { state.withLock { $0.timeouts } }
     var lookups: Int { received.filter(\.lookupOnly).count }
     var purchases: Int { received.filter { !$0.lookupOnly }.count }
-    var heldRequests: [PurchaseRequest] { state.withLockedValue { $0.held.map(\.request) } }
+    var heldRequests: [PurchaseRequest] { state.withLock { $0.held.map(\.request) } }
 
     var answer: Answer {
-        get { state.withLockedValue { $0.answer } }
-        set { state.withLockedValue { $0.answer = newValue } }
+        get { state.withLock { $0.answer } }
+        set { state.withLock { $0.answer = newValue } }
     }
 
     func hold(_ which: @escaping @Sendable (PurchaseRequest) -> Bool) {
-        state.withLockedValue { $0.hold = which }
+        state.withLock { $0.hold = which }
     }
 
     /// Answers every held request with `result` (and holds no more).
     func release(_ result: Result<PurchaseResponse, RPCError>) {
-        let held = state.withLockedValue { state in
+        let held = state.withLock { state in
             defer {
                 state.held = []
                 state.hold = { _ in false }
@@ -57,7 +57,7 @@ final class ScriptedInventory: PurchaseForwarder, Sendable {
 
     func forward(_ request: PurchaseRequest, timeout: TimeAmount) -> EventLoopFuture<PurchaseResponse> {
         let promise = eventLoop.makePromise(of: PurchaseResponse.self)
-        let result = state.withLockedValue { state -> Result<PurchaseResponse, RPCError>? in
+        let result = state.withLock { state -> Result<PurchaseResponse, RPCError>? in
             state.received.append(request)
             state.timeouts.append(timeout)
             if state.hold(request) {
