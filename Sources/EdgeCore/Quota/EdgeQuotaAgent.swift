@@ -396,6 +396,9 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
             case .connectionLost:
                 logger.warning("zookeeper connection lost: serving from the local counters")
                 action = watch.next()
+            case .connectionBack:
+                logger.info("zookeeper connection back: resyncing")
+                action = watch.next()
             case .resumeSelling(let heardAt):
                 resumeSelling(heardAt: heardAt)
                 action = watch.next()

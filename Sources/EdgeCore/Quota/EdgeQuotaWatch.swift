@@ -68,6 +68,9 @@ struct EdgeQuotaWatch {
         /// The connection is lost: log it (once per loss), then `next()`. The ledger serves what it holds until
         /// the session guard suspends it.
         case connectionLost
+        /// The connection is back after trouble (or the ledger is suspended): log it, then `next()` registers and
+        /// re-reads everything.
+        case connectionBack
         /// Registered and re-read after a reconnect or an expiry: ZooKeeper heard us at `heardAt`; sell again (once
         /// vouched after an expiry). Then `next()`.
         case resumeSelling(heardAt: Instant)
@@ -166,7 +169,9 @@ struct EdgeQuotaWatch {
             guard disconnected || ledgerSuspended else { return .none }
             disconnected = false
             heardAt = now
-            return begin([.register(untilDone: false), .read(.shed), .refreshProducts(rereadAll: true), .resume])
+            steps = [.register(untilDone: false), .read(.shed), .refreshProducts(rereadAll: true), .resume]
+            pending = .effect
+            return .connectionBack
         case .session:
             guard !disconnected else { return .none }
             disconnected = true
