@@ -341,7 +341,8 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
                 }
             case .read(let node):
                 action = await outcome(of: action, &watch) { watch in
-                    guard let path = watch.path(of: node) else { return watch.next() }
+                    // The watch asks only for nodes it can name; were it not so, the job ends as after a failed call.
+                    guard let path = watch.path(of: node) else { return watch.failed() }
                     do {
                         return watch.read(node, .data(try await zk.get(path, watch: true).data))
                     } catch let error as ZooKeeperError where error.code == .noNode {
@@ -350,7 +351,8 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
                 }
             case .watchCreation(let node):
                 action = await outcome(of: action, &watch) { watch in
-                    guard let path = watch.path(of: node) else { return watch.next() }
+                    // The watch asks only for nodes it can name; were it not so, the job ends as after a failed call.
+                    guard let path = watch.path(of: node) else { return watch.failed() }
                     return watch.watchedCreation(node, exists: try await zk.exists(path, watch: true) != nil)
                 }
             case .listProducts:
