@@ -1,5 +1,4 @@
 import ArgumentParser
-import Atomics
 import FlashSaleClient
 import Foundation
 import Histogram
@@ -8,6 +7,7 @@ import NIOCore
 import NIOPosix
 import Proto
 import ServiceKit
+import Synchronization
 import Wire
 
 /// `flashsale-bench inventory`: drives ONE hot product of the inventory service over TCP with distinct users
@@ -102,8 +102,7 @@ struct InventoryBench: AsyncParsableCommand {
 
 /// The load: `lanes` chains of purchases, each firing its next purchase from the previous one's completion
 /// (on the event loop, no task per call). Request and user ids are distinct across lanes and runs.
-private final class LoadRun: @unchecked Sendable {
-    // @unchecked: the mutable measurement is guarded by `lock`; the rest is atomics or immutable.
+private final class LoadRun: Sendable {
     struct Measurement {
         var purchased = 0
         var otherOutcomes = 0
@@ -114,43 +113,47 @@ private final class LoadRun: @unchecked Sendable {
 
     private let clients: [InventoryClient]
     private let product: String
-    private let nextId: ManagedAtomic<Int64>
-    private let stopping = ManagedAtomic<Bool>(false)
-    private let measuring = ManagedAtomic<Bool>(false)
-    private let lock = NSLock()
-    private var measurement = Measurement()
-    private var lanesRunning = 0
-    private var finished: CheckedContinuation<Void, Never>?
+    private let nextId: Atomic<Int64>
+    private let stopping = Atomic<Bool>(false)
+    private let measuring = Atomic<Bool>(false)
+
+    private struct State {
+        var measurement = Measurement()
+        var lanesRunning = 0
+        var finished: CheckedContinuation<Void, Never>?
+    }
+
+    private let state = Mutex(State())
 
     init(clients: [InventoryClient], product: String) {
         self.clients = clients
         self.product = product
         // Ids unique across runs against the same database: seconds since 2020 in the high bits.
         let base = Int64(Date().timeIntervalSince1970 - 1_577_836_800) << 24
-        self.nextId = ManagedAtomic(base)
+        self.nextId = Atomic(base)
     }
 
     func start(lanes: Int) {
-        lock.withLock { lanesRunning = lanes }
+        state.withLock { $0.lanesRunning = lanes }
         for lane in 0..<lanes { fire(clients[lane % clients.count]) }
     }
 
     func beginMeasuring() {
-        lock.withLock { measurement = Measurement() }
+        state.withLock { $0.measurement = Measurement() }
         measuring.store(true, ordering: .relaxed)
     }
 
     func endMeasuring() -> Measurement {
         measuring.store(false, ordering: .relaxed)
-        return lock.withLock { measurement }
+        return state.withLock { $0.measurement }
     }
 
     func stopAndWait() async {
         stopping.store(true, ordering: .relaxed)
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let done = lock.withLock {
-                if lanesRunning == 0 { return true }
-                finished = continuation
+            let done = state.withLock { state in
+                if state.lanesRunning == 0 { return true }
+                state.finished = continuation
                 return false
             }
             if done { continuation.resume() }
@@ -159,33 +162,33 @@ private final class LoadRun: @unchecked Sendable {
 
     private func fire(_ client: InventoryClient) {
         if stopping.load(ordering: .relaxed) {
-            let waiter: CheckedContinuation<Void, Never>? = lock.withLock {
-                lanesRunning -= 1
-                guard lanesRunning == 0 else { return nil }
-                defer { finished = nil }
-                return finished
+            let waiter = state.withLock { state -> CheckedContinuation<Void, Never>? in
+                state.lanesRunning -= 1
+                guard state.lanesRunning == 0 else { return nil }
+                defer { state.finished = nil }
+                return state.finished
             }
             waiter?.resume()
             return
         }
-        let id = nextId.wrappingIncrementThenLoad(ordering: .relaxed)
+        let id = nextId.wrappingAdd(1, ordering: .relaxed).newValue
         let request = PurchaseRequest(requestId: UInt64(id), userId: UInt64(id), productId: product, edgeId: 1)
         let sent = DispatchTime.now().uptimeNanoseconds
         let future = client.purchaseFuture(request)
         future.whenComplete { result in
             if self.measuring.load(ordering: .relaxed) {
                 let micros = (DispatchTime.now().uptimeNanoseconds - sent) / 1000
-                self.lock.withLock {
+                self.state.withLock { state in
                     switch result {
                     case .success(let response) where response.outcome == .purchased:
-                        self.measurement.purchased += 1
+                        state.measurement.purchased += 1
                     case .success:
-                        self.measurement.otherOutcomes += 1
+                        state.measurement.otherOutcomes += 1
                     case .failure(let error):
-                        self.measurement.errors += 1
-                        if self.measurement.firstError == nil { self.measurement.firstError = "\(error)" }
+                        state.measurement.errors += 1
+                        if state.measurement.firstError == nil { state.measurement.firstError = "\(error)" }
                     }
-                    _ = self.measurement.latencies.record(micros)
+                    _ = state.measurement.latencies.record(micros)
                 }
             }
             if case .failure = result {

@@ -1,10 +1,10 @@
 import Histogram
-import NIOConcurrencyHelpers
 import NIOCore
+import Synchronization
 
 /// Latencies and counts of one load run, merged from every connection's own histogram at the end.
 final class LoadRecorder: Sendable {
-    private let state = NIOLockedValueBox(State())
+    private let state = Mutex(State())
 
     private struct State {
         var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
@@ -13,19 +13,19 @@ final class LoadRecorder: Sendable {
     }
 
     func merge(_ histogram: Histogram<UInt64>, completed: Int, failed: Int) {
-        state.withLockedValue { state in
+        state.withLock { state in
             state.histogram.add(histogram)
             state.completed += completed
             state.failed += failed
         }
     }
 
-    var completed: Int { state.withLockedValue { $0.completed } }
-    var failed: Int { state.withLockedValue { $0.failed } }
+    var completed: Int { state.withLock { $0.completed } }
+    var failed: Int { state.withLock { $0.failed } }
 
     /// Latency percentile in milliseconds (recorded in microseconds).
     func percentileMs(_ p: Double) -> Double {
-        state.withLockedValue { Double($0.histogram.valueAtPercentile(p)) / 1000 }
+        state.withLock { Double($0.histogram.valueAtPercentile(p)) / 1000 }
     }
 }
 

@@ -1,14 +1,13 @@
 import ArgumentParser
-import Atomics
 import Foundation
 import Histogram
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Proto
 import ServiceKit
 import ServiceLifecycle
+import Synchronization
 import Wire
 
 /// `flashsale-bench wire-server`: an RPCServer answering only Ping, the load target of the wire benchmark.
@@ -68,16 +67,16 @@ struct WireLoadCommand: AsyncParsableCommand {
                 try await tasks.waitForAll()
             }
         }
-        let phase = ManagedAtomic(Phase.warmUp.rawValue)
+        let phase = SharedPhase()
         let drivers = zip(clients, loops).map { PingDriver(client: $0, loop: $1, depth: depth, phase: phase) }
         for driver in drivers { driver.start() }
         try await Task.sleep(for: .seconds(1))
-        phase.store(Phase.measuring.rawValue, ordering: .relaxed)
+        phase.set(.measuring)
         let start = NIODeadline.now()
         let clientCPUBefore = CPUTime.ofThisProcess()
         let serverCPUBefore = serverPid.flatMap(CPUTime.ofProcess)
         try await Task.sleep(for: .milliseconds(Int64(seconds * 1000)))
-        phase.store(Phase.stopped.rawValue, ordering: .relaxed)
+        phase.set(.stopped)
         let elapsed = Double((NIODeadline.now() - start).nanoseconds) / 1e9
         let clientCPU = CPUTime.ofThisProcess() - clientCPUBefore
         let serverCPU = serverPid.flatMap(CPUTime.ofProcess).flatMap { after in serverCPUBefore.map { after - $0 } }
@@ -97,7 +96,15 @@ struct WireLoadCommand: AsyncParsableCommand {
     }
 }
 
-enum Phase: Int, AtomicValue, Sendable { case warmUp, measuring, stopped }
+enum Phase: UInt8, Sendable { case warmUp, measuring, stopped }
+
+/// The benchmark's phase, read by every driver after each call.
+final class SharedPhase: Sendable {
+    private let raw = Atomic(Phase.warmUp.rawValue)
+
+    var current: Phase { Phase(rawValue: raw.load(ordering: .relaxed)) ?? .stopped }
+    func set(_ phase: Phase) { raw.store(phase.rawValue, ordering: .relaxed) }
+}
 
 /// CPU seconds (user + system) of a process.
 enum CPUTime {
@@ -130,11 +137,11 @@ final class PingDriver: Sendable {
     private let client: RPCClient
     private let loop: any EventLoop
     private let depth: Int
-    private let phase: ManagedAtomic<Int>
+    private let phase: SharedPhase
     private let state: NIOLoopBoundBox<(result: Result, running: Int)>
     private let done: EventLoopPromise<Result>
 
-    init(client: RPCClient, loop: any EventLoop, depth: Int, phase: ManagedAtomic<Int>) {
+    init(client: RPCClient, loop: any EventLoop, depth: Int, phase: SharedPhase) {
         self.client = client
         self.loop = loop
         self.depth = depth
@@ -151,13 +158,13 @@ final class PingDriver: Sendable {
     }
 
     private func next() {
-        let current = self.phase.load(ordering: .relaxed)
-        guard current != Phase.stopped.rawValue else {
+        let current = self.phase.current
+        guard current != .stopped else {
             self.state.value.running -= 1
             if self.state.value.running == 0 { self.done.succeed(self.state.value.result) }
             return
         }
-        let measuring = current == Phase.measuring.rawValue
+        let measuring = current == .measuring
         let start = measuring ? NIODeadline.now() : .uptimeNanoseconds(0)
         self.client.callFuture(CommonRPC.Ping.self, WirePingRequest()).whenComplete { result in
             if measuring {

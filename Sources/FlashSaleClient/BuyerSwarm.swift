@@ -1,10 +1,9 @@
-import Atomics
 import Histogram
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Proto
+import Synchronization
 import Wire
 
 /// A crowd of buyers hitting the edges: `connections` connections spread over the edges, each keeping `depth`
@@ -98,8 +97,8 @@ public final class BuyerSwarm: Sendable {
     private let configuration: Configuration
     private let group: any EventLoopGroup
     private let logger: Logger
-    private let nextAttempt = ManagedAtomic<Int>(0)
-    private let finishedAttempts = ManagedAtomic<Int>(0)
+    private let nextAttempt = Atomic<Int>(0)
+    private let finishedAttempts = Atomic<Int>(0)
 
     public init(configuration: Configuration, group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) {
         self.configuration = configuration
@@ -155,7 +154,7 @@ public final class BuyerSwarm: Sendable {
 
     /// The attempt with index `index`, or nil when all are handed out.
     fileprivate func claimAttempt() -> (requestID: UInt64, userID: UInt64, product: String)? {
-        let index = nextAttempt.loadThenWrappingIncrement(ordering: .relaxed)
+        let index = nextAttempt.wrappingAdd(1, ordering: .relaxed).oldValue
         guard index < configuration.attempts else { return nil }
         let draw = SplitMix64.mix(configuration.seed &+ UInt64(index))
         let user = 1 + draw % UInt64(configuration.users)
@@ -163,7 +162,7 @@ public final class BuyerSwarm: Sendable {
         return (configuration.requestIDBase &+ UInt64(index), user, product)
     }
 
-    fileprivate func attemptFinished() { finishedAttempts.wrappingIncrement(ordering: .relaxed) }
+    fileprivate func attemptFinished() { finishedAttempts.wrappingAdd(1, ordering: .relaxed) }
 
     fileprivate var maxRetries: Int { configuration.maxRetries }
     fileprivate var pause: TimeAmount? { configuration.pause }
@@ -293,11 +292,11 @@ extension BuyerSwarm {
         private let timeout: TimeAmount
         private let logger: Logger
         private let source: (@Sendable () -> [(host: String, port: Int)])?
-        private let followed = NIOLockedValueBox<[(host: String, port: Int)]>([])
-        private let clients = NIOLockedValueBox<[String: EdgeClient]>([:])
-        private let state = NIOLockedValueBox(Result())
-        private let stopped = ManagedAtomic<Bool>(false)
-        private let nextRequest: ManagedAtomic<UInt64>
+        private let followed = Mutex<[(host: String, port: Int)]>([])
+        private let clients = Mutex<[String: EdgeClient]>([:])
+        private let state = Mutex(Result())
+        private let stopped = Atomic<Bool>(false)
+        private let nextRequest: Atomic<UInt64>
 
         /// `edges` is asked before every try (the live edges of a test); without it the crowd buys through what
         /// `follow(_:)` last named. Request ids start after `requestIDBase`.
@@ -312,17 +311,17 @@ extension BuyerSwarm {
             self.maxRetries = maxRetries
             self.timeout = timeout
             self.source = edges
-            self.nextRequest = ManagedAtomic(requestIDBase)
+            self.nextRequest = Atomic(requestIDBase)
             self.logger = logger
         }
 
         /// Aims the crowd at these edges from now on.
         public func follow(_ edges: [(host: String, port: Int)]) {
-            followed.withLockedValue { $0 = edges }
+            followed.withLock { $0 = edges }
         }
 
-        public var result: Result { state.withLockedValue { $0 } }
-        public var purchased: Int { state.withLockedValue { $0.purchased } }
+        public var result: Result { state.withLock { $0 } }
+        public var purchased: Int { state.withLock { $0.purchased } }
 
         public func stop() { stopped.store(true, ordering: .relaxed) }
 
@@ -344,7 +343,7 @@ extension BuyerSwarm {
                     }
                 }
             }
-            let all = clients.withLockedValue { clients in
+            let all = clients.withLock { clients in
                 defer { clients.removeAll() }
                 return Array(clients.values)
             }
@@ -353,8 +352,8 @@ extension BuyerSwarm {
         }
 
         private func pickEdge() -> EdgeClient? {
-            guard let edge = (source?() ?? followed.withLockedValue { $0 }).randomElement() else { return nil }
-            return clients.withLockedValue { clients in
+            guard let edge = (source?() ?? followed.withLock { $0 }).randomElement() else { return nil }
+            return clients.withLock { clients in
                 let key = "\(edge.host):\(edge.port)"
                 if let client = clients[key] { return client }
                 let client = EdgeClient(host: edge.host, port: edge.port, timeout: timeout, logger: logger)
@@ -364,7 +363,7 @@ extension BuyerSwarm {
         }
 
         private func attempt() async {
-            let requestID = nextRequest.wrappingIncrementThenLoad(ordering: .relaxed)
+            let requestID = nextRequest.wrappingAdd(1, ordering: .relaxed).newValue
             let userID = requestID  // a distinct buyer per attempt
             let started = ContinuousClock.now
             var edge = pickEdge()
@@ -389,7 +388,7 @@ extension BuyerSwarm {
                 } catch where BuyerSwarm.inDoubt(error) && tries < maxRetries {
                     // A stopping crowd gives up on an attempt still in doubt after a few tries: it is abandoned.
                     if stopped.load(ordering: .relaxed) && tries > 3 { break }
-                    state.withLockedValue { $0.retries += 1 }
+                    state.withLock { $0.retries += 1 }
                     try? await Task.sleep(for: delays.next())
                     tries += 1
                     if tries % 2 == 0 { edge = pickEdge() }
@@ -400,13 +399,13 @@ extension BuyerSwarm {
                     return
                 }
             }
-            state.withLockedValue { $0.abandoned.append(requestID) }
+            state.withLock { $0.abandoned.append(requestID) }
         }
 
         private func tally(_ outcome: Swift.Result<PurchaseResponse, any Error>, requestID: UInt64, started: ContinuousClock.Instant) {
             let elapsed = (ContinuousClock.now - started).components
             let micros = UInt64(max(0, elapsed.seconds * 1_000_000 + elapsed.attoseconds / 1_000_000_000_000))
-            state.withLockedValue { result in
+            state.withLock { result in
                 Lane.tally(outcome, of: (requestID, requestID, product), micros: micros, into: &result)
             }
         }

@@ -1,9 +1,9 @@
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import Proto
 import ServiceLifecycle
+import Synchronization
 import Testing
 @testable import Wire
 
@@ -24,28 +24,28 @@ final class ScriptedInventory: PurchaseForwarder, Sendable {
     }
 
     let eventLoop: any EventLoop
-    private let state = NIOLockedValueBox(State())
+    private let state = Mutex(State())
 
     init(eventLoop: any EventLoop) { self.eventLoop = eventLoop }
 
-    var received: [PurchaseRequest] { state.withLockedValue { $0.received } }
-    var timeouts: [TimeAmount] { state.withLockedValue { $0.timeouts } }
+    var received: [PurchaseRequest] { state.withLock { $0.received } }
+    var timeouts: [TimeAmount] { state.withLock { $0.timeouts } }
     var lookups: Int { received.filter(\.lookupOnly).count }
     var purchases: Int { received.filter { !$0.lookupOnly }.count }
-    var heldRequests: [PurchaseRequest] { state.withLockedValue { $0.held.map(\.request) } }
+    var heldRequests: [PurchaseRequest] { state.withLock { $0.held.map(\.request) } }
 
     var answer: Answer {
-        get { state.withLockedValue { $0.answer } }
-        set { state.withLockedValue { $0.answer = newValue } }
+        get { state.withLock { $0.answer } }
+        set { state.withLock { $0.answer = newValue } }
     }
 
     func hold(_ which: @escaping @Sendable (PurchaseRequest) -> Bool) {
-        state.withLockedValue { $0.hold = which }
+        state.withLock { $0.hold = which }
     }
 
     /// Answers every held request with `result` (and holds no more).
     func release(_ result: Result<PurchaseResponse, RPCError>) {
-        let held = state.withLockedValue { state in
+        let held = state.withLock { state in
             defer {
                 state.held = []
                 state.hold = { _ in false }
@@ -57,7 +57,7 @@ final class ScriptedInventory: PurchaseForwarder, Sendable {
 
     func forward(_ request: PurchaseRequest, timeout: TimeAmount) -> EventLoopFuture<PurchaseResponse> {
         let promise = eventLoop.makePromise(of: PurchaseResponse.self)
-        let result = state.withLockedValue { state -> Result<PurchaseResponse, RPCError>? in
+        let result = state.withLock { state -> Result<PurchaseResponse, RPCError>? in
             state.received.append(request)
             state.timeouts.append(timeout)
             if state.hold(request) {
@@ -344,6 +344,25 @@ func code(_ result: Result<PurchaseResponse, RPCError>) -> RPCError.Code? {
             harness.inventory.release(.success(PurchaseResponse(outcome: .soldOut)))
             try await harness.eventually("resolved") { harness.path.resolver.pendingCount == 0 }
             #expect(harness.available == 2, "both units back once the inventory says no order")
+        }
+    }
+
+    @Test func aRetryClaimingItsUnitWithTheFenceTooNearLeavesTheUnitInDoubt() async throws {
+        // The claim takes the held unit out of doubt; refused before it is forwarded, the unit goes back in doubt
+        // (it was stranded in flight before: every later retry answered "in flight", and no lookup ever came).
+        try await Harness.with(configure: { $0.inDoubtSettleDelay = .seconds(60) }) { (harness: Harness) async throws in
+            harness.ledger.applyGrant("tv", granted: 1)
+            harness.inventory.answer = { _ in .failure(RPCError(.unavailable, "inventory down")) }
+            _ = try await harness.purchase(buy(1))
+            #expect(harness.path.resolver.pendingCount == 1)
+            harness.ledger.setFence(.now + .milliseconds(20))
+            #expect(code(try await harness.purchase(buy(1, retry: true))) == .unavailable)
+            #expect(harness.path.resolver.pendingCount == 1, "held in doubt again, not in flight")
+            harness.ledger.setFence(.now + .seconds(30))
+            harness.inventory.answer = { _ in .success(PurchaseResponse(outcome: .purchased, orderId: 6)) }
+            #expect(try await harness.purchase(buy(1, retry: true)).response.orderId == 6)
+            #expect(harness.path.resolver.pendingCount == 0 && harness.available == 0)
+            #expect(harness.inventory.purchases == 2, "the refused retry forwarded nothing")
         }
     }
 

@@ -3,6 +3,7 @@ import Foundation
 import NIOCore
 import PostgresClient
 import Proto
+import Synchronization
 import TestSupport
 import Testing
 import Wire
@@ -282,28 +283,30 @@ struct HotIsolationTests {
     }
 }
 
-private final class ProxyBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var _proxy: BlackholeProxy?
+private final class ProxyBox: Sendable {
+    private let box = Mutex<BlackholeProxy?>(nil)
     var proxy: BlackholeProxy? {
-        get { lock.withLock { _proxy } }
-        set { lock.withLock { _proxy = newValue } }
+        get { box.withLock { $0 } }
+        set { box.withLock { $0 = newValue } }
     }
 }
 
 /// Hot buyers with fresh request ids and users, until the product answers SOLD_OUT; remembers every answer and each
 /// request's deadline (wall clock, seconds since 1970).
-final class HotBuyers: @unchecked Sendable {
-    // @unchecked: mutable state under `lock`.
+final class HotBuyers: Sendable {
     private let client: InventoryClient
     private let product: String
     let workers: Int
     private let timeout: TimeAmount
-    private let lock = NSLock()
-    private var _purchased: Set<UInt64> = []
-    private var _deadlines: [UInt64: Double] = [:]
-    private var answers = 0
-    private var _soldOut = false
+
+    private struct State {
+        var purchased: Set<UInt64> = []
+        var deadlines: [UInt64: Double] = [:]
+        var answers = 0
+        var soldOut = false
+    }
+
+    private let state = Mutex(State())
 
     init(client: InventoryClient, product: String, workers: Int, timeout: TimeAmount) {
         self.client = client
@@ -312,11 +315,11 @@ final class HotBuyers: @unchecked Sendable {
         self.timeout = timeout
     }
 
-    var purchasedCount: Int { lock.withLock { _purchased.count } }
-    var purchased: Set<UInt64> { lock.withLock { _purchased } }
-    var deadlines: [UInt64: Double] { lock.withLock { _deadlines } }
-    var answerCount: Int { lock.withLock { answers } }
-    var soldOut: Bool { lock.withLock { _soldOut } }
+    var purchasedCount: Int { state.withLock { $0.purchased.count } }
+    var purchased: Set<UInt64> { state.withLock { $0.purchased } }
+    var deadlines: [UInt64: Double] { state.withLock { $0.deadlines } }
+    var answerCount: Int { state.withLock { $0.answers } }
+    var soldOut: Bool { state.withLock { $0.soldOut } }
 
     /// Buys until SOLD_OUT, or until `within` has passed.
     func runUntilSoldOut(within: Duration) async {
@@ -327,18 +330,18 @@ final class HotBuyers: @unchecked Sendable {
                     while !self.soldOut && ContinuousClock.now < end {
                         let id = TestIds.make()[0]
                         let deadline = Date().timeIntervalSince1970 + Double(self.timeout.nanoseconds) / 1e9
-                        self.lock.withLock { self._deadlines[id] = deadline }
+                        self.state.withLock { $0.deadlines[id] = deadline }
                         do {
                             let answer = try await self.client.purchase(
                                 PurchaseRequest(requestId: id, userId: id, productId: self.product, edgeId: 1),
                                 timeout: self.timeout)
-                            self.lock.withLock {
-                                self.answers += 1
-                                if answer.outcome == .purchased { self._purchased.insert(id) }
-                                if answer.outcome == .soldOut { self._soldOut = true }
+                            self.state.withLock { state in
+                                state.answers += 1
+                                if answer.outcome == .purchased { state.purchased.insert(id) }
+                                if answer.outcome == .soldOut { state.soldOut = true }
                             }
                         } catch {
-                            self.lock.withLock { self.answers += 1 }
+                            self.state.withLock { $0.answers += 1 }
                             try? await Task.sleep(for: .milliseconds(20))
                         }
                     }
@@ -349,34 +352,37 @@ final class HotBuyers: @unchecked Sendable {
 }
 
 /// Repeats a call until stopped, counting successes and failures and the slowest success.
-final class ColdProbe: @unchecked Sendable {
-    // @unchecked: mutable state under `lock`.
+final class ColdProbe: Sendable {
     let client: InventoryClient
-    private let lock = NSLock()
-    private var stopped = false
-    private var _successes = 0
-    private var _failures = 0
-    private var _slowest: Duration = .zero
+
+    private struct State {
+        var stopped = false
+        var successes = 0
+        var failures = 0
+        var slowest: Duration = .zero
+    }
+
+    private let state = Mutex(State())
 
     init(client: InventoryClient) { self.client = client }
 
-    var successes: Int { lock.withLock { _successes } }
-    var failures: Int { lock.withLock { _failures } }
-    var slowest: Duration { lock.withLock { _slowest } }
-    func stop() { lock.withLock { stopped = true } }
+    var successes: Int { state.withLock { $0.successes } }
+    var failures: Int { state.withLock { $0.failures } }
+    var slowest: Duration { state.withLock { $0.slowest } }
+    func stop() { state.withLock { $0.stopped = true } }
 
     func run<T: Sendable>(_ call: () async throws -> T) async {
-        while !lock.withLock({ stopped }) {
+        while !state.withLock({ $0.stopped }) {
             let started = ContinuousClock.now
             do {
                 _ = try await call()
                 let took = ContinuousClock.now - started
-                lock.withLock {
-                    _successes += 1
-                    _slowest = max(_slowest, took)
+                state.withLock { state in
+                    state.successes += 1
+                    state.slowest = max(state.slowest, took)
                 }
             } catch {
-                lock.withLock { _failures += 1 }
+                state.withLock { $0.failures += 1 }
             }
             try? await Task.sleep(for: .milliseconds(50))
         }

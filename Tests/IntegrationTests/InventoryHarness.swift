@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import PostgresClient
 import Proto
+import Synchronization
 import TestSupport
 import Wire
 
@@ -97,22 +98,18 @@ final class InventoryHarness: Sendable {
 }
 
 /// The harness's current process (it changes on restart).
-private final class ProcessBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var process: ManagedProcess?
-    var current: ManagedProcess? { lock.withLock { process } }
-    func set(_ process: ManagedProcess) { lock.withLock { self.process = process } }
+private final class ProcessBox: Sendable {
+    private let process = Mutex<ManagedProcess?>(nil)
+    var current: ManagedProcess? { process.withLock { $0 } }
+    func set(_ process: ManagedProcess) { self.process.withLock { $0 = process } }
 }
 
 /// Request ids unique within a test run.
 enum TestIds {
-    private static let lock = NSLock()
-    nonisolated(unsafe) private static var next: UInt64 = UInt64(Date().timeIntervalSince1970) << 20
+    private static let next = Atomic<UInt64>(UInt64(Date().timeIntervalSince1970) << 20)
     static func make(_ count: Int = 1) -> [UInt64] {
-        lock.withLock {
-            defer { next += UInt64(count) }
-            return (0..<UInt64(count)).map { next + $0 }
-        }
+        let first = next.wrappingAdd(UInt64(count), ordering: .relaxed).oldValue
+        return (0..<UInt64(count)).map { first + $0 }
     }
 }
 

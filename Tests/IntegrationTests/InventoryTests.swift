@@ -2,6 +2,7 @@ import FlashSaleClient
 import Foundation
 import PostgresClient
 import Proto
+import Synchronization
 import TestSupport
 import Testing
 import Wire
@@ -448,14 +449,12 @@ struct InventoryTests {
 
 /// Purchases with distinct users from many workers until stopped or the service goes away; remembers every
 /// PURCHASED reply.
-final class Load: @unchecked Sendable {
-    // @unchecked: mutable state under `lock`.
+final class Load: Sendable {
     private let harness: InventoryHarness
     private let product: String
     private let workers: Int
-    private let lock = NSLock()
-    private var purchased: [UInt64: UInt64] = [:]
-    private var stopped = false
+    private let purchased = Mutex<[UInt64: UInt64]>([:])
+    private let stopped = Atomic(false)
 
     init(harness: InventoryHarness, product: String, workers: Int) {
         self.harness = harness
@@ -463,10 +462,10 @@ final class Load: @unchecked Sendable {
         self.workers = workers
     }
 
-    var purchasedCount: Int { lock.withLock { purchased.count } }
-    var acknowledged: [UInt64: UInt64] { lock.withLock { purchased } }
-    func stop() { lock.withLock { stopped = true } }
-    private var isStopped: Bool { lock.withLock { stopped } }
+    var purchasedCount: Int { purchased.withLock { $0.count } }
+    var acknowledged: [UInt64: UInt64] { purchased.withLock { $0 } }
+    func stop() { stopped.store(true, ordering: .relaxed) }
+    private var isStopped: Bool { stopped.load(ordering: .relaxed) }
 
     /// Returns when stopped, or once the service stops answering.
     func run() async {
@@ -480,7 +479,7 @@ final class Load: @unchecked Sendable {
                         do {
                             let answer = try await client.purchase(
                                 PurchaseRequest(requestId: id, userId: id, productId: self.product), timeout: .seconds(3))
-                            if answer.outcome == .purchased { self.lock.withLock { self.purchased[id] = answer.orderId } }
+                            if answer.outcome == .purchased { self.purchased.withLock { $0[id] = answer.orderId } }
                             failures = 0
                         } catch {
                             failures += 1

@@ -1,7 +1,5 @@
 // model: Sources/QuotaCore/Planning/QuotaProtocol.pml (in_doubt, lookup, settle). Update both together.
-import Atomics
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import Proto
 import ServiceLifecycle
@@ -23,10 +21,10 @@ final class InDoubtResolver: Service, Sendable {
     private let lookupTimeout: TimeAmount
     /// How often the loop looks at the table while something is held (lookups are batched per look).
     private let tick: Duration
-    private let table: NIOLockedValueBox<InDoubtTable>
+    private let table: Mutex<InDoubtTable>
     /// Mirrors of the table's counts, read without the lock on every attempt.
-    private let held = ManagedAtomic<Int>(0)
-    private let entries = ManagedAtomic<Int>(0)
+    private let held = Atomic<Int>(0)
+    private let entries = Atomic<Int>(0)
     private let idle = IdleSignal()
     private let capacity: Int
 
@@ -39,7 +37,7 @@ final class InDoubtResolver: Service, Sendable {
         self.lookupTimeout = lookupTimeout
         self.tick = tick
         self.logger = logger
-        self.table = NIOLockedValueBox(InDoubtTable(limits: limits))
+        self.table = Mutex(InDoubtTable(limits: limits))
         self.capacity = limits.capacity
     }
 
@@ -51,7 +49,7 @@ final class InDoubtResolver: Service, Sendable {
     var isFull: Bool { trackedCount >= capacity }
 
     private func update<T>(_ body: (inout InDoubtTable) -> T) -> T {
-        table.withLockedValue { table in
+        table.withLock { table in
             let result = body(&table)
             held.store(table.heldCount, ordering: .relaxed)
             entries.store(table.count, ordering: .relaxed)

@@ -1,4 +1,4 @@
-import Atomics
+import Synchronization
 import Wire
 
 /// The edge's lottery: keeps `keepPerMillion` of every million purchase attempts and sheds the rest (SHED,
@@ -9,12 +9,12 @@ import Wire
 public final class LoadShedder: Sendable {
     public static let million: UInt32 = 1_000_000
 
-    private let keep: ManagedAtomic<UInt32>
-    private let counter = ManagedAtomic<UInt64>(0)
+    private let keep: Atomic<UInt32>
+    private let counter = Atomic<UInt64>(0)
     private let seed: UInt64
 
     public init(keepPerMillion: UInt32 = LoadShedder.million, seed: UInt64 = UInt64.random(in: .min ... .max)) {
-        self.keep = ManagedAtomic(min(keepPerMillion, Self.million))
+        self.keep = Atomic(min(keepPerMillion, Self.million))
         self.seed = seed
     }
 
@@ -29,7 +29,7 @@ public final class LoadShedder: Sendable {
         let keep = self.keep.load(ordering: .relaxed)
         if keep >= Self.million { return true }
         if keep == 0 { return false }
-        let draw = SplitMix64.mix(self.seed &+ self.counter.loadThenWrappingIncrement(ordering: .relaxed))
+        let draw = SplitMix64.mix(self.seed &+ self.counter.wrappingAdd(1, ordering: .relaxed).oldValue)
         return draw % UInt64(Self.million) < UInt64(keep)
     }
 }

@@ -1,10 +1,10 @@
 // model: Sources/QuotaCore/Planning/QuotaProtocol.pml (purchase/takeAndForward -> EDGE_FORWARD, EDGE_CLAIM;
 // answerWithoutStock -> BUYER_LOOKUP; forward -> EDGE_ANSWERED, settle, EDGE_TIMEOUT). Update both together.
-import Atomics
 import Logging
 import NIOCore
 import Proto
 import ServiceLifecycle
+import Synchronization
 import Wire
 
 /// Where the survivors go: the inventory service. A protocol so that the purchase path is unit-tested behind its
@@ -29,16 +29,15 @@ public protocol QuotaRefiller: Sendable {
     func requestMore(product: String, on eventLoop: any EventLoop) -> EventLoopFuture<RefillOutcome>
 }
 
-/// The edge's public call, decided on the connection's event loop: validate, refuse a budget too small to buy,
-/// take over a unit this edge holds in doubt for the same purchase, else shed by lottery and take a unit from the
-/// product's local counter; forward to the inventory, relay its outcome.
+/// The edge's public call, on the connection's event loop: validate, refuse a budget too small to buy, take over a
+/// unit this edge holds in doubt for the same purchase, else shed by lottery and take a unit from the product's
+/// local counter; forward to the inventory, relay its outcome. `PurchaseDecision` decides each step; this is its
+/// driver (the table, the lottery, the ledger, the forwards, the answers and the counters).
 ///
 /// It runs on the event loop rather than in a task per call: almost every attempt in a flash sale ends at the
 /// lottery or the counter, and a task hop per attempt would cost more than the decision itself
 /// (`scripts/bench.sh sale` measures this path).
 public final class PurchasePath: Sendable {
-    public static let maxProductIDLength = 128
-
     public struct Configuration: Sendable {
         /// Used when a call names no deadline.
         public var defaultTimeout: TimeAmount = .seconds(5)
@@ -76,7 +75,7 @@ public final class PurchasePath: Sendable {
     private let edgeID: @Sendable () -> UInt32
     private let configuration: Configuration
     private let logger: Logger
-    private let clientLookups = ManagedAtomic<Int>(0)
+    private let clientLookups = Atomic<Int>(0)
     let counters = EdgeCounters()
     /// A `Service`: run it in the edge's service group.
     let resolver: InDoubtResolver
@@ -127,170 +126,126 @@ public final class PurchasePath: Sendable {
         return stats
     }
 
-    /// One attempt on its way: the call it answers and the request as it goes to the inventory.
+    /// One attempt on its way: the call it answers, the request as it goes to the inventory, and its decision.
     private struct Attempt {
         var request: PurchaseRequest
         var context: ServerCallContext
         var responder: RPCResponder<PurchaseResponse>
         /// The timeout of its forward when the call has no deadline.
         var budget: TimeAmount
+        var decision: PurchaseDecision
+    }
+
+    /// What the decision reads, read when it asks: the clock for the client's budget only when the call has a
+    /// deadline, the fence (one atomic load and a clock read) only where the attempt may forward.
+    private struct Readings: PurchaseReadings {
+        let deadline: NIODeadline?
+        let budget: TimeAmount
+        let ledger: QuotaLedger
+        let resolver: InDoubtResolver
+
+        func clientBudget() -> TimeAmount {
+            guard let deadline else { return budget }
+            return deadline - .now()
+        }
+
+        func timeToFence() -> TimeAmount? { ledger.timeToFence() }
+        var inDoubtFull: Bool { resolver.isFull }
+    }
+
+    private func readings(_ attempt: Attempt) -> Readings {
+        Readings(deadline: attempt.context.deadline, budget: attempt.budget, ledger: ledger, resolver: resolver)
     }
 
     func purchase(_ request: PurchaseRequest, context: ServerCallContext, responder: RPCResponder<PurchaseResponse>) {
-        self.counters.attempts.wrappingIncrement(ordering: .relaxed)
-        if let problem = Self.validate(request) {
-            return self.finish(.failure(problem), responder)
-        }
+        self.counters.attempts.wrappingAdd(1, ordering: .relaxed)
         var outgoing = request
         outgoing.edgeId = self.edgeID()
         outgoing.lookupOnly = false
-        let attempt = Attempt(
+        var attempt = Attempt(
             request: outgoing, context: context, responder: responder,
-            budget: context.deadline == nil ? self.configuration.defaultTimeout : .zero)
-        // Before the lottery, only the client's budget: the fence matters to attempts that forward.
-        guard self.clientBudget(attempt) >= self.configuration.minimumBudget else {
-            return self.finish(.failure(Self.tooLate), responder)
-        }
-        // The same purchase held in doubt here: it already won the lottery once; it learns its first outcome with
-        // the unit it holds.
-        switch self.resolver.claim(request) {
-        case .claimed(let generation):
-            if let problem = self.budgetProblem(attempt) { return self.finish(.failure(problem), responder) }
-            return self.forward(attempt, generation: generation, carriesInDoubtUnit: true)
-        case .inFlight:
-            return self.finish(.failure(Self.inFlight), responder)
-        case .none:
-            break
-        }
-        guard self.shedder.admit() else {
-            // A retry may have an order made elsewhere: tell it that rather than SHED.
-            return request.retry ? self.lookUp(attempt, otherwise: .success(PurchaseResponse(outcome: .shed))) : self.finish(.success(PurchaseResponse(outcome: .shed)), responder)
-        }
-        self.takeAndForward(attempt, refills: 0)
+            budget: context.deadline == nil ? self.configuration.defaultTimeout : .zero,
+            decision: PurchaseDecision(retry: request.retry, minimumBudget: self.configuration.minimumBudget))
+        let action = attempt.decision.start(request, self.readings(attempt))
+        self.run(action, &attempt)
     }
 
-    private static let inFlight = RPCError(.unavailable, "a purchase of this request id is in flight; retry")
-
-    private func takeAndForward(_ attempt: Attempt, refills: Int) {
-        let product = attempt.request.productId
-        // Checked again after a refill: the wait may have used the budget up.
-        if let problem = self.budgetProblem(attempt) { return self.finish(.failure(problem), attempt.responder) }
-        if self.resolver.isFull {
-            return self.finish(.failure(RPCError(.unavailable, "too many purchases in doubt; retry")), attempt.responder)
-        }
-        switch self.ledger.take(product) {
-        case .taken:
-            switch self.resolver.reserve(attempt.request) {
-            case .reserved(let generation):
-                self.forward(attempt, generation: generation, carriesInDoubtUnit: false)
-            case .claimed(let generation):
-                self.ledger.giveBack(product)
-                self.forward(attempt, generation: generation, carriesInDoubtUnit: true)
-            case .inFlight:
-                self.ledger.giveBack(product)
-                self.finish(.failure(Self.inFlight), attempt.responder)
-            case .full:
-                self.ledger.giveBack(product)
-                self.finish(.failure(RPCError(.unavailable, "too many purchases in doubt; retry")), attempt.responder)
+    /// Carries out the decision's actions until one ends the attempt here or hands it to a callback (refill,
+    /// forward, lookup), which feeds the decision again.
+    private func run(_ first: PurchaseDecision.Action, _ attempt: inout Attempt) {
+        var action = first
+        while true {
+            switch action {
+            case .answer(let answer):
+                return self.finish(answer.result, attempt.responder)
+            case .claimInDoubt:
+                action = attempt.decision.claimed(self.resolver.claim(attempt.request), self.readings(attempt))
+            case .drawLottery:
+                action = attempt.decision.drawn(admitted: self.shedder.admit(), self.readings(attempt))
+            case .take:
+                action = attempt.decision.took(self.ledger.take(attempt.request.productId), self.readings(attempt))
+            case .reserve:
+                action = attempt.decision.reserved(self.resolver.reserve(attempt.request), self.readings(attempt))
+            case .refill:
+                return self.refill(attempt)
+            case .forward(let forward):
+                if forward.givesBackTakenUnit { self.ledger.giveBack(attempt.request.productId) }
+                return self.forward(attempt, forward)
+            case .lookUp(let timeout, let otherwise):
+                return self.lookUp(attempt, timeout: timeout, otherwise: otherwise)
+            case .giveBackAndAnswer(let answer):
+                self.ledger.giveBack(attempt.request.productId)
+                return self.finish(answer.result, attempt.responder)
+            case .holdInDoubtAndAnswer(let generation, let answer):
+                _ = self.resolver.forwardEnded(attempt.request, generation: generation, fate: .inDoubt)
+                return self.finish(answer.result, attempt.responder)
             }
-        case .dry where refills < 2:
-            // Stock may remain elsewhere: ask for more (one refill per product in flight), then try the counter again.
-            let eventLoop = attempt.context.eventLoop
-            self.refiller.requestMore(product: product, on: eventLoop).whenComplete { outcome in
-                switch outcome {
-                case .success(.granted): self.takeAndForward(attempt, refills: refills + 1)
-                case .success(.soldOut): self.soldOut(attempt)
-                case .success(.unavailable), .failure: self.finish(.failure(Self.dry), attempt.responder)
-                }
-            }
-        case .dry:
-            self.finish(.failure(Self.dry), attempt.responder)
-        case .soldOut:
-            self.soldOut(attempt)
-        case .unavailable:
-            // Cut off from ZooKeeper past its session's safe time (QuotaLedger.suspend): nothing taken; retry.
-            self.finish(.failure(Self.cutOff), attempt.responder)
-        case .unknownProduct:
-            self.lookUpIfRetry(attempt, otherwise: .failure(RPCError(.notFound, "unknown product")))
         }
     }
 
-    private static let cutOff = RPCError(.unavailable, "this edge is cut off from ZooKeeper; retry")
-
-    /// No unit here, and none known sold out: another edge, or this one a moment later, may still sell.
-    private static let dry = RPCError(.unavailable, "no stock on this edge right now; retry")
-
-    private func soldOut(_ attempt: Attempt) {
-        self.lookUpIfRetry(attempt, otherwise: .success(PurchaseResponse(outcome: .soldOut)))
+    private func refill(_ attempt: Attempt) {
+        self.refiller.requestMore(product: attempt.request.productId, on: attempt.context.eventLoop).whenComplete { outcome in
+            var attempt = attempt
+            let action = attempt.decision.refilled((try? outcome.get()) ?? .unavailable, self.readings(attempt))
+            self.run(action, &attempt)
+        }
     }
 
-    private func lookUpIfRetry(_ attempt: Attempt, otherwise: Result<PurchaseResponse, RPCError>) {
-        guard attempt.request.retry else { return self.finish(otherwise, attempt.responder) }
-        self.lookUp(attempt, otherwise: otherwise)
-    }
-
-    /// No unit for this attempt, but a retry may have a first outcome at the inventory: look it up (definitive,
-    /// buys nothing) and relay an order; otherwise answer `otherwise`.
-    private func lookUp(_ attempt: Attempt, otherwise: Result<PurchaseResponse, RPCError>) {
-        guard self.clientLookups.loadThenWrappingIncrement(ordering: .relaxed) < self.configuration.clientLookups else {
-            self.clientLookups.wrappingDecrement(ordering: .relaxed)
-            return self.finish(.failure(RPCError(.unavailable, "too many lookups in flight; retry")), attempt.responder)
+    private func lookUp(_ attempt: Attempt, timeout: TimeAmount, otherwise: PurchaseDecision.Answer) {
+        guard self.clientLookups.wrappingAdd(1, ordering: .relaxed).oldValue < self.configuration.clientLookups else {
+            self.clientLookups.wrappingSubtract(1, ordering: .relaxed)
+            return self.finish(PurchaseDecision.Answer.refused(.tooManyLookups).result, attempt.responder)
         }
         var lookup = attempt.request
         lookup.lookupOnly = true
-        // A lookup buys nothing: the client's budget alone bounds it.
-        self.forwarder.forward(lookup, timeout: self.clientBudget(attempt)).hop(to: attempt.context.eventLoop).whenComplete { result in
-            self.clientLookups.wrappingDecrement(ordering: .relaxed)
+        self.forwarder.forward(lookup, timeout: timeout).hop(to: attempt.context.eventLoop).whenComplete { result in
+            self.clientLookups.wrappingSubtract(1, ordering: .relaxed)
             switch result {
-            case .success(let response) where response.outcome == .purchased || response.outcome == .alreadyPurchased:
+            case .success(let response) where PurchaseDecision.relaysLookup(response):
                 self.finish(.success(response), attempt.responder)
             case .success:
-                self.finish(otherwise, attempt.responder)
+                self.finish(otherwise.result, attempt.responder)
             case .failure(let error):
                 self.finish(.failure(RPCError.wrapping(error)), attempt.responder)
             }
         }
     }
 
-    /// Forwards with the unit `generation` names in the in-doubt table, and settles that unit by the answer.
-    private func forward(_ attempt: Attempt, generation: UInt64, carriesInDoubtUnit: Bool) {
+    /// Forwards with the unit `forward.generation` names in the in-doubt table, and settles that unit by the answer.
+    private func forward(_ attempt: Attempt, _ forward: PurchaseDecision.Forward) {
         let request = attempt.request
-        self.counters.forwarded.wrappingIncrement(ordering: .relaxed)
-        self.forwarder.forward(request, timeout: self.forwardTimeout(attempt)).hop(to: attempt.context.eventLoop).whenComplete { result in
+        self.counters.forwarded.wrappingAdd(1, ordering: .relaxed)
+        self.forwarder.forward(request, timeout: forward.timeout).hop(to: attempt.context.eventLoop).whenComplete { result in
             let result = result.mapError(RPCError.wrapping)
-            let fate = InDoubtTable.fate(ofForward: result, carriesInDoubtUnit: carriesInDoubtUnit, edgeID: request.edgeId)
-            let settled = self.resolver.forwardEnded(request, generation: generation, fate: fate)
+            let fate = InDoubtTable.fate(ofForward: result, carriesInDoubtUnit: forward.carriesInDoubtUnit, edgeID: request.edgeId)
+            let settled = self.resolver.forwardEnded(request, generation: forward.generation, fate: fate)
             if settled == .giveBack { self.ledger.giveBack(request.productId) }
-            // A replayed SOLD_OUT is that request id's first outcome, not news about the stock.
-            if case .success(let response) = result, response.outcome == .soldOut, !response.replayed {
+            if case .success(let response) = result, PurchaseDecision.marksSoldOut(response) {
                 self.ledger.markSoldOut(request.productId)
             }
             self.finish(result, attempt.responder)
         }
     }
-
-    /// What is left of the client's budget now (the forward or lookup must end before the client gives up).
-    private func clientBudget(_ attempt: Attempt) -> TimeAmount {
-        guard let deadline = attempt.context.deadline else { return attempt.budget }
-        return deadline - .now()
-    }
-
-    /// A forward that may buy ends before the client gives up and before the edge's fence (`QuotaLedger.timeToFence`).
-    private func forwardTimeout(_ attempt: Attempt) -> TimeAmount {
-        guard let toFence = self.ledger.timeToFence() else { return self.clientBudget(attempt) }
-        return min(self.clientBudget(attempt), toFence)
-    }
-
-    /// Enough time left to buy? Less, and the forward could only time out in flight with its unit in doubt. The
-    /// client's budget gone: DEADLINE_EXCEEDED; the edge's fence too near: UNAVAILABLE, the client retries (here
-    /// once ZooKeeper answers again, or at another edge).
-    private func budgetProblem(_ attempt: Attempt) -> RPCError? {
-        if self.clientBudget(attempt) < self.configuration.minimumBudget { return Self.tooLate }
-        if let toFence = self.ledger.timeToFence(), toFence < self.configuration.minimumBudget { return Self.cutOff }
-        return nil
-    }
-
-    private static let tooLate = RPCError(.deadlineExceeded, "too little time left to buy")
 
     private func finish(_ result: Result<PurchaseResponse, RPCError>, _ responder: RPCResponder<PurchaseResponse>) {
         self.count(result)
@@ -301,36 +256,27 @@ public final class PurchasePath: Sendable {
         switch result {
         case .success(let response):
             switch response.outcome {
-            case .purchased: self.counters.purchased.wrappingIncrement(ordering: .relaxed)
-            case .soldOut: self.counters.soldOut.wrappingIncrement(ordering: .relaxed)
-            case .alreadyPurchased: self.counters.alreadyPurchased.wrappingIncrement(ordering: .relaxed)
-            case .shed: self.counters.shed.wrappingIncrement(ordering: .relaxed)
-            default: self.counters.errors.wrappingIncrement(ordering: .relaxed)
+            case .purchased: self.counters.purchased.wrappingAdd(1, ordering: .relaxed)
+            case .soldOut: self.counters.soldOut.wrappingAdd(1, ordering: .relaxed)
+            case .alreadyPurchased: self.counters.alreadyPurchased.wrappingAdd(1, ordering: .relaxed)
+            case .shed: self.counters.shed.wrappingAdd(1, ordering: .relaxed)
+            default: self.counters.errors.wrappingAdd(1, ordering: .relaxed)
             }
         case .failure:
-            self.counters.errors.wrappingIncrement(ordering: .relaxed)
+            self.counters.errors.wrappingAdd(1, ordering: .relaxed)
         }
-    }
-
-    static func validate(_ request: PurchaseRequest) -> RPCError? {
-        if request.requestId == 0 { return RPCError(.invalidArgument, "request_id is required") }
-        if request.userId == 0 { return RPCError(.invalidArgument, "user_id is required") }
-        if request.productId.isEmpty { return RPCError(.invalidArgument, "product_id is required") }
-        if request.productId.utf8.count > maxProductIDLength { return RPCError(.invalidArgument, "product_id is too long") }
-        if request.lookupOnly { return RPCError(.invalidArgument, "lookup_only is for the edge's own use") }
-        return nil
     }
 }
 
 /// Outcome counts of one edge, for `edge.Stats` and the sale report.
 final class EdgeCounters: Sendable {
-    let attempts = ManagedAtomic<UInt64>(0)
-    let shed = ManagedAtomic<UInt64>(0)
-    let soldOut = ManagedAtomic<UInt64>(0)
-    let purchased = ManagedAtomic<UInt64>(0)
-    let alreadyPurchased = ManagedAtomic<UInt64>(0)
-    let errors = ManagedAtomic<UInt64>(0)
-    let forwarded = ManagedAtomic<UInt64>(0)
+    let attempts = Atomic<UInt64>(0)
+    let shed = Atomic<UInt64>(0)
+    let soldOut = Atomic<UInt64>(0)
+    let purchased = Atomic<UInt64>(0)
+    let alreadyPurchased = Atomic<UInt64>(0)
+    let errors = Atomic<UInt64>(0)
+    let forwarded = Atomic<UInt64>(0)
 
     func snapshot() -> EdgeStatsResponse {
         EdgeStatsResponse(

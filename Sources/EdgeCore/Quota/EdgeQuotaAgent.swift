@@ -13,24 +13,22 @@ import ZooKeeperClient
 
 /// The edge's side of the quotas, as a `Service`: registers the edge in ZooKeeper (`edges/edge-NNNNNNNNNN`,
 /// ephemeral, with its address and usage), watches its quota node of every product and `config/shed`, and applies
-/// changes to the `QuotaLedger` and the `LoadShedder` as they come, without a restart. It asks the quota service for
-/// more when a product runs dry (`requestMore`) and answers the quota service's `edge.ReleaseQuota`.
+/// them to the `QuotaLedger` and the `LoadShedder` live. `EdgeQuotaWatch` decides which call comes next; this is its
+/// driver (the ZooKeeper calls, the ledger, the log), plus the usage reports, the refills (`requestMore`) and the
+/// session guard.
 ///
-/// ZooKeeper unreachable: the ledger keeps serving what was granted while the node is surely still ours, and every
-/// watch is re-read when the connection is back. The server expires the session one session timeout after it last
-/// heard from us, and the quota service then gives our unsold units to others; we cannot see that happen while cut
-/// off, so past the session timeout minus a margin since ZooKeeper last answered (`SessionGuard`) the ledger is
-/// suspended: takes answer UNAVAILABLE and every unit not in use is handed back, until the edge has registered again
-/// and re-read its quotas. Session expired: the same, then the node is created again under the same name by the
-/// new session, which the quota service trusts once this edge names it in a ReleaseQuota answer; the edge sells
-/// again only once such a release came (a retired allotment gets none: it is never revived).
+/// Cut off from ZooKeeper, the ledger serves what was granted while the node is surely still ours: past the session
+/// timeout minus a margin since ZooKeeper last answered (`SessionGuard`) it is suspended (takes answer UNAVAILABLE,
+/// unused units are handed back) until the edge has registered again and re-read its quotas. After an expiry the
+/// node is created again under the same name, and the edge sells again only once the quota service names it in a
+/// ReleaseQuota (a retired allotment gets none: it is never revived).
 public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     public let layout: QuotaLayout
     private let resolveAddress: @Sendable () async throws -> String
     private let advertised = Mutex("")
     private let zooKeeper: String
-    fileprivate let access: ZooKeeperAccess
-    fileprivate let ledger: QuotaLedger
+    private let access: ZooKeeperAccess
+    let ledger: QuotaLedger
     private let shedder: LoadShedder
     private let quota: QuotaClient
     private let logger: Logger
@@ -136,20 +134,18 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
             self.client.withLock { $0 = zk }
             defer { self.client.withLock { $0 = nil } }
             let events = zk.events()  // before any watch is set
-            var session = AgentSession(agent: self, zk: zk)
+            var watch = EdgeQuotaWatch(layout: self.layout, mayCreateLayout: !self.access.edgeEnforces, retryDelay: Self.retryDelay)
             do {
-                let before = ContinuousClock.now
-                try await session.registerUntilDone()
-                await session.resync()
-                self.heard(at: before)
-                self.finishRegistration(.success(self.edgeID))
-                self.logger.info("edge registered", metadata: ["edge": "\(self.edgeID)", "address": "\(self.address)"])
+                // Registers until it works (ZooKeeper may be restarting), reads, announces the edge.
+                try await self.drive(watch.start(now: .now), &watch, zk)
                 await withDiscardingTaskGroup { group in
                     group.addTask { await self.reportUsage(zk) }
                     group.addTask { await self.heartbeat(zk) }
                     group.addTask { await self.watchSession(zk) }
                     for await event in events {
-                        await session.handle(event)
+                        let action = watch.received(event, ledgerSuspended: self.ledger.isSuspended, now: .now)
+                        // Only a cancelled backoff throws: the service is stopping.
+                        do { try await self.drive(action, &watch, zk) } catch { break }
                     }
                     group.cancelAll()
                 }
@@ -195,12 +191,10 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     // MARK: - Usage reports
 
     /// What the quota service reads to know how many units we handed back (and how many we used).
-    fileprivate func registrationData() -> [UInt8] {
+    private func registrationData() -> [UInt8] {
         EdgeRegistration(
             edgeId: edgeID, address: address,
-            usage: ledger.usage().map {
-                ProductUsage(productId: $0.product, used: $0.used, released: $0.released, granted: $0.granted)
-            }
+            usage: ledger.usage().map(\.message)
         ).serializedBytes()
     }
 
@@ -259,7 +253,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
         return negotiated > .zero ? negotiated : sessionTimeout
     }
 
-    fileprivate func heard(at instant: ContinuousClock.Instant) {
+    private func heard(at instant: ContinuousClock.Instant) {
         let latest = lastHeard.withLock { heard in
             heard = max(heard, instant)
             return heard
@@ -269,7 +263,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     }
 
     /// Registered again and re-read: sell again (after an expiry, once the quota service took the new session).
-    fileprivate func resumeSelling(heardAt instant: ContinuousClock.Instant) {
+    private func resumeSelling(heardAt instant: ContinuousClock.Instant) {
         heard(at: instant)
         guard ledger.isSuspended else { return }
         ledger.resume()
@@ -320,178 +314,122 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
         let request = GrantMoreRequest(edgeId: edgeID, productId: product, used: before?.used ?? 0)
         return quota.rpc.callFuture(QuotaRPC.GrantMore.self, request).map { response in
             self.ledger.applyGrant(product, granted: response.granted)
-            let after = self.ledger.usage(of: product)
-            // The quota node's watch may have applied the grant first: compare with what we had before the call.
-            if (after?.granted ?? 0) > (before?.granted ?? 0) || (after?.available ?? 0) > 0 { return .granted }
-            if response.soldOut {
-                self.ledger.markSoldOut(product)
-                return .soldOut
-            }
-            return .unavailable
+            let outcome = RefillOutcome(grant: response, before: before, after: self.ledger.usage(of: product))
+            if outcome == .soldOut { self.ledger.markSoldOut(product) }
+            return outcome
         }.recover { error in
             self.logger.warning("quota refill failed", metadata: ["product": "\(product)", "error": "\(error)"])
             return .unavailable
         }
     }
 
-    // MARK: - Calls from the quota service
+    // MARK: - The watch's driver
 
-    /// Adds the edge's quota methods: `edge.ReleaseQuota` (service token: hands back up to `max_units` not yet
-    /// used) and `edge.QuotaUsage` (read only: the counters as applied now).
-    public func register(into router: inout RPCRouter) {
-        Self.registerMethods(into: &router, ledger: self.ledger)
-    }
-
-    /// The same, before the agent exists: the edge registers its methods before it binds, and the agent needs
-    /// the bound address. Both methods only need the ledger.
-    public static func registerMethods(into router: inout RPCRouter, ledger: QuotaLedger) {
-        router.register(EdgeRPC.ReleaseQuota.self) {
-            (request: ReleaseQuotaRequest, _: ServerCallContext) async throws -> ReleaseQuotaResponse in
-            guard !request.productId.isEmpty else { throw RPCError(.invalidArgument, "product_id is empty") }
-            guard request.maxUnits >= 0 else { throw RPCError(.invalidArgument, "max_units is negative") }
-            // An edge is an identity, not an address: a release meant for an edge that used to listen here (or
-            // for any edge while this one is not registered yet) is not ours to answer.
-            let holder = ledger.edgeID
-            guard holder != 0, request.edgeId == holder else {
-                throw RPCError(.failedPrecondition, "this is edge \(holder), not edge \(request.edgeId)")
-            }
-            let released = ledger.release(request.productId, maxUnits: request.maxUnits)
-            // After a session expiry: the allotment is not retired, so sell again. The answer names the session
-            // vouched for (the quota service trusts its registration from then on), never one set after it.
-            let session = ledger.vouch()
-            return ReleaseQuotaResponse(
-                released: released, releasedTotal: ledger.usage(of: request.productId)?.released ?? 0, session: session)
-        }
-        // On the event loop: a few atomic loads, no reason for a task hop (the quota benchmark polls it).
-        router.register(EdgeRPC.QuotaUsage.self, onEventLoop: {
-            (request: QuotaStatusRequest, _: ServerCallContext, responder: RPCResponder<EdgeRegistration>) in
-            let usage = request.productId.isEmpty ? ledger.usage() : ledger.usage(of: request.productId).map { [$0] } ?? []
-            responder.succeed(EdgeRegistration(
-                usage: usage.map { ProductUsage(productId: $0.product, used: $0.used, released: $0.released, granted: $0.granted) }))
-        })
-    }
-
-    // MARK: - Applying what ZooKeeper says
-
-    fileprivate func apply(quota data: [UInt8], product: String) {
-        guard let grant = try? QuotaGrant(decoding: data) else {
-            logger.warning("quota node holds no grant", metadata: ["product": "\(product)"])
-            return
-        }
-        guard (0...QuotaLayout.maxUnits).contains(grant.granted) else {
-            logger.warning("quota node holds a grant out of range; ignored", metadata: [
-                "product": "\(product)", "granted": "\(grant.granted)",
-            ])
-            return
-        }
-        let added = ledger.applyGrant(product, granted: grant.granted)
-        if added > 0 {
-            logger.debug("quota applied", metadata: ["product": "\(product)", "granted": "\(grant.granted)", "added": "\(added)"])
-        }
-    }
-
-    fileprivate func apply(shed data: [UInt8]) {
-        guard let config = try? ShedConfig(decoding: data) else {
-            logger.warning("shed node holds no keep ratio")
-            return
-        }
-        shedder.setKeepPerMillion(config.keepPerMillion)
-    }
-
-    fileprivate func adopt(name: String, session: Int64) {
-        self.name.withLock { $0 = name }
-        if let id = QuotaLayout.edgeID(name: name) { ledger.setHolder(edgeID: id, session: session) }
-    }
-
-    fileprivate var nodeName: String? { name.withLock { $0 } }
-    fileprivate var log: Logger { logger }
-
-    static func hostPort(_ text: String) -> (String, Int)? {
-        HostPort(text, defaultHost: "127.0.0.1").map { ($0.host, $0.port) }
-    }
-}
-
-/// The watch loop's state, owned by the one task that runs it.
-private struct AgentSession {
-    let agent: EdgeQuotaAgent
-    let zk: ZooKeeperClient
-    var products: Set<String> = []
-    var disconnected = false
-
-    init(agent: EdgeQuotaAgent, zk: ZooKeeperClient) {
-        self.agent = agent
-        self.zk = zk
-    }
-
-    var layout: QuotaLayout { agent.layout }
-
-    mutating func handle(_ event: ZooKeeperEvent) async {
-        do {
-            switch event {
-            case .session(.expired):
-                try await recoverFromExpiry()
-            case .session(.connected), .session(.connectedReadOnly):
-                if disconnected || agent.ledger.isSuspended {
-                    disconnected = false
-                    agent.log.info("zookeeper connection back: resyncing")
-                    let before = ContinuousClock.now
-                    try await ensureRegistered()
-                    try await resyncOrThrow()
-                    agent.resumeSelling(heardAt: before)
-                }
-            case .session:
-                if !disconnected {
-                    disconnected = true
-                    agent.log.warning("zookeeper connection lost: serving from the local counters")
-                }
-            case .childrenChanged(let path) where path == layout.products:
-                try await refreshProducts(rereadAll: false)
-            case .dataChanged(let path), .created(let path):
-                try await reread(path)
-            case .deleted(let path):
-                if let name = agent.nodeName, path == layout.edge(name) {
-                    try await ensureRegistered()  // someone removed our node: we are still here
-                } else {
-                    try await reread(path)
-                }
-            default:
-                break
-            }
-        } catch {
-            // Connection trouble: the `connected` event that follows resyncs everything.
-            agent.log.debug("zookeeper read failed", metadata: ["error": "\(error)"])
-        }
-    }
-
-    private mutating func reread(_ path: String) async throws {
-        if path == layout.shed {
-            try await readShed()
-        } else if let product = product(ofQuotaPath: path) {
-            try await readQuota(product)
-        }
-    }
-
-    private func product(ofQuotaPath path: String) -> String? {
-        guard let name = agent.nodeName else { return nil }
-        let prefix = layout.quotas + "/"
-        let suffix = "/" + name
-        guard path.hasPrefix(prefix), path.hasSuffix(suffix), path.count > prefix.count + suffix.count else { return nil }
-        let product = path.dropFirst(prefix.count).dropLast(suffix.count)
-        return product.contains("/") ? nil : String(product)
-    }
-
-    /// Registers until it works (ZooKeeper may be restarting).
-    mutating func registerUntilDone() async throws {
-        var delays = EdgeQuotaAgent.retryDelay.makeIterator()
+    /// Carries out `EdgeQuotaWatch`'s actions, feeding each outcome back, until it waits for the next event.
+    /// Throws only when a backoff's sleep is cancelled.
+    private func drive(_ first: EdgeQuotaWatch.Action, _ watch: inout EdgeQuotaWatch, _ zk: ZooKeeperClient) async throws {
+        var action = first
         while true {
-            try Task.checkCancellation()
-            do {
-                try await ensureRegistered()
+            switch action {
+            case .none:
                 return
-            } catch {
-                agent.log.warning("registration failed; retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: delays.next())
+            case .register(let name):
+                action = await outcome(of: action, &watch) { watch in try await watch.registered(name: self.register(zk, name: name)) }
+            case .writeRegistration(let name):
+                action = await outcome(of: action, &watch) { watch in
+                    try await zk.set(self.layout.edge(name), data: self.registrationData(), version: 0)
+                    return watch.next()
+                }
+            case .read(let node):
+                action = await outcome(of: action, &watch) { watch in
+                    // The watch asks only for nodes it can name; were it not so, the job ends as after a failed call.
+                    guard let path = watch.path(of: node) else { return watch.failed() }
+                    do {
+                        return watch.read(node, .data(try await zk.get(path, watch: true).data))
+                    } catch let error as ZooKeeperError where error.code == .noNode {
+                        return watch.read(node, .noNode)
+                    }
+                }
+            case .watchCreation(let node):
+                action = await outcome(of: action, &watch) { watch in
+                    // The watch asks only for nodes it can name; were it not so, the job ends as after a failed call.
+                    guard let path = watch.path(of: node) else { return watch.failed() }
+                    return watch.watchedCreation(node, exists: try await zk.exists(path, watch: true) != nil)
+                }
+            case .listProducts:
+                action = await outcome(of: action, &watch) { watch in
+                    do {
+                        return watch.listed(.names(try await zk.children(self.layout.products, watch: true)))
+                    } catch let error as ZooKeeperError where error.code == .noNode {
+                        return watch.listed(.noNode)
+                    }
+                }
+            case .createProductsPath:
+                action = await outcome(of: action, &watch) { watch in
+                    try await zk.ensurePath(self.layout.products)
+                    return watch.next()
+                }
+            case .knowProduct(let product):
+                ledger.applyGrant(product, granted: 0)
+                action = watch.next()
+            case .applyGrant(let product, let granted):
+                let added = ledger.applyGrant(product, granted: granted)
+                if added > 0 {
+                    logger.debug("quota applied", metadata: ["product": "\(product)", "granted": "\(granted)", "added": "\(added)"])
+                }
+                action = watch.next()
+            case .setKeep(let perMillion):
+                shedder.setKeepPerMillion(perMillion)
+                action = watch.next()
+            case .ignore(let node, let garbage):
+                logger.warning("zookeeper node holds garbage; ignored", metadata: ["node": "\(node)", "garbage": "\(garbage)"])
+                action = watch.next()
+            case .suspendUntilVouched:
+                logger.warning("zookeeper session expired: handing back unsold units and registering again")
+                ledger.suspendUntilVouched()
+                action = watch.next()
+            case .reconnect:
+                action = await outcome(of: action, &watch) { watch in
+                    try await zk.reconnect()
+                    return watch.reconnected(now: .now)
+                }
+            case .sleep(let delay):
+                try await Task.sleep(for: delay)
+                action = watch.next()
+            case .connectionLost:
+                logger.warning("zookeeper connection lost: serving from the local counters")
+                action = watch.next()
+            case .connectionBack:
+                logger.info("zookeeper connection back: resyncing")
+                action = watch.next()
+            case .resumeSelling(let heardAt):
+                resumeSelling(heardAt: heardAt)
+                action = watch.next()
+            case .announceRegistered(let heardAt):
+                heard(at: heardAt)
+                finishRegistration(.success(edgeID))
+                logger.info("edge registered", metadata: ["edge": "\(edgeID)", "address": "\(address)"])
+                action = watch.next()
             }
+        }
+    }
+
+    /// One ZooKeeper call of the watch: its outcome, or `failed` (logged: a warning when it is retried).
+    private func outcome(
+        of action: EdgeQuotaWatch.Action, _ watch: inout EdgeQuotaWatch,
+        _ call: (inout EdgeQuotaWatch) async throws -> EdgeQuotaWatch.Action
+    ) async -> EdgeQuotaWatch.Action {
+        do {
+            return try await call(&watch)
+        } catch {
+            let next = watch.failed()
+            if case .sleep = next {
+                logger.warning("zookeeper call failed; retrying", metadata: ["call": "\(action)", "error": "\(error)"])
+            } else {
+                // Connection trouble: the `connected` event that follows re-reads everything.
+                logger.debug("zookeeper call failed", metadata: ["call": "\(action)", "error": "\(error)"])
+            }
+            return next
         }
     }
 
@@ -499,131 +437,47 @@ private struct AgentSession {
     /// same name again as a plain ephemeral node: orders record the edge id and the quota service reclaims a dead
     /// edge's units from the orders of that id, so an edge must keep one id for the life of its process. Sequence
     /// numbers are never handed out twice under one parent, so no other edge can hold the name meanwhile.
-    private func ensureRegistered() async throws {
-        let data = agent.registrationData()
-        guard let name = agent.nodeName else {
+    private func register(_ zk: ZooKeeperClient, name: String?) async throws -> String {
+        let data = registrationData()
+        guard let name else {
             let path = try await zk.create(
                 layout.edges + "/" + QuotaLayout.edgePrefix, data: data, mode: .ephemeralSequential,
-                acl: agent.access.registration, createParents: !agent.access.edgeEnforces)
+                acl: access.registration, createParents: !access.edgeEnforces)
             let name = String(path.split(separator: "/").last ?? "")
-            agent.adopt(name: name, session: zk.sessionID)
-            // The data written at creation could not hold the id yet.
-            try await zk.set(path, data: agent.registrationData(), version: 0)
-            return
+            self.name.withLock { $0 = name }
+            if let id = QuotaLayout.edgeID(name: name) { ledger.setHolder(edgeID: id, session: zk.sessionID) }
+            return name
         }
         let path = layout.edge(name)
         do {
             try await zk.create(
-                path, data: data, mode: .ephemeral, acl: agent.access.registration, createParents: !agent.access.edgeEnforces)
+                path, data: data, mode: .ephemeral, acl: access.registration, createParents: !access.edgeEnforces)
         } catch let error as ZooKeeperError where error.code == .nodeExists {
             if let stat = try await zk.exists(path), stat.ephemeralOwner != zk.sessionID {
                 // Left by our previous session, which the server has not expired yet (or made by someone else):
                 // replace it.
                 try await zk.delete(path, version: stat.version)
-                try await zk.create(path, data: data, mode: .ephemeral, acl: agent.access.registration)
+                try await zk.create(path, data: data, mode: .ephemeral, acl: access.registration)
             }
         }
         // The quota service trusts the registration of the session this edge names in its ReleaseQuota answers.
-        agent.ledger.setHolder(edgeID: agent.edgeID, session: zk.sessionID)
+        ledger.setHolder(edgeID: edgeID, session: zk.sessionID)
+        return name
     }
 
-    private mutating func recoverFromExpiry() async throws {
-        agent.log.warning("zookeeper session expired: handing back unsold units and registering again")
-        agent.ledger.suspendUntilVouched()
-        var delays = EdgeQuotaAgent.retryDelay.makeIterator()
-        while true {
-            try Task.checkCancellation()
-            do {
-                try await zk.reconnect()
-                break
-            } catch {
-                agent.log.warning("zookeeper reconnect failed; retrying", metadata: ["error": "\(error)"])
-                try await Task.sleep(for: delays.next())
-            }
-        }
-        disconnected = false
-        let before = ContinuousClock.now
-        try await registerUntilDone()
-        try await resyncOrThrow()
-        agent.resumeSelling(heardAt: before)
-    }
-
-    /// Re-reads (and re-watches) the shed setting, the product list and every quota node of ours.
-    mutating func resync() async {
-        do {
-            try await resyncOrThrow()
-        } catch {
-            agent.log.debug("resync incomplete", metadata: ["error": "\(error)"])
-        }
-    }
-
-    /// The same; a suspended edge sells again only once this succeeded (else the next `connected` event retries).
-    mutating func resyncOrThrow() async throws {
-        try await readShed()
-        try await refreshProducts(rereadAll: true)
-    }
-
-    private mutating func refreshProducts(rereadAll: Bool) async throws {
-        let names: [String]
-        do {
-            names = try await zk.children(layout.products, watch: true)
-        } catch let error as ZooKeeperError where error.code == .noNode && !agent.access.edgeEnforces {
-            try await zk.ensurePath(layout.products)
-            names = try await zk.children(layout.products, watch: true)
-        }
-        for product in names where rereadAll || !products.contains(product) {
-            products.insert(product)
-            // Known from now on, with no units yet: an attempt before this edge's first grant arrives is answered
-            // as a dry counter (ask for more, else SOLD_OUT), never NOT_FOUND for a product that exists.
-            agent.ledger.applyGrant(product, granted: 0)
-            try await readQuota(product)
-        }
-    }
-
-    /// Reads our quota node of `product` with a watch; when it does not exist yet, watches for its creation.
-    private func readQuota(_ product: String) async throws {
-        guard let name = agent.nodeName else { return }
-        let path = layout.quota(product, edge: name)
-        for _ in 0..<2 {
-            do {
-                agent.apply(quota: try await zk.get(path, watch: true).data, product: product)
-                return
-            } catch let error as ZooKeeperError where error.code == .noNode {
-                if try await zk.exists(path, watch: true) == nil { return }
-            }
-        }
-    }
-
-    private func readShed() async throws {
-        for _ in 0..<2 {
-            do {
-                agent.apply(shed: try await zk.get(layout.shed, watch: true).data)
-                return
-            } catch let error as ZooKeeperError where error.code == .noNode {
-                if try await zk.exists(layout.shed, watch: true) == nil { return }
-            }
-        }
+    static func hostPort(_ text: String) -> (String, Int)? {
+        HostPort(text, defaultHost: "127.0.0.1").map { ($0.host, $0.port) }
     }
 }
 
-/// When an edge cut off from ZooKeeper must stop selling, pure: the server expires a session one session timeout
-/// after it last heard from it (never earlier: it rounds expiry up to its next tick), and `lastHeard` is when a call
-/// it answered was sent, so the session lives at least until `lastHeard + sessionTimeout`. The edge stops a margin
-/// before that: an eighth of the timeout, at least 200 ms (the watch's granularity, scheduling, a slow answer).
-enum SessionGuard {
-    static func margin(sessionTimeout: Duration) -> Duration { max(sessionTimeout / 8, .milliseconds(200)) }
-
-    /// The instant the edge fences itself. Every forward must end by then (`QuotaLedger.fence`): the inventory buys
-    /// nothing past a forward's deadline, so no purchase of this edge commits once its session could expire
-    /// (timing rule T1 of the model; the margin also covers the forward's time on the wire).
-    static func fence(lastHeard: ContinuousClock.Instant, sessionTimeout: Duration) -> ContinuousClock.Instant {
-        lastHeard + sessionTimeout - margin(sessionTimeout: sessionTimeout)
+extension RefillOutcome {
+    /// What a `quota.GrantMore` answer brought, from the product's usage before the call and after its grant was
+    /// applied. The quota node's watch may have applied the grant first: compared with what we had before the call.
+    init(grant: GrantMoreResponse, before: QuotaLedger.Usage?, after: QuotaLedger.Usage?) {
+        if (after?.granted ?? 0) > (before?.granted ?? 0) || (after?.available ?? 0) > 0 {
+            self = .granted
+        } else {
+            self = grant.soldOut ? .soldOut : .unavailable
+        }
     }
-
-    static func mustSuspend(lastHeard: ContinuousClock.Instant, now: ContinuousClock.Instant, sessionTimeout: Duration) -> Bool {
-        now >= fence(lastHeard: lastHeard, sessionTimeout: sessionTimeout)
-    }
-
-    /// How often to make sure ZooKeeper still answers: often enough that a healthy connection is never near the limit.
-    static func heartbeat(sessionTimeout: Duration) -> Duration { max(sessionTimeout / 10, .milliseconds(50)) }
 }

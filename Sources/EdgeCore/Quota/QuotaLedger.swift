@@ -1,9 +1,11 @@
 // model: Sources/QuotaCore/Planning/QuotaProtocol.pml (take -> EDGE_FORWARD; giveBack -> settle; applyGrant ->
 // EDGE_APPLY; release -> QS_RELEASE, QS_PROBE; suspend/vouch -> FENCE, vouch). Update both together.
+// swift-atomics only for the product table's reference swap (`AtomicReference`): Synchronization has no atomic
+// strong reference, and a lock there would put one on every take.
 import Atomics
 import FlashSaleClient
-import NIOConcurrencyHelpers
 import NIOCore
+import Synchronization
 
 /// The edge's local quota: per product, the units the quota service granted this edge minus the units it used
 /// and the units it handed back. The purchase path takes a unit here before it forwards an attempt, so the
@@ -31,16 +33,16 @@ public final class QuotaLedger: Sendable {
     }
 
     private let table = ManagedAtomic(ProductTable(products: [:]))
-    private let suspended = ManagedAtomic(false)
+    private let suspended = Atomic(false)
     /// Set by `suspendUntilVouched`: only `vouch` lifts the suspension.
-    private let awaitingVouch = ManagedAtomic(false)
-    private let holderID = ManagedAtomic<UInt32>(0)
-    private let holderSession = ManagedAtomic<Int64>(0)
+    private let awaitingVouch = Atomic(false)
+    private let holderID = Atomic<UInt32>(0)
+    private let holderSession = Atomic<Int64>(0)
     /// The fence instant (`SessionGuard.fence`), as nanoseconds since `Self.epoch`; none until the agent sets one.
-    private let fenceNanos = ManagedAtomic<Int64>(.max)
+    private let fenceNanos = Atomic<Int64>(.max)
     private static let epoch = ContinuousClock.now
     /// Serializes writers of the table (adding products); readers never take it.
-    private let tableWriters = NIOLock()
+    private let tableWriters = Mutex(())
 
     public init() {}
 
@@ -183,7 +185,7 @@ public final class QuotaLedger: Sendable {
 
     private func quota(for product: String) -> ProductQuota {
         if let quota = self.table.load(ordering: .acquiring).products[product] { return quota }
-        return self.tableWriters.withLock {
+        return self.tableWriters.withLock { _ in
             let current = self.table.load(ordering: .acquiring)
             if let quota = current.products[product] { return quota }
             let quota = ProductQuota()
@@ -203,11 +205,11 @@ private final class ProductTable: AtomicReference, Sendable {
 /// One product's counters. `available` is the only one the hot path decrements; the others are for reporting.
 /// Invariant once every operation has returned: available == granted - used - released.
 private final class ProductQuota: Sendable {
-    let available = ManagedAtomic<Int64>(0)
-    let granted = ManagedAtomic<Int64>(0)
-    let used = ManagedAtomic<Int64>(0)
-    let released = ManagedAtomic<Int64>(0)
-    let soldOut = ManagedAtomic<Bool>(false)
+    let available = Atomic<Int64>(0)
+    let granted = Atomic<Int64>(0)
+    let used = Atomic<Int64>(0)
+    let released = Atomic<Int64>(0)
+    let soldOut = Atomic<Bool>(false)
 
     func take() -> QuotaLedger.Take {
         var current = self.available.load(ordering: .relaxed)
@@ -215,7 +217,7 @@ private final class ProductQuota: Sendable {
             let (exchanged, original) = self.available.weakCompareExchange(
                 expected: current, desired: current - 1, ordering: .acquiringAndReleasing)
             if exchanged {
-                self.used.wrappingIncrement(ordering: .relaxed)
+                self.used.wrappingAdd(1, ordering: .relaxed)
                 return .taken
             }
             current = original
@@ -224,8 +226,8 @@ private final class ProductQuota: Sendable {
     }
 
     func giveBack() {
-        self.used.wrappingDecrement(ordering: .relaxed)
-        self.available.wrappingIncrement(ordering: .acquiringAndReleasing)
+        self.used.wrappingSubtract(1, ordering: .relaxed)
+        self.available.wrappingAdd(1, ordering: .acquiringAndReleasing)
     }
 
     func applyGrant(_ newTotal: Int64) -> Int64 {
@@ -234,7 +236,7 @@ private final class ProductQuota: Sendable {
             let (exchanged, original) = self.granted.compareExchange(
                 expected: old, desired: newTotal, ordering: .acquiringAndReleasing)
             if exchanged {
-                self.available.wrappingIncrement(by: newTotal - old, ordering: .acquiringAndReleasing)
+                self.available.wrappingAdd(newTotal - old, ordering: .acquiringAndReleasing)
                 self.soldOut.store(false, ordering: .releasing)
                 return newTotal - old
             }
@@ -250,7 +252,7 @@ private final class ProductQuota: Sendable {
             let (exchanged, original) = self.available.weakCompareExchange(
                 expected: current, desired: current - units, ordering: .acquiringAndReleasing)
             if exchanged {
-                self.released.wrappingIncrement(by: units, ordering: .relaxed)
+                self.released.wrappingAdd(units, ordering: .relaxed)
                 return units
             }
             current = original

@@ -1,9 +1,8 @@
-import Atomics
 import Foundation
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Proto
+import Synchronization
 import Wire
 
 #if canImport(Glibc)
@@ -19,33 +18,33 @@ final class HostileClients: Sendable {
 
     /// What happened, counted from every hostile task.
     final class Counters: Sendable {
-        let opened = ManagedAtomic(0)
-        let peakOpen = ManagedAtomic(0)
-        let open = ManagedAtomic(0)
-        let connectFailures = ManagedAtomic(0)
+        let opened = Atomic(0)
+        let peakOpen = Atomic(0)
+        let open = Atomic(0)
+        let connectFailures = Atomic(0)
         /// Idle connections the server closed, and the sum of how long each lived (ms).
-        let idleClosed = ManagedAtomic(0)
-        let idleLifetimeMsTotal = ManagedAtomic(0)
+        let idleClosed = Atomic(0)
+        let idleLifetimeMsTotal = Atomic(0)
         /// Slow frames cut off by the server, answered anyway (the frame timeout did not fire), and lifetimes.
-        let slowStarted = ManagedAtomic(0)
-        let slowClosed = ManagedAtomic(0)
-        let slowAnswered = ManagedAtomic(0)
-        let slowLifetimeMsTotal = ManagedAtomic(0)
+        let slowStarted = Atomic(0)
+        let slowClosed = Atomic(0)
+        let slowAnswered = Atomic(0)
+        let slowLifetimeMsTotal = Atomic(0)
         /// Oversized length headers sent; connections the server closed at once; ones it did not close.
-        let oversizedSent = ManagedAtomic(0)
-        let oversizedClosed = ManagedAtomic(0)
-        let oversizedNotClosed = ManagedAtomic(0)
+        let oversizedSent = Atomic(0)
+        let oversizedClosed = Atomic(0)
+        let oversizedNotClosed = Atomic(0)
         /// Connect-and-close storm: connections made and dropped (FIN, RST, or after half a frame).
-        let stormConnections = ManagedAtomic(0)
+        let stormConnections = Atomic(0)
         /// Clients that send big requests and never read the answers: connections, bytes the kernel took from
         /// them, connections the server closed.
-        let nonReaders = ManagedAtomic(0)
-        let nonReaderBytes = ManagedAtomic(0)
-        let nonReadersClosed = ManagedAtomic(0)
+        let nonReaders = Atomic(0)
+        let nonReaderBytes = Atomic(0)
+        let nonReadersClosed = Atomic(0)
 
         func didOpen() {
-            opened.wrappingIncrement(ordering: .relaxed)
-            let now = open.wrappingIncrementThenLoad(ordering: .relaxed)
+            opened.wrappingAdd(1, ordering: .relaxed)
+            let now = open.wrappingAdd(1, ordering: .relaxed).newValue
             var peak = peakOpen.load(ordering: .relaxed)
             while now > peak {
                 let (exchanged, original) = peakOpen.compareExchange(expected: peak, desired: now, ordering: .relaxed)
@@ -54,7 +53,7 @@ final class HostileClients: Sendable {
             }
         }
 
-        func didClose() { open.wrappingDecrement(ordering: .relaxed) }
+        func didClose() { open.wrappingSubtract(1, ordering: .relaxed) }
     }
 
     let counters = Counters()
@@ -68,9 +67,9 @@ final class HostileClients: Sendable {
     /// Counts what a hostile connection receives (answers to slow frames, if ever).
     private final class Sink: ChannelInboundHandler, Sendable {
         typealias InboundIn = ByteBuffer
-        let received = ManagedAtomic(0)
+        let received = Atomic(0)
         func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-            received.wrappingIncrement(by: Self.unwrapInboundIn(data).readableBytes, ordering: .relaxed)
+            received.wrappingAdd(Self.unwrapInboundIn(data).readableBytes, ordering: .relaxed)
         }
         func errorCaught(context: ChannelHandlerContext, error: any Error) { context.close(promise: nil) }
     }
@@ -89,7 +88,7 @@ final class HostileClients: Sendable {
             channel.closeFuture.whenComplete { _ in self.counters.didClose() }
             return (channel, sink)
         } catch {
-            counters.connectFailures.wrappingIncrement(ordering: .relaxed)
+            counters.connectFailures.wrappingAdd(1, ordering: .relaxed)
             throw error
         }
     }
@@ -123,9 +122,9 @@ final class HostileClients: Sendable {
                         let opened = ContinuousClock.now
                         channel.closeFuture.whenComplete { _ in
                             guard ContinuousClock.now < until else { return }  // closed by us at the end
-                            self.counters.idleClosed.wrappingIncrement(ordering: .relaxed)
+                            self.counters.idleClosed.wrappingAdd(1, ordering: .relaxed)
                             let ms = Int((ContinuousClock.now - opened) / .milliseconds(1))
-                            self.counters.idleLifetimeMsTotal.wrappingIncrement(by: ms, ordering: .relaxed)
+                            self.counters.idleLifetimeMsTotal.wrappingAdd(ms, ordering: .relaxed)
                         }
                         return channel
                     }
@@ -150,7 +149,7 @@ final class HostileClients: Sendable {
                 try? await Task.sleep(for: .milliseconds(100))
                 continue
             }
-            counters.slowStarted.wrappingIncrement(ordering: .relaxed)
+            counters.slowStarted.wrappingAdd(1, ordering: .relaxed)
             let started = ContinuousClock.now
             var rest = frame
             while let byte = rest.readSlice(length: 1), channel.isActive, ContinuousClock.now < until {
@@ -158,12 +157,12 @@ final class HostileClients: Sendable {
                 try? await Task.sleep(for: interval)
             }
             if !channel.isActive {
-                counters.slowClosed.wrappingIncrement(ordering: .relaxed)
-                counters.slowLifetimeMsTotal.wrappingIncrement(
-                    by: Int((ContinuousClock.now - started) / .milliseconds(1)), ordering: .relaxed)
+                counters.slowClosed.wrappingAdd(1, ordering: .relaxed)
+                counters.slowLifetimeMsTotal.wrappingAdd(
+                    Int((ContinuousClock.now - started) / .milliseconds(1)), ordering: .relaxed)
             } else if rest.readableBytes == 0 {
                 try? await Task.sleep(for: .milliseconds(200))
-                if sink.received.load(ordering: .relaxed) > 0 { counters.slowAnswered.wrappingIncrement(ordering: .relaxed) }
+                if sink.received.load(ordering: .relaxed) > 0 { counters.slowAnswered.wrappingAdd(1, ordering: .relaxed) }
                 try? await channel.close()
             } else {
                 try? await channel.close()
@@ -184,12 +183,12 @@ final class HostileClients: Sendable {
                 try? await Task.sleep(for: .milliseconds(50))
                 continue
             }
-            counters.oversizedSent.wrappingIncrement(ordering: .relaxed)
+            counters.oversizedSent.wrappingAdd(1, ordering: .relaxed)
             try? await channel.writeAndFlush(header)
             if await closes(channel, within: .seconds(2)) {
-                counters.oversizedClosed.wrappingIncrement(ordering: .relaxed)
+                counters.oversizedClosed.wrappingAdd(1, ordering: .relaxed)
             } else {
-                counters.oversizedNotClosed.wrappingIncrement(ordering: .relaxed)
+                counters.oversizedNotClosed.wrappingAdd(1, ordering: .relaxed)
                 try? await channel.close()
             }
         }
@@ -209,7 +208,7 @@ final class HostileClients: Sendable {
             let next = ContinuousClock.now + pause
             n += 1
             if let (channel, _) = try? await connect() {
-                counters.stormConnections.wrappingIncrement(ordering: .relaxed)
+                counters.stormConnections.wrappingAdd(1, ordering: .relaxed)
                 switch n % 4 {
                 case 0: try? await channel.close()  // FIN
                 case 1: try? await channel.writeAndFlush(half); fallthrough
@@ -239,16 +238,16 @@ final class HostileClients: Sendable {
                 try? await Task.sleep(for: .milliseconds(100))
                 continue
             }
-            counters.nonReaders.wrappingIncrement(ordering: .relaxed)
+            counters.nonReaders.wrappingAdd(1, ordering: .relaxed)
             // Each write completes once the kernel took it: when the server stops reading, writes stop completing.
             let writer = Task {
                 while channel.isActive {
                     do { try await channel.writeAndFlush(frame) } catch { return }
-                    self.counters.nonReaderBytes.wrappingIncrement(by: frame.readableBytes, ordering: .relaxed)
+                    self.counters.nonReaderBytes.wrappingAdd(frame.readableBytes, ordering: .relaxed)
                 }
             }
             if await closes(channel, within: until - ContinuousClock.now) {
-                counters.nonReadersClosed.wrappingIncrement(ordering: .relaxed)
+                counters.nonReadersClosed.wrappingAdd(1, ordering: .relaxed)
             }
             try? await channel.close()
             await writer.value

@@ -2,11 +2,11 @@ import ArgumentParser
 import Cluster
 import Foundation
 import Histogram
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Proto
 import ServiceKit
+import Synchronization
 import Wire
 
 /// `flashsale-bench hostile`: one real Edge process on loopback against hostile clients, beside a well-behaved one.
@@ -180,16 +180,16 @@ struct Probe: Sendable {
 /// Samples a process's resident memory every 100 ms and keeps the peak.
 final class MemoryWatch: Sendable {
     let pid: Int32
-    private let state = NIOLockedValueBox((peak: 0.0, stopped: false))
+    private let state = Mutex((peak: 0.0, stopped: false))
 
     init(pid: Int32) { self.pid = pid }
 
-    var peak: Double { state.withLockedValue { $0.peak } }
-    func stop() { state.withLockedValue { $0.stopped = true } }
+    var peak: Double { state.withLock { $0.peak } }
+    func stop() { state.withLock { $0.stopped = true } }
 
     func run() async {
-        while !state.withLockedValue({ $0.stopped }) {
-            if let rss = residentMiB(pid: pid) { state.withLockedValue { $0.peak = max($0.peak, rss) } }
+        while !state.withLock({ $0.stopped }) {
+            if let rss = residentMiB(pid: pid) { state.withLock { $0.peak = max($0.peak, rss) } }
             try? await Task.sleep(for: .milliseconds(100))
         }
     }

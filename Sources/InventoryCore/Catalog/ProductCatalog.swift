@@ -1,4 +1,4 @@
-import Foundation
+import Synchronization
 
 /// A product as the purchase path sees it: its key in its database, and which database (pool) serves it.
 struct CatalogEntry: Sendable, Equatable {
@@ -9,20 +9,18 @@ struct CatalogEntry: Sendable, Equatable {
 
 /// Every known product by name, in memory: the purchase path resolves names without a database round trip.
 /// Filled at start-up from the main database's catalog and on CreateProduct.
-final class ProductCatalog: @unchecked Sendable {
-    // @unchecked: `entries` is only touched under `lock`.
-    private let lock = NSLock()
-    private var entries: [String: CatalogEntry] = [:]
+final class ProductCatalog: Sendable {
+    private let entries = Mutex<[String: CatalogEntry]>([:])
 
     func entry(named name: String) -> CatalogEntry? {
-        lock.withLock { entries[name] }
+        entries.withLock { $0[name] }
     }
 
     func insert(_ entry: CatalogEntry) {
-        lock.withLock { entries[entry.name] = entry }
+        entries.withLock { $0[entry.name] = entry }
     }
 
     var all: [CatalogEntry] {
-        lock.withLock { entries.values.sorted { $0.key < $1.key } }
+        entries.withLock { $0.values.sorted { $0.key < $1.key } }
     }
 }

@@ -1,10 +1,10 @@
 import Addressing
 import FlashSaleClient
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import Proto
 import ServiceKit
+import Synchronization
 import Wire
 
 /// Asks edges to hand back units they have not used (`edge.ReleaseQuota`), by edge id, one pooled client per edge
@@ -27,7 +27,7 @@ final class EdgeReleaser: Sendable {
     private let timeout: TimeAmount
     private let idleLimit: Duration
     private let logger: Logger
-    private let clients = NIOLockedValueBox<[String: (client: RPCClient, lastUse: ContinuousClock.Instant)]>([:])
+    private let clients = Mutex<[String: (client: RPCClient, lastUse: ContinuousClock.Instant)]>([:])
 
     /// `serviceToken`: `edge.ReleaseQuota` needs it.
     init(serviceToken: String, timeout: TimeAmount = .seconds(1), idleLimit: Duration = .seconds(30), logger: Logger) {
@@ -37,7 +37,7 @@ final class EdgeReleaser: Sendable {
         self.logger = logger
     }
 
-    var clientCount: Int { clients.withLockedValue { $0.count } }
+    var clientCount: Int { clients.withLock { $0.count } }
 
     func release(product: String, units: Int64, edgeID: UInt32, address: String) async -> Answer {
         guard let client = self.client(for: address) else { return .unreachable }
@@ -62,7 +62,7 @@ final class EdgeReleaser: Sendable {
     }
 
     private func forget(_ address: String, _ client: RPCClient) async {
-        let removed = clients.withLockedValue { clients -> Bool in
+        let removed = clients.withLock { clients -> Bool in
             guard clients[address]?.client === client else { return false }
             clients[address] = nil
             return true
@@ -72,7 +72,7 @@ final class EdgeReleaser: Sendable {
 
     /// Drops the clients no call used for `idleLimit` (no call is in flight on them: calls time out long before).
     func forgetIdle(now: ContinuousClock.Instant = .now) async {
-        let idle = clients.withLockedValue { clients -> [RPCClient] in
+        let idle = clients.withLock { clients -> [RPCClient] in
             let stale = clients.filter { now - $0.value.lastUse >= idleLimit }
             for address in stale.keys { clients[address] = nil }
             return stale.values.map(\.client)
@@ -81,7 +81,7 @@ final class EdgeReleaser: Sendable {
     }
 
     func shutdown() async {
-        let all = clients.withLockedValue { clients in
+        let all = clients.withLock { clients in
             defer { clients.removeAll() }
             return clients.values.map(\.client)
         }
@@ -90,7 +90,7 @@ final class EdgeReleaser: Sendable {
 
     private func client(for address: String) -> RPCClient? {
         guard let (host, port) = HostPort(address).map({ ($0.host, $0.port) }) else { return nil }
-        return clients.withLockedValue { clients in
+        return clients.withLock { clients in
             if let known = clients[address] {
                 clients[address]?.lastUse = .now
                 return known.client
