@@ -31,9 +31,16 @@ struct HoldRaceTests {
         }
     }
 
-    /// `count` holds of a new product (hold time 300 s: only the test's pay_by decides), bought through `client`.
+    /// Products of `count` units with a hold time of 300 s (only the test's pay_by decides). Made before a second
+    /// inventory starts: an instance learns the catalog at start.
+    static func createProducts(_ client: InventoryClient, _ names: [String], count: Int) async throws {
+        for name in names {
+            _ = try await client.createProduct(CreateProductRequest(productId: name, totalStock: Int64(count), holdSeconds: 300))
+        }
+    }
+
+    /// `count` holds of the product, bought through `client`.
     static func makeHolds(_ client: InventoryClient, product: String, count: Int) async throws -> [UInt64] {
-        _ = try await client.createProduct(CreateProductRequest(productId: product, totalStock: Int64(count), holdSeconds: 300))
         let ids = TestIds.make(count)
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (index, id) in ids.enumerated() {
@@ -47,13 +54,27 @@ struct HoldRaceTests {
         return ids
     }
 
-    /// Every hold of the product due `after` from now; returns when that is, by the database's clock.
-    static func makeDue(_ harness: InventoryHarness, product: String, after milliseconds: Int) async throws {
+    /// Every hold of the product due at a random moment of the next `window` milliseconds, so that confirms spread
+    /// over the same window meet expiries at every distance, ties included, whatever the machine's pace.
+    static func makeDue(_ harness: InventoryHarness, product: String, window milliseconds: Int) async throws {
         _ = try await harness.sql(
             """
-            UPDATE requests SET pay_by = now() + make_interval(secs => $2::double precision / 1000)
+            UPDATE requests SET pay_by = clock_timestamp() + make_interval(secs => random() * $2::double precision / 1000)
              WHERE state = 'held' AND product_id = (SELECT id FROM products WHERE name = $1)
             """, [product, String(milliseconds)])
+    }
+
+    /// Runs `body` for each id, the i-th after i/count of `window` milliseconds.
+    static func spread<T: Sendable>(_ ids: [UInt64], window milliseconds: Int, _ body: @escaping @Sendable (Int, UInt64) async -> T) async -> [UInt64: T] {
+        await withTaskGroup(of: (UInt64, T).self) { group in
+            for (index, id) in ids.enumerated() {
+                group.addTask {
+                    try? await Task.sleep(for: .milliseconds(milliseconds * index / max(ids.count, 1)))
+                    return (id, await body(index, id))
+                }
+            }
+            return await group.reduce(into: [UInt64: T]()) { $0[$1.0] = $1.1 }
+        }
     }
 
     /// Expirers of the test's own (as many instances would be), calling `expire_holds` in a loop until `until`.
@@ -119,20 +140,18 @@ struct HoldRaceTests {
         try await InventoryHarness.with { harness in
             let client = harness.client(connections: 8)
             defer { Task { await client.shutdown() } }
+            try await Self.createProducts(client, (0..<Self.rounds).map { "race-\($0)" }, count: Self.holds)
             try await Self.withSecondInventory(harness) { other in
                 for round in 0..<Self.rounds {
                     let product = "race-\(round)"
                     let ids = try await Self.makeHolds(client, product: product, count: Self.holds)
-                    try await Self.makeDue(harness, product: product, after: 300)
-                    try await Task.sleep(for: .milliseconds(280))
-                    // Confirms from both instances and expiries from both instances and three more, at pay_by.
-                    async let expiring: Void = Self.expirers(harness, count: 3, until: .now + .milliseconds(150))
-                    let answers = await withTaskGroup(of: (UInt64, Answer).self) { group in
-                        for (index, id) in ids.enumerated() {
-                            let via = index % 2 == 0 ? client : other
-                            group.addTask { (id, await Self.answer { try await via.confirmOrder(.byRequest(product, id)) }) }
-                        }
-                        return await group.reduce(into: [UInt64: Answer]()) { $0[$1.0] = $1.1 }
+                    // Confirms from both instances, expiries from both instances and three expirers more, all
+                    // through the window in which the holds fall due.
+                    try await Self.makeDue(harness, product: product, window: 600)
+                    async let expiring: Void = Self.expirers(harness, count: 3, until: .now + .milliseconds(700))
+                    let answers = await Self.spread(ids, window: 600) { index, id in
+                        let via = index % 2 == 0 ? client : other
+                        return await Self.answer { try await via.confirmOrder(.byRequest(product, id)) }
                     }
                     try await expiring
                     try await Self.waitUntilEnded(client, product: product)
@@ -146,6 +165,7 @@ struct HoldRaceTests {
                     }
                     // The released units sell again, to new buyers, and never beyond the stock.
                     let released = states.values.filter { $0 == "released" }.count
+                    print("hold race round \(round): \(Self.holds - released) confirms paid, \(released) holds expired first")
                     var bought = 0
                     for user in 1_000..<(1_000 + released + 3) {
                         let response = try await client.purchase(PurchaseRequest(requestId: TestIds.make()[0], userId: UInt64(user), productId: product))
@@ -162,6 +182,7 @@ struct HoldRaceTests {
         try await InventoryHarness.with { harness in
             let client = harness.client(connections: 8)
             defer { Task { await client.shutdown() } }
+            try await Self.createProducts(client, (0..<Self.rounds).map { "duel-\($0)" }, count: Self.holds)
             try await Self.withSecondInventory(harness) { other in
                 for round in 0..<Self.rounds {
                     let product = "duel-\(round)"
@@ -196,22 +217,20 @@ struct HoldRaceTests {
             for round in 0..<Self.rounds {
                 let client = harness.client(connections: 8)
                 let product = "crash-\(round)"
+                try await Self.createProducts(client, [product], count: Self.holds * 5)
                 let ids = try await Self.makeHolds(client, product: product, count: Self.holds * 5)
-                try await Self.makeDue(harness, product: product, after: 300)
-                try await Task.sleep(for: .milliseconds(250))
-                // Half the buyers pay around pay_by, and the inventory dies a moment after it, its expiry running.
+                // Half the buyers pay while the holds fall due, and the inventory dies in the middle of it, its
+                // expiry running.
+                try await Self.makeDue(harness, product: product, window: 600)
                 let paying = Array(ids.enumerated().filter { $0.offset % 2 == 0 }.map(\.element))
-                let answers = await withTaskGroup(of: (UInt64, Answer).self) { group in
-                    for id in paying {
-                        group.addTask { (id, await Self.answer { try await client.confirmOrder(.byRequest(product, id), timeout: .seconds(2)) }) }
-                    }
-                    group.addTask {
-                        try? await Task.sleep(for: .milliseconds(50 + 20 * round))
-                        await harness.process.kill9()
-                        return (0, .ok(replayed: true))
-                    }
-                    return await group.reduce(into: [UInt64: Answer]()) { $0[$1.0] = $1.1 }
+                async let killed: Void = {
+                    try? await Task.sleep(for: .milliseconds(250 + 50 * round))
+                    await harness.process.kill9()
+                }()
+                let answers = await Self.spread(paying, window: 600) { _, id in
+                    await Self.answer { try await client.confirmOrder(.byRequest(product, id), timeout: .seconds(2)) }
                 }
+                await killed
                 await client.shutdown()
                 try await harness.start()
                 let restarted = harness.client(connections: 4)
@@ -225,6 +244,8 @@ struct HoldRaceTests {
                     }
                 }
                 #expect(states.count == ids.count && states.values.allSatisfy { $0 == "paid" || $0 == "released" })
+                let paidBeforeKill = answers.values.filter { if case .ok = $0 { true } else { false } }.count
+                print("hold crash round \(round): \(paidBeforeKill) confirms answered OK, \(states.values.filter { $0 == "released" }.count) released in all")
                 try await Self.expectBalanced(restarted, product: product, stock: Int64(Self.holds * 5))
                 await restarted.shutdown()
             }
