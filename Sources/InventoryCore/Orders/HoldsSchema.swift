@@ -181,19 +181,37 @@ END
 $fn$;
 
 
--- A slot to put returned units in, locked: the emptiest one no other transaction holds, else (all are held by
--- batches in flight) the first, waited for.
-CREATE FUNCTION lock_return_slot(p_product integer) RETURNS integer
+-- Releases the held orders `p_ids` (their rows locked by the caller) for `p_reason`, each unit back in a slot of its
+-- product, in the caller's transaction. Per product, in product order: the product row (as adjust_stock takes it),
+-- then one slot, the emptiest no other transaction holds, else (every slot held by batches in flight) the first,
+-- waited for; only then the orders change, so an insert of the same buyer that waits for this transaction holds no
+-- lock it still needs. Returns the products and their units released.
+CREATE FUNCTION release_holds(p_ids bigint[], p_reason text, OUT r_products integer[], OUT r_counts bigint[])
 LANGUAGE plpgsql SET search_path = public, pg_temp AS $fn$
 DECLARE
-    s integer;
+    g     record;
+    s     integer;
+    slots integer[] := '{}';
 BEGIN
-    SELECT ss.slot INTO s FROM stock_slot ss WHERE ss.product_id = p_product
-     ORDER BY ss.remaining, ss.slot LIMIT 1 FOR UPDATE SKIP LOCKED;
-    IF NOT FOUND THEN
-        SELECT ss.slot INTO s FROM stock_slot ss WHERE ss.product_id = p_product ORDER BY ss.slot LIMIT 1 FOR UPDATE;
-    END IF;
-    RETURN s;
+    r_products := '{}';
+    r_counts := '{}';
+    FOR g IN SELECT x.product_id AS p, count(*) AS n FROM requests x
+              WHERE x.request_id = ANY (p_ids) AND x.state = 'held' GROUP BY x.product_id ORDER BY x.product_id LOOP
+        UPDATE products SET released = released + g.n WHERE id = g.p;
+        SELECT ss.slot INTO s FROM stock_slot ss WHERE ss.product_id = g.p
+         ORDER BY ss.remaining, ss.slot LIMIT 1 FOR UPDATE SKIP LOCKED;
+        IF NOT FOUND THEN
+            SELECT ss.slot INTO s FROM stock_slot ss WHERE ss.product_id = g.p ORDER BY ss.slot LIMIT 1 FOR UPDATE;
+        END IF;
+        slots := slots || s;
+        r_products := r_products || g.p;
+        r_counts := r_counts || g.n;
+    END LOOP;
+    UPDATE requests SET state = 'released', release_reason = p_reason, ended_at = now()
+     WHERE request_id = ANY (p_ids) AND state = 'held';
+    FOR i IN 1 .. cardinality(r_products) LOOP
+        UPDATE stock_slot SET remaining = remaining + r_counts[i] WHERE product_id = r_products[i] AND slot = slots[i];
+    END LOOP;
 END
 $fn$;
 
@@ -210,7 +228,6 @@ DECLARE
     o       record;
     outcome smallint := 1;
     reason  text;
-    s       integer;
 BEGIN
     IF p_request IS NOT NULL THEN
         SELECT x.request_id INTO rid FROM requests x
@@ -235,12 +252,7 @@ BEGIN
             ELSE reason := 'cancelled';
             END IF;
         END IF;
-        IF reason IS NOT NULL THEN
-            UPDATE products SET released = released + 1 WHERE id = p_product;
-            s := lock_return_slot(p_product);
-            UPDATE requests SET state = 'released', release_reason = reason, ended_at = now() WHERE request_id = rid;
-            UPDATE stock_slot SET remaining = remaining + 1 WHERE product_id = p_product AND slot = s;
-        END IF;
+        IF reason IS NOT NULL THEN PERFORM release_holds(ARRAY[rid], reason); END IF;
     END IF;
     RETURN QUERY SELECT outcome, x.request_id, x.order_id, x.user_id, x.state,
                         (extract(epoch FROM x.pay_by) * 1000)::bigint, (extract(epoch FROM x.ended_at) * 1000)::bigint,
@@ -255,27 +267,12 @@ $fn$;
 CREATE FUNCTION expire_holds(p_limit integer, OUT r_products integer[], OUT r_counts bigint[])
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = public, pg_temp AS $fn$
 DECLARE
-    ids    bigint[];
-    prods  integer[];
-    g      record;
-    slots  integer[] := '{}';
+    ids bigint[];
 BEGIN
-    r_products := '{}';
-    r_counts := '{}';
-    SELECT coalesce(array_agg(d.request_id), '{}'), coalesce(array_agg(d.product_id), '{}') INTO ids, prods
-      FROM (SELECT x.request_id, x.product_id FROM requests x WHERE x.state = 'held' AND x.pay_by <= now()
+    SELECT coalesce(array_agg(d.request_id), '{}') INTO ids
+      FROM (SELECT x.request_id FROM requests x WHERE x.state = 'held' AND x.pay_by <= now()
              ORDER BY x.pay_by LIMIT greatest(p_limit, 0) FOR UPDATE SKIP LOCKED) d;
-    IF cardinality(ids) = 0 THEN RETURN; END IF;
-    FOR g IN SELECT t.p, count(*) AS n FROM unnest(prods) AS t(p) GROUP BY t.p ORDER BY t.p LOOP
-        UPDATE products SET released = released + g.n WHERE id = g.p;
-        slots := slots || lock_return_slot(g.p);
-        r_products := r_products || g.p;
-        r_counts := r_counts || g.n;
-    END LOOP;
-    UPDATE requests SET state = 'released', release_reason = 'expired', ended_at = now() WHERE request_id = ANY (ids);
-    FOR i IN 1 .. cardinality(r_products) LOOP
-        UPDATE stock_slot SET remaining = remaining + r_counts[i] WHERE product_id = r_products[i] AND slot = slots[i];
-    END LOOP;
+    SELECT r.r_products, r.r_counts INTO r_products, r_counts FROM release_holds(ids, 'expired') r;
 END
 $fn$;
 
@@ -305,7 +302,7 @@ BEGIN
 END
 $fn$;
 
-REVOKE ALL ON FUNCTION lock_return_slot(integer), order_action(integer, bigint, bigint, smallint),
+REVOKE ALL ON FUNCTION release_holds(bigint[], text), order_action(integer, bigint, bigint, smallint),
     expire_holds(integer), create_product(integer, text, bigint, integer, boolean, text, bigint, integer) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION order_action(integer, bigint, bigint, smallint), expire_holds(integer),
     create_product(integer, text, bigint, integer, boolean, text, bigint, integer) TO flashsale_service;
