@@ -88,32 +88,34 @@ final class HoldPayer: Sendable {
         }
     }
 
-    /// Confirms the payers among `holds`, 16 at a time (the inventory answers order calls on one admin connection
-    /// per database, and refuses past 64 waiting).
+    /// Confirms the payers among `holds`, up to 48 in flight (the inventory answers order calls on one admin
+    /// connection per database, and refuses past 64 waiting).
     private func pay(_ holds: [(UInt64, String)]) async throws {
         let payers = holds.filter { choice.pays($0.0) }
         state.withLock {
             $0.seen += holds.count
             $0.abandoned += holds.count - payers.count
         }
-        for chunk in stride(from: 0, to: payers.count, by: 16) {
-            try Task.checkCancellation()
-            await withTaskGroup(of: Void.self) { group in
-                for (request, product) in payers[chunk..<min(chunk + 16, payers.count)] {
-                    group.addTask {
-                        do {
-                            _ = try await retryingUnavailable { try await self.inventory.confirmOrder(.byRequest(product, request)) }
-                            self.state.withLock {
-                                $0.paid += 1
-                                $0.confirmed.insert(request)
-                            }
-                        } catch {
-                            let refused = RPCError.wrapping(error).code == .failedPrecondition
-                            self.state.withLock { if refused { $0.refused += 1 } else { $0.errors += 1 } }
-                        }
-                    }
-                }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for (index, (request, product)) in payers.enumerated() {
+                if index >= 48 { try await group.next() }
+                try Task.checkCancellation()
+                group.addTask { await self.confirm(request, product) }
             }
+            try await group.waitForAll()
+        }
+    }
+
+    private func confirm(_ request: UInt64, _ product: String) async {
+        do {
+            _ = try await retryingUnavailable { try await self.inventory.confirmOrder(.byRequest(product, request)) }
+            state.withLock {
+                $0.paid += 1
+                $0.confirmed.insert(request)
+            }
+        } catch {
+            let refused = RPCError.wrapping(error).code == .failedPrecondition
+            state.withLock { if refused { $0.refused += 1 } else { $0.errors += 1 } }
         }
     }
 

@@ -169,7 +169,7 @@ struct SaleCommand: AsyncParsableCommand {
             try await Task.sleep(for: .milliseconds(600))
             waves += 1
             var wave = swarm
-            wave.attempts = Int(max(1_000, free * 200))
+            wave.attempts = Int(max(1_000, free * 50))
             wave.seed = seed &+ UInt64(waves)
             wave.requestIDBase = swarm.requestIDBase &+ UInt64(waves) << 28
             say("wave \(waves): \(free) units back on sale, \(paid) of \(total) paid; \(wave.attempts) attempts...")
