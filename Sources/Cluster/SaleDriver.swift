@@ -10,11 +10,13 @@ public enum SaleDriver {
     /// `edges` hold them (see `waitUntilEdgesHold`).
     public static func prepare(
         quota: QuotaClient, products: [(id: String, stock: Int64, hot: Bool)], keepPerMillion: UInt32,
-        edges: [ServiceEndpoint], edgeCount: Int? = nil, timeout: Duration = .seconds(30), logger: Logger
+        edges: [ServiceEndpoint], edgeCount: Int? = nil, holdSeconds: UInt32 = 0, timeout: Duration = .seconds(30),
+        logger: Logger
     ) async throws {
         try await quota.setShed(keepPerMillion: keepPerMillion)
         for product in products {
-            _ = try await quota.createProduct(CreateProductRequest(productId: product.id, totalStock: product.stock, hot: product.hot))
+            _ = try await quota.createProduct(CreateProductRequest(
+                productId: product.id, totalStock: product.stock, hot: product.hot, holdSeconds: holdSeconds))
         }
         try await waitUntilEdgesHold(
             quota: quota, stock: Dictionary(uniqueKeysWithValues: products.map { ($0.id, $0.stock) }),

@@ -8,6 +8,6 @@ struct FlashSaleCommand: AsyncParsableCommand {
         abstract: "Run and operate flash sales on the flash-sale platform.",
         subcommands: [
             SaleCommand.self, StatusCommand.self, ProductCommand.self, StockCommand.self, ShedCommand.self,
-            EdgesCommand.self, QuotasCommand.self, AuditCommand.self,
+            EdgesCommand.self, QuotasCommand.self, AuditCommand.self, OrderCommand.self,
         ])
 }

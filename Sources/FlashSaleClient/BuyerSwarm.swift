@@ -79,7 +79,7 @@ public final class BuyerSwarm: Sendable {
             Double(latency.valueAtPercentile(percentile)) / 1000
         }
 
-        mutating func merge(_ other: Result) {
+        public mutating func merge(_ other: Result) {
             attempts += other.attempts
             purchased += other.purchased
             soldOut += other.soldOut

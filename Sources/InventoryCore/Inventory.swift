@@ -13,7 +13,7 @@ final class Inventory: Service, Sendable {
     let hotPool: PurchasePool
     /// A name missing from `catalog` may be a product another replica created: reloaded from the database.
     let catalogRefresh: CatalogRefresher
-    private let logger: Logger
+    let logger: Logger
 
     init(catalog: ProductCatalog, main: ProductDatabase, hot: ProductDatabase, mainPool: PurchasePool,
          hotPool: PurchasePool, logger: Logger) {
@@ -40,8 +40,15 @@ final class Inventory: Service, Sendable {
         mainPool.start()
         // Otherwise HotDatabaseStartup starts it once the hot database is migrated; until then hot purchases are refused.
         if hot.isReady { hotPool.start() }
-        // Listed before the server in the service group, so this returns only after the server has drained.
-        try? await gracefulShutdown()
+        await withTaskGroup(of: Void.self) { group in
+            // Due holds are released in both databases (the hot one's expiry waits until it is ready).
+            for (database, pool) in [(main, mainPool), (hot, hotPool)] {
+                group.addTask { await HoldExpiry(database: database, pool: pool, logger: self.logger).run() }
+            }
+            // Listed before the server in the service group, so this returns only after the server has drained.
+            try? await gracefulShutdown()
+            group.cancelAll()
+        }
         logger.info("inventory draining")
         async let mainStopped: Void = mainPool.stop()
         async let hotStopped: Void = hotPool.stop()
@@ -74,7 +81,7 @@ final class Inventory: Service, Sendable {
             let key = try await main.allocateProductKey()
             let made = try await hot.createProduct(
                 key: key, name: request.productId, totalStock: request.totalStock, slotCount: slotCount, hot: true,
-                database: .hot, saleLimit: request.saleLimit)
+                database: .hot, saleLimit: request.saleLimit, holdSeconds: request.holdSeconds)
             guard try await main.addHotCatalogEntry(
                 key: made.key, name: request.productId, slotCount: slotCount, saleLimit: request.saleLimit)
             else {
@@ -84,7 +91,7 @@ final class Inventory: Service, Sendable {
         } else {
             let made = try await main.createProduct(
                 key: nil, name: request.productId, totalStock: request.totalStock, slotCount: slotCount, hot: false,
-                database: .main, saleLimit: request.saleLimit)
+                database: .main, saleLimit: request.saleLimit, holdSeconds: request.holdSeconds)
             guard made.created else { throw RPCError(.alreadyExists, "the product exists already") }
             entry = CatalogEntry(key: made.key, name: request.productId, role: .main)
         }

@@ -682,6 +682,96 @@ void   flashsale__audit_response__free_unpacked
   assert(message->base.descriptor == &flashsale__audit_response__descriptor);
   protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
 }
+void   flashsale__order_request__init
+                     (Flashsale__OrderRequest         *message)
+{
+  static const Flashsale__OrderRequest init_value = FLASHSALE__ORDER_REQUEST__INIT;
+  *message = init_value;
+}
+size_t flashsale__order_request__get_packed_size
+                     (const Flashsale__OrderRequest *message)
+{
+  assert(message->base.descriptor == &flashsale__order_request__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t flashsale__order_request__pack
+                     (const Flashsale__OrderRequest *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &flashsale__order_request__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t flashsale__order_request__pack_to_buffer
+                     (const Flashsale__OrderRequest *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &flashsale__order_request__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Flashsale__OrderRequest *
+       flashsale__order_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Flashsale__OrderRequest *)
+     protobuf_c_message_unpack (&flashsale__order_request__descriptor,
+                                allocator, len, data);
+}
+void   flashsale__order_request__free_unpacked
+                     (Flashsale__OrderRequest *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &flashsale__order_request__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
+void   flashsale__order__init
+                     (Flashsale__Order         *message)
+{
+  static const Flashsale__Order init_value = FLASHSALE__ORDER__INIT;
+  *message = init_value;
+}
+size_t flashsale__order__get_packed_size
+                     (const Flashsale__Order *message)
+{
+  assert(message->base.descriptor == &flashsale__order__descriptor);
+  return protobuf_c_message_get_packed_size ((const ProtobufCMessage*)(message));
+}
+size_t flashsale__order__pack
+                     (const Flashsale__Order *message,
+                      uint8_t       *out)
+{
+  assert(message->base.descriptor == &flashsale__order__descriptor);
+  return protobuf_c_message_pack ((const ProtobufCMessage*)message, out);
+}
+size_t flashsale__order__pack_to_buffer
+                     (const Flashsale__Order *message,
+                      ProtobufCBuffer *buffer)
+{
+  assert(message->base.descriptor == &flashsale__order__descriptor);
+  return protobuf_c_message_pack_to_buffer ((const ProtobufCMessage*)message, buffer);
+}
+Flashsale__Order *
+       flashsale__order__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data)
+{
+  return (Flashsale__Order *)
+     protobuf_c_message_unpack (&flashsale__order__descriptor,
+                                allocator, len, data);
+}
+void   flashsale__order__free_unpacked
+                     (Flashsale__Order *message,
+                      ProtobufCAllocator *allocator)
+{
+  if(!message)
+    return;
+  assert(message->base.descriptor == &flashsale__order__descriptor);
+  protobuf_c_message_free_unpacked ((ProtobufCMessage*)message, allocator);
+}
 void   flashsale__product_config__init
                      (Flashsale__ProductConfig         *message)
 {
@@ -1582,7 +1672,7 @@ const ProtobufCMessageDescriptor flashsale__purchase_response__descriptor =
   (ProtobufCMessageInit) flashsale__purchase_response__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flashsale__product__field_descriptors[8] =
+static const ProtobufCFieldDescriptor flashsale__product__field_descriptors[11] =
 {
   {
     "product_id",
@@ -1680,11 +1770,50 @@ static const ProtobufCFieldDescriptor flashsale__product__field_descriptors[8] =
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "hold_seconds",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__Product, hold_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "held",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__Product, held),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "released",
+    11,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__Product, released),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__product__field_indices_by_name[] = {
   4,   /* field[4] = database */
+  9,   /* field[9] = held */
+  8,   /* field[8] = hold_seconds */
   3,   /* field[3] = hot */
   0,   /* field[0] = product_id */
+  10,   /* field[10] = released */
   7,   /* field[7] = remaining */
   5,   /* field[5] = sale_limit */
   2,   /* field[2] = slot_count */
@@ -1694,7 +1823,7 @@ static const unsigned flashsale__product__field_indices_by_name[] = {
 static const ProtobufCIntRange flashsale__product__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 8 }
+  { 0, 11 }
 };
 const ProtobufCMessageDescriptor flashsale__product__descriptor =
 {
@@ -1704,14 +1833,14 @@ const ProtobufCMessageDescriptor flashsale__product__descriptor =
   "Flashsale__Product",
   "flashsale",
   sizeof(Flashsale__Product),
-  8,
+  11,
   flashsale__product__field_descriptors,
   flashsale__product__field_indices_by_name,
   1,  flashsale__product__number_ranges,
   (ProtobufCMessageInit) flashsale__product__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flashsale__create_product_request__field_descriptors[5] =
+static const ProtobufCFieldDescriptor flashsale__create_product_request__field_descriptors[6] =
 {
   {
     "product_id",
@@ -1773,8 +1902,21 @@ static const ProtobufCFieldDescriptor flashsale__create_product_request__field_d
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "hold_seconds",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT32,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__CreateProductRequest, hold_seconds),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__create_product_request__field_indices_by_name[] = {
+  5,   /* field[5] = hold_seconds */
   3,   /* field[3] = hot */
   0,   /* field[0] = product_id */
   4,   /* field[4] = sale_limit */
@@ -1784,7 +1926,7 @@ static const unsigned flashsale__create_product_request__field_indices_by_name[]
 static const ProtobufCIntRange flashsale__create_product_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 5 }
+  { 0, 6 }
 };
 const ProtobufCMessageDescriptor flashsale__create_product_request__descriptor =
 {
@@ -1794,7 +1936,7 @@ const ProtobufCMessageDescriptor flashsale__create_product_request__descriptor =
   "Flashsale__CreateProductRequest",
   "flashsale",
   sizeof(Flashsale__CreateProductRequest),
-  5,
+  6,
   flashsale__create_product_request__field_descriptors,
   flashsale__create_product_request__field_indices_by_name,
   1,  flashsale__create_product_request__number_ranges,
@@ -2201,7 +2343,7 @@ const ProtobufCMessageDescriptor flashsale__audit_request__descriptor =
   (ProtobufCMessageInit) flashsale__audit_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flashsale__product_audit__field_descriptors[6] =
+static const ProtobufCFieldDescriptor flashsale__product_audit__field_descriptors[10] =
 {
   {
     "product_id",
@@ -2275,19 +2417,71 @@ static const ProtobufCFieldDescriptor flashsale__product_audit__field_descriptor
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "held",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__ProductAudit, held),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "paid",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__ProductAudit, paid),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "released",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__ProductAudit, released),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "invalid_orders",
+    10,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__ProductAudit, invalid_orders),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__product_audit__field_indices_by_name[] = {
   5,   /* field[5] = clean */
+  6,   /* field[6] = held */
+  9,   /* field[9] = invalid_orders */
   4,   /* field[4] = negative_slots */
   3,   /* field[3] = orders */
+  7,   /* field[7] = paid */
   0,   /* field[0] = product_id */
+  8,   /* field[8] = released */
   2,   /* field[2] = remaining */
   1,   /* field[1] = total_stock */
 };
 static const ProtobufCIntRange flashsale__product_audit__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 10 }
 };
 const ProtobufCMessageDescriptor flashsale__product_audit__descriptor =
 {
@@ -2297,7 +2491,7 @@ const ProtobufCMessageDescriptor flashsale__product_audit__descriptor =
   "Flashsale__ProductAudit",
   "flashsale",
   sizeof(Flashsale__ProductAudit),
-  6,
+  10,
   flashsale__product_audit__field_descriptors,
   flashsale__product_audit__field_indices_by_name,
   1,  flashsale__product_audit__number_ranges,
@@ -2353,6 +2547,212 @@ const ProtobufCMessageDescriptor flashsale__audit_response__descriptor =
   flashsale__audit_response__field_indices_by_name,
   1,  flashsale__audit_response__number_ranges,
   (ProtobufCMessageInit) flashsale__audit_response__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor flashsale__order_request__field_descriptors[3] =
+{
+  {
+    "product_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__OrderRequest, product_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "request_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Flashsale__OrderRequest, key_case),
+    offsetof(Flashsale__OrderRequest, request_id),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "order_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    offsetof(Flashsale__OrderRequest, key_case),
+    offsetof(Flashsale__OrderRequest, order_id),
+    NULL,
+    NULL,
+    0 | PROTOBUF_C_FIELD_FLAG_ONEOF,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned flashsale__order_request__field_indices_by_name[] = {
+  2,   /* field[2] = order_id */
+  0,   /* field[0] = product_id */
+  1,   /* field[1] = request_id */
+};
+static const ProtobufCIntRange flashsale__order_request__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 3 }
+};
+const ProtobufCMessageDescriptor flashsale__order_request__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "flashsale.OrderRequest",
+  "OrderRequest",
+  "Flashsale__OrderRequest",
+  "flashsale",
+  sizeof(Flashsale__OrderRequest),
+  3,
+  flashsale__order_request__field_descriptors,
+  flashsale__order_request__field_indices_by_name,
+  1,  flashsale__order_request__number_ranges,
+  (ProtobufCMessageInit) flashsale__order_request__init,
+  NULL,NULL,NULL    /* reserved[123] */
+};
+static const ProtobufCFieldDescriptor flashsale__order__field_descriptors[9] =
+{
+  {
+    "product_id",
+    1,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__Order, product_id),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "request_id",
+    2,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__Order, request_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "order_id",
+    3,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__Order, order_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "user_id",
+    4,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_UINT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__Order, user_id),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "state",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__Order, state),
+    &flashsale__order_state__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "pay_by_unix_ms",
+    6,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__Order, pay_by_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "ended_unix_ms",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__Order, ended_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "reason",
+    8,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_ENUM,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__Order, reason),
+    &flashsale__release_reason__descriptor,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+  {
+    "replayed",
+    9,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_BOOL,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__Order, replayed),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
+};
+static const unsigned flashsale__order__field_indices_by_name[] = {
+  6,   /* field[6] = ended_unix_ms */
+  2,   /* field[2] = order_id */
+  5,   /* field[5] = pay_by_unix_ms */
+  0,   /* field[0] = product_id */
+  7,   /* field[7] = reason */
+  8,   /* field[8] = replayed */
+  1,   /* field[1] = request_id */
+  4,   /* field[4] = state */
+  3,   /* field[3] = user_id */
+};
+static const ProtobufCIntRange flashsale__order__number_ranges[1 + 1] =
+{
+  { 1, 0 },
+  { 0, 9 }
+};
+const ProtobufCMessageDescriptor flashsale__order__descriptor =
+{
+  PROTOBUF_C__MESSAGE_DESCRIPTOR_MAGIC,
+  "flashsale.Order",
+  "Order",
+  "Flashsale__Order",
+  "flashsale",
+  sizeof(Flashsale__Order),
+  9,
+  flashsale__order__field_descriptors,
+  flashsale__order__field_indices_by_name,
+  1,  flashsale__order__number_ranges,
+  (ProtobufCMessageInit) flashsale__order__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
 static const ProtobufCFieldDescriptor flashsale__product_config__field_descriptors[4] =
@@ -3404,5 +3804,67 @@ const ProtobufCEnumDescriptor flashsale__purchase_outcome__descriptor =
   flashsale__purchase_outcome__enum_values_by_name,
   1,
   flashsale__purchase_outcome__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue flashsale__order_state__enum_values_by_number[4] =
+{
+  { "ORDER_STATE_UNSPECIFIED", "FLASHSALE__ORDER_STATE__ORDER_STATE_UNSPECIFIED", 0 },
+  { "HELD", "FLASHSALE__ORDER_STATE__HELD", 1 },
+  { "PAID", "FLASHSALE__ORDER_STATE__PAID", 2 },
+  { "RELEASED", "FLASHSALE__ORDER_STATE__RELEASED", 3 },
+};
+static const ProtobufCIntRange flashsale__order_state__value_ranges[] = {
+{0, 0},{0, 4}
+};
+static const ProtobufCEnumValueIndex flashsale__order_state__enum_values_by_name[4] =
+{
+  { "HELD", 1 },
+  { "ORDER_STATE_UNSPECIFIED", 0 },
+  { "PAID", 2 },
+  { "RELEASED", 3 },
+};
+const ProtobufCEnumDescriptor flashsale__order_state__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "flashsale.OrderState",
+  "OrderState",
+  "Flashsale__OrderState",
+  "flashsale",
+  4,
+  flashsale__order_state__enum_values_by_number,
+  4,
+  flashsale__order_state__enum_values_by_name,
+  1,
+  flashsale__order_state__value_ranges,
+  NULL,NULL,NULL,NULL   /* reserved[1234] */
+};
+static const ProtobufCEnumValue flashsale__release_reason__enum_values_by_number[3] =
+{
+  { "RELEASE_REASON_UNSPECIFIED", "FLASHSALE__RELEASE_REASON__RELEASE_REASON_UNSPECIFIED", 0 },
+  { "CANCELLED", "FLASHSALE__RELEASE_REASON__CANCELLED", 1 },
+  { "EXPIRED", "FLASHSALE__RELEASE_REASON__EXPIRED", 2 },
+};
+static const ProtobufCIntRange flashsale__release_reason__value_ranges[] = {
+{0, 0},{0, 3}
+};
+static const ProtobufCEnumValueIndex flashsale__release_reason__enum_values_by_name[3] =
+{
+  { "CANCELLED", 1 },
+  { "EXPIRED", 2 },
+  { "RELEASE_REASON_UNSPECIFIED", 0 },
+};
+const ProtobufCEnumDescriptor flashsale__release_reason__descriptor =
+{
+  PROTOBUF_C__ENUM_DESCRIPTOR_MAGIC,
+  "flashsale.ReleaseReason",
+  "ReleaseReason",
+  "Flashsale__ReleaseReason",
+  "flashsale",
+  3,
+  flashsale__release_reason__enum_values_by_number,
+  3,
+  flashsale__release_reason__enum_values_by_name,
+  1,
+  flashsale__release_reason__value_ranges,
   NULL,NULL,NULL,NULL   /* reserved[1234] */
 };

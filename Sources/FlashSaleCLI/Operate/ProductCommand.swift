@@ -8,7 +8,7 @@ struct ProductCommand: AsyncParsableCommand {
         commandName: "product", abstract: "Create, list and show the sale's products.",
         subcommands: [Create.self, List.self, Show.self])
 
-    /// `flashsale product create ID --stock N [--hot] [--slots N] [--sale-limit N]` (operator token).
+    /// `flashsale product create ID --stock N [--hot] [--slots N] [--sale-limit N] [--hold SECONDS]` (operator token).
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create a product: its stock in the inventory, then its quotas split over the live edges.")
@@ -18,6 +18,8 @@ struct ProductCommand: AsyncParsableCommand {
         @Flag(help: "Put the product in the hot-item database (its own connections and consumers).") var hot = false
         @Option(help: "Stock slots (rows) the units are spread over; 0 = the service's default.") var slots: UInt32 = 0
         @Option(help: "Stop the sale after this many sold; 0 = no limit beyond the stock.") var saleLimit: Int64 = 0
+        @Option(help: "Seconds a buyer has to pay (inventory.ConfirmOrder) before the unit is sold again; 0 = orders are final at once.")
+        var hold: UInt32 = 0
         @OptionGroup var platform: PlatformOptions
 
         func validate() throws {
@@ -25,11 +27,12 @@ struct ProductCommand: AsyncParsableCommand {
             guard stock > 0 else { throw ValidationError("--stock must be positive") }
             guard saleLimit >= 0 else { throw ValidationError("--sale-limit must not be negative") }
             guard slots <= 1024 else { throw ValidationError("--slots must be at most 1024") }
+            guard hold <= 86_400 else { throw ValidationError("--hold must be at most 86400 seconds (a day)") }
         }
 
         func run() async throws {
             try await operate(platform, requireToken: true) { op in
-                let request = CreateProductRequest(productId: product, totalStock: stock, slotCount: slots, hot: hot, saleLimit: saleLimit)
+                let request = CreateProductRequest(productId: product, totalStock: stock, slotCount: slots, hot: hot, saleLimit: saleLimit, holdSeconds: hold)
                 let quotas = try await op.quota(product: product) { try await $0.createProduct(request) }
                 let created = try await op.inventory(product: product) { try await $0.getStock(productId: product) }
                 print("created \(product): \(created.totalStock.grouped) units in the \(created.database) database, \(created.slotCount) slots")
@@ -74,6 +77,9 @@ struct ProductCommand: AsyncParsableCommand {
                 print("sold        \(stock.sold.grouped)")
                 print("remaining   \(stock.remaining.grouped)")
                 print("sale limit  \(stock.saleLimit == 0 ? "none" : stock.saleLimit.grouped)")
+                if stock.holdSeconds > 0 {
+                    print("holds       \(stock.holdSeconds) s to pay; \(stock.held.grouped) held now, \(stock.released.grouped) released")
+                }
                 let status = try await op.quota(product: product) { try await $0.status(productId: product) }
                 if let quotas = status.products.first {
                     print("")

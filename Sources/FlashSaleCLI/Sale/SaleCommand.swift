@@ -31,11 +31,17 @@ struct SaleCommand: AsyncParsableCommand {
     @Option(help: "Write the report as JSON to this file as well.") var json: String?
     @Option(help: "Log level of the services.") var logLevel = "warning"
     @Flag(help: "Keep the sale's databases afterwards (dropped by default).") var keepData = false
+    @Option(help: "Seconds a winner has to pay; 0 = orders are final at once. With it, unpaid holds expire and sell again to later buyers.")
+    var hold: UInt32 = 0
+    @Option(help: "With --hold: share of winners who pay (the rest abandon their carts).") var payShare = 1.0
 
     func run() async throws {
         guard products > 0, stock > 0, attempts > 0, users > 0, connections > 0, depth > 0, edges > 0,
               (0...1).contains(keep)
         else { throw ValidationError("products, stock, attempts, users, connections, depth and edges must be positive; keep in 0...1") }
+        guard hold <= 86_400, (0...1).contains(payShare), payShare > 0 || hold == 0 else {
+            throw ValidationError("--hold must be at most 86400 seconds; --pay-share in (0, 1]")
+        }
 
         let logger = ServiceRuntime.makeLogger(label: "flashsale", level: .warning)
         let say = { (line: String) in FileHandle.standardError.write((line + "\n").data(using: .utf8)!) }
@@ -72,7 +78,8 @@ struct SaleCommand: AsyncParsableCommand {
             platformConfiguration.logLevel = logLevel
             say("starting the inventory service, the quota service and \(edges) edges...")
             platform = try await Platform.start(platformConfiguration)
-            report = try await runSale(platform: platform!, logger: logger, say: say)
+            report = try await runSale(
+                platform: platform!, dsns: [databases!.main.dsn, databases!.hot.dsn], logger: logger, say: say)
         } catch {
             failure = error
         }
@@ -91,13 +98,18 @@ struct SaleCommand: AsyncParsableCommand {
         if !report.auditClean { throw ExitCode(2) }
     }
 
-    private func runSale(platform: Platform, logger: Logger, say: (String) -> Void) async throws -> SaleReport {
+    private func runSale(platform: Platform, dsns: [String], logger: Logger, say: (String) -> Void) async throws -> SaleReport {
         let control = SaleControl(platform: platform, logger: logger)
         defer { Task { await control.shutdown() } }
         let productIDs = (1...products).map { "p\($0)" }
         let hotProducts = Set(hot.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
         say("creating \(products) products x \(stock) units, keeping \(keep) of attempts...")
-        try await control.prepare(products: productIDs, stock: stock, hot: hotProducts, keepPerMillion: UInt32(keep * 1_000_000))
+        try await control.prepare(
+            products: productIDs, stock: stock, hot: hotProducts, keepPerMillion: UInt32(keep * 1_000_000), holdSeconds: hold)
+        // With holds, a payment service of the sale's own pays the chosen share of winners while the sale runs.
+        let payer = hold > 0 ? HoldPayer(dsns: dsns, inventory: control.inventory, payShare: payShare, logger: logger) : nil
+        let paying = Task { await payer?.run() }
+        defer { paying.cancel() }
 
         var swarmConfiguration = BuyerSwarm.Configuration(
             edges: platform.edges.map { ($0.host, $0.port) }, products: productIDs, attempts: attempts, users: users,
@@ -112,12 +124,57 @@ struct SaleCommand: AsyncParsableCommand {
             }
         }
         say("running \(attempts) attempts from \(connections) connections x \(depth) in flight...")
-        let result = try await swarm.run()
+        var result = try await swarm.run()
         progress.cancel()
         bar.draw(done: swarm.completed)
         bar.finish()
 
+        guard let payer else {
+            say("auditing...")
+            return try await control.report(result: result, products: productIDs, stock: stock, configuration: self)
+        }
+        let waves = try await lateBuyers(
+            control: control, payer: payer, products: productIDs, swarm: swarmConfiguration, result: &result, say: say)
+        paying.cancel()
+        _ = await paying.value
         say("auditing...")
-        return try await control.report(result: result, products: productIDs, stock: stock, configuration: self)
+        return try await control.report(
+            result: result, products: productIDs, stock: stock, configuration: self,
+            holds: (dsns, payer.tally, waves))
+    }
+
+    /// After the rush, with holds: waves of late buyers while abandoned holds expire and their units come back, until
+    /// the whole stock is paid (or a deadline of 12 hold times and 30 s passes). Returns the number of waves.
+    private func lateBuyers(
+        control: SaleControl, payer: HoldPayer, products: [String], swarm: BuyerSwarm.Configuration,
+        result: inout BuyerSwarm.Result, say: (String) -> Void
+    ) async throws -> Int {
+        let total = stock * Int64(products.count)
+        let deadline = ContinuousClock.now + .seconds(Int64(hold) * 12 + 30)
+        var waves = 0
+        while ContinuousClock.now < deadline {
+            guard try await payer.undecided() == 0 else {
+                try await Task.sleep(for: .milliseconds(50))
+                continue
+            }
+            let lines = try await control.inventory.audit().products.filter { products.contains($0.productId) }
+            let paid = lines.reduce(0) { $0 + $1.paid }
+            if paid >= total { break }
+            let free = lines.reduce(0) { $0 + $1.remaining }
+            guard free > 0 else {
+                try await Task.sleep(for: .milliseconds(100))  // abandoned holds still live: they expire soon
+                continue
+            }
+            // The quota service grants the returned units out within its settle interval (500 ms).
+            try await Task.sleep(for: .milliseconds(600))
+            waves += 1
+            var wave = swarm
+            wave.attempts = Int(max(1_000, free * 50))
+            wave.seed = seed &+ UInt64(waves)
+            wave.requestIDBase = swarm.requestIDBase &+ UInt64(waves) << 28
+            say("wave \(waves): \(free) units back on sale, \(paid) of \(total) paid; \(wave.attempts) attempts...")
+            result.merge(try await BuyerSwarm(configuration: wave, logger: control.logger).run())
+        }
+        return waves
     }
 }

@@ -29,14 +29,24 @@ struct SaleControl: Sendable {
         for edge in edges { await edge.shutdown() }
     }
 
-    func prepare(products: [String], stock: Int64, hot: Set<String>, keepPerMillion: UInt32) async throws {
+    func prepare(products: [String], stock: Int64, hot: Set<String>, keepPerMillion: UInt32, holdSeconds: UInt32 = 0) async throws {
         try await SaleDriver.prepare(
             quota: quota, products: products.map { ($0, stock, hot.contains($0)) }, keepPerMillion: keepPerMillion,
-            edges: platform.edges, edgeCount: platform.edges.count, logger: logger)
+            edges: platform.edges, edgeCount: platform.edges.count, holdSeconds: holdSeconds, logger: logger)
     }
 
-    func report(result: BuyerSwarm.Result, products: [String], stock: Int64, configuration: SaleCommand) async throws -> SaleReport {
+    /// `holds`: the sale's databases, payer and waves when it ran with `--hold`.
+    func report(
+        result: BuyerSwarm.Result, products: [String], stock: Int64, configuration: SaleCommand,
+        holds: (dsns: [String], payer: HoldPayer.Tally, waves: Int)? = nil
+    ) async throws -> SaleReport {
         let audit = try await inventory.audit()
+        var holdFigures: (figures: HoldFigures, released: Set<UInt64>)?
+        if let holds {
+            holdFigures = try await HoldFigures.gather(
+                dsns: holds.dsns, products: products, stock: stock, holdSeconds: configuration.hold,
+                payShare: configuration.payShare, waves: holds.waves, payer: holds.payer, audit: audit)
+        }
         let catalog = try await inventory.listProducts()
         // Every PURCHASED reply must have its order.
         let withoutOrder = try await SaleDriver.purchasesWithoutOrder(result.purchases, inventory: inventory).count
@@ -46,7 +56,7 @@ struct SaleControl: Sendable {
             return SaleReport.ProductLine(
                 product: product, database: catalog.first { $0.productId == product }?.database ?? "?",
                 totalStock: line?.totalStock ?? 0, orders: line?.orders ?? 0, remaining: line?.remaining ?? 0,
-                purchasedReplies: replies[product] ?? 0, auditClean: line?.clean ?? false)
+                purchasedReplies: replies[product] ?? 0, auditClean: line?.clean ?? false, released: line?.released ?? 0)
         }
         var edgeLines: [SaleReport.EdgeLine] = []
         for (edge, endpoint) in zip(edges, platform.edges) {
@@ -64,6 +74,7 @@ struct SaleControl: Sendable {
                 connections: configuration.connections, depth: configuration.depth, keep: configuration.keep,
                 edges: configuration.edges, hot: hot),
             products: lines, edges: edgeLines, purchasedRepliesWithoutOrder: withoutOrder,
-            auditClean: audit.clean && lines.allSatisfy(\.auditClean))
+            auditClean: audit.clean && lines.allSatisfy(\.auditClean), holds: holdFigures?.figures,
+            released: holdFigures?.released ?? [])
     }
 }

@@ -43,6 +43,8 @@ struct SaleReport: Codable {
         var remaining: Int64
         var purchasedReplies: Int
         var auditClean: Bool
+        /// Released orders (holds cancelled or expired): each had its PURCHASED reply, and holds no unit now.
+        var released: Int64 = 0
     }
 
     struct EdgeLine: Codable {
@@ -70,9 +72,12 @@ struct SaleReport: Codable {
     /// Users holding more than one order of one product (from the replies).
     var usersWithTwoOrders: Int
     var auditClean: Bool
+    /// A sale with holds (`--hold`): holds made, paid, expired and resold.
+    var holds: HoldFigures?
 
+    /// `released`: request ids whose order was released (their buyers may hold a second, live order).
     init(result: BuyerSwarm.Result, configuration: Configuration, products: [ProductLine], edges: [EdgeLine],
-         purchasedRepliesWithoutOrder: Int, auditClean: Bool) {
+         purchasedRepliesWithoutOrder: Int, auditClean: Bool, holds: HoldFigures? = nil, released: Set<UInt64> = []) {
         self.configuration = configuration
         self.wallSeconds = result.wallSeconds
         self.attemptsPerSecond = result.attemptsPerSecond
@@ -90,10 +95,13 @@ struct SaleReport: Codable {
         self.purchasedRepliesWithoutOrder = purchasedRepliesWithoutOrder
         var seen = Set<String>()
         var doubles = 0
-        for purchase in result.purchases where !seen.insert("\(purchase.product)/\(purchase.userID)").inserted { doubles += 1 }
+        for purchase in result.purchases where !released.contains(purchase.requestID)
+            && !seen.insert("\(purchase.product)/\(purchase.userID)").inserted { doubles += 1 }
         self.usersWithTwoOrders = doubles
-        self.auditClean = auditClean && purchasedRepliesWithoutOrder == 0 && doubles == 0
-            && products.allSatisfy { $0.orders <= $0.totalStock && Int($0.orders) == $0.purchasedReplies }
+        self.holds = holds
+        let holdsClean = holds.map { $0.auditClean && $0.oversold == 0 && $0.doubleEnded == 0 } ?? true
+        self.auditClean = auditClean && purchasedRepliesWithoutOrder == 0 && doubles == 0 && holdsClean
+            && products.allSatisfy { $0.orders <= $0.totalStock && Int($0.orders + $0.released) == $0.purchasedReplies }
     }
 
     func json() throws -> Data {
@@ -137,7 +145,15 @@ struct SaleReport: Codable {
         lines.append("")
         lines.append("checks      PURCHASED replies without their order: \(purchasedRepliesWithoutOrder)")
         lines.append("            buyers with two orders of one product: \(usersWithTwoOrders)")
-        lines.append("audit       \(auditClean ? "clean: stock never negative, orders = PURCHASED replies <= stock, remaining + orders = stock" : "FAILED")")
+        if let holds {
+            lines.append("")
+            lines.append("holds       \(holds.holdSeconds) s to pay, \(Int((holds.payShare * 100).rounded())) % of winners pay, \(holds.waves) waves of late buyers")
+            lines.append("            made \(n(holds.holdsMade)), paid \(n(holds.paid)) of \(n(holds.stock)), expired \(n(holds.expired)), resold \(n(holds.resold)), still held \(n(holds.stillHeld))")
+            lines.append("            late payments refused (refunds) \(holds.refusedPayments); oversold \(holds.oversold); ended twice \(holds.doubleEnded)")
+            lines.append("            expiry to resale p50 \(ms(holds.p50ResaleMs))   p99 \(ms(holds.p99ResaleMs))   max \(ms(holds.maxResaleMs))")
+        }
+        lines.append("audit       \(auditClean ? "clean: stock never negative, orders (live holds + paid) + released = PURCHASED replies, remaining + live holds + paid = stock" : "FAILED")")
+        if let holds { lines.append(holds.resultLine) }
         return lines.joined(separator: "\n")
     }
 }

@@ -60,6 +60,18 @@ struct InventoryAPI: Sendable {
             return SoldCountsResponse(products: try await inventory.soldCounts(named: request.productId))
         }
 
+        router.register(InventoryRPC.ConfirmOrder.self) { (request: OrderRequest, _: ServerCallContext) async throws -> Order in
+            try await inventory.order(request, .confirm)
+        }
+
+        router.register(InventoryRPC.CancelOrder.self) { (request: OrderRequest, _: ServerCallContext) async throws -> Order in
+            try await inventory.order(request, .cancel)
+        }
+
+        router.register(InventoryRPC.GetOrder.self) { (request: OrderRequest, _: ServerCallContext) async throws -> Order in
+            try await inventory.order(request, .read)
+        }
+
         router.register(InventoryRPC.Audit.self) { (request: AuditRequest, _: ServerCallContext) async throws -> AuditResponse in
             try Validation.optionalProductId(request.productId)
             let products = try await inventory.audit(named: request.productId)

@@ -38,6 +38,7 @@ enum Validation {
         guard request.slotCount <= maxSlots else { throw RPCError(.invalidArgument, "slot_count is above \(maxSlots)") }
         guard request.saleLimit >= 0 else { throw RPCError(.invalidArgument, "sale_limit is negative") }
         guard request.saleLimit <= maxStock else { throw RPCError(.invalidArgument, "sale_limit is absurdly large") }
+        try holdSeconds(request.holdSeconds)
         return request.slotCount == 0 ? defaultSlots : Int(request.slotCount)
     }
 

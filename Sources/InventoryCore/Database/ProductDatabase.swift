@@ -78,12 +78,13 @@ final class ProductDatabase: Sendable {
 
     /// Creates the product with its slots. `created` is false when the name exists here already (its key is returned).
     func createProduct(
-        key: Int32?, name: String, totalStock: Int64, slotCount: Int, hot: Bool, database: DatabaseRole, saleLimit: Int64
+        key: Int32?, name: String, totalStock: Int64, slotCount: Int, hot: Bool, database: DatabaseRole, saleLimit: Int64,
+        holdSeconds: UInt32 = 0
     ) async throws -> (key: Int32, created: Bool) {
         let result = try await run(
-            "SELECT r_id, r_created FROM create_product($1, $2, $3, $4, $5, $6, $7)",
+            "SELECT r_id, r_created FROM create_product($1, $2, $3, $4, $5, $6, $7, $8)",
             [key.map { String($0) }, name, String(totalStock), String(slotCount), hot ? "true" : "false",
-             database.rawValue, String(saleLimit)])
+             database.rawValue, String(saleLimit), String(holdSeconds)])
         guard let id = result.int64(0, 0), let created = result.bool(0, 1) else {
             throw RPCError(.internal, "create_product returned nothing")
         }
@@ -102,7 +103,10 @@ final class ProductDatabase: Sendable {
 
     private static let productColumns = """
         SELECT p.name, p.total_stock, p.slot_count, p.hot, p.database, p.sale_limit,
-               coalesce((SELECT sum(s.remaining) FROM stock_slot s WHERE s.product_id = p.id), 0)
+               coalesce((SELECT sum(s.remaining) FROM stock_slot s WHERE s.product_id = p.id), 0),
+               p.hold_seconds, p.released,
+               CASE WHEN p.hold_seconds > 0 THEN (SELECT count(*) FROM requests r
+                     WHERE r.product_id = p.id AND r.order_id IS NOT NULL AND r.state = 'held') ELSE 0 END
         FROM products p
         """
 
@@ -123,7 +127,8 @@ final class ProductDatabase: Sendable {
                 productId: result.string(row, 0) ?? "", totalStock: total,
                 slotCount: UInt32(clamping: result.int64(row, 2) ?? 0), hot: result.bool(row, 3) ?? false,
                 database: result.string(row, 4) ?? "", saleLimit: result.int64(row, 5) ?? 0,
-                sold: total - remaining, remaining: remaining)
+                sold: total - remaining, remaining: remaining, holdSeconds: UInt32(clamping: result.int64(row, 7) ?? 0),
+                held: result.int64(row, 9) ?? 0, released: result.int64(row, 8) ?? 0)
         }
     }
 
@@ -187,15 +192,23 @@ final class ProductDatabase: Sendable {
         return order.compactMap { byName[$0] }
     }
 
-    /// Per product, in one snapshot: total = sum(remaining) + orders, and no slot below zero.
+    /// Per product, in one snapshot: total = sum(remaining) + live holds + paid (released orders hold no unit), no
+    /// slot below zero, and every order in one valid state (the table's CHECK says so too; the audit does not trust it)
+    /// with the product's count of released orders matching its rows.
     func audit(key: Int32?) async throws -> [ProductAudit] {
         let result = try await run(
             """
             SELECT p.name, p.total_stock,
                    coalesce((SELECT sum(s.remaining) FROM stock_slot s WHERE s.product_id = p.id), 0),
-                   (SELECT count(*) FROM orders o WHERE o.product_id = p.id),
-                   (SELECT count(*) FROM stock_slot s WHERE s.product_id = p.id AND s.remaining < 0)
-            FROM products p
+                   o.held, o.paid, o.released, o.invalid,
+                   (SELECT count(*) FROM stock_slot s WHERE s.product_id = p.id AND s.remaining < 0), p.released
+            FROM products p, LATERAL (
+                SELECT count(*) FILTER (WHERE x.state = 'held' AND x.release_reason IS NULL) AS held,
+                       count(*) FILTER (WHERE x.state = 'paid' AND x.release_reason IS NULL) AS paid,
+                       count(*) FILTER (WHERE x.state = 'released' AND x.release_reason IN ('cancelled', 'expired')) AS released,
+                       count(*) FILTER (WHERE NOT coalesce((x.state IN ('held', 'paid') AND x.release_reason IS NULL)
+                           OR (x.state = 'released' AND x.release_reason IN ('cancelled', 'expired')), false)) AS invalid
+                  FROM orders x WHERE x.product_id = p.id) o
             WHERE p.database = $1 AND ($2::integer IS NULL OR p.id = $2)
             ORDER BY p.id
             """,
@@ -203,18 +216,22 @@ final class ProductDatabase: Sendable {
         return (0..<result.count).map { row in
             let total = result.int64(row, 1) ?? 0
             let remaining = result.int64(row, 2) ?? 0
-            let orders = result.int64(row, 3) ?? 0
-            let negative = result.int64(row, 4) ?? 0
+            let (held, paid, released) = (result.int64(row, 3) ?? 0, result.int64(row, 4) ?? 0, result.int64(row, 5) ?? 0)
+            let invalid = result.int64(row, 6) ?? 0
+            let negative = result.int64(row, 7) ?? 0
+            let releasedCount = result.int64(row, 8) ?? 0
             return ProductAudit(
-                productId: result.string(row, 0) ?? "", totalStock: total, remaining: remaining, orders: orders,
-                negativeSlots: negative, clean: remaining + orders == total && negative == 0)
+                productId: result.string(row, 0) ?? "", totalStock: total, remaining: remaining, orders: held + paid,
+                negativeSlots: negative,
+                clean: remaining + held + paid == total && negative == 0 && invalid == 0 && released == releasedCount,
+                held: held, paid: paid, released: released, invalidOrders: invalid)
         }
     }
 
     // MARK: - Running statements
 
     /// One statement on the admin connection, which is (re)connected first when it is not working.
-    private func run(_ sql: String, _ params: [String?]) async throws -> PostgresResult {
+    func run(_ sql: String, _ params: [String?]) async throws -> PostgresResult {
         do {
             return try await link.run(sql, params)
         } catch let refusal as AdminGate.Refusal {

@@ -24,6 +24,42 @@ public struct PurchaseOutcome: RawRepresentable, Hashable, Sendable, CustomStrin
     }
 }
 
+/// `flashsale.OrderState`: open set, so that a newer peer's value survives a round trip.
+public struct OrderState: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+    public static let unspecified = OrderState(rawValue: 0)
+    public static let held = OrderState(rawValue: 1)
+    public static let paid = OrderState(rawValue: 2)
+    public static let released = OrderState(rawValue: 3)
+    public var description: String {
+        switch rawValue {
+        case 0: return "unspecified"
+        case 1: return "held"
+        case 2: return "paid"
+        case 3: return "released"
+        default: return "OrderState(\(rawValue))"
+        }
+    }
+}
+
+/// `flashsale.ReleaseReason`: open set, so that a newer peer's value survives a round trip.
+public struct ReleaseReason: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public var rawValue: Int32
+    public init(rawValue: Int32) { self.rawValue = rawValue }
+    public static let unspecified = ReleaseReason(rawValue: 0)
+    public static let cancelled = ReleaseReason(rawValue: 1)
+    public static let expired = ReleaseReason(rawValue: 2)
+    public var description: String {
+        switch rawValue {
+        case 0: return "unspecified"
+        case 1: return "cancelled"
+        case 2: return "expired"
+        default: return "ReleaseReason(\(rawValue))"
+        }
+    }
+}
+
 /// `flashsale.PurchaseRequest`
 public struct PurchaseRequest: ProtoMessage, Equatable {
     public var requestId: UInt64 = 0
@@ -134,10 +170,13 @@ public struct Product: ProtoMessage, Equatable {
     public var saleLimit: Int64 = 0
     public var sold: Int64 = 0
     public var remaining: Int64 = 0
+    public var holdSeconds: UInt32 = 0
+    public var held: Int64 = 0
+    public var released: Int64 = 0
 
     public init() {}
 
-    public init(productId: String = "", totalStock: Int64 = 0, slotCount: UInt32 = 0, hot: Bool = false, database: String = "", saleLimit: Int64 = 0, sold: Int64 = 0, remaining: Int64 = 0) {
+    public init(productId: String = "", totalStock: Int64 = 0, slotCount: UInt32 = 0, hot: Bool = false, database: String = "", saleLimit: Int64 = 0, sold: Int64 = 0, remaining: Int64 = 0, holdSeconds: UInt32 = 0, held: Int64 = 0, released: Int64 = 0) {
         self.productId = productId
         self.totalStock = totalStock
         self.slotCount = slotCount
@@ -146,6 +185,9 @@ public struct Product: ProtoMessage, Equatable {
         self.saleLimit = saleLimit
         self.sold = sold
         self.remaining = remaining
+        self.holdSeconds = holdSeconds
+        self.held = held
+        self.released = released
     }
 }
 
@@ -171,6 +213,9 @@ extension Product: ProtoBridged {
         c.sale_limit = self.saleLimit
         c.sold = self.sold
         c.remaining = self.remaining
+        c.hold_seconds = self.holdSeconds
+        c.held = self.held
+        c.released = self.released
     }
 
     init(c: UnsafePointer<Flashsale__Product>) {
@@ -183,6 +228,9 @@ extension Product: ProtoBridged {
         self.saleLimit = c.pointee.sale_limit
         self.sold = c.pointee.sold
         self.remaining = c.pointee.remaining
+        self.holdSeconds = c.pointee.hold_seconds
+        self.held = c.pointee.held
+        self.released = c.pointee.released
     }
 }
 
@@ -193,15 +241,17 @@ public struct CreateProductRequest: ProtoMessage, Equatable {
     public var slotCount: UInt32 = 0
     public var hot: Bool = false
     public var saleLimit: Int64 = 0
+    public var holdSeconds: UInt32 = 0
 
     public init() {}
 
-    public init(productId: String = "", totalStock: Int64 = 0, slotCount: UInt32 = 0, hot: Bool = false, saleLimit: Int64 = 0) {
+    public init(productId: String = "", totalStock: Int64 = 0, slotCount: UInt32 = 0, hot: Bool = false, saleLimit: Int64 = 0, holdSeconds: UInt32 = 0) {
         self.productId = productId
         self.totalStock = totalStock
         self.slotCount = slotCount
         self.hot = hot
         self.saleLimit = saleLimit
+        self.holdSeconds = holdSeconds
     }
 }
 
@@ -224,6 +274,7 @@ extension CreateProductRequest: ProtoBridged {
         c.slot_count = self.slotCount
         c.hot = (self.hot ? 1 : 0)
         c.sale_limit = self.saleLimit
+        c.hold_seconds = self.holdSeconds
     }
 
     init(c: UnsafePointer<Flashsale__CreateProductRequest>) {
@@ -233,6 +284,7 @@ extension CreateProductRequest: ProtoBridged {
         self.slotCount = c.pointee.slot_count
         self.hot = (c.pointee.hot != 0)
         self.saleLimit = c.pointee.sale_limit
+        self.holdSeconds = c.pointee.hold_seconds
     }
 }
 
@@ -579,16 +631,24 @@ public struct ProductAudit: ProtoMessage, Equatable {
     public var orders: Int64 = 0
     public var negativeSlots: Int64 = 0
     public var clean: Bool = false
+    public var held: Int64 = 0
+    public var paid: Int64 = 0
+    public var released: Int64 = 0
+    public var invalidOrders: Int64 = 0
 
     public init() {}
 
-    public init(productId: String = "", totalStock: Int64 = 0, remaining: Int64 = 0, orders: Int64 = 0, negativeSlots: Int64 = 0, clean: Bool = false) {
+    public init(productId: String = "", totalStock: Int64 = 0, remaining: Int64 = 0, orders: Int64 = 0, negativeSlots: Int64 = 0, clean: Bool = false, held: Int64 = 0, paid: Int64 = 0, released: Int64 = 0, invalidOrders: Int64 = 0) {
         self.productId = productId
         self.totalStock = totalStock
         self.remaining = remaining
         self.orders = orders
         self.negativeSlots = negativeSlots
         self.clean = clean
+        self.held = held
+        self.paid = paid
+        self.released = released
+        self.invalidOrders = invalidOrders
     }
 }
 
@@ -612,6 +672,10 @@ extension ProductAudit: ProtoBridged {
         c.orders = self.orders
         c.negative_slots = self.negativeSlots
         c.clean = (self.clean ? 1 : 0)
+        c.held = self.held
+        c.paid = self.paid
+        c.released = self.released
+        c.invalid_orders = self.invalidOrders
     }
 
     init(c: UnsafePointer<Flashsale__ProductAudit>) {
@@ -622,6 +686,10 @@ extension ProductAudit: ProtoBridged {
         self.orders = c.pointee.orders
         self.negativeSlots = c.pointee.negative_slots
         self.clean = (c.pointee.clean != 0)
+        self.held = c.pointee.held
+        self.paid = c.pointee.paid
+        self.released = c.pointee.released
+        self.invalidOrders = c.pointee.invalid_orders
     }
 }
 
@@ -660,6 +728,126 @@ extension AuditResponse: ProtoBridged {
         self.init()
         self.products = (0..<c.pointee.n_products).map { ProductAudit(c: c.pointee.products[$0]!) }
         self.clean = (c.pointee.clean != 0)
+    }
+}
+
+/// `flashsale.OrderRequest`
+public struct OrderRequest: ProtoMessage, Equatable {
+    public var productId: String = ""
+    public enum Key: Sendable, Equatable {
+        case requestId(UInt64)
+        case orderId(UInt64)
+    }
+    public var key: Key? = nil
+
+    public init() {}
+
+    public init(productId: String = "", key: Key? = nil) {
+        self.productId = productId
+        self.key = key
+    }
+}
+
+extension OrderRequest: ProtoBridged {
+    typealias CMessage = Flashsale__OrderRequest
+    static func unpackC(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Flashsale__OrderRequest>? {
+        flashsale__order_request__unpack(nil, length, data)
+    }
+    static func freeC(_ message: UnsafeMutablePointer<Flashsale__OrderRequest>) { flashsale__order_request__free_unpacked(message, nil) }
+    static func packedSizeC(_ message: UnsafePointer<Flashsale__OrderRequest>) -> Int { flashsale__order_request__get_packed_size(message) }
+    static func packC(_ message: UnsafePointer<Flashsale__OrderRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int { flashsale__order_request__pack(message, out) }
+
+    public func serialize(into buffer: inout ByteBuffer) { ProtoRuntime.serialize(self, into: &buffer) }
+    public init(decoding bytes: UnsafeRawBufferPointer) throws { self = try ProtoRuntime.decode(bytes) }
+
+    func fill(_ c: inout Flashsale__OrderRequest, arena: ProtoArena) {
+        flashsale__order_request__init(&c)
+        c.product_id = arena.cString(self.productId)
+        switch self.key {
+        case .requestId(let value)?:
+            c.key_case = .init(rawValue: 2)
+            c.request_id = value
+        case .orderId(let value)?:
+            c.key_case = .init(rawValue: 3)
+            c.order_id = value
+        case nil: break
+        }
+    }
+
+    init(c: UnsafePointer<Flashsale__OrderRequest>) {
+        self.init()
+        self.productId = ProtoRuntime.string(c.pointee.product_id)
+        switch c.pointee.key_case.rawValue {
+        case 2: self.key = .requestId(c.pointee.request_id)
+        case 3: self.key = .orderId(c.pointee.order_id)
+        default: break
+        }
+    }
+}
+
+/// `flashsale.Order`
+public struct Order: ProtoMessage, Equatable {
+    public var productId: String = ""
+    public var requestId: UInt64 = 0
+    public var orderId: UInt64 = 0
+    public var userId: UInt64 = 0
+    public var state: OrderState = .init(rawValue: 0)
+    public var payByUnixMs: Int64 = 0
+    public var endedUnixMs: Int64 = 0
+    public var reason: ReleaseReason = .init(rawValue: 0)
+    public var replayed: Bool = false
+
+    public init() {}
+
+    public init(productId: String = "", requestId: UInt64 = 0, orderId: UInt64 = 0, userId: UInt64 = 0, state: OrderState = .init(rawValue: 0), payByUnixMs: Int64 = 0, endedUnixMs: Int64 = 0, reason: ReleaseReason = .init(rawValue: 0), replayed: Bool = false) {
+        self.productId = productId
+        self.requestId = requestId
+        self.orderId = orderId
+        self.userId = userId
+        self.state = state
+        self.payByUnixMs = payByUnixMs
+        self.endedUnixMs = endedUnixMs
+        self.reason = reason
+        self.replayed = replayed
+    }
+}
+
+extension Order: ProtoBridged {
+    typealias CMessage = Flashsale__Order
+    static func unpackC(_ length: Int, _ data: UnsafePointer<UInt8>) -> UnsafeMutablePointer<Flashsale__Order>? {
+        flashsale__order__unpack(nil, length, data)
+    }
+    static func freeC(_ message: UnsafeMutablePointer<Flashsale__Order>) { flashsale__order__free_unpacked(message, nil) }
+    static func packedSizeC(_ message: UnsafePointer<Flashsale__Order>) -> Int { flashsale__order__get_packed_size(message) }
+    static func packC(_ message: UnsafePointer<Flashsale__Order>, _ out: UnsafeMutablePointer<UInt8>) -> Int { flashsale__order__pack(message, out) }
+
+    public func serialize(into buffer: inout ByteBuffer) { ProtoRuntime.serialize(self, into: &buffer) }
+    public init(decoding bytes: UnsafeRawBufferPointer) throws { self = try ProtoRuntime.decode(bytes) }
+
+    func fill(_ c: inout Flashsale__Order, arena: ProtoArena) {
+        flashsale__order__init(&c)
+        c.product_id = arena.cString(self.productId)
+        c.request_id = self.requestId
+        c.order_id = self.orderId
+        c.user_id = self.userId
+        c.state = .init(rawValue: .init(truncatingIfNeeded: self.state.rawValue))
+        c.pay_by_unix_ms = self.payByUnixMs
+        c.ended_unix_ms = self.endedUnixMs
+        c.reason = .init(rawValue: .init(truncatingIfNeeded: self.reason.rawValue))
+        c.replayed = (self.replayed ? 1 : 0)
+    }
+
+    init(c: UnsafePointer<Flashsale__Order>) {
+        self.init()
+        self.productId = ProtoRuntime.string(c.pointee.product_id)
+        self.requestId = c.pointee.request_id
+        self.orderId = c.pointee.order_id
+        self.userId = c.pointee.user_id
+        self.state = .init(rawValue: .init(truncatingIfNeeded: c.pointee.state.rawValue))
+        self.payByUnixMs = c.pointee.pay_by_unix_ms
+        self.endedUnixMs = c.pointee.ended_unix_ms
+        self.reason = .init(rawValue: .init(truncatingIfNeeded: c.pointee.reason.rawValue))
+        self.replayed = (c.pointee.replayed != 0)
     }
 }
 

@@ -155,13 +155,47 @@ public enum InventoryRPC: Sendable {
     }
 
     /// `inventory.Audit`, public:
-    /// Per product: remaining + orders == total stock, and no slot negative.
+    /// Per product: remaining + live holds + paid == total stock, released orders hold no unit, no slot negative.
     public enum Audit: RPCMethod {
         public typealias Input = AuditRequest
         public typealias Output = AuditResponse
         public static let descriptor = RPCMethodDescriptor(
             service: "flashsale.Inventory", method: "Audit", name: "inventory.Audit", access: .public,
             input: AuditRequest.self, output: AuditResponse.self)
+    }
+
+    /// `inventory.ConfirmOrder`, service:
+    /// A payment service marks a hold paid. Idempotent: a paid order answers PAID `replayed`. FAILED_PRECONDITION: the
+    /// hold was released (its message says why: cancelled, or expired, also when pay_by passed a moment ago): refund
+    /// the payment. NOT_FOUND: no such order of the product.
+    public enum ConfirmOrder: RPCMethod {
+        public typealias Input = OrderRequest
+        public typealias Output = Order
+        public static let descriptor = RPCMethodDescriptor(
+            service: "flashsale.Inventory", method: "ConfirmOrder", name: "inventory.ConfirmOrder", access: .service,
+            input: OrderRequest.self, output: Order.self)
+    }
+
+    /// `inventory.CancelOrder`, service:
+    /// The buyer or the checkout gives a held unit up: it goes back on sale at once. Idempotent: a released order
+    /// answers RELEASED `replayed`. FAILED_PRECONDITION: the order is paid. NOT_FOUND: no such order of the product.
+    public enum CancelOrder: RPCMethod {
+        public typealias Input = OrderRequest
+        public typealias Output = Order
+        public static let descriptor = RPCMethodDescriptor(
+            service: "flashsale.Inventory", method: "CancelOrder", name: "inventory.CancelOrder", access: .service,
+            input: OrderRequest.self, output: Order.self)
+    }
+
+    /// `inventory.GetOrder`, service:
+    /// One order, by request id or order id, as it stands. NOT_FOUND: no such order of the product (a request id
+    /// closed without an order included).
+    public enum GetOrder: RPCMethod {
+        public typealias Input = OrderRequest
+        public typealias Output = Order
+        public static let descriptor = RPCMethodDescriptor(
+            service: "flashsale.Inventory", method: "GetOrder", name: "inventory.GetOrder", access: .service,
+            input: OrderRequest.self, output: Order.self)
     }
 
     /// Every method of `flashsale.Inventory`, in the order proto/services.proto declares them.
@@ -173,6 +207,9 @@ public enum InventoryRPC: Sendable {
         AdjustStock.descriptor,
         SoldCounts.descriptor,
         Audit.descriptor,
+        ConfirmOrder.descriptor,
+        CancelOrder.descriptor,
+        GetOrder.descriptor,
     ]
 }
 

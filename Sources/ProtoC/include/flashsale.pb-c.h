@@ -30,6 +30,8 @@ typedef struct Flashsale__SoldCountsResponse Flashsale__SoldCountsResponse;
 typedef struct Flashsale__AuditRequest Flashsale__AuditRequest;
 typedef struct Flashsale__ProductAudit Flashsale__ProductAudit;
 typedef struct Flashsale__AuditResponse Flashsale__AuditResponse;
+typedef struct Flashsale__OrderRequest Flashsale__OrderRequest;
+typedef struct Flashsale__Order Flashsale__Order;
 typedef struct Flashsale__ProductConfig Flashsale__ProductConfig;
 typedef struct Flashsale__QuotaGrant Flashsale__QuotaGrant;
 typedef struct Flashsale__ShedConfig Flashsale__ShedConfig;
@@ -70,6 +72,44 @@ typedef enum _Flashsale__PurchaseOutcome {
   FLASHSALE__PURCHASE_OUTCOME__ALREADY_PURCHASED = 4
     PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(FLASHSALE__PURCHASE_OUTCOME)
 } Flashsale__PurchaseOutcome;
+/*
+ * A PURCHASED order of a product with a hold time is HELD until it is paid (inventory.ConfirmOrder) or released
+ * (inventory.CancelOrder, or its pay_by passing). It ends exactly once: a released hold can never be paid.
+ */
+typedef enum _Flashsale__OrderState {
+  /*
+   * never sent
+   */
+  FLASHSALE__ORDER_STATE__ORDER_STATE_UNSPECIFIED = 0,
+  /*
+   * a unit is held for the buyer until pay_by
+   */
+  FLASHSALE__ORDER_STATE__HELD = 1,
+  /*
+   * final: the unit is sold (a product without a hold time: at once)
+   */
+  FLASHSALE__ORDER_STATE__PAID = 2,
+  /*
+   * final: the unit went back on sale; see `reason`
+   */
+  FLASHSALE__ORDER_STATE__RELEASED = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(FLASHSALE__ORDER_STATE)
+} Flashsale__OrderState;
+typedef enum _Flashsale__ReleaseReason {
+  /*
+   * not released
+   */
+  FLASHSALE__RELEASE_REASON__RELEASE_REASON_UNSPECIFIED = 0,
+  /*
+   * inventory.CancelOrder
+   */
+  FLASHSALE__RELEASE_REASON__CANCELLED = 1,
+  /*
+   * not paid by pay_by
+   */
+  FLASHSALE__RELEASE_REASON__EXPIRED = 2
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(FLASHSALE__RELEASE_REASON)
+} Flashsale__ReleaseReason;
 
 /* --- messages --- */
 
@@ -164,10 +204,23 @@ struct  Flashsale__Product
    * sum of slot remaining (what is still sellable)
    */
   int64_t remaining;
+  /*
+   * Seconds a buyer has to pay (inventory.ConfirmOrder) for a PURCHASED unit before the hold expires and the unit is
+   * sold again; 0 = an order is final (paid) at once.
+   */
+  uint32_t hold_seconds;
+  /*
+   * live holds (not yet paid or released); part of `sold`
+   */
+  int64_t held;
+  /*
+   * orders released (cancelled or expired): their units went back to the slots
+   */
+  int64_t released;
 };
 #define FLASHSALE__PRODUCT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__product__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, 0, (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0 }
 
 
 struct  Flashsale__CreateProductRequest
@@ -193,10 +246,14 @@ struct  Flashsale__CreateProductRequest
    * 0 to 10^12; 0 = no limit beyond total_stock
    */
   int64_t sale_limit;
+  /*
+   * 0 to 86,400 (a day); 0 = orders are final at once (see Product.hold_seconds)
+   */
+  uint32_t hold_seconds;
 };
 #define FLASHSALE__CREATE_PRODUCT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__create_product_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0 }
 
 
 struct  Flashsale__ProductRequest
@@ -332,16 +389,35 @@ struct  Flashsale__ProductAudit
    * sum of slot remaining
    */
   int64_t remaining;
+  /*
+   * units held by orders: live holds + paid (released orders hold none)
+   */
   int64_t orders;
   int64_t negative_slots;
   /*
-   * remaining + orders == total_stock and no slot negative
+   * remaining + orders == total_stock, no slot negative, and every order in exactly one valid state
    */
   protobuf_c_boolean clean;
+  /*
+   * live holds, part of `orders`
+   */
+  int64_t held;
+  /*
+   * paid orders, part of `orders`
+   */
+  int64_t paid;
+  /*
+   * released orders (not part of `orders`)
+   */
+  int64_t released;
+  /*
+   * orders in no valid state (e.g. released without a reason): must be 0
+   */
+  int64_t invalid_orders;
 };
 #define FLASHSALE__PRODUCT_AUDIT__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__product_audit__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, 0, 0, 0, 0 }
 
 
 struct  Flashsale__AuditResponse
@@ -357,6 +433,61 @@ struct  Flashsale__AuditResponse
 #define FLASHSALE__AUDIT_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__audit_response__descriptor) \
     , 0,NULL, 0 }
+
+
+typedef enum {
+  FLASHSALE__ORDER_REQUEST__KEY__NOT_SET = 0,
+  FLASHSALE__ORDER_REQUEST__KEY_REQUEST_ID = 2,
+  FLASHSALE__ORDER_REQUEST__KEY_ORDER_ID = 3
+    PROTOBUF_C__FORCE_ENUM_TO_BE_INT_SIZE(FLASHSALE__ORDER_REQUEST__KEY__CASE)
+} Flashsale__OrderRequest__KeyCase;
+
+/*
+ * Names one order: the product (1-128 bytes) and either the request id that made it or its order id (non-zero).
+ */
+struct  Flashsale__OrderRequest
+{
+  ProtobufCMessage base;
+  char *product_id;
+  Flashsale__OrderRequest__KeyCase key_case;
+  union {
+    uint64_t request_id;
+    uint64_t order_id;
+  };
+};
+#define FLASHSALE__ORDER_REQUEST__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&flashsale__order_request__descriptor) \
+    , (char *)protobuf_c_empty_string, FLASHSALE__ORDER_REQUEST__KEY__NOT_SET, {0} }
+
+
+struct  Flashsale__Order
+{
+  ProtobufCMessage base;
+  char *product_id;
+  uint64_t request_id;
+  uint64_t order_id;
+  uint64_t user_id;
+  Flashsale__OrderState state;
+  /*
+   * HELD (and a hold that ended): when the hold expires; 0 for an order final at once
+   */
+  int64_t pay_by_unix_ms;
+  /*
+   * PAID or RELEASED: when it ended; 0 while HELD
+   */
+  int64_t ended_unix_ms;
+  /*
+   * RELEASED: why
+   */
+  Flashsale__ReleaseReason reason;
+  /*
+   * ConfirmOrder and CancelOrder: true when the order was in that end state already (this call changed nothing)
+   */
+  protobuf_c_boolean replayed;
+};
+#define FLASHSALE__ORDER__INIT \
+ { PROTOBUF_C_MESSAGE_INIT (&flashsale__order__descriptor) \
+    , (char *)protobuf_c_empty_string, 0, 0, 0, FLASHSALE__ORDER_STATE__ORDER_STATE_UNSPECIFIED, 0, 0, FLASHSALE__RELEASE_REASON__RELEASE_REASON_UNSPECIFIED, 0 }
 
 
 /*
@@ -950,6 +1081,44 @@ Flashsale__AuditResponse *
 void   flashsale__audit_response__free_unpacked
                      (Flashsale__AuditResponse *message,
                       ProtobufCAllocator *allocator);
+/* Flashsale__OrderRequest methods */
+void   flashsale__order_request__init
+                     (Flashsale__OrderRequest         *message);
+size_t flashsale__order_request__get_packed_size
+                     (const Flashsale__OrderRequest   *message);
+size_t flashsale__order_request__pack
+                     (const Flashsale__OrderRequest   *message,
+                      uint8_t             *out);
+size_t flashsale__order_request__pack_to_buffer
+                     (const Flashsale__OrderRequest   *message,
+                      ProtobufCBuffer     *buffer);
+Flashsale__OrderRequest *
+       flashsale__order_request__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   flashsale__order_request__free_unpacked
+                     (Flashsale__OrderRequest *message,
+                      ProtobufCAllocator *allocator);
+/* Flashsale__Order methods */
+void   flashsale__order__init
+                     (Flashsale__Order         *message);
+size_t flashsale__order__get_packed_size
+                     (const Flashsale__Order   *message);
+size_t flashsale__order__pack
+                     (const Flashsale__Order   *message,
+                      uint8_t             *out);
+size_t flashsale__order__pack_to_buffer
+                     (const Flashsale__Order   *message,
+                      ProtobufCBuffer     *buffer);
+Flashsale__Order *
+       flashsale__order__unpack
+                     (ProtobufCAllocator  *allocator,
+                      size_t               len,
+                      const uint8_t       *data);
+void   flashsale__order__free_unpacked
+                     (Flashsale__Order *message,
+                      ProtobufCAllocator *allocator);
 /* Flashsale__ProductConfig methods */
 void   flashsale__product_config__init
                      (Flashsale__ProductConfig         *message);
@@ -1301,6 +1470,12 @@ typedef void (*Flashsale__ProductAudit_Closure)
 typedef void (*Flashsale__AuditResponse_Closure)
                  (const Flashsale__AuditResponse *message,
                   void *closure_data);
+typedef void (*Flashsale__OrderRequest_Closure)
+                 (const Flashsale__OrderRequest *message,
+                  void *closure_data);
+typedef void (*Flashsale__Order_Closure)
+                 (const Flashsale__Order *message,
+                  void *closure_data);
 typedef void (*Flashsale__ProductConfig_Closure)
                  (const Flashsale__ProductConfig *message,
                   void *closure_data);
@@ -1356,6 +1531,8 @@ typedef void (*Flashsale__EdgeStatsResponse_Closure)
 /* --- descriptors --- */
 
 extern const ProtobufCEnumDescriptor    flashsale__purchase_outcome__descriptor;
+extern const ProtobufCEnumDescriptor    flashsale__order_state__descriptor;
+extern const ProtobufCEnumDescriptor    flashsale__release_reason__descriptor;
 extern const ProtobufCMessageDescriptor flashsale__purchase_request__descriptor;
 extern const ProtobufCMessageDescriptor flashsale__purchase_response__descriptor;
 extern const ProtobufCMessageDescriptor flashsale__product__descriptor;
@@ -1371,6 +1548,8 @@ extern const ProtobufCMessageDescriptor flashsale__sold_counts_response__descrip
 extern const ProtobufCMessageDescriptor flashsale__audit_request__descriptor;
 extern const ProtobufCMessageDescriptor flashsale__product_audit__descriptor;
 extern const ProtobufCMessageDescriptor flashsale__audit_response__descriptor;
+extern const ProtobufCMessageDescriptor flashsale__order_request__descriptor;
+extern const ProtobufCMessageDescriptor flashsale__order__descriptor;
 extern const ProtobufCMessageDescriptor flashsale__product_config__descriptor;
 extern const ProtobufCMessageDescriptor flashsale__quota_grant__descriptor;
 extern const ProtobufCMessageDescriptor flashsale__shed_config__descriptor;

@@ -136,9 +136,11 @@ final class QuotaCoordinator: Sendable {
             allotments: state.allotments, registered: registered, maxEdgeID: state.maxEdgeId)
     }
 
-    /// Units the database will ever sell: its total stock, or the sale limit when that is lower.
+    /// Units the database will ever sell: its total stock, or the sale limit when that is lower, plus every unit a
+    /// released hold gave back (sold counts keep a released order on the edge that made it: that edge used the unit,
+    /// and it comes back to the pool, not to the edge).
     static func capacity(_ product: Product) -> Int64 {
-        product.saleLimit > 0 ? min(product.totalStock, product.saleLimit) : product.totalStock
+        Units.sum([product.saleLimit > 0 ? min(product.totalStock, product.saleLimit) : product.totalStock, product.released])
     }
 
     /// Asks each edge for its surplus and records, per edge, its own total of units handed back: an absolute
