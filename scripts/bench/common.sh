@@ -10,6 +10,14 @@ bench_build() {
   BIN=$(swift build -c release --show-bin-path)
 }
 
+# The whole package (the services, the CLI and the load generators), for benchmarks that start the platform.
+bench_build_all() {
+  bash scripts/install-deps.sh >/dev/null
+  echo "building release..." >&2
+  swift build -c release >&2
+  BIN=$(swift build -c release --show-bin-path)
+}
+
 # Starts a process in the background, waits for its READY line, sets READY_ADDR (host:port) and PIDS.
 PIDS=()
 start_ready() {

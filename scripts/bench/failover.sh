@@ -18,10 +18,7 @@ STOCK=${1:-3000}
 SECONDS_PER_RUN=${2:-8}
 PORT=$(free_port "${INVENTORY_BENCH_PORT:-17451}")
 DB=flashsale_failover_$$
-bash scripts/install-deps.sh >/dev/null
-echo "building release..." >&2
-swift build -c release >&2
-BIN=$(swift build -c release --show-bin-path)
+bench_build_all
 export FLASHSALE_SERVICE_TOKEN=${FLASHSALE_SERVICE_TOKEN:-bench-$RANDOM$RANDOM$RANDOM$RANDOM}
 
 echo "== the cluster: a primary and a synchronous standby under Patroni, on this run's ZooKeeper"

@@ -12,8 +12,5 @@
 #   scripts/bench.sh faults [stock per case]
 source "$(dirname "$0")/common.sh"
 STOCK=${1:-2000}
-bash scripts/install-deps.sh >/dev/null
-echo "building release..." >&2
-swift build -c release >&2
-BIN=$(swift build -c release --show-bin-path)
+bench_build_all
 "$BIN/flashsale-bench" faults --cases all --stock "$STOCK" --connections 40 --depth 4

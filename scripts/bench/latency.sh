@@ -7,9 +7,6 @@
 #   scripts/bench.sh latency [seconds per rate]
 source "$(dirname "$0")/common.sh"
 SECONDS_PER_RATE=${1:-5}
-bash scripts/install-deps.sh >/dev/null
-echo "building release..." >&2
-swift build -c release >&2
-BIN=$(swift build -c release --show-bin-path)
+bench_build_all
 start_run_servers bench-latency
 "$BIN/flashsale-bench" latency --admin-dsn "$FLASHSALE_PG_DSN" --zookeeper "$FLASHSALE_ZK" --seconds "$SECONDS_PER_RATE"

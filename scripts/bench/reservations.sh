@@ -7,10 +7,7 @@ source "$(dirname "$0")/common.sh"
 ATTEMPTS=${1:-300000}
 HOLD=${2:-3}
 SHARE=${3:-0.7}
-bash scripts/install-deps.sh >/dev/null
-echo "building release..." >&2
-swift build -c release >&2
-BIN=$(swift build -c release --show-bin-path)
+bench_build_all
 start_run_servers bench-reservations
 echo "== sale with holds: 3 x 1,000 units, $ATTEMPTS attempts, hold ${HOLD} s, ${SHARE} of winners pay"
 "$BIN/flashsale" sale --products 3 --stock 1000 --attempts "$ATTEMPTS" --connections 200 --depth 8 \

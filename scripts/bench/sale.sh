@@ -9,10 +9,7 @@
 source "$(dirname "$0")/common.sh"
 ATTEMPTS=${1:-1000000}
 command -v redis-server >/dev/null || { apt-get update -qq && apt-get install -y -qq redis-server redis-tools >/dev/null; }
-bash scripts/install-deps.sh >/dev/null
-echo "building release..." >&2
-swift build -c release >&2
-BIN=$(swift build -c release --show-bin-path)
+bench_build_all
 # This run's own servers; `flashsale sale` uses them (it would otherwise start servers of its own for each sale).
 start_run_servers bench-sale
 
