@@ -1,3 +1,5 @@
+import Foundation
+
 /// `host:port`, the one parser of the platform's addresses: a name, an IPv4 address, or an IPv6 address in brackets
 /// (`[::1]:80`; a bare `::1:80` is read up to its last colon, as a READY line prints it). The port is 1...65535.
 public struct HostPort: Sendable, Hashable, CustomStringConvertible {
@@ -20,6 +22,23 @@ public struct HostPort: Sendable, Hashable, CustomStringConvertible {
         if host.isEmpty, let defaultHost { host = defaultHost }
         guard !host.isEmpty else { return nil }
         self.init(host: host, port: port)
+    }
+
+    /// A comma-separated list (`a:1, b:2`): nil unless every entry is `host:port`; repeats are dropped, and "" is
+    /// the empty list.
+    public static func list(_ text: some StringProtocol, defaultHost: String? = nil) -> [HostPort]? {
+        let entries = text.split(separator: ",", omittingEmptySubsequences: false).map {
+            $0.trimmingCharacters(in: .whitespaces)
+        }
+        if entries == [""] { return [] }
+        var addresses: [HostPort] = []
+        for entry in entries {
+            guard !entry.contains(where: \.isWhitespace), let address = HostPort(entry, defaultHost: defaultHost) else {
+                return nil
+            }
+            if !addresses.contains(address) { addresses.append(address) }
+        }
+        return addresses
     }
 
     /// `host:port`, the IPv6 host in brackets.

@@ -37,7 +37,11 @@ struct EdgeMain: AsyncParsableCommand {
     @Flag(help: "Also use the inventory replicas registered in ZooKeeper (<root>/inventories/), as they come and go.")
     var discoverInventories = false
     @Option(help: "Connections to the InventoryService.") var inventoryConnections = 4
-    @Option(help: "QuotaService address (host:port).") var quota: String
+    @Option(help: """
+        QuotaService address (host:port), or several (a leader and its standbys, comma-separated): a refill goes to \
+        the one that last answered, and to the next once it cannot be reached.
+        """)
+    var quota: String
     @Option(help: "Attempts kept per million until config/shed is read.") var keepPerMillion: UInt32 = 1_000_000
     @Option(help: "Seed of the shedding lottery (random by default).") var shedSeed: UInt64?
     @Option(help: "Calls in flight per client connection before the edge stops reading it.") var maxCallsInFlight = 1024
@@ -48,8 +52,8 @@ struct EdgeMain: AsyncParsableCommand {
     @OptionGroup var metrics: MetricsOptions
 
     func validate() throws {
-        guard let inventories = InventoryRegistration.parseList(inventory), HostPort(quota, defaultHost: "127.0.0.1") != nil else {
-            throw ValidationError("--inventory takes host:port[,host:port...] and --quota host:port")
+        guard let inventories = HostPort.list(inventory), !(HostPort.list(quota, defaultHost: "127.0.0.1") ?? []).isEmpty else {
+            throw ValidationError("--inventory and --quota take host:port[,host:port...]")
         }
         guard !inventories.isEmpty || discoverInventories else {
             throw ValidationError("name the inventory (--inventory host:port[,...]) or --discover-inventories")
@@ -67,7 +71,7 @@ struct EdgeMain: AsyncParsableCommand {
         }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         let inventories = InventoryReplicas(
-            listed: InventoryRegistration.parseList(inventory) ?? [],  // checked by validate()
+            listed: HostPort.list(inventory) ?? [],  // checked by validate()
             template: RPCClientConfiguration(
                 port: 0, connections: max(1, inventoryConnections), defaultTimeout: .seconds(5),
                 token: credentials.serviceToken ?? ""),

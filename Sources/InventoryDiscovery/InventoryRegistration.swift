@@ -52,19 +52,4 @@ public enum InventoryRegistration {
         }
         return (addresses, ignored)
     }
-
-    /// `--inventory`: one `host:port` or a comma-separated list; nil when any entry is not one. Empty text is the
-    /// empty list (the replicas then come from ZooKeeper alone).
-    public static func parseList(_ text: String) -> [HostPort]? {
-        let entries = text.split(separator: ",", omittingEmptySubsequences: false).map {
-            $0.trimmingCharacters(in: .whitespaces)
-        }
-        if entries == [""] { return [] }
-        var addresses: [HostPort] = []
-        for entry in entries {
-            guard !entry.contains(where: \.isWhitespace), let address = HostPort(entry) else { return nil }
-            if !addresses.contains(address) { addresses.append(address) }
-        }
-        return addresses
-    }
 }

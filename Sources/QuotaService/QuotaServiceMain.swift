@@ -28,7 +28,7 @@ struct QuotaServiceMain: AsyncParsableCommand {
     @OptionGroup var metrics: MetricsOptions
 
     func validate() throws {
-        guard let inventories = InventoryRegistration.parseList(inventory) else {
+        guard let inventories = HostPort.list(inventory) else {
             throw ValidationError("--inventory must be host:port[,host:port...]")
         }
         guard !inventories.isEmpty || discoverInventories else {
@@ -54,7 +54,7 @@ struct QuotaServiceMain: AsyncParsableCommand {
         if !access.quotaEnforces { logger.warning("no ZooKeeper secrets: quota nodes are open to every ZooKeeper client") }
         let address = NIOLockedValueBox("")  // host:port this process serves on, once bound
         let inventories = InventoryReplicas(
-            listed: InventoryRegistration.parseList(inventory) ?? [],  // checked by validate()
+            listed: HostPort.list(inventory) ?? [],  // checked by validate()
             template: RPCClientConfiguration(port: 0, token: credentials.serviceToken ?? ""), logger: logger)
         let quota = try await QuotaServiceParts.start(
             zooKeeper: zookeeper, root: root, sessionTimeout: .milliseconds(sessionTimeoutMs), access: access,

@@ -113,7 +113,9 @@ struct ReplicaTests {
             $0.edges = 0
         } _: { platform, _ in
             let standby = platform.quotaServices[1]
-            for _ in 0..<2 { try await platform.addEdge { $0.quota = standby.address } }
+            // The edges know both: they ask the leader until it is gone, then the standby.
+            let leader = platform.quotaServices[0]
+            for _ in 0..<2 { try await platform.addEdge { $0.quota = "\(leader.address),\(standby.address)" } }
             let quota = QuotaClient(port: standby.port, token: Self.token, logger: logger)
             let inventory = platform.inventoryClient(logger: logger)
             let zk = try await ZooKeeperClient.connect(hosts: platform.configuration.zooKeeperHosts, logger: logger)

@@ -50,12 +50,12 @@ import Testing
     }
 
     @Test func inventoryListFlag() {
-        #expect(InventoryRegistration.parseList("") == [])
-        #expect(InventoryRegistration.parseList("127.0.0.1:7100") == [HostPort(host: "127.0.0.1", port: 7100)])
-        #expect(InventoryRegistration.parseList("a:1, b:2,a:1") == [HostPort(host: "a", port: 1), HostPort(host: "b", port: 2)])
-        #expect(InventoryRegistration.parseList("[::1]:7100,b:2") == [HostPort(host: "::1", port: 7100), HostPort(host: "b", port: 2)])
+        #expect(HostPort.list("") == [])
+        #expect(HostPort.list("127.0.0.1:7100") == [HostPort(host: "127.0.0.1", port: 7100)])
+        #expect(HostPort.list("a:1, b:2,a:1") == [HostPort(host: "a", port: 1), HostPort(host: "b", port: 2)])
+        #expect(HostPort.list("[::1]:7100,b:2") == [HostPort(host: "::1", port: 7100), HostPort(host: "b", port: 2)])
         for bad in ["a:1,", ",a:1", "a:1,,b:2", "a", "a:0", "a:70000", "a:1 b:2"] {
-            #expect(InventoryRegistration.parseList(bad) == nil, "\(bad)")
+            #expect(HostPort.list(bad) == nil, "\(bad)")
         }
     }
 

@@ -30,7 +30,12 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     private let access: ZooKeeperAccess
     let ledger: QuotaLedger
     private let shedder: LoadShedder
-    private let quota: QuotaClient
+    /// The quota services this edge may ask for more (`--quota a:1,b:2`): all answer GrantMore (every write is a
+    /// compare-and-set in ZooKeeper), so a refill goes to the one that last answered, and to the next in the list
+    /// once that one cannot be reached (a killed leader: its standby takes over, and this edge with it).
+    private let quotas: [QuotaClient]
+    private let askedQuota = Atomic<Int>(0)
+    private var quota: QuotaClient { quotas[askedQuota.load(ordering: .relaxed) % quotas.count] }
     private let logger: Logger
     private let sessionTimeout: Duration
     private let reportInterval: Duration
@@ -76,13 +81,16 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
         self.logger = logger
         self.sessionTimeout = sessionTimeout
         self.reportInterval = reportInterval
-        let (host, port) = Self.hostPort(quotaService) ?? ("127.0.0.1", 0)
-        self.quota = QuotaClient(
-            rpc: RPCClient(
-                configuration: RPCClientConfiguration(
-                    host: host, port: port, connectTimeout: .seconds(1), defaultTimeout: .seconds(3),
-                    token: serviceToken ?? ""),
-                logger: logger))
+        let addresses = HostPort.list(quotaService, defaultHost: "127.0.0.1").flatMap { $0.isEmpty ? nil : $0 }
+            ?? [HostPort(host: "127.0.0.1", port: 0)]
+        self.quotas = addresses.map { address in
+            QuotaClient(
+                rpc: RPCClient(
+                    configuration: RPCClientConfiguration(
+                        host: address.host, port: address.port, connectTimeout: .seconds(1), defaultTimeout: .seconds(3),
+                        token: serviceToken ?? ""),
+                    logger: logger))
+        }
     }
 
     /// The same, with an address known up front.
@@ -156,7 +164,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
             // Closing ends the session at once: the quota service sees the node go and asks for our units.
             await zk.close()
         }
-        await quota.shutdown()
+        for quota in quotas { await quota.shutdown() }
     }
 
     /// Retries until ZooKeeper answers (it may start after us, or be restarting).
@@ -312,12 +320,17 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
         guard edgeID != 0 else { return quota.rpc.eventLoop.makeSucceededFuture(.unavailable) }
         let before = ledger.usage(of: product)
         let request = GrantMoreRequest(edgeId: edgeID, productId: product, used: before?.used ?? 0)
-        return quota.rpc.callFuture(QuotaRPC.GrantMore.self, request).map { response in
+        let asked = askedQuota.load(ordering: .relaxed)
+        return quotas[asked % quotas.count].rpc.callFuture(QuotaRPC.GrantMore.self, request).map { response in
             self.ledger.applyGrant(product, granted: response.granted)
             let outcome = RefillOutcome(grant: response, before: before, after: self.ledger.usage(of: product))
             if outcome == .soldOut { self.ledger.markSoldOut(product) }
             return outcome
         }.recover { error in
+            // Unreachable (not sent, or the connection lost): the next refill asks the next quota service.
+            if (error as? RPCError)?.code == .unavailable, self.quotas.count > 1 {
+                _ = self.askedQuota.compareExchange(expected: asked, desired: asked &+ 1, ordering: .relaxed)
+            }
             self.logger.warning("quota refill failed", metadata: ["product": "\(product)", "error": "\(error)"])
             return .unavailable
         }
@@ -463,10 +476,6 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
         // The quota service trusts the registration of the session this edge names in its ReleaseQuota answers.
         ledger.setHolder(edgeID: edgeID, session: zk.sessionID)
         return name
-    }
-
-    static func hostPort(_ text: String) -> (String, Int)? {
-        HostPort(text, defaultHost: "127.0.0.1").map { ($0.host, $0.port) }
     }
 }
 
