@@ -158,6 +158,7 @@ let package = Package(
         .executableTarget(
             name: "QuotaService",
             dependencies: [
+                "Addressing",
                 "InventoryDiscovery",
                 "QuotaCore", "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "FlashSaleClient",
                 "ZooKeeperClient", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -1,3 +1,4 @@
+import Addressing
 import ArgumentParser
 import FlashSaleClient
 import Foundation
