@@ -107,6 +107,12 @@ let messageKinds: [MessageKind] = [
         ProductQuotaState(totalStock: 1_000, hot: false, database: "main", saleLimit: 0,
                           allotments: [EdgeAllotment(edge: "edge-0000000001", edgeId: 2, granted: 500)])
     },
+    // Appended, so that the corpus's first bytes keep naming the kinds they did.
+    MessageKind(OrderRequest.self) { OrderRequest(productId: "p1", key: .orderId(42)) },
+    MessageKind(Order.self) {
+        Order(productId: "p1", requestId: 7, orderId: 42, userId: 9, state: .released, payByUnixMs: 1_764_000_000_000,
+              endedUnixMs: 1_764_000_180_000, reason: .expired)
+    },
 ]
 
 func kind(_ type: Any.Type) -> Int {
