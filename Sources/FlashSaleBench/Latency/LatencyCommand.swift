@@ -21,6 +21,7 @@ struct LatencyCommand: AsyncParsableCommand {
     @Option(help: "Seconds of load per rate.") var seconds = 5.0
     @Option(help: "Client connections, spread over the edges.") var connections = 100
     @Option(help: "Event loop threads of the generator.") var threads = 1
+    @Option(help: "Event loop threads of each edge (default: the edge's own, one per core).") var edgeThreads: Int?
     @Option var stock: Int64 = 1_000
     @Option var users = 500_000
 
@@ -36,6 +37,7 @@ struct LatencyCommand: AsyncParsableCommand {
             operatorToken: Platform.newSecret())
         configuration.zooKeeperRoot = ZooKeeperRoot.unique("latency")
         configuration.edges = 2
+        if let edgeThreads { configuration.edgeArguments = ["--threads", "\(edgeThreads)"] }
         let platform = try await Platform.start(configuration)
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         do {
