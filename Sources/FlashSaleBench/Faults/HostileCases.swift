@@ -506,6 +506,7 @@ struct HostileCases {
         let inventory = context.inventory
         var coldProbes: [(OwnRequest, Result<PurchaseResponse, any Error>, Duration)] = []
         var stockLatencies: [Duration] = []
+        var warmUps: [(OwnRequest, Result<PurchaseResponse, any Error>)] = []
         var k = 0
         // Cold purchases one after another and a cold GetStock after each, for `span`.
         func probe(for span: Duration) async {
@@ -532,7 +533,23 @@ struct HostileCases {
         do {
             try await context.platform.crashAndRestartInventory(downtime: .milliseconds(200))
             findings.notes.append("inventory restarted without the hot database")
-            try? await Task.sleep(for: .seconds(1))
+            // An edge retries its inventory with a backoff of up to 2 s, so a fixed pause raced it (CI saw one
+            // UNAVAILABLE): each edge is asked until it answers, and what those warm-up calls bought is checked
+            // after the sale like every probe's.
+            for client in clients {
+                let until = ContinuousClock.now + .seconds(10)
+                while ContinuousClock.now < until {
+                    let id = ids.next()
+                    let answer = await capture {
+                        try await client.purchase(requestID: id.request, userID: id.user, product: cold, timeout: .seconds(3))
+                    }
+                    if case .success = answer {
+                        warmUps.append((OwnRequest(requestID: id.request, userID: id.user, product: cold), answer))
+                        break
+                    }
+                    try? await Task.sleep(for: .milliseconds(100))
+                }
+            }
             await probe(for: .milliseconds(1500))
         } catch {
             findings.failures.append("the inventory did not start without the hot database")
@@ -556,7 +573,9 @@ struct HostileCases {
         findings.notes.append(
             "hot database away \(Self.seconds(away)): cold probes \(answers), slowest \(Self.seconds(coldProbes.map { $0.2 }.max() ?? .zero))")
         var injection = HostileInjection(findings: findings)
-        let purchased = bought.map { ($0.0, (try? $0.1.get())?.orderId ?? 0) }
+        let purchased = (bought.map { ($0.0, $0.1) } + warmUps).compactMap { probe, answer in
+            (try? answer.get()).flatMap { $0.outcome == .purchased ? (probe, $0.orderId) : nil }
+        }
         injection.afterSale = {
             var after = HostileFindings()
             let answers = await Self.lookUp(purchased.map(\.0), inventory: inventory)
