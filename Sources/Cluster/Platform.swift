@@ -42,6 +42,8 @@ public final class Platform: Sendable {
         /// libpq DSN of the main database and of the hot products' database, as their owner (the migrations run so).
         public var databaseDSN: String
         public var hotDatabaseDSN: String
+        /// More database clusters (shards: `RunDatabases.shardClusters`), as their owner, as the two above.
+        public var clusters: [Cluster] = []
         /// The login role the inventory serves both databases as: a member of flashsale_service, made by
         /// `scripts/postgres.sh`. Nil: it serves with the DSNs above (refused unless `inventoryArguments` holds
         /// `--allow-privileged-role`).
@@ -101,6 +103,18 @@ public final class Platform: Sendable {
             environment["FLASHSALE_SERVICE_TOKEN"] = serviceToken
             if let zooKeeperSecrets { environment["FLASHSALE_ZK_EDGE_SECRET"] = zooKeeperSecrets.edge }
             return environment.merging(edgeEnvironment) { $1 }
+        }
+    }
+
+    /// A database cluster beyond main and hot: the inventory's `--database NAME=DSN`.
+    public struct Cluster: Sendable {
+        public var name: String
+        /// As the owner (the migrations run so).
+        public var dsn: String
+
+        public init(name: String, dsn: String) {
+            self.name = name
+            self.dsn = dsn
         }
     }
 
@@ -256,9 +270,15 @@ public final class Platform: Sendable {
     }
 
     private static func inventoryArguments(_ configuration: Configuration, port: Int) -> InventoryArguments {
+        let clusters = configuration.clusters.map { (name: $0.name, dsn: $0.dsn) }
         var arguments = configuration.servingRole.map {
-            InventoryArguments.serving(as: $0, main: configuration.databaseDSN, hot: configuration.hotDatabaseDSN)
-        } ?? InventoryArguments(dsn: configuration.databaseDSN, hotDSN: configuration.hotDatabaseDSN)
+            InventoryArguments.serving(
+                as: $0, main: configuration.databaseDSN, hot: configuration.hotDatabaseDSN, clusters: clusters)
+        } ?? {
+            var arguments = InventoryArguments(dsn: configuration.databaseDSN, hotDSN: configuration.hotDatabaseDSN)
+            arguments.clusters = clusters.map { ($0.name, $0.dsn, nil) }
+            return arguments
+        }()
         arguments.port = port
         arguments.logLevel = configuration.logLevel
         arguments.extra = configuration.inventoryArguments

@@ -46,33 +46,53 @@ public struct RunDatabase: Sendable {
     public var hotCompanion: RunDatabase { RunDatabase(name: name + "_hot", adminDSN: adminDSN) }
 }
 
-/// The two databases of a platform (main, and hot products'), named `<name>` and `<name>_hot`.
+/// A shard of a platform: the cluster's name (the inventory's `--database NAME=DSN`) and its database.
+public struct ShardDatabase: Sendable {
+    public let cluster: String
+    public let database: RunDatabase
+}
+
+/// The databases of a platform (main, and hot products'), named `<name>` and `<name>_hot`, and its shards if any:
+/// clusters `shard-2`, `shard-3`, ... as databases `<name>_shard2`, ... on the same server (a cluster may be a
+/// second database of the same server; in production each is a server or Patroni cluster of its own).
 public struct RunDatabases: Sendable {
     public let main: RunDatabase
     public var hot: RunDatabase { main.hotCompanion }
+    public let shards: [ShardDatabase]
 
-    public init(main: RunDatabase) { self.main = main }
-
-    /// Creates `<prefix>_<random>` and its `_hot` companion.
-    public static func create(adminDSN: String, prefix: String) async throws -> RunDatabases {
-        try await create(adminDSN: adminDSN, name: RunDatabase.uniqueName(prefix: prefix))
+    public init(main: RunDatabase, shards: Int = 0) {
+        self.main = main
+        self.shards = (0..<shards).map {
+            ShardDatabase(cluster: "shard-\($0 + 2)", database: RunDatabase(name: "\(main.name)_shard\($0 + 2)", adminDSN: main.adminDSN))
+        }
     }
 
-    public static func create(adminDSN: String, name: String) async throws -> RunDatabases {
-        let databases = RunDatabases(main: RunDatabase(name: name, adminDSN: adminDSN))
-        try await databases.main.create()
+    /// Creates `<prefix>_<random>`, its `_hot` companion and `shards` shards.
+    public static func create(adminDSN: String, prefix: String, shards: Int = 0) async throws -> RunDatabases {
+        try await create(adminDSN: adminDSN, name: RunDatabase.uniqueName(prefix: prefix), shards: shards)
+    }
+
+    public static func create(adminDSN: String, name: String, shards: Int = 0) async throws -> RunDatabases {
+        let databases = RunDatabases(main: RunDatabase(name: name, adminDSN: adminDSN), shards: shards)
         do {
-            try await databases.hot.create()
+            for database in [databases.main, databases.hot] + databases.shards.map(\.database) { try await database.create() }
         } catch {
-            try? await databases.main.drop()
+            await databases.drop()
             throw error
         }
         return databases
     }
 
-    /// Drops both (what is not there is skipped).
+    /// The shards as the platform's clusters (name, owner's DSN).
+    public var shardClusters: [Platform.Cluster] { shards.map { Platform.Cluster(name: $0.cluster, dsn: $0.database.dsn) } }
+
+    /// Every database's owner DSN: main, hot, then the shards.
+    public var allDSNs: [String] { [main.dsn, hot.dsn] + shards.map(\.database.dsn) }
+
+    /// Drops them all (what is not there is skipped).
     public func drop() async {
         try? await main.drop()
         try? await hot.drop()
+        for shard in shards { try? await shard.database.drop() }
     }
 }

@@ -17,6 +17,8 @@ public struct InventoryArguments: ServiceArguments {
     public var hotDSN: String?
     public var migrateDSN: String?
     public var hotMigrateDSN: String?
+    /// More clusters (`--database NAME=DSN`, and `--migrate-database NAME=DSN` when `migrateDSN` is set).
+    public var clusters: [(name: String, dsn: String, migrateDSN: String?)] = []
     public var logLevel = "info"
     /// More flags, after the ones above (`--queue-limit 5`, `--metrics-port 0`, ...).
     public var extra: [String] = []
@@ -30,10 +32,15 @@ public struct InventoryArguments: ServiceArguments {
 
     /// Least privilege, as every launch path runs it: serving as the login role `role`, migrating as the owner
     /// (the DSNs given). A nil `hot` leaves the hot database to the service's default (`<main>_hot`).
-    public static func serving(as role: String, main: String, hot: String?) -> InventoryArguments {
-        InventoryArguments(
+    /// `clusters`: the shards' owner DSNs, served as `role` too.
+    public static func serving(
+        as role: String, main: String, hot: String?, clusters: [(name: String, dsn: String)] = []
+    ) -> InventoryArguments {
+        var arguments = InventoryArguments(
             dsn: PostgresDSN.with(user: role, main), hotDSN: hot.map { PostgresDSN.with(user: role, $0) },
             migrateDSN: main, hotMigrateDSN: hot)
+        arguments.clusters = clusters.map { ($0.name, PostgresDSN.with(user: role, $0.dsn), $0.dsn) }
+        return arguments
     }
 
     public var list: [String] {
@@ -41,6 +48,10 @@ public struct InventoryArguments: ServiceArguments {
         if let hotDSN { list += ["--hot-dsn", hotDSN] }
         if let migrateDSN { list += ["--migrate-dsn", migrateDSN] }
         if let hotMigrateDSN { list += ["--hot-migrate-dsn", hotMigrateDSN] }
+        for cluster in clusters {
+            list += ["--database", "\(cluster.name)=\(cluster.dsn)"]
+            if let owner = cluster.migrateDSN { list += ["--migrate-database", "\(cluster.name)=\(owner)"] }
+        }
         return list + ["--log-level", logLevel] + extra
     }
 }

@@ -1,63 +1,97 @@
 import Logging
 import Proto
 import ServiceLifecycle
+import Synchronization
 import Wire
 
-/// The service's state: the catalog, the two databases and their purchase pools. As a `Service` it runs the
-/// consumers until graceful shutdown, then lets them finish what is queued and in flight.
+/// One database cluster of the inventory: its admin statements and its purchase pool.
+struct ClusterParts: Sendable {
+    let database: ProductDatabase
+    let pool: PurchasePool
+    var role: DatabaseRole { database.role }
+}
+
+/// The service's state: the catalog, the database clusters (`main`, `hot`, shards) and their purchase pools. As a
+/// `Service` it runs the consumers until graceful shutdown, then lets them finish what is queued and in flight.
 final class Inventory: Service, Sendable {
     let catalog: ProductCatalog
-    let main: ProductDatabase
-    let hot: ProductDatabase
-    let mainPool: PurchasePool
-    let hotPool: PurchasePool
+    /// The clusters this inventory was given, `main` first.
+    let clusters: [ClusterParts]
+    private let byRole: [DatabaseRole: ClusterParts]
+    /// Clusters the catalog names but this inventory was not given: their products are refused (UNAVAILABLE, as a
+    /// cluster that is down; another replica given the cluster serves them), and the log says which flag is missing.
+    private let absent = Mutex<[DatabaseRole: ClusterParts]>([:])
     /// A name missing from `catalog` may be a product another replica created: reloaded from the database.
     let catalogRefresh: CatalogRefresher
     let logger: Logger
 
-    init(catalog: ProductCatalog, main: ProductDatabase, hot: ProductDatabase, mainPool: PurchasePool,
-         hotPool: PurchasePool, logger: Logger) {
+    init(catalog: ProductCatalog, clusters: [ClusterParts], logger: Logger) {
+        precondition(clusters.first?.role == .main, "the main cluster comes first")
         self.catalog = catalog
-        self.main = main
-        self.hot = hot
-        self.mainPool = mainPool
-        self.hotPool = hotPool
-        self.catalogRefresh = CatalogRefresher(catalog: catalog, logger: logger) { [main] in
-            try await main.catalog(includeHotCatalog: true).map(CatalogEntry.init(row:))
+        self.clusters = clusters
+        self.byRole = Dictionary(clusters.map { ($0.role, $0) }) { first, _ in first }
+        let main = clusters[0].database
+        self.catalogRefresh = CatalogRefresher(catalog: catalog, logger: logger) {
+            try await main.catalog().map(CatalogEntry.init(row:))
         }
         self.logger = logger
     }
 
-    func pool(for role: DatabaseRole) -> PurchasePool {
-        role == .hot ? hotPool : mainPool
+    var main: ProductDatabase { clusters[0].database }
+
+    func parts(for role: DatabaseRole) -> ClusterParts {
+        if let parts = byRole[role] { return parts }
+        return absent.withLock { absent in
+            if let parts = absent[role] { return parts }
+            logger.warning("a product lives on a cluster this inventory was not given", metadata: ["database": "\(role)"])
+            // Never started: the pool refuses every purchase, the database every statement.
+            let parts = ClusterParts(
+                database: .absent(role, logger: logger),
+                pool: PurchasePool(
+                    configuration: .init(role: role, dsn: "", consumers: 1, maxBatch: 1, queueLimit: 1), logger: logger))
+            absent[role] = parts
+            return parts
+        }
     }
 
-    func database(for role: DatabaseRole) -> ProductDatabase {
-        role == .hot ? hot : main
-    }
+    func pool(for role: DatabaseRole) -> PurchasePool { parts(for: role).pool }
+
+    func database(for role: DatabaseRole) -> ProductDatabase { parts(for: role).database }
 
     func run() async throws {
-        mainPool.start()
-        // Otherwise HotDatabaseStartup starts it once the hot database is migrated; until then hot purchases are refused.
-        if hot.isReady { hotPool.start() }
+        // The others start when `ClusterStartup` has brought them up; until then their purchases are refused.
+        for cluster in clusters where cluster.database.isReady { cluster.pool.start() }
         await withTaskGroup(of: Void.self) { group in
-            // Due holds are released in both databases (the hot one's expiry waits until it is ready).
-            for (database, pool) in [(main, mainPool), (hot, hotPool)] {
-                group.addTask { await HoldExpiry(database: database, pool: pool, logger: self.logger).run() }
+            // Due holds are released on every cluster (each one's expiry waits until it is ready).
+            for cluster in clusters {
+                group.addTask { await HoldExpiry(database: cluster.database, pool: cluster.pool, logger: self.logger).run() }
             }
             // Listed before the server in the service group, so this returns only after the server has drained.
             try? await gracefulShutdown()
             group.cancelAll()
         }
         logger.info("inventory draining")
-        async let mainStopped: Void = mainPool.stop()
-        async let hotStopped: Void = hotPool.stop()
-        _ = await (mainStopped, hotStopped)
+        await withTaskGroup(of: Void.self) { group in
+            for cluster in clusters { group.addTask { await cluster.pool.stop() } }
+        }
     }
 
-    /// The hot database was brought up after start-up: its products sell from now on.
-    func hotDatabaseReady() {
-        hotPool.start()
+    /// A cluster was brought up after start-up: its products sell from now on.
+    func clusterReady(_ role: DatabaseRole) {
+        byRole[role]?.pool.start()
+    }
+
+    /// `body` on every cluster at once; the results in the clusters' order. Fails when any cluster fails (the
+    /// error names it).
+    private func everyCluster<T: Sendable>(_ body: @escaping @Sendable (ProductDatabase) async throws -> [T]) async throws -> [T] {
+        try await withThrowingTaskGroup(of: (Int, [T]).self) { group in
+            for (index, cluster) in clusters.enumerated() {
+                group.addTask { (index, try await body(cluster.database)) }
+            }
+            var results = [[T]](repeating: [], count: clusters.count)
+            for try await (index, rows) in group { results[index] = rows }
+            return results.flatMap { $0 }
+        }
     }
 
     // MARK: - Operator and read methods
@@ -74,26 +108,36 @@ final class Inventory: Service, Sendable {
         guard catalog.entry(named: request.productId) == nil else {
             throw RPCError(.alreadyExists, "the product exists already")
         }
+        let load = ClusterPlacement.needsLoad(requested: request.cluster, hot: request.hot)
+            ? try await main.productsPerCluster() : [:]
+        let placement = ClusterPlacement(candidates: clusters.map {
+            .init(role: $0.role, ready: $0.database.isReady, products: load[$0.role] ?? 0)
+        })
+        let cluster: DatabaseRole
+        switch placement.decide(requested: request.cluster, hot: request.hot) {
+        case .place(let role): cluster = role
+        case .refuse(let code, let message): throw RPCError(code, message)
+        }
         let entry: CatalogEntry
-        if request.hot {
-            // The key comes from the main catalog's sequence; the stock goes to the hot database first, then the
-            // catalog entry. A crash in between leaves a product the next creation of the same name adopts.
-            let key = try await main.allocateProductKey()
-            let made = try await hot.createProduct(
-                key: key, name: request.productId, totalStock: request.totalStock, slotCount: slotCount, hot: true,
-                database: .hot, saleLimit: request.saleLimit, holdSeconds: request.holdSeconds)
-            guard try await main.addHotCatalogEntry(
-                key: made.key, name: request.productId, slotCount: slotCount, saleLimit: request.saleLimit)
-            else {
-                throw RPCError(.alreadyExists, "the product exists already")
-            }
-            entry = CatalogEntry(key: made.key, name: request.productId, role: .hot)
-        } else {
+        if cluster == .main {
             let made = try await main.createProduct(
                 key: nil, name: request.productId, totalStock: request.totalStock, slotCount: slotCount, hot: false,
                 database: .main, saleLimit: request.saleLimit, holdSeconds: request.holdSeconds)
             guard made.created else { throw RPCError(.alreadyExists, "the product exists already") }
             entry = CatalogEntry(key: made.key, name: request.productId, role: .main)
+        } else {
+            // The key comes from the main catalog's sequence; the stock goes to its cluster first, then the catalog
+            // entry. A crash in between leaves a product the next creation of the same name there adopts.
+            let key = try await main.allocateProductKey()
+            let made = try await database(for: cluster).createProduct(
+                key: key, name: request.productId, totalStock: request.totalStock, slotCount: slotCount,
+                hot: cluster == .hot, database: cluster, saleLimit: request.saleLimit, holdSeconds: request.holdSeconds)
+            guard try await main.addCatalogEntry(
+                key: made.key, name: request.productId, slotCount: slotCount, saleLimit: request.saleLimit, cluster: cluster)
+            else {
+                throw RPCError(.alreadyExists, "the product exists already")
+            }
+            entry = CatalogEntry(key: made.key, name: request.productId, role: cluster)
         }
         catalog.insert(entry)
         logger.info("product created", metadata: [
@@ -112,10 +156,8 @@ final class Inventory: Service, Sendable {
     }
 
     func products() async throws -> [Product] {
-        async let cold = main.products()
-        async let hotOnes = hot.products()
-        let all = try await cold + hotOnes
-        // Only catalogued products (a hot one whose creation crashed midway is not); one made by another replica
+        let all = try await everyCluster { try await $0.products() }
+        // Only catalogued products (one whose creation crashed midway is not); one made by another replica
         // since this one loaded its catalog is found by a reload.
         var listed: [Product] = []
         for product in all {
@@ -146,9 +188,7 @@ final class Inventory: Service, Sendable {
 
     func soldCounts(named name: String) async throws -> [ProductSold] {
         if name.isEmpty {
-            async let cold = main.soldCounts(key: nil)
-            async let hotOnes = hot.soldCounts(key: nil)
-            return try await cold + hotOnes
+            return try await everyCluster { try await $0.soldCounts(key: nil) }
         }
         let entry = try await entry(named: name)
         return try await database(for: entry.role).soldCounts(key: entry.key)
@@ -156,9 +196,7 @@ final class Inventory: Service, Sendable {
 
     func audit(named name: String) async throws -> [ProductAudit] {
         if name.isEmpty {
-            async let cold = main.audit(key: nil)
-            async let hotOnes = hot.audit(key: nil)
-            return try await cold + hotOnes
+            return try await everyCluster { try await $0.audit(key: nil) }
         }
         let entry = try await entry(named: name)
         return try await database(for: entry.role).audit(key: entry.key)

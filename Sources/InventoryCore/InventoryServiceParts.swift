@@ -4,20 +4,16 @@ import PostgresClient
 import ServiceLifecycle
 import Wire
 
-/// The inventory service's logic, put together: both databases migrated and checked, the catalog loaded, the
-/// purchase queues and their consumers. The executable adds the server and the group.
+/// The inventory service's logic, put together: every database cluster migrated and checked, the catalog loaded,
+/// the purchase queues and their consumers. The executable adds the server and the group.
 public struct InventoryServiceParts: Sendable {
     let inventory: Inventory
-    let hotStartup: HotDatabaseStartup
+    let startup: ClusterStartup
 
     /// What the parts are made from (the executable's flags).
     public struct Settings: Sendable {
-        public var mainDSN: String
-        public var hotDSN: String?
-        public var migrateDSN: String?
-        public var hotMigrateDSN: String?
-        public var consumers: Int
-        public var hotConsumers: Int
+        /// `main` first (`DatabaseFlags.clusters`), then `hot`, then the shards.
+        public var clusters: [ClusterSettings]
         public var maxBatch: Int
         public var queueLimit: Int
         public var connectTimeoutSeconds: Int
@@ -26,21 +22,17 @@ public struct InventoryServiceParts: Sendable {
         public var allowPrivilegedRole: Bool
         public var allowAsynchronousCommit: Bool
         /// Where the main cluster's primary is (Patroni's leader: `PatroniLeaderWatch`); the hot database must then
-        /// be on the same cluster (its default server is). Nil: the connection strings alone decide.
+        /// be on the same cluster (its default server is). Shards are reached through their own connection strings
+        /// (a multi-host one with `target_session_attrs=read-write` for a Patroni cluster). Nil: the connection
+        /// strings alone decide.
         public var primary: PostgresPrimaryLocator?
 
         public init(
-            mainDSN: String, hotDSN: String?, migrateDSN: String?, hotMigrateDSN: String?, consumers: Int, hotConsumers: Int,
-            maxBatch: Int, queueLimit: Int, connectTimeoutSeconds: Int, statementTimeoutMilliseconds: Int,
-            maxQueueWait: TimeAmount, allowPrivilegedRole: Bool, allowAsynchronousCommit: Bool,
-            primary: PostgresPrimaryLocator? = nil
+            clusters: [ClusterSettings], maxBatch: Int, queueLimit: Int, connectTimeoutSeconds: Int,
+            statementTimeoutMilliseconds: Int, maxQueueWait: TimeAmount, allowPrivilegedRole: Bool,
+            allowAsynchronousCommit: Bool, primary: PostgresPrimaryLocator? = nil
         ) {
-            self.mainDSN = mainDSN
-            self.hotDSN = hotDSN
-            self.migrateDSN = migrateDSN
-            self.hotMigrateDSN = hotMigrateDSN
-            self.consumers = consumers
-            self.hotConsumers = hotConsumers
+            self.clusters = clusters
             self.maxBatch = maxBatch
             self.queueLimit = queueLimit
             self.connectTimeoutSeconds = connectTimeoutSeconds
@@ -53,10 +45,8 @@ public struct InventoryServiceParts: Sendable {
     }
 
     public static func open(_ settings: Settings, logger: Logger) async throws -> InventoryServiceParts {
-        let (inventory, hotStartup) = try await openInventory(
-            mainDSN: settings.mainDSN, hotDSN: settings.hotDSN, migrateDSN: settings.migrateDSN,
-            hotMigrateDSN: settings.hotMigrateDSN, consumers: settings.consumers, hotConsumers: settings.hotConsumers,
-            maxBatch: settings.maxBatch, queueLimit: settings.queueLimit,
+        let (inventory, startup) = try await openInventory(
+            clusters: settings.clusters, maxBatch: settings.maxBatch, queueLimit: settings.queueLimit,
             timeouts: DatabaseTimeouts(
                 connectSeconds: settings.connectTimeoutSeconds, statementMilliseconds: settings.statementTimeoutMilliseconds,
                 primary: settings.primary),
@@ -64,7 +54,7 @@ public struct InventoryServiceParts: Sendable {
             allow: ServingCheck.Allowances(
                 privilegedRole: settings.allowPrivilegedRole, asynchronousCommit: settings.allowAsynchronousCommit),
             logger: logger)
-        return InventoryServiceParts(inventory: inventory, hotStartup: hotStartup)
+        return InventoryServiceParts(inventory: inventory, startup: startup)
     }
 
     /// The inventory methods.
@@ -78,21 +68,36 @@ public struct InventoryServiceParts: Sendable {
     /// Reloads the catalog when a name misses (a product another replica created).
     public var catalogRefresh: some Service { inventory.catalogRefresh }
 
-    /// Returns once the hot database is up (at once when it was at start-up).
-    public var hotDatabase: some Service { hotStartup }
+    /// Returns once every cluster is up (at once when they all were at start-up).
+    public var clusterStartup: some Service { startup }
 
-    /// Purchases waiting in the main (`hot: false`) or the hot database's queues.
-    public func queuedCount(hot: Bool) -> Int { (hot ? inventory.hotPool : inventory.mainPool).queuedCount }
+    /// The clusters' names, `main` first (the queue depth gauge's labels).
+    public var clusterNames: [String] { inventory.clusters.map(\.role.rawValue) }
 
-    /// Connects and migrates the main database (creating the hot one if needed), tries once to bring up the hot
-    /// database, and loads the catalog. A hot database that cannot be reached does not stop the start: the returned
-    /// `HotDatabaseStartup` keeps trying in the background, and hot products answer UNAVAILABLE until it succeeds.
-    /// Blocking libpq work runs on each database's own thread, bounded by `timeouts`.
+    /// Purchases waiting in the queues of the cluster `name`.
+    public func queuedCount(cluster name: String) -> Int {
+        inventory.clusters.first { $0.role.rawValue == name }?.pool.queuedCount ?? 0
+    }
+
+    /// Connects and migrates the main database (creating the default hot one if needed), tries once to bring up each
+    /// other cluster (all at once), and loads the catalog. A cluster that cannot be reached does not stop the start:
+    /// the returned `ClusterStartup` keeps trying in the background, and its products answer UNAVAILABLE until it
+    /// succeeds. Blocking libpq work runs on each cluster's own thread, bounded by `timeouts`.
     static func openInventory(
-        mainDSN: String, hotDSN: String?, migrateDSN: String? = nil, hotMigrateDSN: String? = nil, consumers: Int,
-        hotConsumers: Int, maxBatch: Int, queueLimit: Int, timeouts: DatabaseTimeouts, maxQueueWait: TimeAmount,
-        allow: ServingCheck.Allowances = .init(), logger: Logger
-    ) async throws -> (Inventory, HotDatabaseStartup) {
+        clusters settings: [ClusterSettings], maxBatch: Int, queueLimit: Int, timeouts: DatabaseTimeouts,
+        maxQueueWait: TimeAmount, allow: ServingCheck.Allowances = .init(), logger: Logger
+    ) async throws -> (Inventory, ClusterStartup) {
+        var roles: [DatabaseRole] = []
+        for cluster in settings {
+            guard let role = DatabaseRole(rawValue: cluster.name), !roles.contains(role) else {
+                throw DatabaseFlags.Invalid("cluster name \(cluster.name) is invalid or given twice")
+            }
+            roles.append(role)
+        }
+        guard roles.first == .main, let mainSettings = settings.first, let mainDSN = mainSettings.dsn else {
+            throw DatabaseFlags.Invalid("the main cluster comes first, with a connection string")
+        }
+        let migrateDSN = mainSettings.migrateDSN
         let main = ProductDatabase(role: .main, dsn: mainDSN, settings: timeouts.serving, ready: true, logger: logger)
         let threads = main.threadPool
         let mainAdmin = try await PostgresConnection.connect(mainDSN, settings: timeouts.serving, threadPool: threads, logger: logger)
@@ -101,70 +106,102 @@ public struct InventoryServiceParts: Sendable {
         let mainOwner = try await PostgresConnection.connect(
             migrateDSN ?? mainDSN, settings: timeouts.owner, threadPool: threads, logger: logger)
         defer { mainOwner.close() }
-        try await threads.runIfActive { try Migrator.migrate(mainOwner, logger: logger) }
+        try await threads.runIfActive {
+            try Migrator.migrate(mainOwner, logger: logger)
+            try ClusterStartup.claim(.main, on: mainOwner)
+        }
 
-        let resolvedHotDSN: String
-        let resolvedHotMigrateDSN: String
-        if let hotDSN {
-            resolvedHotDSN = hotDSN
-            resolvedHotMigrateDSN = hotMigrateDSN ?? hotDSN
-        } else {
+        // Each other cluster's serving and owner connection strings; the hot one defaults to `<main>_hot`.
+        var others: [(role: DatabaseRole, dsn: String, migrateDSN: String, consumers: Int)] = []
+        for (role, cluster) in zip(roles, settings).dropFirst() {
+            if let dsn = cluster.dsn {
+                others.append((role, dsn, cluster.migrateDSN ?? dsn, cluster.consumers))
+                continue
+            }
+            guard role == .hot else { throw DatabaseFlags.Invalid("cluster \(role) has no connection string") }
             let current = try await mainOwner.query("SELECT current_database()").string(0, 0) ?? "postgres"
             try await threads.runIfActive {
                 try DatabaseSetup.ensureDatabase(
                     named: DatabaseSetup.hotDatabaseName(mainDatabase: current), using: mainOwner, logger: logger)
             }
-            resolvedHotDSN = DatabaseSetup.defaultHotDSN(mainDSN: mainDSN, mainDatabase: current)
-            resolvedHotMigrateDSN = hotMigrateDSN
-                ?? DatabaseSetup.defaultHotDSN(mainDSN: migrateDSN ?? mainDSN, mainDatabase: current)
+            others.append((
+                role, DatabaseSetup.defaultHotDSN(mainDSN: mainDSN, mainDatabase: current),
+                cluster.migrateDSN ?? DatabaseSetup.defaultHotDSN(mainDSN: migrateDSN ?? mainDSN, mainDatabase: current),
+                cluster.consumers))
         }
         try await ServingCheck.require(mainAdmin, database: .main, allow: allow, logger: logger)
 
-        let hot = try await openHotDatabase(
-            dsn: resolvedHotDSN, migrateDSN: resolvedHotMigrateDSN, timeouts: timeouts, allow: allow, logger: logger)
+        // Patroni's leader names main's primary (and the hot database's, on the same cluster); a shard is found by
+        // its own connection string.
+        func bounds(_ role: DatabaseRole) -> DatabaseTimeouts {
+            var bounds = timeouts
+            if role != .main && role != .hot { bounds.primary = nil }
+            return bounds
+        }
+        // Tried all at once: a cluster that is down costs one connect timeout, not one per cluster.
+        let databases = try await withThrowingTaskGroup(of: (Int, ProductDatabase).self) { group in
+            for (index, cluster) in others.enumerated() {
+                group.addTask {
+                    (index, try await openCluster(
+                        cluster.role, dsn: cluster.dsn, migrateDSN: cluster.migrateDSN, timeouts: bounds(cluster.role), allow: allow,
+                        logger: logger))
+                }
+            }
+            var opened = [ProductDatabase?](repeating: nil, count: others.count)
+            for try await (index, database) in group { opened[index] = database }
+            return opened.compactMap { $0 }
+        }
+
         let catalog = ProductCatalog()
-        for row in try await main.catalog(includeHotCatalog: true) {
-            catalog.insert(CatalogEntry(key: row.key, name: row.name, role: row.hot ? .hot : .main))
+        for row in try await main.catalog() {
+            catalog.insert(CatalogEntry(row: row))
+        }
+        let missing = Set(catalog.all.map(\.role)).subtracting(roles)
+        if !missing.isEmpty {
+            logger.warning(
+                "products live on clusters this inventory was not given: they answer UNAVAILABLE (add --database NAME=DSN)",
+                metadata: ["databases": "\(missing.map(\.rawValue).sorted().joined(separator: ","))"])
         }
         logger.info("catalog loaded", metadata: ["products": "\(catalog.all.count)"])
 
-        func poolConfiguration(_ role: DatabaseRole, _ dsn: String, _ consumers: Int) -> PurchasePool.Configuration {
-            PurchasePool.Configuration(
+        func pool(_ role: DatabaseRole, _ dsn: String, _ consumers: Int) -> PurchasePool {
+            var configuration = PurchasePool.Configuration(
                 role: role, dsn: dsn, consumers: consumers, maxBatch: maxBatch, queueLimit: queueLimit,
-                settings: timeouts.serving, maxQueueWait: maxQueueWait)
+                settings: bounds(role).serving, maxQueueWait: maxQueueWait)
+            // Every other cluster's request ids are bound in the main database first.
+            if role != .main { configuration.bindingDSN = mainDSN }
+            return PurchasePool(configuration: configuration, logger: logger)
         }
-        let inventory = Inventory(
-            catalog: catalog, main: main, hot: hot,
-            mainPool: PurchasePool(configuration: poolConfiguration(.main, mainDSN, consumers), logger: logger),
-            hotPool: PurchasePool(configuration: {
-                var hot = poolConfiguration(.hot, resolvedHotDSN, hotConsumers)
-                hot.bindingDSN = mainDSN  // hot request ids are bound in the main database first
-                return hot
-            }(), logger: logger),
-            logger: logger)
-        let startup = HotDatabaseStartup(
-            inventory: inventory, migrateDSN: resolvedHotMigrateDSN, settings: timeouts.owner,
-            serving: timeouts.serving, allow: allow, logger: logger)
+        let parts = [ClusterParts(database: main, pool: pool(.main, mainDSN, mainSettings.consumers))]
+            + zip(others, databases).map { ClusterParts(database: $1, pool: pool($0.role, $0.dsn, $0.consumers)) }
+        let inventory = Inventory(catalog: catalog, clusters: parts, logger: logger)
+        let startup = ClusterStartup(
+            inventory: inventory,
+            pending: others.map {
+                .init(role: $0.role, migrateDSN: $0.migrateDSN, owner: bounds($0.role).owner, serving: bounds($0.role).serving)
+            },
+            allow: allow, logger: logger)
         return (inventory, startup)
     }
 
-    /// The hot database, brought up now if it can be (one attempt, bounded by the connect timeout); otherwise not
-    /// ready, for `HotDatabaseStartup` to bring up later.
-    static func openHotDatabase(
-        dsn: String, migrateDSN: String, timeouts: DatabaseTimeouts, allow: ServingCheck.Allowances, logger: Logger
+    /// A cluster other than main, brought up now if it can be (one attempt, bounded by the connect timeout);
+    /// otherwise not ready, for `ClusterStartup` to bring up later.
+    static func openCluster(
+        _ role: DatabaseRole, dsn: String, migrateDSN: String, timeouts: DatabaseTimeouts, allow: ServingCheck.Allowances,
+        logger: Logger
     ) async throws -> ProductDatabase {
-        let hot = ProductDatabase(role: .hot, dsn: dsn, settings: timeouts.serving, ready: false, logger: logger)
+        let database = ProductDatabase(role: role, dsn: dsn, settings: timeouts.serving, ready: false, logger: logger)
         do {
-            try await HotDatabaseStartup.bringUp(
-                hot, migrateDSN: migrateDSN, settings: timeouts.owner, serving: timeouts.serving, allow: allow,
+            try await ClusterStartup.bringUp(
+                database, migrateDSN: migrateDSN, settings: timeouts.owner, serving: timeouts.serving, allow: allow,
                 logger: logger)
         } catch let refused as ServingRefused {
             throw refused  // reachable but misconfigured: an operator must fix it, retrying will not
         } catch {
             logger.warning(
-                "hot database unreachable at start: hot products answer UNAVAILABLE until it is back",
-                metadata: ["error": "\(error)"])
+                "cluster unreachable at start: its products answer UNAVAILABLE until it is back",
+                metadata: ["database": "\(role.rawValue)", "error": "\(error)"])
         }
-        return hot
+        return database
     }
 }

@@ -11,7 +11,7 @@ import ServiceMetrics
 import Wire
 import ZooKeeperClient
 
-/// `InventoryService`: the only process that talks to PostgreSQL. Migrates both databases, loads the catalog,
+/// `InventoryService`: the only process that talks to PostgreSQL. Migrates every database cluster, loads the catalog,
 /// serves the inventory methods and prints `READY inventory HOST:PORT`; SIGTERM drains (in-flight batches commit
 /// and are answered) before exit. Secrets come from the environment only: the service token
 /// (FLASHSALE_SERVICE_TOKEN[_FILE]) that purchases and stock changes need; the inventory serves no operator method.
@@ -43,7 +43,20 @@ struct InventoryServiceMain: AsyncParsableCommand {
     @Option(help: "The hot-item database's owner connection string (default: --hot-dsn, or derived from --migrate-dsn).")
     var hotMigrateDsn: String?
 
-    @Option(help: "Consumers (each with its own connection) of the main database's purchase queues.")
+    @Option(help: ArgumentHelp("""
+        A database cluster, NAME=DSN (repeatable): products placed on NAME (flashsale product create --cluster NAME, \
+        or the least loaded) live there, with its own connections and consumers (--consumers). NAME is 1-32 lower-case \
+        letters, digits and '-', starting with a letter; main and hot are --dsn and --hot-dsn.
+        """, valueName: "name=dsn"))
+    var database: [String] = []
+
+    @Option(help: ArgumentHelp("""
+        The owner's connection string of a cluster given with --database, NAME=DSN (repeatable; needed when the \
+        migrations run as the owner).
+        """, valueName: "name=dsn"))
+    var migrateDatabase: [String] = []
+
+    @Option(help: "Consumers (each with its own connection) of the main database's and each shard's purchase queues.")
     var consumers = 2
 
     @Option(help: "Consumers (each with its own connection) of the hot database's purchase queues.")
@@ -71,8 +84,8 @@ struct InventoryServiceMain: AsyncParsableCommand {
         ZooKeeper (host:port[,...]) of the Patroni cluster that serves the databases: every database connection goes \
         to the primary Patroni's leader key names, and leaves a server that is no longer it (an orphaned primary whose \
         Patroni died), rather than to the first writable host of the connection string. Needs \
-        --patroni-leader-path; the hot database must be on the same cluster. Default: none (the \
-        connection strings alone decide). scripts/pg-cluster.sh env prints both.
+        --patroni-leader-path; the hot database must be on the same cluster (shards: their own connection strings). \
+        Default: none (the connection strings alone decide). scripts/pg-cluster.sh env prints both.
         """)
     var patroniZookeeper: String?
 
@@ -110,9 +123,18 @@ struct InventoryServiceMain: AsyncParsableCommand {
         guard (patroniZookeeper == nil) == (patroniLeaderPath == nil) else {
             throw ValidationError("--patroni-zookeeper and --patroni-leader-path go together")
         }
-        if (migrateDsn != nil || dsn == nil) && hotDsn != nil && hotMigrateDsn == nil {
-            throw ValidationError("with --migrate-dsn and --hot-dsn, give the hot database's owner as --hot-migrate-dsn too")
+        do {
+            _ = try databaseFlags.clusters(mainDefault: "", migrateDefault: "")
+        } catch let invalid as DatabaseFlags.Invalid {
+            throw ValidationError(invalid.description)
         }
+    }
+
+    /// Every database flag, resolved into clusters by `DatabaseFlags`.
+    var databaseFlags: DatabaseFlags {
+        DatabaseFlags(
+            dsn: dsn, hotDSN: hotDsn, migrateDSN: migrateDsn, hotMigrateDSN: hotMigrateDsn, databases: database,
+            migrateDatabases: migrateDatabase, consumers: consumers, hotConsumers: hotConsumers)
     }
 
     func run() async throws {
@@ -130,14 +152,12 @@ struct InventoryServiceMain: AsyncParsableCommand {
                 timeout: .seconds(Int64(max(connectTimeout, 10))), logger: logger)
         }
         // Without --dsn: serve as the login role and migrate as the owner, as `scripts/postgres.sh env` prints them.
+        let clusters = try databaseFlags.clusters(
+            mainDefault: environment["FLASHSALE_PG_SERVICE_DSN"] ?? "host=127.0.0.1 port=15432 user=flashsale_app dbname=postgres",
+            migrateDefault: environment["FLASHSALE_PG_DSN"] ?? "host=127.0.0.1 port=15432 user=postgres dbname=postgres")
         let inventory = try await InventoryServiceParts.open(
             .init(
-                mainDSN: dsn ?? environment["FLASHSALE_PG_SERVICE_DSN"] ?? "host=127.0.0.1 port=15432 user=flashsale_app dbname=postgres",
-                hotDSN: hotDsn,
-                migrateDSN: migrateDsn
-                    ?? (dsn == nil ? environment["FLASHSALE_PG_DSN"] ?? "host=127.0.0.1 port=15432 user=postgres dbname=postgres" : nil),
-                hotMigrateDSN: hotMigrateDsn, consumers: consumers, hotConsumers: hotConsumers, maxBatch: maxBatch,
-                queueLimit: queueLimit, connectTimeoutSeconds: connectTimeout, statementTimeoutMilliseconds: statementTimeoutMs,
+                clusters: clusters, maxBatch: maxBatch, queueLimit: queueLimit, connectTimeoutSeconds: connectTimeout, statementTimeoutMilliseconds: statementTimeoutMs,
                 maxQueueWait: .seconds(Int64(maxQueueWait)), allowPrivilegedRole: allowPrivilegedRole,
                 allowAsynchronousCommit: allowAsynchronousCommit, primary: patroni?.locator),
             logger: logger)
@@ -151,12 +171,12 @@ struct InventoryServiceMain: AsyncParsableCommand {
         if let patroni { services.append(.init(service: patroni)) }
         if let metricsPort = metrics.metricsPort {
             let hooks = ScrapeHooks()
-            let mainDepth = Gauge(label: MetricName.inventoryQueueDepth, dimensions: [("database", "main")])
-            let hotDepth = Gauge(label: MetricName.inventoryQueueDepth, dimensions: [("database", "hot")])
+            let depths = inventory.clusterNames.map {
+                ($0, Gauge(label: MetricName.inventoryQueueDepth, dimensions: [("database", $0)]))
+            }
             let connections = Gauge(label: MetricName.connections, dimensions: [("service", "inventory")])
             hooks.add {
-                mainDepth.record(inventory.queuedCount(hot: false))
-                hotDepth.record(inventory.queuedCount(hot: true))
+                for (name, depth) in depths { depth.record(inventory.queuedCount(cluster: name)) }
                 connections.record(server.connectionCount)
             }
             services.append(.init(service: MetricsServer(
@@ -173,7 +193,7 @@ struct InventoryServiceMain: AsyncParsableCommand {
                     // A server that cannot bind ends the process with its error (no READY line).
                     .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup,
                           failureTerminationBehavior: .cancelGroup),
-                    .init(service: inventory.hotDatabase, successTerminationBehavior: .ignore),
+                    .init(service: inventory.clusterStartup, successTerminationBehavior: .ignore),
                     .init(service: ReadyAnnouncer(service: "inventory") { try await server.localAddress() }),
                 ] + (try registration(server: server, environment: environment, logger: logger)),
                 gracefulShutdownSignals: [.sigterm, .sigint],

@@ -1840,7 +1840,7 @@ const ProtobufCMessageDescriptor flashsale__product__descriptor =
   (ProtobufCMessageInit) flashsale__product__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flashsale__create_product_request__field_descriptors[6] =
+static const ProtobufCFieldDescriptor flashsale__create_product_request__field_descriptors[7] =
 {
   {
     "product_id",
@@ -1914,8 +1914,21 @@ static const ProtobufCFieldDescriptor flashsale__create_product_request__field_d
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "cluster",
+    7,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_STRING,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__CreateProductRequest, cluster),
+    NULL,
+    &protobuf_c_empty_string,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__create_product_request__field_indices_by_name[] = {
+  6,   /* field[6] = cluster */
   5,   /* field[5] = hold_seconds */
   3,   /* field[3] = hot */
   0,   /* field[0] = product_id */
@@ -1926,7 +1939,7 @@ static const unsigned flashsale__create_product_request__field_indices_by_name[]
 static const ProtobufCIntRange flashsale__create_product_request__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 6 }
+  { 0, 7 }
 };
 const ProtobufCMessageDescriptor flashsale__create_product_request__descriptor =
 {
@@ -1936,7 +1949,7 @@ const ProtobufCMessageDescriptor flashsale__create_product_request__descriptor =
   "Flashsale__CreateProductRequest",
   "flashsale",
   sizeof(Flashsale__CreateProductRequest),
-  6,
+  7,
   flashsale__create_product_request__field_descriptors,
   flashsale__create_product_request__field_indices_by_name,
   1,  flashsale__create_product_request__number_ranges,

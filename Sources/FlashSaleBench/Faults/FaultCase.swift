@@ -27,6 +27,7 @@ enum Fault: String, CaseIterable, Sendable {
     case pgrejoin      // the same, and the old primary restarted mid-sale: it rejoins as the standby
     case pgorphan      // kill -9 of Patroni alone on the primary: its PostgreSQL lives on, orphaned
     case pgstandby     // the standby lost: the primary acknowledges alone (non-strict synchronous mode)
+    case sharddown     // one shard cluster refuses connections while products on the others sell
 
     var isHostile: Bool {
         switch self {
@@ -42,6 +43,7 @@ enum Fault: String, CaseIterable, Sendable {
         switch self {
         case .reuse: [SaleProduct(id: "f1"), SaleProduct(id: "f2"), SaleProduct(id: "h1", hot: true)]
         case .hotdown: [SaleProduct(id: "f1"), SaleProduct(id: "h1", hot: true)]
+        case .sharddown: Fault.shardDownProducts
         default: [SaleProduct(id: "f1")]
         }
     }
@@ -265,6 +267,7 @@ struct FaultCase {
         case .tokenless: return await cases.directPurchases()
         case .poison: return await cases.poisonedRegistration()
         case .hotdown: return await cases.hotDatabaseDown()
+        case .sharddown: return await cases.shardDown()
         case .sameport: return await cases.edgeOnDeadPort()
         case .partition: return await cases.cutOffFromZooKeeper()
         case .edge, .inventory, .postgres, .zookeeper, .ensemble, .replica, .quotaleader: return HostileInjection()

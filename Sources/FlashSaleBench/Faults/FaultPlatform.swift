@@ -27,6 +27,7 @@ enum FaultPlatform {
         var configuration = Platform.Configuration(
             databaseDSN: databases.main.dsn, hotDatabaseDSN: databases.hot.dsn, zooKeeperHosts: zooKeeper,
             operatorToken: secrets.operatorToken)
+        configuration.clusters = databases.shardClusters
         configuration.zooKeeperRoot = root
         configuration.logLevel = "error"
         let service = ["FLASHSALE_SERVICE_TOKEN": secrets.serviceToken]

@@ -45,8 +45,8 @@ struct FaultServers: Sendable {
         await servers.stop()
     }
 
-    func createDatabases(prefix: String) async throws -> RunDatabases {
-        try await RunDatabases.create(adminDSN: adminDSN, prefix: prefix)
+    func createDatabases(prefix: String, shards: Int = 0) async throws -> RunDatabases {
+        try await RunDatabases.create(adminDSN: adminDSN, prefix: prefix, shards: shards)
     }
 
     func restartPostgres() async throws { try await servers.restartPostgres() }

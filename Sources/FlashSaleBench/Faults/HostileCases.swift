@@ -86,13 +86,13 @@ struct OwnRequest: Sendable {
 /// The hostile loads, each injected mid-sale by `FaultCase`.
 struct HostileCases {
     let context: CaseContext
-    private let ids = HostileIDs()
+    let ids = HostileIDs()
 
     init(context: CaseContext) { self.context = context }
 
-    private var logger: Logger { context.logger }
+    var logger: Logger { context.logger }
 
-    private func edgeClients() -> [EdgeClient] {
+    func edgeClients() -> [EdgeClient] {
         context.live.all.map { FaultPlatform.purchaseClient($0, secrets: context.secrets, logger: logger) }
     }
 
@@ -100,13 +100,13 @@ struct HostileCases {
         context.live.all.map { FaultPlatform.operatorClient($0, secrets: context.secrets, logger: logger) }
     }
 
-    private func shutdown(_ clients: [EdgeClient]) async {
+    func shutdown(_ clients: [EdgeClient]) async {
         for client in clients { await client.shutdown() }
     }
 
     /// The first outcome of each request as the database tells it now (a definitive lookup), nil when it
     /// could not be asked.
-    private static func lookUp(_ requests: [OwnRequest], inventory: InventoryClient) async -> [PurchaseResponse?] {
+    static func lookUp(_ requests: [OwnRequest], inventory: InventoryClient) async -> [PurchaseResponse?] {
         var answers: [PurchaseResponse?] = []
         for start in stride(from: 0, to: requests.count, by: 32) {
             let chunk = Array(requests[start..<min(start + 32, requests.count)])
@@ -149,7 +149,7 @@ struct HostileCases {
         return findings
     }
 
-    private static func describe(_ result: Result<PurchaseResponse, any Error>) -> String {
+    static func describe(_ result: Result<PurchaseResponse, any Error>) -> String {
         switch result {
         case .success(let response): return "\(response.outcome)"
         case .failure(let error as RPCError): return "\(error.code)"
@@ -157,11 +157,11 @@ struct HostileCases {
         }
     }
 
-    private static func seconds(_ duration: Duration) -> String {
+    static func seconds(_ duration: Duration) -> String {
         String(format: "%.2f s", Double(duration / .milliseconds(1)) / 1000)
     }
 
-    private static func tally(_ answers: [String]) -> String {
+    static func tally(_ answers: [String]) -> String {
         Dictionary(answers.map { ($0, 1) }, uniquingKeysWith: +).sorted { $0.key < $1.key }
             .map { "\($0.key) \($0.value)" }.joined(separator: ", ")
     }

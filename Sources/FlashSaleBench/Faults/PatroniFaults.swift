@@ -49,7 +49,7 @@ extension FaultServers {
 
     /// The case's databases: on the Patroni cluster (restored to both nodes in sync first) for a pg* case.
     func createDatabases(prefix: String, for fault: Fault) async throws -> RunDatabases {
-        guard fault.needsPatroni else { return try await createDatabases(prefix: prefix) }
+        guard fault.needsPatroni else { return try await createDatabases(prefix: prefix, shards: fault.shards) }
         let patroni = try cluster(fault)
         try await patroni.restore()
         let databases = try await RunDatabases.create(adminDSN: patroni.adminDSN, prefix: prefix)

@@ -8,7 +8,8 @@ struct ProductCommand: AsyncParsableCommand {
         commandName: "product", abstract: "Create, list and show the sale's products.",
         subcommands: [Create.self, List.self, Show.self])
 
-    /// `flashsale product create ID --stock N [--hot] [--slots N] [--sale-limit N] [--hold SECONDS]` (operator token).
+    /// `flashsale product create ID --stock N [--hot | --cluster NAME] [--slots N] [--sale-limit N] [--hold SECONDS]`
+    /// (operator token).
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create a product: its stock in the inventory, then its quotas split over the live edges.")
@@ -16,6 +17,11 @@ struct ProductCommand: AsyncParsableCommand {
         @Argument(help: "Product id: 1-128 letters, digits, '.', '_' or '-'.") var product: String
         @Option(help: "Units of stock.") var stock: Int64
         @Flag(help: "Put the product in the hot-item database (its own connections and consumers).") var hot = false
+        @Option(help: """
+            The database cluster to place it on (the inventory's --database NAME=DSN, or main, hot); default: hot \
+            with --hot, otherwise the cluster with the fewest products.
+            """)
+        var cluster = ""
         @Option(help: "Stock slots (rows) the units are spread over; 0 = the service's default.") var slots: UInt32 = 0
         @Option(help: "Stop the sale after this many sold; 0 = no limit beyond the stock.") var saleLimit: Int64 = 0
         @Option(help: "Seconds a buyer has to pay (inventory.ConfirmOrder) before the unit is sold again; 0 = orders are final at once.")
@@ -32,7 +38,9 @@ struct ProductCommand: AsyncParsableCommand {
 
         func run() async throws {
             try await operate(platform, requireToken: true) { op in
-                let request = CreateProductRequest(productId: product, totalStock: stock, slotCount: slots, hot: hot, saleLimit: saleLimit, holdSeconds: hold)
+                let request = CreateProductRequest(
+                    productId: product, totalStock: stock, slotCount: slots, hot: hot, saleLimit: saleLimit, holdSeconds: hold,
+                    cluster: cluster)
                 let quotas = try await op.quota(product: product) { try await $0.createProduct(request) }
                 let created = try await op.inventory(product: product) { try await $0.getStock(productId: product) }
                 print("created \(product): \(created.totalStock.grouped) units in the \(created.database) database, \(created.slotCount) slots")

@@ -26,6 +26,8 @@ struct SaleCommand: AsyncParsableCommand {
     @Option(help: "Attempts in flight per connection.") var depth = 16
     @Option(help: "Share of attempts the edges keep (the lottery): 0.1 keeps 1 in 10.") var keep = 0.1
     @Option(help: "Products that get a database of their own (comma-separated ids, e.g. p1).") var hot = ""
+    @Option(help: "Shard clusters (shard-2, ...) beside main and hot, each a database of its own; products go to the least loaded.")
+    var shards = 0
     @Option(help: "Number of edges.") var edges = 2
     @Option(help: "Seed of the buyers' choices.") var seed: UInt64 = 20_261_124
     @Option(help: "Write the report as JSON to this file as well.") var json: String?
@@ -39,6 +41,7 @@ struct SaleCommand: AsyncParsableCommand {
         guard products > 0, stock > 0, attempts > 0, users > 0, connections > 0, depth > 0, edges > 0,
               (0...1).contains(keep)
         else { throw ValidationError("products, stock, attempts, users, connections, depth and edges must be positive; keep in 0...1") }
+        guard (0...8).contains(shards) else { throw ValidationError("--shards must be 0...8") }
         guard hold <= 86_400, (0...1).contains(payShare), payShare > 0 || hold == 0 else {
             throw ValidationError("--hold must be at most 86400 seconds; --pay-share in (0, 1]")
         }
@@ -69,17 +72,18 @@ struct SaleCommand: AsyncParsableCommand {
         var databases: RunDatabases?
         var platform: Platform?
         do {
-            databases = try await RunDatabases.create(adminDSN: adminDSN, name: runID)
+            databases = try await RunDatabases.create(adminDSN: adminDSN, name: runID, shards: shards)
             var platformConfiguration = Platform.Configuration(
                 databaseDSN: databases!.main.dsn, hotDatabaseDSN: databases!.hot.dsn, zooKeeperHosts: zooKeeper,
                 operatorToken: token)
+            platformConfiguration.clusters = databases!.shardClusters
             platformConfiguration.zooKeeperRoot = "/\(runID)"
             platformConfiguration.edges = edges
             platformConfiguration.logLevel = logLevel
             say("starting the inventory service, the quota service and \(edges) edges...")
             platform = try await Platform.start(platformConfiguration)
             report = try await runSale(
-                platform: platform!, dsns: [databases!.main.dsn, databases!.hot.dsn], logger: logger, say: say)
+                platform: platform!, dsns: databases!.allDSNs, logger: logger, say: say)
         } catch {
             failure = error
         }

@@ -171,6 +171,6 @@ final class CatalogRefresher: Service, Sendable {
 
 extension CatalogEntry {
     init(row: ProductDatabase.CatalogRow) {
-        self.init(key: row.key, name: row.name, role: row.hot ? .hot : .main)
+        self.init(key: row.key, name: row.name, role: row.role)
     }
 }

@@ -1,6 +1,6 @@
 import Synchronization
 
-/// A product as the purchase path sees it: its key in its database, and which database (pool) serves it.
+/// A product as the purchase path sees it: its key in its cluster, and which cluster (pool) serves it.
 struct CatalogEntry: Sendable, Equatable {
     let key: Int32
     let name: String

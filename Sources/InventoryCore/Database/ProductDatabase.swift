@@ -7,19 +7,13 @@ import Proto
 import Synchronization
 import Wire
 
-/// Which database holds a product's stock and orders.
-enum DatabaseRole: String, Sendable {
-    case main
-    case hot
-}
-
 /// The operator-side statements of one database (products, stock, sold counts, audit). Every method is one
 /// statement, so calls from concurrent tasks can share the one admin connection without interleaving transactions;
 /// the purchase path never uses it (consumers own their connections).
 ///
-/// Each database's blocking work runs on a thread of its own (`threadPool`), so a hot database that is unreachable,
-/// blackholed or slow holds only its own thread: the other database's admin calls, and the quota service's rounds on
-/// its products, go on. Calls fail fast (UNAVAILABLE) while the database is known unreachable, before it is brought up,
+/// Each cluster's blocking work runs on a thread of its own (`threadPool`), so a cluster that is unreachable,
+/// blackholed or slow holds only its own thread: the other clusters' admin calls, and the quota service's rounds on
+/// their products, go on. Calls fail fast (UNAVAILABLE) while the database is known unreachable, before it is brought up,
 /// and past a bound of waiting calls; each one is bounded by the connection's connect and statement timeouts.
 final class ProductDatabase: Sendable {
     let role: DatabaseRole
@@ -29,16 +23,29 @@ final class ProductDatabase: Sendable {
 
     /// `connection`: an admin connection opened at start-up, if any (otherwise the first call connects). `ready`:
     /// false until the database is migrated (`markReady`); calls are refused until then.
-    init(
+    convenience init(
         role: DatabaseRole, dsn: String, settings: PostgresSettings, connection: PostgresConnection? = nil, ready: Bool,
         maxWaiting: Int = 64, logger: Logger
+    ) {
+        self.init(role: role, dsn: dsn, settings: settings, connection: connection,
+                  gate: AdminGate(ready: ready, maxWaiting: maxWaiting), logger: logger)
+    }
+
+    private init(
+        role: DatabaseRole, dsn: String, settings: PostgresSettings, connection: PostgresConnection?, gate: AdminGate,
+        logger: Logger
     ) {
         self.role = role
         self.dsn = dsn
         self.logger = logger
-        self.link = AdminLink(
-            dsn: dsn, settings: settings, connection: connection,
-            gate: AdminGate(ready: ready, maxWaiting: maxWaiting), logger: logger)
+        self.link = AdminLink(dsn: dsn, settings: settings, connection: connection, gate: gate, logger: logger)
+    }
+
+    /// A cluster the catalog names but this inventory was not given: every call is refused, naming the flag.
+    static func absent(_ role: DatabaseRole, logger: Logger) -> ProductDatabase {
+        ProductDatabase(
+            role: role, dsn: "", settings: .standard, connection: nil,
+            gate: AdminGate(ready: false, maxWaiting: 0, absent: true), logger: logger)
     }
 
     /// The thread this database's blocking work runs on (its admin statements, and its migration at start-up).
@@ -54,22 +61,34 @@ final class ProductDatabase: Sendable {
     struct CatalogRow: Sendable {
         let key: Int32
         let name: String
-        let hot: Bool
+        /// The cluster its stock lives on (`products.database`).
+        let role: DatabaseRole
     }
 
-    /// The products whose stock lives here (for the main database: the cold ones; hot ones are listed too, as
-    /// catalog entries, when `includeHotCatalog` is set).
-    func catalog(includeHotCatalog: Bool) async throws -> [CatalogRow] {
-        let result = try await run(
-            "SELECT id, name, hot FROM products WHERE database = $1 OR $2::boolean ORDER BY id",
-            [role.rawValue, includeHotCatalog ? "true" : "false"])
+    /// The main database's catalog: every product, with the cluster its stock lives on (a row whose name breaks
+    /// the rule is skipped; migration 6's CHECK keeps them out).
+    func catalog() async throws -> [CatalogRow] {
+        let result = try await run("SELECT id, name, database FROM products ORDER BY id", [])
         return (0..<result.count).compactMap { row in
-            guard let key = result.int64(row, 0), let name = result.string(row, 1) else { return nil }
-            return CatalogRow(key: Int32(truncatingIfNeeded: key), name: name, hot: result.bool(row, 2) ?? false)
+            guard let key = result.int64(row, 0), let name = result.string(row, 1),
+                  let role = result.string(row, 2).flatMap(DatabaseRole.init(rawValue:))
+            else { return nil }
+            return CatalogRow(key: Int32(truncatingIfNeeded: key), name: name, role: role)
         }
     }
 
-    /// A fresh key from the main database's product sequence, so that hot products' keys never collide with cold ones.
+    /// The main database's count of products per cluster (the load `ClusterPlacement` balances).
+    func productsPerCluster() async throws -> [DatabaseRole: Int] {
+        let result = try await run("SELECT database, count(*) FROM products GROUP BY database", [])
+        var counts: [DatabaseRole: Int] = [:]
+        for row in 0..<result.count {
+            guard let role = result.string(row, 0).flatMap(DatabaseRole.init(rawValue:)) else { continue }
+            counts[role] = Int(result.int64(row, 1) ?? 0)
+        }
+        return counts
+    }
+
+    /// A fresh key from the main database's product sequence, so that keys on other clusters never collide.
     func allocateProductKey() async throws -> Int32 {
         let result = try await run("SELECT allocate_product_key()", [])
         guard let key = result.int64(0, 0) else { throw RPCError(.internal, "no product key allocated") }
@@ -91,11 +110,12 @@ final class ProductDatabase: Sendable {
         return (Int32(truncatingIfNeeded: id), created)
     }
 
-    /// The main database's catalog entry of a hot product (its stock lives in the hot database).
-    func addHotCatalogEntry(key: Int32, name: String, slotCount: Int, saleLimit: Int64) async throws -> Bool {
+    /// The main database's catalog entry of a product whose stock lives on another cluster (migration 6).
+    func addCatalogEntry(key: Int32, name: String, slotCount: Int, saleLimit: Int64, cluster: DatabaseRole) async throws -> Bool {
         // A procedure: the service's role may not insert into the table (Schema.serviceRole).
         let result = try await run(
-            "SELECT add_hot_catalog_entry($1, $2, $3, $4)", [String(key), name, String(slotCount), String(saleLimit)])
+            "SELECT add_catalog_entry($1, $2, $3, $4, $5, $6)",
+            [String(key), name, String(slotCount), String(saleLimit), cluster == .hot ? "true" : "false", cluster.rawValue])
         return result.bool(0, 0) ?? false
     }
 
@@ -258,17 +278,25 @@ struct AdminGate: Sendable {
     private(set) var retryAt: NIODeadline?
     private var delays: Backoff.Iterator
 
-    init(ready: Bool, maxWaiting: Int, backoff: Backoff = Backoff(initial: .milliseconds(200), max: .seconds(2))) {
+    /// The cluster was not given to this inventory: never ready.
+    let absent: Bool
+
+    init(
+        ready: Bool, maxWaiting: Int, absent: Bool = false,
+        backoff: Backoff = Backoff(initial: .milliseconds(200), max: .seconds(2))
+    ) {
         self.ready = ready
+        self.absent = absent
         self.maxWaiting = maxWaiting
         self.backoff = backoff
         self.delays = backoff.makeIterator()
     }
 
-    mutating func markReady() { ready = true }
+    mutating func markReady() { ready = !absent }
 
     /// A call arrives: admitted (it must `leave` later), or refused.
     mutating func enter(now: NIODeadline) -> Refusal? {
+        if absent { return Refusal(reason: "is not among this inventory's clusters (start it with --database NAME=DSN)") }
         guard ready else { return Refusal(reason: "is not reachable yet") }
         if let retryAt, now < retryAt { return Refusal(reason: "is unreachable") }
         guard waiting < maxWaiting else { return Refusal(reason: "is too slow to answer more calls") }

@@ -242,16 +242,18 @@ public struct CreateProductRequest: ProtoMessage, Equatable {
     public var hot: Bool = false
     public var saleLimit: Int64 = 0
     public var holdSeconds: UInt32 = 0
+    public var cluster: String = ""
 
     public init() {}
 
-    public init(productId: String = "", totalStock: Int64 = 0, slotCount: UInt32 = 0, hot: Bool = false, saleLimit: Int64 = 0, holdSeconds: UInt32 = 0) {
+    public init(productId: String = "", totalStock: Int64 = 0, slotCount: UInt32 = 0, hot: Bool = false, saleLimit: Int64 = 0, holdSeconds: UInt32 = 0, cluster: String = "") {
         self.productId = productId
         self.totalStock = totalStock
         self.slotCount = slotCount
         self.hot = hot
         self.saleLimit = saleLimit
         self.holdSeconds = holdSeconds
+        self.cluster = cluster
     }
 }
 
@@ -275,6 +277,7 @@ extension CreateProductRequest: ProtoBridged {
         c.hot = (self.hot ? 1 : 0)
         c.sale_limit = self.saleLimit
         c.hold_seconds = self.holdSeconds
+        c.cluster = arena.cString(self.cluster)
     }
 
     init(c: UnsafePointer<Flashsale__CreateProductRequest>) {
@@ -285,6 +288,7 @@ extension CreateProductRequest: ProtoBridged {
         self.hot = (c.pointee.hot != 0)
         self.saleLimit = c.pointee.sale_limit
         self.holdSeconds = c.pointee.hold_seconds
+        self.cluster = ProtoRuntime.string(c.pointee.cluster)
     }
 }
 

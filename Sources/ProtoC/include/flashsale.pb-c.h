@@ -192,7 +192,7 @@ struct  Flashsale__Product
    */
   protobuf_c_boolean hot;
   /*
-   * "main" or "hot"
+   * the cluster its stock lives on: "main", "hot" or a shard's name (CreateProductRequest.cluster)
    */
   char *database;
   /*
@@ -250,10 +250,16 @@ struct  Flashsale__CreateProductRequest
    * 0 to 86,400 (a day); 0 = orders are final at once (see Product.hold_seconds)
    */
   uint32_t hold_seconds;
+  /*
+   * The database cluster to place it on (InventoryService --database NAME=DSN; "main", "hot", "shard-2", ...): 1-32
+   * lower-case letters, digits and '-', starting with a letter; a name the inventory was not given is INVALID_ARGUMENT.
+   * Empty: "hot" with hot set, otherwise the cluster (not "hot") with the fewest products.
+   */
+  char *cluster;
 };
 #define FLASHSALE__CREATE_PRODUCT_REQUEST__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__create_product_request__descriptor) \
-    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0 }
+    , (char *)protobuf_c_empty_string, 0, 0, 0, 0, 0, (char *)protobuf_c_empty_string }
 
 
 struct  Flashsale__ProductRequest
