@@ -81,17 +81,28 @@ final class Inventory: Service, Sendable {
         byRole[role]?.pool.start()
     }
 
-    /// `body` on every cluster at once; the results in the clusters' order. Fails when any cluster fails (the
-    /// error names it).
-    private func everyCluster<T: Sendable>(_ body: @escaping @Sendable (ProductDatabase) async throws -> [T]) async throws -> [T] {
-        try await withThrowingTaskGroup(of: (Int, [T]).self) { group in
+    /// `body` on every cluster at once, keeping the rows (named by `name`) of products catalogued on that cluster:
+    /// one whose creation crashed midway, or a leftover of a creation that lost a race to another cluster, is not
+    /// (one made by another replica since this one loaded its catalog is found by a reload). The results in the
+    /// clusters' order; fails when any cluster fails (the error names it).
+    private func everyCluster<T: Sendable>(
+        _ name: @escaping @Sendable (T) -> String, _ body: @escaping @Sendable (ProductDatabase) async throws -> [T]
+    ) async throws -> [T] {
+        let all = try await withThrowingTaskGroup(of: (Int, [T]).self) { group in
             for (index, cluster) in clusters.enumerated() {
                 group.addTask { (index, try await body(cluster.database)) }
             }
             var results = [[T]](repeating: [], count: clusters.count)
             for try await (index, rows) in group { results[index] = rows }
-            return results.flatMap { $0 }
+            return results
         }
+        var kept: [T] = []
+        for (cluster, rows) in zip(clusters, all) {
+            for row in rows {
+                if case .found(let entry) = await catalogRefresh.resolve(name(row)), entry.role == cluster.role { kept.append(row) }
+            }
+        }
+        return kept
     }
 
     // MARK: - Operator and read methods
@@ -105,8 +116,11 @@ final class Inventory: Service, Sendable {
     }
 
     func createProduct(_ request: CreateProductRequest, slotCount: Int) async throws -> Product {
-        guard catalog.entry(named: request.productId) == nil else {
-            throw RPCError(.alreadyExists, "the product exists already")
+        // Another replica may have made it since this one loaded its catalog: a reload says.
+        switch await catalogRefresh.resolve(request.productId) {
+        case .found: throw RPCError(.alreadyExists, "the product exists already")
+        case .unavailable: throw RPCError(.unavailable, "the catalog cannot be read; retry")
+        case .unknown: break
         }
         let load = ClusterPlacement.needsLoad(requested: request.cluster, hot: request.hot)
             ? try await main.productsPerCluster() : [:]
@@ -156,14 +170,7 @@ final class Inventory: Service, Sendable {
     }
 
     func products() async throws -> [Product] {
-        let all = try await everyCluster { try await $0.products() }
-        // Only catalogued products (one whose creation crashed midway is not); one made by another replica
-        // since this one loaded its catalog is found by a reload.
-        var listed: [Product] = []
-        for product in all {
-            if case .found = await catalogRefresh.resolve(product.productId) { listed.append(product) }
-        }
-        return listed
+        try await everyCluster(\.productId) { try await $0.products() }
     }
 
     func adjustStock(named name: String, _ change: ProductDatabase.StockChange, changeId: Int64?) async throws -> Product {
@@ -188,7 +195,7 @@ final class Inventory: Service, Sendable {
 
     func soldCounts(named name: String) async throws -> [ProductSold] {
         if name.isEmpty {
-            return try await everyCluster { try await $0.soldCounts(key: nil) }
+            return try await everyCluster(\.productId) { try await $0.soldCounts(key: nil) }
         }
         let entry = try await entry(named: name)
         return try await database(for: entry.role).soldCounts(key: entry.key)
@@ -196,7 +203,7 @@ final class Inventory: Service, Sendable {
 
     func audit(named name: String) async throws -> [ProductAudit] {
         if name.isEmpty {
-            return try await everyCluster { try await $0.audit(key: nil) }
+            return try await everyCluster(\.productId) { try await $0.audit(key: nil) }
         }
         let entry = try await entry(named: name)
         return try await database(for: entry.role).audit(key: entry.key)

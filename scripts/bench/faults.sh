@@ -9,8 +9,10 @@
 # old primary rejoining mid-sale, Patroni alone killed on the primary (an orphan), the standby lost (non-strict
 # mode: the primary goes on acknowledging alone). Prints the table and
 # `RESULT cases=N hostile_cases=N lost=N duplicated=N oversold=N stranded=N failed_cases=N`.
-#   scripts/bench.sh faults [stock per case]
+#   scripts/bench.sh faults [stock per case] [flashsale-bench faults flags, e.g. --cases sharddown --stock 300]
+# (a flag given after the defaults overrides them).
 source "$(dirname "$0")/common.sh"
-STOCK=${1:-2000}
+STOCK=2000
+if [[ ${1:-} =~ ^[0-9]+$ ]]; then STOCK=$1; shift; fi
 bench_build_all
-"$BIN/flashsale-bench" faults --cases all --stock "$STOCK" --connections 40 --depth 4
+"$BIN/flashsale-bench" faults --cases all --stock "$STOCK" --connections 40 --depth 4 "$@"

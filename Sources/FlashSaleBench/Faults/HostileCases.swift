@@ -478,113 +478,18 @@ struct HostileCases {
 
     // MARK: 6. hot database unreachable
 
-    /// The hot database refuses connections (ALLOW_CONNECTIONS false, its backends terminated) for about 5 s while
-    /// both products sell; halfway, the inventory is restarted (it must start without the hot database). Cold
-    /// purchases and cold admin calls, before and after the restart, must all be answered within 1 s; once the hot
-    /// database is back its product sells out exactly (the common checks).
+    /// The hot database away while the cold product sells (`clusterAway`: refused for about 5 s, the inventory
+    /// restarted meanwhile without it, cold purchases and cold admin calls answered within 1 s, and once the hot
+    /// database is back its product sells out exactly).
     func hotDatabaseDown() async -> HostileInjection {
-        var findings = HostileFindings()
-        guard let cold = context.products.first(where: { !$0.hot })?.id, context.products.contains(where: \.hot),
-              case let hotName = context.databases.hot.name
+        guard let cold = context.products.first(where: { !$0.hot })?.id, let hot = context.products.first(where: \.hot)?.id
         else {
+            var findings = HostileFindings()
             findings.failures.append("the hot-database case needs a cold and a hot product")
             return HostileInjection(findings: findings)
         }
-        let admin: PostgresConnection
-        do {
-            admin = try await PostgresConnection.connect(context.servers.adminDSN)
-            _ = try await admin.exec("ALTER DATABASE \(hotName) ALLOW_CONNECTIONS false")
-            _ = try await admin.query(
-                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-                [hotName])
-        } catch {
-            findings.failures.append("cannot take the hot database away: \(error)")
-            return HostileInjection(findings: findings)
-        }
-        let outageStarted = ContinuousClock.now
-        let clients = edgeClients()
-        let inventory = context.inventory
-        var coldProbes: [(OwnRequest, Result<PurchaseResponse, any Error>, Duration)] = []
-        var stockLatencies: [Duration] = []
-        var warmUps: [(OwnRequest, Result<PurchaseResponse, any Error>)] = []
-        var k = 0
-        // Cold purchases one after another and a cold GetStock after each, for `span`.
-        func probe(for span: Duration) async {
-            let until = ContinuousClock.now + span
-            while ContinuousClock.now < until {
-                let id = ids.next()
-                let request = OwnRequest(requestID: id.request, userID: id.user, product: cold)
-                let client = clients[k % clients.count]
-                k += 1
-                let sent = ContinuousClock.now
-                let answer = await capture {
-                    try await client.purchase(requestID: id.request, userID: id.user, product: cold, timeout: .seconds(3))
-                }
-                coldProbes.append((request, answer, ContinuousClock.now - sent))
-                let asked = ContinuousClock.now
-                let stock = try? await inventory.getStock(productId: cold, timeout: .seconds(3))
-                stockLatencies.append(stock == nil ? .seconds(3) : ContinuousClock.now - asked)
-                try? await Task.sleep(for: .milliseconds(100))
-            }
-        }
-        await probe(for: .milliseconds(1500))
-        // The inventory's restart is a fault of its own: nothing is probed until it is back and the edges have
-        // reconnected.
-        do {
-            try await context.platform.crashAndRestartInventory(downtime: .milliseconds(200))
-            findings.notes.append("inventory restarted without the hot database")
-            // An edge retries its inventory with a backoff of up to 2 s, so a fixed pause raced it (CI saw one
-            // UNAVAILABLE): each edge is asked until it answers, and what those warm-up calls bought is checked
-            // after the sale like every probe's.
-            for client in clients {
-                let until = ContinuousClock.now + .seconds(10)
-                while ContinuousClock.now < until {
-                    let id = ids.next()
-                    let answer = await capture {
-                        try await client.purchase(requestID: id.request, userID: id.user, product: cold, timeout: .seconds(3))
-                    }
-                    if case .success = answer {
-                        warmUps.append((OwnRequest(requestID: id.request, userID: id.user, product: cold), answer))
-                        break
-                    }
-                    try? await Task.sleep(for: .milliseconds(100))
-                }
-            }
-            await probe(for: .milliseconds(1500))
-        } catch {
-            findings.failures.append("the inventory did not start without the hot database")
-            _ = try? await admin.exec("ALTER DATABASE \(hotName) ALLOW_CONNECTIONS true")
-            _ = try? await context.platform.crashAndRestartInventory(downtime: .milliseconds(100))
-        }
-        let away = ContinuousClock.now - outageStarted
-        _ = try? await admin.exec("ALTER DATABASE \(hotName) ALLOW_CONNECTIONS true")
-        admin.close()
-        await shutdown(clients)
-
-        let answered = coldProbes.filter { if case .success = $0.1 { return true } else { return false } }
-        let bought = answered.filter { (try? $0.1.get())?.outcome == .purchased }
-        let slow = coldProbes.filter { $0.2 > .seconds(1) }.count
-        let slowStock = stockLatencies.filter { $0 > .seconds(1) }.count
-        let answers = Self.tally(coldProbes.map { Self.describe($0.1) })
-        findings.expect(!bought.isEmpty, "no cold purchase bought while the hot database was away")
-        findings.expect(answered.count == coldProbes.count && slow == 0,
-                        "cold purchases while the hot database was away: \(answers), \(slow) over 1 s")
-        findings.expect(slowStock == 0, "\(slowStock) of \(stockLatencies.count) cold GetStock calls over 1 s while the hot database was away")
-        findings.notes.append(
-            "hot database away \(Self.seconds(away)): cold probes \(answers), slowest \(Self.seconds(coldProbes.map { $0.2 }.max() ?? .zero))")
-        var injection = HostileInjection(findings: findings)
-        let purchased = (bought.map { ($0.0, $0.1) } + warmUps).compactMap { probe, answer in
-            (try? answer.get()).flatMap { $0.outcome == .purchased ? (probe, $0.orderId) : nil }
-        }
-        injection.afterSale = {
-            var after = HostileFindings()
-            let answers = await Self.lookUp(purchased.map(\.0), inventory: inventory)
-            for (answer, probe) in zip(answers, purchased) where answer?.outcome != .purchased || answer?.orderId != probe.1 {
-                after.lost += 1
-            }
-            return after
-        }
-        return injection
+        return await clusterAway(
+            ClusterOutage(database: context.databases.hot.name, name: "the hot database", away: hot, probed: [cold]))
     }
 
     // MARK: 7. a new edge on a dead edge's port
