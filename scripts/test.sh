@@ -28,10 +28,10 @@ fi
 # Each lane is still serial, and the fault lane's lines are prefixed so the two can be told apart.
 FAULT_SUITES='FaultSuiteTests|PatroniFaultTests'
 ( set -o pipefail
-  swift test --skip-build --no-parallel --filter "$FAULT_SUITES" 2>&1 | sed -u 's/^/[fault lane] /' ) &
+  swift test --skip-build --ignore-lock --no-parallel --filter "$FAULT_SUITES" 2>&1 | sed -u 's/^/[fault lane] /' ) &
 fault_lane=$!
 main_status=0
-swift test --skip-build --no-parallel --skip "$FAULT_SUITES" || main_status=$?
+swift test --skip-build --ignore-lock --no-parallel --skip "$FAULT_SUITES" || main_status=$?
 fault_status=0
 wait "$fault_lane" || fault_status=$?
 echo "test lanes: main exit $main_status, fault lane exit $fault_status"
