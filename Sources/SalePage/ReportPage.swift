@@ -102,6 +102,6 @@ public struct ReportPage: Sendable {
         .chart-box{background:#fff;border:1px solid #ddd;padding:8px;margin:10px 0;display:inline-block;vertical-align:top}
         table{border-collapse:collapse;font-size:13px;background:#fff}
         th,td{border:1px solid #ddd;padding:3px 8px;text-align:right}th{background:#f0f0f0}
-        td:first-child,th:first-child,.events td:last-child{text-align:left}
+        td:first-child,th:first-child,.events td:last-child,.events th:last-child{text-align:left}
         """
 }

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 import TestSupport
 
-/// `flashsale sale --html`: a small sale end to end, its page rendered by a real headless browser (Debian's
+/// `flashsale sale --html`: a small sale end to end (with an operator's stock raise mid-sale), its page rendered by a real headless browser (Debian's
 /// chromium). Every chart drew data (its paths have length and extent in the browser's layout), the axes span the
 /// sale's real range, the browser logged nothing (an SVG it cannot parse is logged), and the page fetches nothing.
 @Suite(.serialized, .timeLimit(.minutes(2)))
@@ -21,6 +21,7 @@ struct SalePageTests {
           xLabels: [...svg.querySelectorAll('.axis.x text')].map(t => t.textContent),
           yLabels: [...svg.querySelectorAll('.axis.y text')].map(t => t.textContent),
           markers: svg.querySelectorAll('.marker').length,
+          markerLabels: [...svg.querySelectorAll('.marker text')].map(t => t.textContent),
           series: [...svg.querySelectorAll('path.series')].map(p => {
             const box = p.getBBox();
             return {name: p.dataset.name, points: Number(p.dataset.points), length: p.getTotalLength(), width: box.width, height: box.height};
@@ -45,6 +46,7 @@ struct SalePageTests {
         var xLabels: [String]
         var yLabels: [String]
         var markers: Int
+        var markerLabels: [String]
         var series: [Series]
     }
 
@@ -69,17 +71,18 @@ struct SalePageTests {
         let sale = try await runCommand(
             try RepoPaths.executable("flashsale").path,
             ["sale", "--products", "2", "--stock", "300", "--attempts", "30000", "--users", "200000", "--connections", "16",
-             "--depth", "4", "--edges", "2", "--keep", "0.2", "--html", page, "--json", json],
+             "--depth", "4", "--edges", "2", "--keep", "0.2", "--raise-at", "0.5:p1:50", "--html", page, "--json", json],
             environment: environment, timeout: .seconds(90))
         #expect(sale.status == 0, "\(sale.output)")
         let report = try JSONDecoder().decode(Report.self, from: Data(contentsOf: URL(fileURLWithPath: json)))
-        #expect(report.auditClean && report.outcomes.purchased == 600)
+        #expect(report.auditClean && report.outcomes.purchased == 650, "300 + 50 raised of p1, 300 of p2")
 
         let html = try String(contentsOfFile: page, encoding: .utf8)
         #expect(!html.contains("<script") && !html.contains("<link") && !html.contains("url("), "self-contained")
         #expect(html.replacingOccurrences(of: #"xmlns="http://www.w3.org/2000/svg""#, with: "").range(of: "http") == nil,
                 "no address to fetch")
         #expect(html.contains("audit: clean"))
+        #expect(html.contains("<td>action</td><td>raise p1 by 50</td>"), "the raise is an event of the page")
 
         // The browser: the probe's measurements (DOM after load), a screenshot, and its console.
         let probed = folder.path("probed.html")
@@ -113,7 +116,7 @@ struct SalePageTests {
                     "\(chart.id) x axis \(chart.x), wall time \(report.wallSeconds)")
             #expect(chart.xLabels.contains("0") && chart.xLabels.count >= 3, "\(chart.id) x labels \(chart.xLabels)")
             #expect(chart.y[0] == 0 && chart.y[1] > 0 && chart.yLabels.contains("0"), "\(chart.id) y axis \(chart.y)")
-            #expect(chart.markers >= 3, "\(chart.id) marks the sale's events")
+            #expect(chart.markers >= 3 && chart.markerLabels.contains("raise p1 by 50"), "\(chart.id) marks the sale's events: \(chart.markerLabels)")
         }
         let stock = try #require(charts.first { $0.id == "stock" })
         #expect(stock.y[1] >= 300 && stock.y[1] < 600 && stock.yLabels.contains("300"), "stock axis \(stock.y) \(stock.yLabels)")

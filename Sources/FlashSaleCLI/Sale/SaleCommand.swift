@@ -32,6 +32,8 @@ struct SaleCommand: AsyncParsableCommand {
     @Option(help: "Write the report as JSON to this file as well.") var json: String?
     @Option(help: "Write the report as one self-contained HTML page with charts (sampled every 200 ms) to this file as well.")
     var html: String?
+    @Option(help: "An operator's stock raise during the sale: SECONDS:PRODUCT:UNITS after the buyers start (repeatable), e.g. 1.5:p1:100; marked on the --html page.")
+    var raiseAt: [String] = []
     @Option(help: "Log level of the services.") var logLevel = "warning"
     @Flag(help: "Keep the sale's databases afterwards (dropped by default).") var keepData = false
     @Option(help: "Seconds a winner has to pay; 0 = orders are final at once. With it, unpaid holds expire and sell again to later buyers.")
@@ -44,6 +46,11 @@ struct SaleCommand: AsyncParsableCommand {
         else { throw ValidationError("products, stock, attempts, users, connections, depth and edges must be positive; keep in 0...1") }
         guard hold <= 86_400, (0...1).contains(payShare), payShare > 0 || hold == 0 else {
             throw ValidationError("--hold must be at most 86400 seconds; --pay-share in (0, 1]")
+        }
+        for raise in raiseAt {
+            guard let parsed = ScheduledRaise(raise), (1...products).map({ "p\($0)" }).contains(parsed.product) else {
+                throw ValidationError("--raise-at takes SECONDS:PRODUCT:UNITS with one of the sale's products (p1...p\(products)), not '\(raise)'")
+            }
         }
 
         let logger = ServiceRuntime.makeLogger(label: "flashsale", level: .warning)
@@ -144,8 +151,12 @@ struct SaleCommand: AsyncParsableCommand {
         }
         say("running \(attempts) attempts from \(connections) connections x \(depth) in flight...")
         sampler?.mark(.phase, "buyers start")
+        let raises = Task { [raiseAt, quota = control.quota] in
+            await ScheduledRaise.run(raiseAt.compactMap(ScheduledRaise.init), quota: quota, sampler: sampler)
+        }
         var result = try await swarm.run()
         sampler?.mark(.phase, "buyers done")
+        await raises.value
         progress.cancel()
         bar.draw(done: swarm.completed)
         bar.finish()
