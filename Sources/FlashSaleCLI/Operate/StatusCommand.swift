@@ -141,6 +141,8 @@ struct StatusCommand: AsyncParsableCommand {
         if case .failure = inventoryHealth { down.append("inventory service") }
         if case .failure = quotaHealth { down.append("quota service") }
         if edges.count > edgesUp { down.append("\(edges.count - edgesUp) edges") }
+        // The README's exit 3 covers ZooKeeper too: with --zookeeper, the edges' registrations could not be read.
+        if edgesProblem != nil { down.append("ZooKeeper") }
         return Screen(text: out.joined(separator: "\n"), down: down, edges: edges)
     }
 }
