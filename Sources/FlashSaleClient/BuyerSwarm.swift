@@ -75,10 +75,40 @@ public final class BuyerSwarm: Sendable {
         public var latency = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
         public var purchases: [Purchase] = []
 
+        public init() {}
+
         public var attemptsPerSecond: Double { wallSeconds > 0 ? Double(attempts) / wallSeconds : 0 }
 
         public func latencyMs(percentile: Double) -> Double {
             Double(latency.valueAtPercentile(percentile)) / 1000
+        }
+
+        /// One attempt's answer (or failure), `micros` after it was sent: the one place an answer is counted.
+        public mutating func record(
+            _ outcome: Swift.Result<PurchaseResponse, any Error>,
+            of attempt: (requestID: UInt64, userID: UInt64, product: String), micros: UInt64
+        ) {
+            attempts += 1
+            latency.record(micros)
+            switch outcome {
+            case .success(let response):
+                switch response.outcome {
+                case .purchased:
+                    purchased += 1
+                    purchases.append(.init(
+                        requestID: attempt.requestID, userID: attempt.userID, product: attempt.product, orderID: response.orderId))
+                case .soldOut: soldOut += 1
+                case .shed: shed += 1
+                case .alreadyPurchased: alreadyPurchased += 1
+                default:
+                    errors += 1
+                    errorsByCode["outcome \(response.outcome)", default: 0] += 1
+                }
+            case .failure(let error):
+                errors += 1
+                let code = (error as? RPCError).map { "\($0.code)" } ?? "\(error)"
+                errorsByCode[code, default: 0] += 1
+            }
         }
 
         public mutating func merge(_ other: Result) {
@@ -248,7 +278,7 @@ fileprivate final class Lane: Sendable {
                     return
                 }
                 let micros = UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000))
-                Self.tally(outcome, of: attempt, micros: micros, into: &self.state.value.result)
+                self.state.value.result.record(outcome, of: attempt, micros: micros)
                 self.swarm.latencyWindow?.record(micros, lane: self.shard)
                 self.swarm.attemptFinished()
                 if let pause = self.swarm.pause {
@@ -259,32 +289,6 @@ fileprivate final class Lane: Sendable {
             }
     }
 
-    fileprivate static func tally(
-        _ outcome: Swift.Result<PurchaseResponse, any Error>, of attempt: (requestID: UInt64, userID: UInt64, product: String),
-        micros: UInt64, into result: inout BuyerSwarm.Result
-    ) {
-        result.attempts += 1
-        result.latency.record(micros)
-        switch outcome {
-        case .success(let response):
-            switch response.outcome {
-            case .purchased:
-                result.purchased += 1
-                result.purchases.append(.init(
-                    requestID: attempt.requestID, userID: attempt.userID, product: attempt.product, orderID: response.orderId))
-            case .soldOut: result.soldOut += 1
-            case .shed: result.shed += 1
-            case .alreadyPurchased: result.alreadyPurchased += 1
-            default:
-                result.errors += 1
-                result.errorsByCode["outcome \(response.outcome)", default: 0] += 1
-            }
-        case .failure(let error):
-            result.errors += 1
-            let code = (error as? RPCError).map { "\($0.code)" } ?? "\(error)"
-            result.errorsByCode[code, default: 0] += 1
-        }
-    }
 }
 
 extension BuyerSwarm {
@@ -414,7 +418,7 @@ extension BuyerSwarm {
             let elapsed = (ContinuousClock.now - started).components
             let micros = UInt64(max(0, elapsed.seconds * 1_000_000 + elapsed.attoseconds / 1_000_000_000_000))
             state.withLock { result in
-                Lane.tally(outcome, of: (requestID, requestID, product), micros: micros, into: &result)
+                result.record(outcome, of: (requestID, requestID, product), micros: micros)
             }
         }
     }

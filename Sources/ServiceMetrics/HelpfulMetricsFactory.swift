@@ -64,5 +64,6 @@ public enum MetricHelp {
         MetricName.inventoryAudits: "Audits the inventory served, by result.",
         MetricName.inventoryAuditFailedProducts: "Products whose last audit failed.",
         MetricName.quotaLeader: "1 on the quota service that holds the leader lock.",
+        MetricName.quotaGrantMore: "quota.GrantMore calls this quota service answered (edges that ran dry asking for more).",
     ]
 }

@@ -65,6 +65,7 @@ public enum MetricName {
 
     // Quota service.
     public static let quotaLeader = "flashsale_quota_leader"
+    public static let quotaGrantMore = "flashsale_quota_grant_more_total"
 }
 
 /// Work done just before each scrape: read atomics and counters the service keeps anyway and set the gauges and

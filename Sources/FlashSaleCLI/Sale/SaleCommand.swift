@@ -39,6 +39,8 @@ struct SaleCommand: AsyncParsableCommand {
     @Option(help: "Seconds a winner has to pay; 0 = orders are final at once. With it, unpaid holds expire and sell again to later buyers.")
     var hold: UInt32 = 0
     @Option(help: "With --hold: share of winners who pay (the rest abandon their carts).") var payShare = 1.0
+    @Flag(help: "The high-availability set-up: PostgreSQL as a primary and a synchronous standby under Patroni (on the sale's ZooKeeper), two inventory replicas following Patroni's leader, and a quota leader with a standby. Needs the sale's own servers (not FLASHSALE_PG_DSN).")
+    var ha = false
 
     func run() async throws {
         guard products > 0, stock > 0, attempts > 0, users > 0, connections > 0, depth > 0, edges > 0,
@@ -64,12 +66,22 @@ struct SaleCommand: AsyncParsableCommand {
         let servers: RunServers?
         let adminDSN: String
         let zooKeeper: String
-        if let dsn = given.0, let hosts = given.1 {
+        var patroni: PatroniCluster?
+        if let dsn = given.0, let hosts = given.1, !ha {
             (servers, adminDSN, zooKeeper) = (nil, dsn, hosts)
         } else {
             say("starting PostgreSQL and ZooKeeper...")
-            let started = try await RunServers.start("sale")
+            let started = try await RunServers.start(ha ? "sale-ha" : "sale") { await PatroniCluster.stopAbandoned(in: $0) }
             (servers, adminDSN, zooKeeper) = (started, started.adminDSN, started.zooKeeper)
+            if ha {
+                say("starting a PostgreSQL primary and synchronous standby under Patroni...")
+                do {
+                    patroni = try await PatroniCluster.start(in: started.folder, zooKeeper: started.zooKeeper)
+                } catch {
+                    await started.stop()
+                    throw error
+                }
+            }
         }
         let runID = "sale_\(Int(Date().timeIntervalSince1970))_\(UInt32.random(in: 0...UInt32.max) % 10_000)"
         let token = environment["FLASHSALE_OPERATOR_TOKEN"] ?? Platform.newSecret()
@@ -80,14 +92,21 @@ struct SaleCommand: AsyncParsableCommand {
         var databases: RunDatabases?
         var platform: Platform?
         do {
-            databases = try await RunDatabases.create(adminDSN: adminDSN, name: runID)
+            databases = try await RunDatabases.create(adminDSN: patroni?.adminDSN ?? adminDSN, name: runID)
             var platformConfiguration = Platform.Configuration(
                 databaseDSN: databases!.main.dsn, hotDatabaseDSN: databases!.hot.dsn, zooKeeperHosts: zooKeeper,
                 operatorToken: token)
             platformConfiguration.zooKeeperRoot = "/\(runID)"
             platformConfiguration.edges = edges
             platformConfiguration.logLevel = logLevel
-            say("starting the inventory service, the quota service and \(edges) edges...")
+            if let patroni {
+                platformConfiguration.inventories = 2
+                platformConfiguration.quotaServices = 2
+                platformConfiguration.inventoryArguments += patroni.inventoryArguments
+                say("starting 2 inventory replicas, a quota leader and its standby, and \(edges) edges...")
+            } else {
+                say("starting the inventory service, the quota service and \(edges) edges...")
+            }
             platform = try await Platform.start(platformConfiguration)
             (report, timeline) = try await runSale(
                 platform: platform!, dsns: [databases!.main.dsn, databases!.hot.dsn], logger: logger, say: say)
@@ -100,6 +119,7 @@ struct SaleCommand: AsyncParsableCommand {
             if let servers { say("the sale's servers keep running, data in \(servers.folder.url.path)") }
         } else {
             await databases?.drop()
+            await patroni?.stop()
             await servers?.stop()
         }
         if let failure { throw failure }
