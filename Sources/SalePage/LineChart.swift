@@ -119,8 +119,11 @@ public struct LineChart: Sendable {
         out.append(##"<line x1="\##(Self.coordinate(area.left))" y1="\##(Self.coordinate(area.top))" x2="\##(Self.coordinate(area.left))" y2="\##(Self.coordinate(area.bottom))" stroke="#444"/>"##)
         out.append("</g>")
 
-        // Event marks: a dashed vertical line and a short label, staggered so that close ones stay legible.
-        for (index, marker) in markers.enumerated() where x.contains(marker.x) {
+        // Event marks: a dashed vertical line and a short label, each label on a row of its own where it would
+        // overlap another (`labelRows`), so that close events stay legible.
+        let shown = markers.filter { x.contains($0.x) }
+        let rows = labelRows(shown, x: x, y: y)
+        for (index, marker) in shown.enumerated() {
             let p = position(Point(x: marker.x, y: y.upperBound), x: x, y: y)
             let color = marker.kind == "fault" ? "#c00000" : marker.kind == "action" ? "#6a3d9a" : "#777777"
             out.append(##"<g class="marker" data-t="\##(Self.number(marker.x))" data-kind="\##(HTML.escape(marker.kind))">"##)
@@ -128,7 +131,7 @@ public struct LineChart: Sendable {
             // Near the right edge the label goes to the left of its line, so it is not cut off.
             let leftward = p.x > area.right - Double(marker.label.count) * 6
             let labelX = leftward ? p.x - 3 : p.x + 3
-            out.append(##"<text x="\##(Self.coordinate(labelX))" y="\##(Self.coordinate(area.top + 11 + Double(index % 4) * 12))" text-anchor="\##(leftward ? "end" : "start")" font-size="10" fill="\##(color)">\##(HTML.escape(marker.label))</text>"##)
+            out.append(##"<text x="\##(Self.coordinate(labelX))" y="\##(Self.coordinate(area.top + 11 + Double(rows[index]) * 12))" text-anchor="\##(leftward ? "end" : "start")" font-size="10" fill="\##(color)">\##(HTML.escape(marker.label))</text>"##)
             out.append("</g>")
         }
 
@@ -146,6 +149,21 @@ public struct LineChart: Sendable {
         }
         out.append("</svg>")
         return out.joined(separator: "\n")
+    }
+
+    /// The text row (0 at the top) of each marker's label: the first row where it overlaps no label placed before it,
+    /// in the order of their x; the least crowded row when all are taken. A label is about 6 px per character.
+    func labelRows(_ markers: [Marker], x: ClosedRange<Double>, y: ClosedRange<Double>) -> [Int] {
+        let rowCount = 6
+        var ends = [Double](repeating: -.infinity, count: rowCount)
+        var rows = [Int](repeating: 0, count: markers.count)
+        for index in markers.indices.sorted(by: { markers[$0].x < markers[$1].x }) {
+            let start = position(Point(x: markers[index].x, y: y.upperBound), x: x, y: y).x
+            let row = ends.firstIndex { $0 < start } ?? ends.indices.min { ends[$0] < ends[$1] }!
+            rows[index] = row
+            ends[row] = start + 6 + Double(markers[index].label.count) * 6
+        }
+        return rows
     }
 
     /// An SVG coordinate: one decimal is finer than a pixel.

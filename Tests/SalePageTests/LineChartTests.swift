@@ -54,6 +54,18 @@ import Testing
         #expect(labels.count == 2 && labels[0].contains(#"text-anchor="start""#) && labels[1].contains(#"text-anchor="end""#), "\(labels)")
     }
 
+    @Test func closeMarkersGetRowsOfTheirOwnAndFaultsAreMarkedAsSuch() {
+        let chart = LineChart(
+            id: "c", title: "t", unit: "u", series: [.init(name: "a", points: [Point(x: 0, y: 1), Point(x: 10, y: 2)])],
+            markers: [.init(x: 1, label: "lottery: keep 0.2", kind: "action"), .init(x: 1.1, label: "edge2 killed", kind: "fault"),
+                      .init(x: 1.2, label: "raise p1 by 50", kind: "action"), .init(x: 8, label: "p1 sold out", kind: "phase")],
+            xRange: 0...10)
+        #expect(chart.labelRows(chart.markers, x: 0...10, y: 0...2) == [0, 1, 2, 0], "far apart: the same row again")
+        let svg = chart.svg()
+        #expect(svg.contains(#"<g class="marker" data-t="1.1" data-kind="fault">"#))
+        #expect(svg.contains(##"fill="#c00000">edge2 killed</text>"##), "a fault in red")
+    }
+
     @Test func pointsOutsideTheRangeAreClampedToThePlot() {
         let chart = LineChart(
             id: "c", title: "t", unit: "u", series: [.init(name: "a", points: [Point(x: -5, y: 1), Point(x: 50, y: 2)])],

@@ -34,6 +34,8 @@ struct SaleCommand: AsyncParsableCommand {
     var html: String?
     @Option(help: "An operator's stock raise during the sale: SECONDS:PRODUCT:UNITS after the buyers start (repeatable), e.g. 1.5:p1:100; marked on the --html page.")
     var raiseAt: [String] = []
+    @Option(help: "A fault during the sale: kill -9 the last edge SECONDS after the buyers start (needs 2 edges or more; the buyers move to the others); marked on the --html page.")
+    var killEdgeAt: Double?
     @Option(help: "Log level of the services.") var logLevel = "warning"
     @Flag(help: "Keep the sale's databases afterwards (dropped by default).") var keepData = false
     @Option(help: "Seconds a winner has to pay; 0 = orders are final at once. With it, unpaid holds expire and sell again to later buyers.")
@@ -48,6 +50,9 @@ struct SaleCommand: AsyncParsableCommand {
         else { throw ValidationError("products, stock, attempts, users, connections, depth and edges must be positive; keep in 0...1") }
         guard hold <= 86_400, (0...1).contains(payShare), payShare > 0 || hold == 0 else {
             throw ValidationError("--hold must be at most 86400 seconds; --pay-share in (0, 1]")
+        }
+        if let killEdgeAt, !(0...3_600).contains(killEdgeAt) || edges < 2 {
+            throw ValidationError("--kill-edge-at takes 0...3600 seconds and needs --edges 2 or more")
         }
         for raise in raiseAt {
             guard let parsed = ScheduledRaise(raise), (1...products).map({ "p\($0)" }).contains(parsed.product) else {
@@ -174,9 +179,17 @@ struct SaleCommand: AsyncParsableCommand {
         let raises = Task { [raiseAt, quota = control.quota] in
             await ScheduledRaise.run(raiseAt.compactMap(ScheduledRaise.init), quota: quota, sampler: sampler)
         }
+        let fault = Task { [killEdgeAt] in
+            guard let killEdgeAt, let victim = platform.edges.last else { return }
+            try? await Task.sleep(for: .milliseconds(Int64(killEdgeAt * 1000)))
+            await victim.process.kill9()
+            sampler?.mark(.fault, "\(victim.name) killed (kill -9)")
+            standardError("\(victim.name) killed (kill -9)")
+        }
         var result = try await swarm.run()
         sampler?.mark(.phase, "buyers done")
         await raises.value
+        await fault.value
         progress.cancel()
         bar.draw(done: swarm.completed)
         bar.finish()
