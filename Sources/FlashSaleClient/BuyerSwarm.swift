@@ -27,6 +27,8 @@ public final class BuyerSwarm: Sendable {
         public var pause: TimeAmount? = nil
         /// Request ids are `requestIDBase + attempt index`: distinct across runs against one database.
         public var requestIDBase: UInt64
+        /// Where each completed attempt's latency also goes, for a sampler's view of the running sale (nil: nowhere).
+        public var latencyWindow: LatencyWindow? = nil
 
         public init(edges: [(host: String, port: Int)], products: [String], attempts: Int, users: Int,
                     connections: Int, depth: Int, seed: UInt64 = UInt64.random(in: 1 ... .max)) {
@@ -167,8 +169,8 @@ public final class BuyerSwarm: Sendable {
         }
         let start = NIODeadline.now()
         let total = await withTaskGroup(of: Result.self) { tasks in
-            for clients in lanes {
-                tasks.addTask { await Lane(swarm: self, clients: clients).run() }
+            for (index, clients) in lanes.enumerated() {
+                tasks.addTask { await Lane(swarm: self, clients: clients, index: index).run() }
             }
             var total = Result()
             for await lane in tasks { total.merge(lane) }
@@ -197,6 +199,7 @@ public final class BuyerSwarm: Sendable {
     fileprivate var maxRetries: Int { configuration.maxRetries }
     fileprivate var pause: TimeAmount? { configuration.pause }
     fileprivate var depth: Int { configuration.depth }
+    fileprivate var latencyWindow: LatencyWindow? { configuration.latencyWindow }
 
     /// The swarm's retry rule: an error that may leave the outcome unknown is asked again, with the same request id.
     static func inDoubt(_ error: any Error) -> Bool {
@@ -223,9 +226,13 @@ fileprivate final class Lane: Sendable {
         var continuation: CheckedContinuation<BuyerSwarm.Result, Never>?
     }
 
-    init(swarm: BuyerSwarm, clients: [EdgeClient]) {
+    /// This lane's shard of the swarm's latency window.
+    private let shard: Int
+
+    init(swarm: BuyerSwarm, clients: [EdgeClient], index: Int) {
         self.swarm = swarm
         self.clients = clients
+        self.shard = index
         self.eventLoop = clients[0].rpc.eventLoop
         self.state = .makeBoxSendingValue(State(), eventLoop: eventLoop)
     }
@@ -272,6 +279,7 @@ fileprivate final class Lane: Sendable {
                 }
                 let micros = UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000))
                 self.state.value.result.record(outcome, of: attempt, micros: micros)
+                self.swarm.latencyWindow?.record(micros, lane: self.shard)
                 self.swarm.attemptFinished()
                 if let pause = self.swarm.pause {
                     client.rpc.eventLoop.scheduleTask(in: pause) { self.next() }

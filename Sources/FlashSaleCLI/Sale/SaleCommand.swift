@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import PostgresClient
 import Proto
+import SalePage
 import ServiceKit
 import Wire
 
@@ -29,6 +30,12 @@ struct SaleCommand: AsyncParsableCommand {
     @Option(help: "Number of edges.") var edges = 2
     @Option(help: "Seed of the buyers' choices.") var seed: UInt64 = 20_261_124
     @Option(help: "Write the report as JSON to this file as well.") var json: String?
+    @Option(help: "Write the report as one self-contained HTML page with charts (sampled every 200 ms) to this file as well.")
+    var html: String?
+    @Option(help: "An operator's stock raise during the sale: SECONDS:PRODUCT:UNITS after the buyers start (repeatable), e.g. 1.5:p1:100; marked on the --html page.")
+    var raiseAt: [String] = []
+    @Option(help: "A fault during the sale: kill -9 the last edge SECONDS after the buyers start (needs 2 edges or more; the buyers move to the others); marked on the --html page.")
+    var killEdgeAt: Double?
     @Option(help: "Log level of the services.") var logLevel = "warning"
     @Flag(help: "Keep the sale's databases afterwards (dropped by default).") var keepData = false
     @Option(help: "Seconds a winner has to pay; 0 = orders are final at once. With it, unpaid holds expire and sell again to later buyers.")
@@ -43,6 +50,14 @@ struct SaleCommand: AsyncParsableCommand {
         else { throw ValidationError("products, stock, attempts, users, connections, depth and edges must be positive; keep in 0...1") }
         guard hold <= 86_400, (0...1).contains(payShare), payShare > 0 || hold == 0 else {
             throw ValidationError("--hold must be at most 86400 seconds; --pay-share in (0, 1]")
+        }
+        if let killEdgeAt, !(0...3_600).contains(killEdgeAt) || edges < 2 {
+            throw ValidationError("--kill-edge-at takes 0...3600 seconds and needs --edges 2 or more")
+        }
+        for raise in raiseAt {
+            guard let parsed = ScheduledRaise(raise), (1...products).map({ "p\($0)" }).contains(parsed.product) else {
+                throw ValidationError("--raise-at takes SECONDS:PRODUCT:UNITS with one of the sale's products (p1...p\(products)), not '\(raise)'")
+            }
         }
 
         let logger = ServiceRuntime.makeLogger(label: "flashsale", level: .warning)
@@ -77,6 +92,7 @@ struct SaleCommand: AsyncParsableCommand {
         let token = environment["FLASHSALE_OPERATOR_TOKEN"] ?? Platform.newSecret()
 
         var report: SaleReport?
+        var timeline: Timeline?
         var failure: (any Error)?
         var databases: RunDatabases?
         var platform: Platform?
@@ -97,7 +113,7 @@ struct SaleCommand: AsyncParsableCommand {
                 say("starting the inventory service, the quota service and \(edges) edges...")
             }
             platform = try await Platform.start(platformConfiguration)
-            report = try await runSale(
+            (report, timeline) = try await runSale(
                 platform: platform!, dsns: [databases!.main.dsn, databases!.hot.dsn], logger: logger, say: say)
         } catch {
             failure = error
@@ -115,17 +131,31 @@ struct SaleCommand: AsyncParsableCommand {
         guard let report else { return }
         print(report.text())
         if let json { try report.json().write(to: URL(fileURLWithPath: json)) }
+        if let html, let timeline { try Data(report.page(timeline: timeline).html().utf8).write(to: URL(fileURLWithPath: html)) }
         if !report.auditClean { throw ExitCode(2) }
     }
 
-    private func runSale(platform: Platform, dsns: [String], logger: Logger, say: (String) -> Void) async throws -> SaleReport {
+    /// The report, and with `--html` the sale's timeline.
+    private func runSale(
+        platform: Platform, dsns: [String], logger: Logger, say: (String) -> Void
+    ) async throws -> (SaleReport, Timeline?) {
         let control = SaleControl(platform: platform, logger: logger)
         defer { Task { await control.shutdown() } }
         let productIDs = (1...products).map { "p\($0)" }
         let hotProducts = Set(hot.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
+        // With --html: sampled from before the products exist, so the operator's set-up is on the page's time axis.
+        let sampler = html == nil ? nil : SaleSampler(platform: platform, inventory: control.inventory, products: productIDs, logger: logger)
+        let sampling = Task { await sampler?.run() }
+        defer {
+            sampling.cancel()
+            if let sampler { Task { await sampler.shutdown() } }
+        }
         say("creating \(products) products x \(stock) units, keeping \(keep) of attempts...")
+        sampler?.mark(.action, "lottery: keep \(keep)")
+        sampler?.mark(.action, "\(products) products x \(stock.grouped) created")
         try await control.prepare(
             products: productIDs, stock: stock, hot: hotProducts, keepPerMillion: UInt32(keep * 1_000_000), holdSeconds: hold)
+        sampler?.mark(.phase, "edges hold the stock")
         // With holds, a payment service of the sale's own pays the chosen share of winners while the sale runs.
         let payer = hold > 0 ? HoldPayer(dsns: dsns, inventory: control.inventory, payShare: payShare, logger: logger) : nil
         let paying = Task { await payer?.run() }
@@ -135,6 +165,7 @@ struct SaleCommand: AsyncParsableCommand {
             edges: platform.edges.map { ($0.host, $0.port) }, products: productIDs, attempts: attempts, users: users,
             connections: connections, depth: depth, seed: seed)
         swarmConfiguration.timeout = .seconds(10)
+        swarmConfiguration.latencyWindow = sampler?.latency
         let swarm = BuyerSwarm(configuration: swarmConfiguration, logger: logger)
         let bar = ProgressBar(total: attempts)
         let progress = Task {
@@ -144,30 +175,48 @@ struct SaleCommand: AsyncParsableCommand {
             }
         }
         say("running \(attempts) attempts from \(connections) connections x \(depth) in flight...")
+        sampler?.mark(.phase, "buyers start")
+        let raises = Task { [raiseAt, quota = control.quota] in
+            await ScheduledRaise.run(raiseAt.compactMap(ScheduledRaise.init), quota: quota, sampler: sampler)
+        }
+        let fault = Task { [killEdgeAt] in
+            guard let killEdgeAt, let victim = platform.edges.last else { return }
+            try? await Task.sleep(for: .milliseconds(Int64(killEdgeAt * 1000)))
+            await victim.process.kill9()
+            sampler?.mark(.fault, "\(victim.name) killed (kill -9)")
+            standardError("\(victim.name) killed (kill -9)")
+        }
         var result = try await swarm.run()
+        sampler?.mark(.phase, "buyers done")
+        await raises.value
+        await fault.value
         progress.cancel()
         bar.draw(done: swarm.completed)
         bar.finish()
 
-        guard let payer else {
-            say("auditing...")
-            return try await control.report(result: result, products: productIDs, stock: stock, configuration: self)
+        var waves: Int?
+        if let payer {
+            waves = try await lateBuyers(
+                control: control, payer: payer, products: productIDs, swarm: swarmConfiguration, result: &result,
+                sampler: sampler, say: say)
+            paying.cancel()
+            _ = await paying.value
         }
-        let waves = try await lateBuyers(
-            control: control, payer: payer, products: productIDs, swarm: swarmConfiguration, result: &result, say: say)
-        paying.cancel()
-        _ = await paying.value
+        sampling.cancel()
+        _ = await sampling.value
+        await sampler?.sample()
         say("auditing...")
-        return try await control.report(
+        let report = try await control.report(
             result: result, products: productIDs, stock: stock, configuration: self,
-            holds: (dsns, payer.tally, waves))
+            holds: payer.map { (dsns, $0.tally, waves ?? 0) })
+        return (report, sampler?.timeline)
     }
 
     /// After the rush, with holds: waves of late buyers while abandoned holds expire and their units come back, until
     /// the whole stock is paid (or a deadline of 12 hold times and 30 s passes). Returns the number of waves.
     private func lateBuyers(
         control: SaleControl, payer: HoldPayer, products: [String], swarm: BuyerSwarm.Configuration,
-        result: inout BuyerSwarm.Result, say: (String) -> Void
+        result: inout BuyerSwarm.Result, sampler: SaleSampler?, say: (String) -> Void
     ) async throws -> Int {
         let total = stock * Int64(products.count)
         let deadline = ContinuousClock.now + .seconds(Int64(hold) * 12 + 30)
@@ -193,6 +242,7 @@ struct SaleCommand: AsyncParsableCommand {
             wave.seed = seed &+ UInt64(waves)
             wave.requestIDBase = swarm.requestIDBase &+ UInt64(waves) << 28
             say("wave \(waves): \(free) units back on sale, \(paid) of \(total) paid; \(wave.attempts) attempts...")
+            sampler?.mark(.phase, "wave \(waves): \(free) units back")
             result.merge(try await BuyerSwarm(configuration: wave, logger: control.logger).run())
         }
         return waves
