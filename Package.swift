@@ -177,11 +177,13 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
+        // The sale report as a self-contained HTML page (`flashsale sale --html`): charts drawn as inline SVG, pure.
+        .target(name: "SalePage", swiftSettings: strict),
         .executableTarget(
             name: "FlashSaleCLI",
             dependencies: [
                 "Addressing",
-                "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster",
+                "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster", "SalePage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: strict),
@@ -253,6 +255,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
+        .testTarget(name: "SalePageTests", dependencies: ["SalePage"], swiftSettings: strict),
         .testTarget(name: "PostgresClientTests", dependencies: ["Addressing", "PostgresClient"], swiftSettings: strict),
         .testTarget(name: "ZooKeeperClientTests", dependencies: ["ZooKeeperClient"], swiftSettings: strict),
         .testTarget(

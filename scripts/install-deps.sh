@@ -3,9 +3,10 @@
 set -euo pipefail
 
 # libprotobuf-dev (descriptor.proto) and python3-protobuf (descriptor_pb2): scripts/gen-proto.sh reads protoc's
-# descriptors of proto/ with them.
+# descriptors of proto/ with them. prometheus (with promtool), chromium and tmux: the operator's-view tests (a real
+# Prometheus on deploy/prometheus, the sale report page in a headless browser, `flashsale status --watch` in a terminal).
 PACKAGES=(libprotobuf-c-dev protobuf-c-compiler libprotobuf-dev python3-protobuf libpq-dev postgresql-15
-          postgresql-client-15 libzookeeper-mt-dev libssl-dev zookeeper python3 spin gcc)
+          postgresql-client-15 libzookeeper-mt-dev libssl-dev zookeeper python3 spin gcc prometheus chromium tmux)
 
 missing=()
 for p in "${PACKAGES[@]}"; do

@@ -25,6 +25,18 @@ public struct PatroniCluster: Sendable {
         return PatroniCluster(adminDSN: dsn, leaderPath: leader, zooKeeper: zooKeeper, environment: environment)
     }
 
+    /// A run's cluster lives in its folder's `pg-cluster`.
+    public static func start(in folder: RunFolder, zooKeeper: String) async throws -> PatroniCluster {
+        try await start(folder: folder.path("pg-cluster"), zooKeeper: zooKeeper)
+    }
+
+    /// Stops the cluster a killed run left in its folder, if any (`RunServers.start`'s clean-up).
+    public static func stopAbandoned(in folder: RunFolder) async {
+        let path = folder.path("pg-cluster")
+        guard FileManager.default.fileExists(atPath: path) else { return }
+        _ = try? await runCommand(script, ["stop"], environment: ["FLASHSALE_PGC_BASE": path], timeout: .seconds(90))
+    }
+
     /// The inventory's flags that make it follow Patroni's leader.
     public var inventoryArguments: [String] {
         ["--patroni-zookeeper", zooKeeper, "--patroni-leader-path", leaderPath]

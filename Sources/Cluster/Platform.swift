@@ -205,19 +205,8 @@ public final class Platform: Sendable {
         return arguments
     }
 
-    /// Kills quota service `index` (SIGKILL, a crash) and starts it again on the same port once `restartWhen`
-    /// returns (the standby has taken over, say): it comes back as a standby.
-    public func crashAndRestartQuota(at index: Int = 0, restartWhen: () async throws -> Void) async throws {
-        let old = quotaServices[index]
-        await old.process.kill9()
-        try await restartWhen()
-        let restarted = try await ServiceEndpoint.start(
-            Self.quotaArguments(configuration, inventories: inventories, port: old.port),
-            environment: configuration.quotaProcessEnvironment, name: old.name + "-restarted")
-        quotaEndpoints.withLock { $0[index] = restarted }
-    }
-
-    /// Starts one more edge; it registers in ZooKeeper and the quota service gives it a share.
+    /// Starts one more edge; it registers in ZooKeeper and the quota service gives it a share. It knows every quota
+    /// service, leader first: it refills through the next once one cannot be reached.
     @discardableResult
     /// `configure` sets what this edge does apart (its port, a proxy to ZooKeeper, the address it advertises).
     public func addEdge(
@@ -226,7 +215,7 @@ public final class Platform: Sendable {
         let index = edgeList.withLock { $0.count }
         var arguments = EdgeArguments(
             zooKeeper: configuration.zooKeeperHosts, root: configuration.zooKeeperRoot,
-            inventory: Self.inventoryList(inventories), quota: quota.address)
+            inventory: Self.inventoryList(inventories), quota: quotaServices.map(\.address).joined(separator: ","))
         arguments.logLevel = configuration.logLevel
         arguments.extra = (configuration.discoverInventories ? ["--discover-inventories"] : [])
             + configuration.edgeArguments + extraArguments

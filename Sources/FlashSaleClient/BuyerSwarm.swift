@@ -27,6 +27,8 @@ public final class BuyerSwarm: Sendable {
         public var pause: TimeAmount? = nil
         /// Request ids are `requestIDBase + attempt index`: distinct across runs against one database.
         public var requestIDBase: UInt64
+        /// Where each completed attempt's latency also goes, for a sampler's view of the running sale (nil: nowhere).
+        public var latencyWindow: LatencyWindow? = nil
 
         public init(edges: [(host: String, port: Int)], products: [String], attempts: Int, users: Int,
                     connections: Int, depth: Int, seed: UInt64 = UInt64.random(in: 1 ... .max)) {
@@ -73,10 +75,40 @@ public final class BuyerSwarm: Sendable {
         public var latency = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
         public var purchases: [Purchase] = []
 
+        public init() {}
+
         public var attemptsPerSecond: Double { wallSeconds > 0 ? Double(attempts) / wallSeconds : 0 }
 
         public func latencyMs(percentile: Double) -> Double {
             Double(latency.valueAtPercentile(percentile)) / 1000
+        }
+
+        /// One attempt's answer (or failure), `micros` after it was sent: the one place an answer is counted.
+        public mutating func record(
+            _ outcome: Swift.Result<PurchaseResponse, any Error>,
+            of attempt: (requestID: UInt64, userID: UInt64, product: String), micros: UInt64
+        ) {
+            attempts += 1
+            latency.record(micros)
+            switch outcome {
+            case .success(let response):
+                switch response.outcome {
+                case .purchased:
+                    purchased += 1
+                    purchases.append(.init(
+                        requestID: attempt.requestID, userID: attempt.userID, product: attempt.product, orderID: response.orderId))
+                case .soldOut: soldOut += 1
+                case .shed: shed += 1
+                case .alreadyPurchased: alreadyPurchased += 1
+                default:
+                    errors += 1
+                    errorsByCode["outcome \(response.outcome)", default: 0] += 1
+                }
+            case .failure(let error):
+                errors += 1
+                let code = (error as? RPCError).map { "\($0.code)" } ?? "\(error)"
+                errorsByCode[code, default: 0] += 1
+            }
         }
 
         public mutating func merge(_ other: Result) {
@@ -137,8 +169,8 @@ public final class BuyerSwarm: Sendable {
         }
         let start = NIODeadline.now()
         let total = await withTaskGroup(of: Result.self) { tasks in
-            for clients in lanes {
-                tasks.addTask { await Lane(swarm: self, clients: clients).run() }
+            for (index, clients) in lanes.enumerated() {
+                tasks.addTask { await Lane(swarm: self, clients: clients, index: index).run() }
             }
             var total = Result()
             for await lane in tasks { total.merge(lane) }
@@ -167,6 +199,7 @@ public final class BuyerSwarm: Sendable {
     fileprivate var maxRetries: Int { configuration.maxRetries }
     fileprivate var pause: TimeAmount? { configuration.pause }
     fileprivate var depth: Int { configuration.depth }
+    fileprivate var latencyWindow: LatencyWindow? { configuration.latencyWindow }
 
     /// The swarm's retry rule: an error that may leave the outcome unknown is asked again, with the same request id.
     static func inDoubt(_ error: any Error) -> Bool {
@@ -193,9 +226,13 @@ fileprivate final class Lane: Sendable {
         var continuation: CheckedContinuation<BuyerSwarm.Result, Never>?
     }
 
-    init(swarm: BuyerSwarm, clients: [EdgeClient]) {
+    /// This lane's shard of the swarm's latency window.
+    private let shard: Int
+
+    init(swarm: BuyerSwarm, clients: [EdgeClient], index: Int) {
         self.swarm = swarm
         self.clients = clients
+        self.shard = index
         self.eventLoop = clients[0].rpc.eventLoop
         self.state = .makeBoxSendingValue(State(), eventLoop: eventLoop)
     }
@@ -241,7 +278,8 @@ fileprivate final class Lane: Sendable {
                     return
                 }
                 let micros = UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000))
-                Self.tally(outcome, of: attempt, micros: micros, into: &self.state.value.result)
+                self.state.value.result.record(outcome, of: attempt, micros: micros)
+                self.swarm.latencyWindow?.record(micros, lane: self.shard)
                 self.swarm.attemptFinished()
                 if let pause = self.swarm.pause {
                     client.rpc.eventLoop.scheduleTask(in: pause) { self.next() }
@@ -251,32 +289,6 @@ fileprivate final class Lane: Sendable {
             }
     }
 
-    fileprivate static func tally(
-        _ outcome: Swift.Result<PurchaseResponse, any Error>, of attempt: (requestID: UInt64, userID: UInt64, product: String),
-        micros: UInt64, into result: inout BuyerSwarm.Result
-    ) {
-        result.attempts += 1
-        result.latency.record(micros)
-        switch outcome {
-        case .success(let response):
-            switch response.outcome {
-            case .purchased:
-                result.purchased += 1
-                result.purchases.append(.init(
-                    requestID: attempt.requestID, userID: attempt.userID, product: attempt.product, orderID: response.orderId))
-            case .soldOut: result.soldOut += 1
-            case .shed: result.shed += 1
-            case .alreadyPurchased: result.alreadyPurchased += 1
-            default:
-                result.errors += 1
-                result.errorsByCode["outcome \(response.outcome)", default: 0] += 1
-            }
-        case .failure(let error):
-            result.errors += 1
-            let code = (error as? RPCError).map { "\($0.code)" } ?? "\(error)"
-            result.errorsByCode[code, default: 0] += 1
-        }
-    }
 }
 
 extension BuyerSwarm {
@@ -406,7 +418,7 @@ extension BuyerSwarm {
             let elapsed = (ContinuousClock.now - started).components
             let micros = UInt64(max(0, elapsed.seconds * 1_000_000 + elapsed.attoseconds / 1_000_000_000_000))
             state.withLock { result in
-                Lane.tally(outcome, of: (requestID, requestID, product), micros: micros, into: &result)
+                result.record(outcome, of: (requestID, requestID, product), micros: micros)
             }
         }
     }

@@ -44,6 +44,9 @@ public struct QuotaServiceParts: Sendable {
 
     public var isLeader: Bool { supervisor.isLeader }
 
+    /// GrantMore calls this process has answered.
+    public var grantMoreAnswered: UInt64 { coordinator.grantMoreAnswered.load(ordering: .relaxed) }
+
     /// Closes the clients of the edges, once the group has stopped.
     public func shutdown() async { await releaser.shutdown() }
 

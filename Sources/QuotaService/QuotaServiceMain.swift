@@ -74,10 +74,12 @@ struct QuotaServiceMain: AsyncParsableCommand {
             let hooks = ScrapeHooks()
             let connections = Gauge(label: MetricName.connections, dimensions: [("service", "quota")])
             let leader = Gauge(label: MetricName.quotaLeader)
+            let grantMore = CounterMirror(label: MetricName.quotaGrantMore)
             let zooKeeper = ZooKeeperMetrics(service: "quota")
             hooks.add {
                 connections.record(server.connectionCount)
                 leader.record(quota.isLeader ? 1 : 0)
+                grantMore.update(total: quota.grantMoreAnswered)
                 zooKeeper.record(quota.zk.sessionState.name)
             }
             services.append(.init(service: MetricsServer(

@@ -22,7 +22,7 @@ public enum ServiceMetrics {
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.defaultDurationHistogramBuckets = durationBuckets
         factory.valueHistogramBuckets[MetricName.inventoryBatchSize] = batchSizeBuckets
-        MetricsSystem.bootstrap(factory)
+        MetricsSystem.bootstrap(HelpfulMetricsFactory(prometheus: factory))
         return (registry, factory)
     }()
 
@@ -60,9 +60,12 @@ public enum MetricName {
     public static let inventoryBatchSize = "flashsale_inventory_batch_size"
     public static let inventoryCommitSeconds = "flashsale_inventory_commit_seconds"
     public static let inventoryQueueDepth = "flashsale_inventory_queue_depth"
+    public static let inventoryAudits = "flashsale_inventory_audits_total"
+    public static let inventoryAuditFailedProducts = "flashsale_inventory_audit_failed_products"
 
     // Quota service.
     public static let quotaLeader = "flashsale_quota_leader"
+    public static let quotaGrantMore = "flashsale_quota_grant_more_total"
 }
 
 /// Work done just before each scrape: read atomics and counters the service keeps anyway and set the gauges and

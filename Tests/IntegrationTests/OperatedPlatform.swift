@@ -160,24 +160,11 @@ struct MetricsSample: Sendable {
 
     /// `GET /metrics` over HTTP/1.0 (the server closes when done).
     static func scrape(_ address: (host: String, port: Int)) async throws -> MetricsSample {
-        let channel = try await ClientBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .connectTimeout(.seconds(2))
-            .connect(host: address.host, port: address.port) { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try NIOAsyncChannel<ByteBuffer, ByteBuffer>(wrappingChannelSynchronously: channel)
-                }
-            }
-        let response = try await channel.executeThenClose { inbound, outbound in
-            try await outbound.write(ByteBuffer(string: "GET /metrics HTTP/1.0\r\nHost: \(address.host)\r\n\r\n"))
-            var all = ByteBuffer()
-            for try await var chunk in inbound { all.writeBuffer(&chunk) }
-            return String(buffer: all)
+        let response = try await HTTP.get(address, "/metrics")
+        guard response.status == 200 else {
+            throw ClusterError.commandFailed("scrape of \(address.host):\(address.port) answered \(response.status): \(response.body.prefix(200))")
         }
-        guard response.hasPrefix("HTTP/1.0 200") || response.hasPrefix("HTTP/1.1 200"),
-              let split = response.range(of: "\r\n\r\n") else {
-            throw ClusterError.commandFailed("scrape of \(address.host):\(address.port) answered: \(response.prefix(200))")
-        }
-        var sample = MetricsSample(text: String(response[split.upperBound...]))
+        var sample = MetricsSample(text: response.body)
         for line in sample.text.split(separator: "\n") where !line.hasPrefix("#") {
             guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
             sample.series[String(line[..<space])] = value

@@ -110,12 +110,13 @@ struct ReplicaTests {
     @Test func theStandbyTakesOverWhenTheLeaderIsKilled() async throws {
         try await Platform.withTestPlatform(prefix: "standby", operatorToken: Self.token) {
             $0.quotaServices = 2
+            $0.quotaArguments = ["--metrics-port", "0"]
             $0.edges = 0
         } _: { platform, _ in
             let standby = platform.quotaServices[1]
-            // The edges know both: they ask the leader until it is gone, then the standby.
-            let leader = platform.quotaServices[0]
-            for _ in 0..<2 { try await platform.addEdge { $0.quota = "\(leader.address),\(standby.address)" } }
+            // The edges know both (the platform lists every quota service, leader first): they ask the leader until
+            // it is gone, then the standby.
+            for _ in 0..<2 { try await platform.addEdge() }
             let quota = QuotaClient(port: standby.port, token: Self.token, logger: logger)
             let inventory = platform.inventoryClient(logger: logger)
             let zk = try await ZooKeeperClient.connect(hosts: platform.configuration.zooKeeperHosts, logger: logger)
@@ -163,6 +164,9 @@ struct ReplicaTests {
             #expect(overGrants.withLock { $0 }.isEmpty, "granted beyond sellable: \(overGrants.withLock { $0.prefix(5) })")
             #expect(try await SaleDriver.purchasesWithoutOrder(result.purchases, inventory: inventory).isEmpty)
             #expect(result.purchases.count == Int(stock), "\(result.errorsByCode)")
+            // The edges' refills reached the standby: its rebalancing alone would also have sold the stock out.
+            let scrape = try await MetricsSample.scrape(try await standby.metricsAddress())
+            #expect(scrape.sum("flashsale_quota_grant_more_total") > 0, "the standby answered no GrantMore")
             let status = try #require(try await quota.status(productId: "tv").products.first)
             #expect(status.grantedUnused <= status.sellable)
             #expect(try await inventory.audit().clean)

@@ -42,18 +42,12 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
 
     /// Our node's name once registered. Kept for the life of the process: see `register`.
     private let name = Mutex<String?>(nil)
-    private let registration = Mutex(RegistrationState.pending([]))
+    private let registration = Settled<UInt32>()
     private let refills = Mutex<[String: EventLoopFuture<RefillOutcome>]>([:])
     /// The ZooKeeper client of the running session, for the metrics' session state.
     private let client = Mutex<ZooKeeperClient?>(nil)
     /// When a call that ZooKeeper answered was sent: the server heard from our session at or after it.
     private let lastHeard = Mutex(ContinuousClock.now)
-
-    private enum RegistrationState {
-        case pending([CheckedContinuation<UInt32, any Error>])
-        case registered(UInt32)
-        case failed(any Error)
-    }
 
     /// - Parameters:
     ///   - zooKeeper: connection string, `host:port[,host:port...]`.
@@ -116,25 +110,13 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
 
     /// Waits until the edge is registered in ZooKeeper and returns its id. Throws if `run` ended before.
     public func registered() async throws -> UInt32 {
-        try await withCheckedThrowingContinuation { continuation in
-            registration.withLock { state in
-                switch state {
-                case .pending(var waiters):
-                    waiters.append(continuation)
-                    state = .pending(waiters)
-                case .registered(let id):
-                    continuation.resume(returning: id)
-                case .failed(let error):
-                    continuation.resume(throwing: error)
-                }
-            }
-        }
+        try await registration.value()
     }
 
     // MARK: - Service
 
     public func run() async throws {
-        defer { finishRegistration(.failure(CancellationError())) }
+        defer { registration.settle(.failure(CancellationError())) }
         try await cancelWhenGracefulShutdown {
             let address = try await self.resolveAddress()
             self.advertised.withLock { $0 = address }
@@ -182,18 +164,6 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
                 try await Task.sleep(for: delays.next())
             }
         }
-    }
-
-    private func finishRegistration(_ result: Result<UInt32, any Error>) {
-        let waiters = registration.withLock { state -> [CheckedContinuation<UInt32, any Error>] in
-            guard case .pending(let waiters) = state else { return [] }
-            switch result {
-            case .success(let id): state = .registered(id)
-            case .failure(let error): state = .failed(error)
-            }
-            return waiters
-        }
-        for waiter in waiters { waiter.resume(with: result) }
     }
 
     // MARK: - Usage reports
@@ -420,7 +390,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
                 action = watch.next()
             case .announceRegistered(let heardAt):
                 heard(at: heardAt)
-                finishRegistration(.success(edgeID))
+                registration.settle(.success(edgeID))
                 logger.info("edge registered", metadata: ["edge": "\(edgeID)", "address": "\(address)"])
                 action = watch.next()
             }

@@ -83,7 +83,9 @@ enum FaultPlatform {
     }
 
     static func quotaClient(_ platform: Platform, secrets: FaultSecrets, logger: Logger) -> QuotaClient {
-        QuotaClient(host: platform.quota.host, port: platform.quota.port, token: secrets.operatorToken, logger: logger)
+        // The last started: with a leader and a standby, the standby, which outlives the leader's kill.
+        let quota = platform.quotaServices.last ?? platform.quota
+        return QuotaClient(host: quota.host, port: quota.port, token: secrets.operatorToken, logger: logger)
     }
 
     /// A client of an edge's purchase port.

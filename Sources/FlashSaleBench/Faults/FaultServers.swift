@@ -18,7 +18,7 @@ struct FaultServers: Sendable {
         let servers = try await RunServers.start("faults") { old in
             _ = try? await runCommand(
                 ensembleScript, ["stop"], environment: ["FLASHSALE_ZKE_BASE": old.path("zk-ensemble")], timeout: .seconds(60))
-            await stopPatroni(in: old)
+            await PatroniCluster.stopAbandoned(in: old)
         }
         var started = FaultServers(
             servers: servers,

@@ -27,19 +27,8 @@ final class PatroniCaseDatabases: Sendable {
 }
 
 extension FaultServers {
-    private static func patroniFolder(_ folder: RunFolder) -> String { folder.path("pg-cluster") }
-
     mutating func startPatroni() async throws {
-        patroni = try await PatroniCluster.start(folder: Self.patroniFolder(servers.folder), zooKeeper: zooKeeper)
-    }
-
-    /// A killed run's cluster.
-    static func stopPatroni(in folder: RunFolder) async {
-        let path = patroniFolder(folder)
-        guard FileManager.default.fileExists(atPath: path) else { return }
-        _ = try? await runCommand(
-            RepoPaths.scripts.appendingPathComponent("pg-cluster.sh").path, ["stop"],
-            environment: ["FLASHSALE_PGC_BASE": path], timeout: .seconds(90))
+        patroni = try await PatroniCluster.start(in: servers.folder, zooKeeper: zooKeeper)
     }
 
     private func cluster(_ fault: Fault) throws -> PatroniCluster {

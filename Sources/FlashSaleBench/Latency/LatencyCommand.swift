@@ -66,10 +66,13 @@ struct LatencyCommand: AsyncParsableCommand {
                 let edgesCPU = platform.edges.compactMap { CPUTime.ofProcess(Int($0.process.pid)) }.reduce(0, +) - edgesBefore
                 await load.shutdown()
                 lost += try await SaleDriver.purchasesWithoutOrder(result.purchases, inventory: inventory).count
-                oversold += max(0, result.purchased - Int(stock) * products[step].count)
+                oversold += max(0, result.answers.purchased - Int(stock) * products[step].count)
                 lines.append((rate, result))
                 let attempts = Double(max(1, result.sent))
-                print("rate=\(Int(rate)) due=\(result.due) sent=\(result.sent) achieved_per_s=\(Int(Double(result.sent) / max(result.wallSeconds, 1e-9))) p50_ms=\(format(result.latencyMs(50), decimals: 3)) p99_ms=\(format(result.latencyMs(99), decimals: 3)) p999_ms=\(format(result.latencyMs(99.9), decimals: 3)) max_ms=\(format(result.maxMs, decimals: 3)) dropped=\(result.dropped) timed_out=\(result.timedOut) errors=\(result.errors) purchased=\(result.purchased) sold_out=\(result.soldOut) shed=\(result.shed) client_cpu_us_per_attempt=\(format(clientCPU * 1e6 / attempts)) edges_cpu_us_per_attempt=\(format(edgesCPU * 1e6 / attempts))")
+                print("rate=\(Int(rate)) due=\(result.due) sent=\(result.sent) achieved_per_s=\(Int(Double(result.sent) / max(result.wallSeconds, 1e-9))) p50_ms=\(format(result.latencyMs(50), decimals: 3)) p99_ms=\(format(result.latencyMs(99), decimals: 3)) p999_ms=\(format(result.latencyMs(99.9), decimals: 3)) max_ms=\(format(result.maxMs, decimals: 3)) dropped=\(result.dropped) timed_out=\(result.timedOut) errors=\(result.errors) purchased=\(result.answers.purchased) sold_out=\(result.answers.soldOut) shed=\(result.answers.shed) client_cpu_us_per_attempt=\(format(clientCPU * 1e6 / attempts)) edges_cpu_us_per_attempt=\(format(edgesCPU * 1e6 / attempts))")
+                if !result.answers.errorsByCode.isEmpty {
+                    print("  errors by code: \(result.answers.errorsByCode.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))")
+                }
             }
             await inventory.shutdown()
             func at(_ rate: Double) -> OpenLoopLoad.Result? { lines.first { $0.rate == rate }?.result }

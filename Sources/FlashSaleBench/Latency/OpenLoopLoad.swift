@@ -34,32 +34,24 @@ final class OpenLoopLoad: Sendable {
         var due = 0
         var sent = 0
         var dropped = 0
+        /// Answers counted as the closed-loop swarm counts them; latency from each attempt's intended send time.
+        var answers = BuyerSwarm.Result()
+        /// Of `answers.errors`, those that hit the attempt's timeout.
         var timedOut = 0
-        var errors = 0
-        var purchased = 0
-        var soldOut = 0
-        var shed = 0
-        var alreadyPurchased = 0
-        var purchases: [BuyerSwarm.Purchase] = []
-        /// Microseconds from each sent attempt's intended send time to its answer.
-        var latency = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
         var wallSeconds = 0.0
 
-        func latencyMs(_ percentile: Double) -> Double { Double(latency.valueAtPercentile(percentile)) / 1000 }
-        var maxMs: Double { Double(latency.max) / 1000 }
+        var purchases: [BuyerSwarm.Purchase] { answers.purchases }
+        /// Errors other than timeouts.
+        var errors: Int { answers.errors - timedOut }
+        func latencyMs(_ percentile: Double) -> Double { answers.latencyMs(percentile: percentile) }
+        var maxMs: Double { Double(answers.latency.max) / 1000 }
 
         mutating func merge(_ other: Result) {
             due += other.due
             sent += other.sent
             dropped += other.dropped
             timedOut += other.timedOut
-            errors += other.errors
-            purchased += other.purchased
-            soldOut += other.soldOut
-            shed += other.shed
-            alreadyPurchased += other.alreadyPurchased
-            purchases += other.purchases
-            latency.add(other.latency)
+            answers.merge(other.answers)
         }
     }
 
@@ -213,25 +205,9 @@ private final class Pacer: Sendable {
             let micros = UInt64(max(0, (NIODeadline.now() - intended).nanoseconds / 1000))
             self.state.value.outstanding[connection] -= 1
             self.state.value.answered += 1
-            self.state.value.result.latency.record(micros)
-            switch outcome {
-            case .success(let response):
-                switch response.outcome {
-                case .purchased:
-                    self.state.value.result.purchased += 1
-                    self.state.value.result.purchases.append(
-                        .init(requestID: requestID, userID: user, product: product, orderID: response.orderId))
-                case .soldOut: self.state.value.result.soldOut += 1
-                case .shed: self.state.value.result.shed += 1
-                case .alreadyPurchased: self.state.value.result.alreadyPurchased += 1
-                default: self.state.value.result.errors += 1
-                }
-            case .failure(let error):
-                if (error as? RPCError)?.code == .deadlineExceeded {
-                    self.state.value.result.timedOut += 1
-                } else {
-                    self.state.value.result.errors += 1
-                }
+            self.state.value.result.answers.record(outcome, of: (requestID, user, product), micros: micros)
+            if case .failure(let error) = outcome, (error as? RPCError)?.code == .deadlineExceeded {
+                self.state.value.result.timedOut += 1
             }
             self.finishIfDone()
         }

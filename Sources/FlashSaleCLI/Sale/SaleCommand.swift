@@ -6,6 +6,7 @@ import Logging
 import NIOCore
 import PostgresClient
 import Proto
+import SalePage
 import ServiceKit
 import Wire
 
@@ -31,11 +32,19 @@ struct SaleCommand: AsyncParsableCommand {
     @Option(help: "Number of edges.") var edges = 2
     @Option(help: "Seed of the buyers' choices.") var seed: UInt64 = 20_261_124
     @Option(help: "Write the report as JSON to this file as well.") var json: String?
+    @Option(help: "Write the report as one self-contained HTML page with charts (sampled every 200 ms) to this file as well.")
+    var html: String?
+    @Option(help: "An operator's stock raise during the sale: SECONDS:PRODUCT:UNITS after the buyers start (repeatable), e.g. 1.5:p1:100; marked on the --html page.")
+    var raiseAt: [String] = []
+    @Option(help: "A fault during the sale: kill -9 the last edge SECONDS after the buyers start (needs 2 edges or more; the buyers move to the others); marked on the --html page.")
+    var killEdgeAt: Double?
     @Option(help: "Log level of the services.") var logLevel = "warning"
     @Flag(help: "Keep the sale's databases afterwards (dropped by default).") var keepData = false
     @Option(help: "Seconds a winner has to pay; 0 = orders are final at once. With it, unpaid holds expire and sell again to later buyers.")
     var hold: UInt32 = 0
     @Option(help: "With --hold: share of winners who pay (the rest abandon their carts).") var payShare = 1.0
+    @Flag(help: "The high-availability set-up: PostgreSQL as a primary and a synchronous standby under Patroni (on the sale's ZooKeeper), two inventory replicas following Patroni's leader, and a quota leader with a standby. Needs the sale's own servers (not FLASHSALE_PG_DSN).")
+    var ha = false
 
     func run() async throws {
         guard products > 0, stock > 0, attempts > 0, users > 0, connections > 0, depth > 0, edges > 0,
@@ -44,6 +53,14 @@ struct SaleCommand: AsyncParsableCommand {
         guard (0...8).contains(shards) else { throw ValidationError("--shards must be 0...8") }
         guard hold <= 86_400, (0...1).contains(payShare), payShare > 0 || hold == 0 else {
             throw ValidationError("--hold must be at most 86400 seconds; --pay-share in (0, 1]")
+        }
+        if let killEdgeAt, !(0...3_600).contains(killEdgeAt) || edges < 2 {
+            throw ValidationError("--kill-edge-at takes 0...3600 seconds and needs --edges 2 or more")
+        }
+        for raise in raiseAt {
+            guard let parsed = ScheduledRaise(raise), (1...products).map({ "p\($0)" }).contains(parsed.product) else {
+                throw ValidationError("--raise-at takes SECONDS:PRODUCT:UNITS with one of the sale's products (p1...p\(products)), not '\(raise)'")
+            }
         }
 
         let logger = ServiceRuntime.makeLogger(label: "flashsale", level: .warning)
@@ -57,22 +74,33 @@ struct SaleCommand: AsyncParsableCommand {
         let servers: RunServers?
         let adminDSN: String
         let zooKeeper: String
-        if let dsn = given.0, let hosts = given.1 {
+        var patroni: PatroniCluster?
+        if let dsn = given.0, let hosts = given.1, !ha {
             (servers, adminDSN, zooKeeper) = (nil, dsn, hosts)
         } else {
             say("starting PostgreSQL and ZooKeeper...")
-            let started = try await RunServers.start("sale")
+            let started = try await RunServers.start(ha ? "sale-ha" : "sale") { await PatroniCluster.stopAbandoned(in: $0) }
             (servers, adminDSN, zooKeeper) = (started, started.adminDSN, started.zooKeeper)
+            if ha {
+                say("starting a PostgreSQL primary and synchronous standby under Patroni...")
+                do {
+                    patroni = try await PatroniCluster.start(in: started.folder, zooKeeper: started.zooKeeper)
+                } catch {
+                    await started.stop()
+                    throw error
+                }
+            }
         }
         let runID = "sale_\(Int(Date().timeIntervalSince1970))_\(UInt32.random(in: 0...UInt32.max) % 10_000)"
         let token = environment["FLASHSALE_OPERATOR_TOKEN"] ?? Platform.newSecret()
 
         var report: SaleReport?
+        var timeline: Timeline?
         var failure: (any Error)?
         var databases: RunDatabases?
         var platform: Platform?
         do {
-            databases = try await RunDatabases.create(adminDSN: adminDSN, name: runID, shards: shards)
+            databases = try await RunDatabases.create(adminDSN: patroni?.adminDSN ?? adminDSN, name: runID, shards: shards)
             var platformConfiguration = Platform.Configuration(
                 databaseDSN: databases!.main.dsn, hotDatabaseDSN: databases!.hot.dsn, zooKeeperHosts: zooKeeper,
                 operatorToken: token)
@@ -80,9 +108,16 @@ struct SaleCommand: AsyncParsableCommand {
             platformConfiguration.zooKeeperRoot = "/\(runID)"
             platformConfiguration.edges = edges
             platformConfiguration.logLevel = logLevel
-            say("starting the inventory service, the quota service and \(edges) edges...")
+            if let patroni {
+                platformConfiguration.inventories = 2
+                platformConfiguration.quotaServices = 2
+                platformConfiguration.inventoryArguments += patroni.inventoryArguments
+                say("starting 2 inventory replicas, a quota leader and its standby, and \(edges) edges...")
+            } else {
+                say("starting the inventory service, the quota service and \(edges) edges...")
+            }
             platform = try await Platform.start(platformConfiguration)
-            report = try await runSale(
+            (report, timeline) = try await runSale(
                 platform: platform!, dsns: databases!.allDSNs, logger: logger, say: say)
         } catch {
             failure = error
@@ -93,23 +128,38 @@ struct SaleCommand: AsyncParsableCommand {
             if let servers { say("the sale's servers keep running, data in \(servers.folder.url.path)") }
         } else {
             await databases?.drop()
+            await patroni?.stop()
             await servers?.stop()
         }
         if let failure { throw failure }
         guard let report else { return }
         print(report.text())
         if let json { try report.json().write(to: URL(fileURLWithPath: json)) }
+        if let html, let timeline { try Data(report.page(timeline: timeline).html().utf8).write(to: URL(fileURLWithPath: html)) }
         if !report.auditClean { throw ExitCode(2) }
     }
 
-    private func runSale(platform: Platform, dsns: [String], logger: Logger, say: (String) -> Void) async throws -> SaleReport {
+    /// The report, and with `--html` the sale's timeline.
+    private func runSale(
+        platform: Platform, dsns: [String], logger: Logger, say: (String) -> Void
+    ) async throws -> (SaleReport, Timeline?) {
         let control = SaleControl(platform: platform, logger: logger)
         defer { Task { await control.shutdown() } }
         let productIDs = (1...products).map { "p\($0)" }
         let hotProducts = Set(hot.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) })
+        // With --html: sampled from before the products exist, so the operator's set-up is on the page's time axis.
+        let sampler = html == nil ? nil : SaleSampler(platform: platform, inventory: control.inventory, products: productIDs, logger: logger)
+        let sampling = Task { await sampler?.run() }
+        defer {
+            sampling.cancel()
+            if let sampler { Task { await sampler.shutdown() } }
+        }
         say("creating \(products) products x \(stock) units, keeping \(keep) of attempts...")
+        sampler?.mark(.action, "lottery: keep \(keep)")
+        sampler?.mark(.action, "\(products) products x \(stock.grouped) created")
         try await control.prepare(
             products: productIDs, stock: stock, hot: hotProducts, keepPerMillion: UInt32(keep * 1_000_000), holdSeconds: hold)
+        sampler?.mark(.phase, "edges hold the stock")
         // With holds, a payment service of the sale's own pays the chosen share of winners while the sale runs.
         let payer = hold > 0 ? HoldPayer(dsns: dsns, inventory: control.inventory, payShare: payShare, logger: logger) : nil
         let paying = Task { await payer?.run() }
@@ -119,6 +169,7 @@ struct SaleCommand: AsyncParsableCommand {
             edges: platform.edges.map { ($0.host, $0.port) }, products: productIDs, attempts: attempts, users: users,
             connections: connections, depth: depth, seed: seed)
         swarmConfiguration.timeout = .seconds(10)
+        swarmConfiguration.latencyWindow = sampler?.latency
         let swarm = BuyerSwarm(configuration: swarmConfiguration, logger: logger)
         let bar = ProgressBar(total: attempts)
         let progress = Task {
@@ -128,30 +179,48 @@ struct SaleCommand: AsyncParsableCommand {
             }
         }
         say("running \(attempts) attempts from \(connections) connections x \(depth) in flight...")
+        sampler?.mark(.phase, "buyers start")
+        let raises = Task { [raiseAt, quota = control.quota] in
+            await ScheduledRaise.run(raiseAt.compactMap(ScheduledRaise.init), quota: quota, sampler: sampler)
+        }
+        let fault = Task { [killEdgeAt] in
+            guard let killEdgeAt, let victim = platform.edges.last else { return }
+            try? await Task.sleep(for: .milliseconds(Int64(killEdgeAt * 1000)))
+            await victim.process.kill9()
+            sampler?.mark(.fault, "\(victim.name) killed (kill -9)")
+            standardError("\(victim.name) killed (kill -9)")
+        }
         var result = try await swarm.run()
+        sampler?.mark(.phase, "buyers done")
+        await raises.value
+        await fault.value
         progress.cancel()
         bar.draw(done: swarm.completed)
         bar.finish()
 
-        guard let payer else {
-            say("auditing...")
-            return try await control.report(result: result, products: productIDs, stock: stock, configuration: self)
+        var waves: Int?
+        if let payer {
+            waves = try await lateBuyers(
+                control: control, payer: payer, products: productIDs, swarm: swarmConfiguration, result: &result,
+                sampler: sampler, say: say)
+            paying.cancel()
+            _ = await paying.value
         }
-        let waves = try await lateBuyers(
-            control: control, payer: payer, products: productIDs, swarm: swarmConfiguration, result: &result, say: say)
-        paying.cancel()
-        _ = await paying.value
+        sampling.cancel()
+        _ = await sampling.value
+        await sampler?.sample()
         say("auditing...")
-        return try await control.report(
+        let report = try await control.report(
             result: result, products: productIDs, stock: stock, configuration: self,
-            holds: (dsns, payer.tally, waves))
+            holds: payer.map { (dsns, $0.tally, waves ?? 0) })
+        return (report, sampler?.timeline)
     }
 
     /// After the rush, with holds: waves of late buyers while abandoned holds expire and their units come back, until
     /// the whole stock is paid (or a deadline of 12 hold times and 30 s passes). Returns the number of waves.
     private func lateBuyers(
         control: SaleControl, payer: HoldPayer, products: [String], swarm: BuyerSwarm.Configuration,
-        result: inout BuyerSwarm.Result, say: (String) -> Void
+        result: inout BuyerSwarm.Result, sampler: SaleSampler?, say: (String) -> Void
     ) async throws -> Int {
         let total = stock * Int64(products.count)
         let deadline = ContinuousClock.now + .seconds(Int64(hold) * 12 + 30)
@@ -177,6 +246,7 @@ struct SaleCommand: AsyncParsableCommand {
             wave.seed = seed &+ UInt64(waves)
             wave.requestIDBase = swarm.requestIDBase &+ UInt64(waves) << 28
             say("wave \(waves): \(free) units back on sale, \(paid) of \(total) paid; \(wave.attempts) attempts...")
+            sampler?.mark(.phase, "wave \(waves): \(free) units back")
             result.merge(try await BuyerSwarm(configuration: wave, logger: control.logger).run())
         }
         return waves

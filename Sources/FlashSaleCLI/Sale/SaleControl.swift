@@ -59,7 +59,8 @@ struct SaleControl: Sendable {
                 purchasedReplies: replies[product] ?? 0, auditClean: line?.clean ?? false, released: line?.released ?? 0)
         }
         var edgeLines: [SaleReport.EdgeLine] = []
-        for (edge, endpoint) in zip(edges, platform.edges) {
+        // An edge killed on purpose (`--kill-edge-at`) has no counters to report.
+        for (edge, endpoint) in zip(edges, platform.edges) where endpoint.process.isRunning {
             let stats = try await edge.stats()
             edgeLines.append(.init(
                 edgeID: stats.edgeId, address: endpoint.address, attempts: stats.attempts, shed: stats.shed,

@@ -72,9 +72,11 @@ struct InventoryAPI: Sendable {
             try await inventory.order(request, .read)
         }
 
+        let auditMetrics = AuditMetrics()
         router.register(InventoryRPC.Audit.self) { (request: AuditRequest, _: ServerCallContext) async throws -> AuditResponse in
             try Validation.optionalProductId(request.productId)
             let products = try await inventory.audit(named: request.productId)
+            auditMetrics.record(products)
             return AuditResponse(products: products, clean: products.allSatisfy(\.clean))
         }
     }

@@ -20,6 +20,8 @@ final class QuotaCoordinator: Sendable {
     private static let maxAttempts = 16
     /// Registrations already logged as not taken (each is logged once, not every round); bounded.
     private let reported = Mutex<Set<String>>([])
+    /// GrantMore calls this process answered (for its metrics: a standby's rising count shows the edges moved to it).
+    let grantMoreAnswered = Atomic<UInt64>(0)
 
     init(store: QuotaStore, inventory: any InventoryGateway, releaser: EdgeReleaser, logger: Logger) {
         self.store = store
@@ -277,6 +279,7 @@ final class QuotaCoordinator: Sendable {
         let granted = outcome.plan.allotments.first { $0.edge == name }?.granted ?? 0
         // Sold out only when the database has nothing left to sell; units held by other edges may still come back.
         let soldOut = outcome.plan.grants[name] == nil && outcome.balance.sellable == 0
+        grantMoreAnswered.add(1, ordering: .relaxed)
         return GrantMoreResponse(granted: granted, soldOut: soldOut)
     }
 
