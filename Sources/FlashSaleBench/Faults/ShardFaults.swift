@@ -47,7 +47,7 @@ extension HostileCases {
         return injection
     }
 
-    /// The cluster refuses connections (ALLOW_CONNECTIONS false, its backends terminated) for about 5 s while every
+    /// The cluster refuses connections (ALLOW_CONNECTIONS false, its backends terminated) for about 7 s while every
     /// product sells; halfway, the inventory is restarted (it must start without that cluster). Purchases of the
     /// other clusters' products, each followed by a GetStock, before and after the restart, must all be answered
     /// within 1 s, and a read of the cluster's own product refused; once the cluster is back its product sells out
@@ -114,6 +114,15 @@ extension HostileCases {
                     }
                     try? await Task.sleep(for: .milliseconds(100))
                 }
+            }
+            // One answer per edge shows one of its connections back, not all of them (an edge has several, each
+            // reconnecting on a backoff of up to 2 s, and a call on one still down is UNAVAILABLE): past that
+            // backoff, the case's own inventory client is asked until it answers too.
+            try? await Task.sleep(for: .milliseconds(2500))
+            let until = ContinuousClock.now + .seconds(10)
+            while ContinuousClock.now < until,
+                  (try? await inventory.getStock(productId: outage.probed[0], timeout: .seconds(1))) == nil {
+                try? await Task.sleep(for: .milliseconds(100))
             }
             await probe(for: .milliseconds(1500))
         } catch {
