@@ -13,6 +13,7 @@ enum Schema {
         Migration(version: 3, name: "service role: procedures and reads only", sql: serviceRole),
         Migration(version: 4, name: "request ids bound and closed, stock change ids, withheld units", sql: requestIds),
         Migration(version: 5, name: "order states: holds with a pay-by time, paid, released; expiry", sql: holds),
+        Migration(version: 7, name: "order calls in batches", sql: orderBatches),
     ]
 
     /// The role the serving connections log in with (through a login role that is a member of it): it may call the
