@@ -10,6 +10,24 @@ import Wire
 /// PURCHASED answer.
 @Suite(.serialized, .timeLimit(.minutes(3)))
 struct OrderBatchTests {
+    @Test func aPurchasedHoldCarriesItsPayByAndAFinalOrderNone() async throws {
+        try await InventoryHarness.with { harness in
+            let client = harness.client()
+            defer { Task { await client.shutdown() } }
+            _ = try await client.createProduct(CreateProductRequest(productId: "tv", totalStock: 2, holdSeconds: 300))
+            _ = try await client.createProduct(CreateProductRequest(productId: "radio", totalStock: 2))
+            let (id, bought) = try await HoldTests.buy(client, "tv", user: 1)
+            #expect(bought.outcome == .purchased && bought.payByUnixMs > 0)
+            let held = try await client.getOrder(.byRequest("tv", id))
+            #expect(held.state == .held && bought.payByUnixMs == held.payByUnixMs, "\(bought.payByUnixMs) vs \(held.payByUnixMs)")
+            // A replay took no unit and says nothing new: GetOrder tells its pay_by.
+            let replay = try await HoldTests.buy(client, "tv", user: 1, request: id).1
+            #expect(replay.replayed && replay.orderId == bought.orderId && replay.payByUnixMs == 0)
+            let final = try await HoldTests.buy(client, "radio", user: 1).1
+            #expect(final.outcome == .purchased && final.payByUnixMs == 0)
+        }
+    }
+
     @Test func manyOrderCallsAtOnceEachGetTheirOwnOutcome() async throws {
         try await InventoryHarness.with { harness in
             let client = harness.client(connections: 8)

@@ -686,6 +686,8 @@ private final class Consumer: @unchecked Sendable {
     private func answer(_ batch: Batch<PendingPurchase>, _ result: PostgresResult) {
         let purchases = batch.purchases
         let outcomes = PurchaseBatch.outcomes(of: purchases.map(\.requestId), PurchaseBatch.Rows(result))
+        // A new order of a product with a hold time is a hold: the buyer learns its pay-by time with the order.
+        let payBy = result.int64(0, 4) ?? 0
         var replies = Replies(capacity: purchases.count)
         var retry: [PendingPurchase] = []
         var purchased = 0
@@ -698,7 +700,7 @@ private final class Consumer: @unchecked Sendable {
             case .purchased(let order, let edge):
                 purchased += 1
                 replies.succeed(purchase, PurchaseResponse(
-                    outcome: .purchased, orderId: UInt64(order), edgeId: UInt32(truncatingIfNeeded: edge)))
+                    outcome: .purchased, orderId: UInt64(order), edgeId: UInt32(truncatingIfNeeded: edge), payByUnixMs: payBy))
             case .replayed(let order, let edge):
                 replayed += 1
                 replies.succeed(purchase, SoldOutLookup.Order(id: order, edge: edge).replayed)
