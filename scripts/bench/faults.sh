@@ -9,8 +9,15 @@
 # old primary rejoining mid-sale, Patroni alone killed on the primary (an orphan), the standby lost (non-strict
 # mode: the primary goes on acknowledging alone). Prints the table and
 # `RESULT cases=N hostile_cases=N lost=N duplicated=N oversold=N stranded=N failed_cases=N`.
-#   scripts/bench.sh faults [stock per case]
+#   scripts/bench.sh faults [stock per case] [--cases NAME,...]
 source "$(dirname "$0")/common.sh"
-STOCK=${1:-2000}
+STOCK=2000
+CASES=all
+while [[ $# -gt 0 ]]; do
+  case $1 in
+    --cases) CASES=$2; shift 2 ;;
+    *) STOCK=$1; shift ;;
+  esac
+done
 bench_build_all
-"$BIN/flashsale-bench" faults --cases all --stock "$STOCK" --connections 40 --depth 4
+"$BIN/flashsale-bench" faults --cases "$CASES" --stock "$STOCK" --connections 40 --depth 4

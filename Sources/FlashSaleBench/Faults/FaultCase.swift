@@ -27,10 +27,11 @@ enum Fault: String, CaseIterable, Sendable {
     case pgrejoin      // the same, and the old primary restarted mid-sale: it rejoins as the standby
     case pgorphan      // kill -9 of Patroni alone on the primary: its PostgreSQL lives on, orphaned
     case pgstandby     // the standby lost: the primary acknowledges alone (non-strict synchronous mode)
+    case holds         // a sale with a hold time and abandoned carts; kill -9 of the inventory mid-expiry
 
     var isHostile: Bool {
         switch self {
-        case .edge, .inventory, .postgres, .zookeeper, .ensemble, .replica, .quotaleader: false
+        case .edge, .inventory, .postgres, .zookeeper, .ensemble, .replica, .quotaleader, .holds: false
         case .pgfailover, .pgrejoin, .pgorphan, .pgstandby: false
         default: true
         }
@@ -150,6 +151,7 @@ struct FaultCase {
         platform: Platform, databases: RunDatabases, root: String, secrets: FaultSecrets,
         proxies: (zooKeeper: BlackholeProxy, edge: BlackholeProxy)?, row: inout FaultRow
     ) async throws {
+        if fault == .holds { return try await holdSale(platform: platform, databases: databases, secrets: secrets, row: &row) }
         let quota = FaultPlatform.quotaClient(platform, secrets: secrets, logger: logger)
         let inventory = FaultPlatform.inventoryClient(platform, secrets: secrets, logger: logger)
         defer {
@@ -267,7 +269,7 @@ struct FaultCase {
         case .hotdown: return await cases.hotDatabaseDown()
         case .sameport: return await cases.edgeOnDeadPort()
         case .partition: return await cases.cutOffFromZooKeeper()
-        case .edge, .inventory, .postgres, .zookeeper, .ensemble, .replica, .quotaleader: return HostileInjection()
+        case .edge, .inventory, .postgres, .zookeeper, .ensemble, .replica, .quotaleader, .holds: return HostileInjection()
         case .pgfailover, .pgrejoin, .pgorphan, .pgstandby: return HostileInjection()
         }
     }
@@ -324,7 +326,7 @@ struct FaultCase {
     /// Waits until no live edge holds an attempt in doubt and the quota service lists no allotment but live edges'
     /// (a dead edge's share reclaimed). A live edge may be missing from the list: one whose session ended while cut
     /// off is retired for good.
-    private func settle(live: [ServiceEndpoint], quota: QuotaClient, secrets: FaultSecrets, timeout: Duration) async throws {
+    func settle(live: [ServiceEndpoint], quota: QuotaClient, secrets: FaultSecrets, timeout: Duration) async throws {
         let clients = live.map { FaultPlatform.operatorClient($0, secrets: secrets, logger: logger) }
         defer { Task { for client in clients { await client.shutdown() } } }
         try await waitUntil(timeout: timeout, what: "in-doubt attempts to settle and dead edges to be retired") {
