@@ -103,4 +103,38 @@ struct OrderBatchTests {
             }
         }
     }
+
+    /// Order calls go to their product's database's pool: while the hot database is unreachable a hot order's calls
+    /// are refused UNAVAILABLE at once (nothing changed), a cold order's are answered, and once the hot database is
+    /// back the hot hold is paid.
+    @Test func orderCallsOfAnUnreachableDatabaseAreRefusedAtOnceAndOthersAnswered() async throws {
+        try await InventoryHarness.with(HotIsolationTests.arguments) { harness in
+            let setup = harness.client(connections: 1)
+            _ = try await setup.createProduct(CreateProductRequest(productId: "cold", totalStock: 5, holdSeconds: 300))
+            _ = try await setup.createProduct(CreateProductRequest(productId: "hot", totalStock: 5, hot: true, holdSeconds: 300))
+            let cold = try await HoldTests.buy(setup, "cold", user: 1).0
+            let hot = try await HoldTests.buy(setup, "hot", user: 1).0
+            await setup.shutdown()
+            await harness.process.terminate()
+            try await HotIsolationTests.refuseHotConnections(harness, true)
+            try await harness.start()
+            let client = harness.client(connections: 2)
+            defer { Task { await client.shutdown() } }
+
+            #expect(try await client.confirmOrder(.byRequest("cold", cold)).state == .paid)
+            let started = ContinuousClock.now
+            #expect(await HoldTests.status { try await client.confirmOrder(.byRequest("hot", hot)) } == .unavailable)
+            #expect(await HoldTests.status { try await client.getOrder(.byRequest("hot", hot)) } == .unavailable)
+            #expect(ContinuousClock.now - started < .seconds(2), "refused at once, not at the deadline")
+
+            try await HotIsolationTests.refuseHotConnections(harness, false)
+            try await waitUntil(timeout: .seconds(30), what: "the hot hold to be paid") {
+                (try? await client.confirmOrder(.byRequest("hot", hot)).state) == .paid
+            }
+            for product in ["cold", "hot"] {
+                let line = try await HoldTests.expectClean(client, product)
+                #expect(line.paid == 1 && line.held == 0)
+            }
+        }
+    }
 }
