@@ -151,7 +151,6 @@ struct FaultCase {
         platform: Platform, databases: RunDatabases, root: String, secrets: FaultSecrets,
         proxies: (zooKeeper: BlackholeProxy, edge: BlackholeProxy)?, row: inout FaultRow
     ) async throws {
-        if fault == .holds { return try await holdSale(platform: platform, databases: databases, secrets: secrets, row: &row) }
         let quota = FaultPlatform.quotaClient(platform, secrets: secrets, logger: logger)
         let inventory = FaultPlatform.inventoryClient(platform, secrets: secrets, logger: logger)
         defer {
@@ -160,6 +159,7 @@ struct FaultCase {
                 await inventory.shutdown()
             }
         }
+        if fault == .holds { return try await holdSale(platform: platform, databases: databases, secrets: secrets, quota: quota, inventory: inventory, row: &row) }
         let products = fault.products
         let perProduct = max(1, stock / Int64(products.count))
         row.stock = perProduct * Int64(products.count)

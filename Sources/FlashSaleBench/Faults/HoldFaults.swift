@@ -18,15 +18,11 @@ extension FaultCase {
     /// Short enough that holds of the sale's start expire while it runs (it is paced to `pacedSeconds`).
     static let holdSeconds: UInt32 = 2
 
-    func holdSale(platform: Platform, databases: RunDatabases, secrets: FaultSecrets, row: inout FaultRow) async throws {
-        let quota = FaultPlatform.quotaClient(platform, secrets: secrets, logger: logger)
-        let inventory = FaultPlatform.inventoryClient(platform, secrets: secrets, logger: logger)
-        defer {
-            Task {
-                await quota.shutdown()
-                await inventory.shutdown()
-            }
-        }
+    /// Called by `sale` with its clients (it shuts them down).
+    func holdSale(
+        platform: Platform, databases: RunDatabases, secrets: FaultSecrets, quota: QuotaClient, inventory: InventoryClient,
+        row: inout FaultRow
+    ) async throws {
         let product = "f1"
         row.stock = stock
         try await SaleDriver.prepare(
