@@ -5,7 +5,7 @@ import Wire
 
 /// An order call (`inventory.GetOrder`, `ConfirmOrder`, `CancelOrder`) waiting for its batch; answered through
 /// `responder` once its transaction committed (or failed).
-struct PendingOrderCall: Sendable {
+struct PendingOrderCall: QueuedCall {
     /// The product as the caller named it (for the reply) and its key in its database.
     let productName: String
     let productKey: Int32
@@ -16,14 +16,22 @@ struct PendingOrderCall: Sendable {
     let responder: RPCResponder<Order>
 }
 
+/// What `OrderQueue` needs to know of a call: past its deadline the caller has given up.
+protocol QueuedCall: Sendable {
+    var deadline: NIODeadline? { get }
+}
+
 /// The order calls of one consumer pool, in arrival order. Unlike purchases they share one queue across products: a
 /// batch of order calls may name any products of the database (`order_batch` takes each entry's product), and no
 /// product's calls need a lane of their own (there is no sold-out state to mirror). Pure state: not thread-safe by
 /// itself; `PurchasePool` guards it with its lock.
-struct OrderQueue {
+struct OrderQueue<Call: QueuedCall> {
     let queueLimit: Int
     let maxBatch: Int
-    private var queue = CircularBuffer<PendingOrderCall>(initialCapacity: 64)
+    private var queue = CircularBuffer<Call>(initialCapacity: 64)
+    /// No queued call expires before this (calls taken since are not subtracted), so that the expiry thread's
+    /// check is cheap while nothing can have expired. Nil: no queued call has a deadline.
+    private var earliestDeadline: NIODeadline?
 
     init(queueLimit: Int, maxBatch: Int) {
         self.queueLimit = queueLimit
@@ -34,40 +42,55 @@ struct OrderQueue {
     var count: Int { queue.count }
 
     /// Queues the call; false when the queue is full.
-    mutating func admit(_ call: PendingOrderCall) -> Bool {
+    mutating func admit(_ call: Call) -> Bool {
         guard queue.count < queueLimit else { return false }
         queue.append(call)
+        note(call.deadline)
         return true
     }
 
     /// The oldest calls, up to `maxBatch`.
-    mutating func nextBatch() -> [PendingOrderCall] {
+    mutating func nextBatch() -> [Call] {
         let count = min(maxBatch, queue.count)
-        var calls: [PendingOrderCall] = []
+        var calls: [Call] = []
         calls.reserveCapacity(count)
         for _ in 0..<count { calls.append(queue.removeFirst()) }
         return calls
     }
 
     /// Puts calls back in front (a consumer that found its connection gone before running them).
-    mutating func requeue(_ calls: [PendingOrderCall]) {
-        for call in calls.reversed() { queue.prepend(call) }
+    mutating func requeue(_ calls: [Call]) {
+        for call in calls.reversed() {
+            queue.prepend(call)
+            note(call.deadline)
+        }
+    }
+
+    private mutating func note(_ deadline: NIODeadline?) {
+        guard let deadline else { return }
+        if earliestDeadline.map({ deadline < $0 }) ?? true { earliestDeadline = deadline }
     }
 
     /// Removes every queued call whose deadline is at or before `now`, for the caller to answer.
-    mutating func expire(now: NIODeadline) -> [PendingOrderCall] {
-        guard queue.contains(where: { $0.deadline.map { $0 <= now } ?? false }) else { return [] }
-        var kept = CircularBuffer<PendingOrderCall>(initialCapacity: queue.count)
-        var expired: [PendingOrderCall] = []
+    mutating func expire(now: NIODeadline) -> [Call] {
+        guard let earliest = earliestDeadline, earliest <= now else { return [] }
+        var kept = CircularBuffer<Call>(initialCapacity: queue.count)
+        var expired: [Call] = []
+        earliestDeadline = nil
         for call in queue {
-            if let deadline = call.deadline, deadline <= now { expired.append(call) } else { kept.append(call) }
+            if let deadline = call.deadline, deadline <= now {
+                expired.append(call)
+            } else {
+                kept.append(call)
+                note(call.deadline)
+            }
         }
         queue = kept
         return expired
     }
 
     /// Empties the queue (shutdown, or the database unreachable): the caller fails the calls.
-    mutating func drainAll() -> [PendingOrderCall] {
+    mutating func drainAll() -> [Call] {
         defer { queue.removeAll() }
         return Array(queue)
     }

@@ -50,7 +50,7 @@ final class PurchasePool: @unchecked Sendable {
     private let condition = NSCondition()
     private var lanes: PurchaseLanes<PendingPurchase>
     /// Order calls (read, confirm, cancel), batched by the same consumers: one `order_batch` call per batch.
-    private var orders: OrderQueue
+    private var orders: OrderQueue<PendingOrderCall>
     /// Consumers alternate between the two queues while both have work, so neither starves the other.
     private var ordersNext = false
     private var link = PoolLink()
