@@ -1595,7 +1595,7 @@ const ProtobufCMessageDescriptor flashsale__purchase_request__descriptor =
   (ProtobufCMessageInit) flashsale__purchase_request__init,
   NULL,NULL,NULL    /* reserved[123] */
 };
-static const ProtobufCFieldDescriptor flashsale__purchase_response__field_descriptors[4] =
+static const ProtobufCFieldDescriptor flashsale__purchase_response__field_descriptors[5] =
 {
   {
     "outcome",
@@ -1645,17 +1645,30 @@ static const ProtobufCFieldDescriptor flashsale__purchase_response__field_descri
     0,             /* flags */
     0,NULL,NULL    /* reserved1,reserved2, etc */
   },
+  {
+    "pay_by_unix_ms",
+    5,
+    PROTOBUF_C_LABEL_NONE,
+    PROTOBUF_C_TYPE_INT64,
+    0,   /* quantifier_offset */
+    offsetof(Flashsale__PurchaseResponse, pay_by_unix_ms),
+    NULL,
+    NULL,
+    0,             /* flags */
+    0,NULL,NULL    /* reserved1,reserved2, etc */
+  },
 };
 static const unsigned flashsale__purchase_response__field_indices_by_name[] = {
   3,   /* field[3] = edge_id */
   1,   /* field[1] = order_id */
   0,   /* field[0] = outcome */
+  4,   /* field[4] = pay_by_unix_ms */
   2,   /* field[2] = replayed */
 };
 static const ProtobufCIntRange flashsale__purchase_response__number_ranges[1 + 1] =
 {
   { 1, 0 },
-  { 0, 4 }
+  { 0, 5 }
 };
 const ProtobufCMessageDescriptor flashsale__purchase_response__descriptor =
 {
@@ -1665,7 +1678,7 @@ const ProtobufCMessageDescriptor flashsale__purchase_response__descriptor =
   "Flashsale__PurchaseResponse",
   "flashsale",
   sizeof(Flashsale__PurchaseResponse),
-  4,
+  5,
   flashsale__purchase_response__field_descriptors,
   flashsale__purchase_response__field_indices_by_name,
   1,  flashsale__purchase_response__number_ranges,

@@ -407,8 +407,8 @@ struct InventoryTests {
             await (try await second).process.terminate()
             for hot in [false, true] {
                 let versions = try await harness.sql("SELECT version FROM schema_migrations ORDER BY version", hot: hot)
-                #expect(versions.rows.map { $0[0] } == ["1", "2", "3", "4", "5", "6"],
-                        "every migration (4: request ids, 5: order states, 6: clusters), once")
+                #expect(versions.rows.map { $0[0] } == ["1", "2", "3", "4", "5", "6", "7"],
+                        "every migration (4: request ids, 5: order states, 6: clusters, 7: order batches), once")
             }
         }
     }

@@ -60,6 +60,15 @@ struct ReplicaTests {
             await #expect(throws: RPCError.self, "a name no replica knows is still NOT_FOUND") {
                 _ = try await second.purchase(PurchaseRequest(requestId: 9, userId: 90, productId: "radio"))
             }
+            // An order call on a replica that has never seen the product reloads its catalog, as a purchase does: a
+            // hold bought through one replica is paid through the other.
+            var held = CreateProductRequest(productId: "lamp", totalStock: 2)
+            held.holdSeconds = 300
+            _ = try await first.createProduct(held)
+            let hold = try await first.purchase(PurchaseRequest(requestId: 20, userId: 200, productId: "lamp"))
+            #expect(hold.outcome == .purchased)
+            let paid = try await second.confirmOrder(.byRequest("lamp", 20))
+            #expect(paid.state == .paid && paid.orderId == hold.orderId)
         }
     }
 

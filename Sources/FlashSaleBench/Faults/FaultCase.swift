@@ -28,10 +28,11 @@ enum Fault: String, CaseIterable, Sendable {
     case pgorphan      // kill -9 of Patroni alone on the primary: its PostgreSQL lives on, orphaned
     case pgstandby     // the standby lost: the primary acknowledges alone (non-strict synchronous mode)
     case sharddown     // one shard cluster refuses connections while products on the others sell
+    case holds         // a sale with a hold time and abandoned carts; kill -9 of the inventory mid-expiry
 
     var isHostile: Bool {
         switch self {
-        case .edge, .inventory, .postgres, .zookeeper, .ensemble, .replica, .quotaleader: false
+        case .edge, .inventory, .postgres, .zookeeper, .ensemble, .replica, .quotaleader, .holds: false
         case .pgfailover, .pgrejoin, .pgorphan, .pgstandby: false
         default: true
         }
@@ -160,6 +161,7 @@ struct FaultCase {
                 await inventory.shutdown()
             }
         }
+        if fault == .holds { return try await holdSale(platform: platform, databases: databases, secrets: secrets, quota: quota, inventory: inventory, row: &row) }
         let products = fault.products
         let perProduct = max(1, stock / Int64(products.count))
         row.stock = perProduct * Int64(products.count)
@@ -270,7 +272,7 @@ struct FaultCase {
         case .sharddown: return await cases.shardDown()
         case .sameport: return await cases.edgeOnDeadPort()
         case .partition: return await cases.cutOffFromZooKeeper()
-        case .edge, .inventory, .postgres, .zookeeper, .ensemble, .replica, .quotaleader: return HostileInjection()
+        case .edge, .inventory, .postgres, .zookeeper, .ensemble, .replica, .quotaleader, .holds: return HostileInjection()
         case .pgfailover, .pgrejoin, .pgorphan, .pgstandby: return HostileInjection()
         }
     }
@@ -327,7 +329,7 @@ struct FaultCase {
     /// Waits until no live edge holds an attempt in doubt and the quota service lists no allotment but live edges'
     /// (a dead edge's share reclaimed). A live edge may be missing from the list: one whose session ended while cut
     /// off is retired for good.
-    private func settle(live: [ServiceEndpoint], quota: QuotaClient, secrets: FaultSecrets, timeout: Duration) async throws {
+    func settle(live: [ServiceEndpoint], quota: QuotaClient, secrets: FaultSecrets, timeout: Duration) async throws {
         let clients = live.map { FaultPlatform.operatorClient($0, secrets: secrets, logger: logger) }
         defer { Task { for client in clients { await client.shutdown() } } }
         try await waitUntil(timeout: timeout, what: "in-doubt attempts to settle and dead edges to be retired") {

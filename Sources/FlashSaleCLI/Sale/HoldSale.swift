@@ -88,8 +88,8 @@ final class HoldPayer: Sendable {
         }
     }
 
-    /// Confirms the payers among `holds`, up to 48 in flight (the inventory answers order calls on one admin
-    /// connection per database, and refuses past 64 waiting).
+    /// Confirms the payers among `holds`, up to 256 in flight (the inventory batches order calls through its
+    /// consumers, one `order_batch` call per batch: more in flight make fuller batches).
     private func pay(_ holds: [(UInt64, String)]) async throws {
         let payers = holds.filter { choice.pays($0.0) }
         state.withLock {
@@ -98,7 +98,7 @@ final class HoldPayer: Sendable {
         }
         try await withThrowingTaskGroup(of: Void.self) { group in
             for (index, (request, product)) in payers.enumerated() {
-                if index >= 48 { try await group.next() }
+                if index >= 256 { try await group.next() }
                 try Task.checkCancellation()
                 group.addTask { await self.confirm(request, product) }
             }

@@ -60,17 +60,21 @@ struct InventoryAPI: Sendable {
             return SoldCountsResponse(products: try await inventory.soldCounts(named: request.productId))
         }
 
-        router.register(InventoryRPC.ConfirmOrder.self) { (request: OrderRequest, _: ServerCallContext) async throws -> Order in
-            try await inventory.order(request, .confirm)
-        }
+        // Order calls take the event-loop path too: queued for a batch like purchases (`OrderQueue`).
+        router.register(InventoryRPC.ConfirmOrder.self, onEventLoop: {
+            (request: OrderRequest, context: ServerCallContext, responder: RPCResponder<Order>) in
+            inventory.submitOrder(request, .confirm, context, responder)
+        })
 
-        router.register(InventoryRPC.CancelOrder.self) { (request: OrderRequest, _: ServerCallContext) async throws -> Order in
-            try await inventory.order(request, .cancel)
-        }
+        router.register(InventoryRPC.CancelOrder.self, onEventLoop: {
+            (request: OrderRequest, context: ServerCallContext, responder: RPCResponder<Order>) in
+            inventory.submitOrder(request, .cancel, context, responder)
+        })
 
-        router.register(InventoryRPC.GetOrder.self) { (request: OrderRequest, _: ServerCallContext) async throws -> Order in
-            try await inventory.order(request, .read)
-        }
+        router.register(InventoryRPC.GetOrder.self, onEventLoop: {
+            (request: OrderRequest, context: ServerCallContext, responder: RPCResponder<Order>) in
+            inventory.submitOrder(request, .read, context, responder)
+        })
 
         let auditMetrics = AuditMetrics()
         router.register(InventoryRPC.Audit.self) { (request: AuditRequest, _: ServerCallContext) async throws -> AuditResponse in

@@ -4,8 +4,14 @@ import PostgresClient
 /// `lookup_batch` and their outcome codes are written in Swift (the procedures: `Schema`, migrations 2 and 4).
 /// Decoding is pure, so its rules are unit-tested without a database.
 enum PurchaseBatch {
-    static let purchase =
-        "SELECT r_requests, r_outcomes, r_orders, r_edges FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])"
+    /// Column 4: a hold's pay_by (Unix ms) for the batch's new orders, NULL when the product has no hold time:
+    /// `purchase_batch` set it to now() + the hold, and now() is the same in this statement's transaction.
+    static let purchase = """
+        SELECT r_requests, r_outcomes, r_orders, r_edges,
+               (SELECT (extract(epoch FROM now() + make_interval(secs => p.hold_seconds)) * 1000)::bigint
+                  FROM products p WHERE p.id = $1 AND p.hold_seconds > 0)
+          FROM purchase_batch($1::integer, $2::bigint[], $3::bigint[], $4::integer[])
+        """
     static let lookup =
         "SELECT r_requests, r_outcomes, r_orders, r_edges FROM lookup_batch($1::integer, $2::bigint[], $3::bigint[])"
 

@@ -14,6 +14,7 @@ enum Schema {
         Migration(version: 4, name: "request ids bound and closed, stock change ids, withheld units", sql: requestIds),
         Migration(version: 5, name: "order states: holds with a pay-by time, paid, released; expiry", sql: holds),
         Migration(version: 6, name: "products placed on named clusters, and the cluster each database is", sql: clusters),
+        Migration(version: 7, name: "order calls in batches", sql: orderBatches),
     ]
 
     /// The role the serving connections log in with (through a login role that is a member of it): it may call the

@@ -1,15 +1,15 @@
 import Proto
 import Wire
 
-/// What a call does to an order, and what the database's answer means: the one place `order_action`'s codes are
-/// read in Swift (the procedure: `Schema.holds`, which decides under the order row's lock). Pure, so its rules are
+/// What a call does to an order, and what the database's answer means: the one place `order_batch`'s codes are
+/// read in Swift (the procedure: `Schema.orderBatches`, which decides under the order row's lock). Pure, so its rules are
 /// unit-tested without a database (OrderRulesTests).
 enum OrderAction: Int16, Sendable {
     case read = 0
     case confirm = 1
     case cancel = 2
 
-    /// One order as `order_action` answers it.
+    /// One order as `order_batch` answers it (one row per call).
     struct Row: Sendable, Equatable {
         var outcome: Int64
         var requestId: Int64

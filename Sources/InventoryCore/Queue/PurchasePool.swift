@@ -49,6 +49,10 @@ final class PurchasePool: @unchecked Sendable {
     private let logger: Logger
     private let condition = NSCondition()
     private var lanes: PurchaseLanes<PendingPurchase>
+    /// Order calls (read, confirm, cancel), batched by the same consumers: one `order_batch` call per batch.
+    private var orders: OrderQueue<PendingOrderCall>
+    /// Consumers alternate between the two queues while both have work, so neither starves the other.
+    private var ordersNext = false
     private var link = PoolLink()
     private var stopping = false
     /// Consumer threads running, and every thread of the pool (the consumers and the expiry thread).
@@ -66,6 +70,7 @@ final class PurchasePool: @unchecked Sendable {
         logger[metadataKey: "pool"] = "\(configuration.role.rawValue)"
         self.logger = logger
         self.lanes = PurchaseLanes(queueLimit: configuration.queueLimit, maxBatch: configuration.maxBatch)
+        self.orders = OrderQueue(queueLimit: configuration.queueLimit, maxBatch: configuration.maxBatch)
     }
 
     // MARK: - The purchase path (any thread; never blocks beyond the lock)
@@ -90,6 +95,23 @@ final class PurchasePool: @unchecked Sendable {
         case .answered(let response): purchase.responder.succeed(response)
         case .rejected(let error): purchase.responder.fail(error)
         }
+    }
+
+    /// Queues an order call for the next order batch, or refuses it at once as a purchase would be refused.
+    func submit(_ call: PendingOrderCall) {
+        let call = call.deadline == nil ? call.expiring(at: .now() + configuration.maxQueueWait) : call
+        let refusal: RPCError? = condition.withLock {
+            if stopping && consumersRunning == 0 { return RPCError(.unavailable, "the inventory service is shutting down") }
+            if !link.admits {
+                return RPCError(.unavailable, "the \(configuration.role.rawValue) database is unreachable; nothing was changed, retry later")
+            }
+            guard orders.admit(call) else {
+                return RPCError(.resourceExhausted, "too many order calls queued; retry later")
+            }
+            condition.signal()
+            return nil
+        }
+        if let refusal { call.responder.fail(refusal) }
     }
 
     /// After a stock change committed: the product sells again (or runs into its new limit) through the database.
@@ -160,11 +182,16 @@ final class PurchasePool: @unchecked Sendable {
         defer { threadExited(consumer: false) }
         let pause = UInt32(clamping: max(1, configuration.expiryInterval.nanoseconds / 1000))
         while true {
-            let (expired, finished) = condition.withLock { (lanes.expire(now: .now()), stopping && consumersRunning == 0) }
+            let (expired, expiredCalls, finished) = condition.withLock {
+                (lanes.expire(now: .now()), orders.expire(now: .now()), stopping && consumersRunning == 0)
+            }
             if !expired.isEmpty {
                 var replies = Replies(capacity: expired.count)
                 for purchase in expired { replies.fail(purchase, PurchasePool.expired) }
                 replies.send()
+            }
+            if !expiredCalls.isEmpty {
+                RPCResponder.completeAll(expiredCalls.map { ($0.responder, .failure(PurchasePool.expiredCall)) })
             }
             if finished { return }
             usleep(pause)
@@ -173,17 +200,32 @@ final class PurchasePool: @unchecked Sendable {
 
     /// The one answer to a purchase whose caller's deadline passed before a batch could take it.
     fileprivate static let expired = RPCError(.deadlineExceeded, "the purchase waited past its deadline; nothing was bought")
+    fileprivate static let expiredCall = RPCError(.deadlineExceeded, "the order call waited past its deadline; nothing was changed")
+
+    /// What a consumer takes: a product's purchases, or order calls.
+    fileprivate enum Work {
+        case purchases(Batch<PendingPurchase>)
+        case orders([PendingOrderCall])
+    }
 
     // MARK: - Used by consumers
 
     /// Blocks until a batch is ready; nil once stopping and nothing is left.
-    fileprivate func takeBatch() -> Batch<PendingPurchase>? {
+    fileprivate func takeWork() -> Work? {
         condition.lock()
         defer { condition.unlock() }
         while true {
-            if let batch = lanes.nextBatch() {
-                if lanes.hasWork { condition.signal() }  // more for another consumer
-                return batch
+            var work: Work?
+            if orders.hasWork && (ordersNext || !lanes.hasWork) {
+                work = .orders(orders.nextBatch())
+                ordersNext = false
+            } else if let batch = lanes.nextBatch() {
+                work = .purchases(batch)
+                ordersNext = true
+            }
+            if let work {
+                if lanes.hasWork || orders.hasWork { condition.signal() }  // more for another consumer
+                return work
             }
             if stopping { return nil }
             condition.wait()
@@ -193,7 +235,7 @@ final class PurchasePool: @unchecked Sendable {
     fileprivate var isStopping: Bool { condition.withLock { stopping } }
 
     /// Stopping with nothing left to do: a consumer ends without (re)connecting.
-    fileprivate var isFinished: Bool { condition.withLock { stopping && !lanes.hasWork } }
+    fileprivate var isFinished: Bool { condition.withLock { stopping && !lanes.hasWork && !orders.hasWork } }
 
     /// A consumer (re)connected: the pool accepts purchases; the result is the epoch its connection belongs to.
     fileprivate func consumerConnected() -> UInt64 {
@@ -208,15 +250,26 @@ final class PurchasePool: @unchecked Sendable {
     /// A consumer could not connect: the pool refuses purchases until one connects, and what is queued is answered
     /// UNAVAILABLE now (none of it was sent to the database, so nothing of it was bought).
     fileprivate func connectFailed() {
-        let drained: [PendingPurchase] = condition.withLock {
+        let (drained, calls) = condition.withLock {
             if link.connectFailed() { logger.warning("purchase pool closed: its database is unreachable") }
-            return lanes.drainAll()
+            return (lanes.drainAll(), orders.drainAll())
+        }
+        if !calls.isEmpty {
+            let error = RPCError(.unavailable, "the \(configuration.role.rawValue) database is unreachable; nothing was changed, retry later")
+            RPCResponder.completeAll(calls.map { ($0.responder, .failure(error)) })
         }
         guard !drained.isEmpty else { return }
         let error = RPCError(.unavailable, "the \(configuration.role.rawValue) database is unreachable; nothing was bought, retry later")
         var replies = Replies(capacity: drained.count)
         for purchase in drained { replies.fail(purchase, error) }
         replies.send()
+    }
+
+    fileprivate func requeue(_ calls: [PendingOrderCall]) {
+        condition.withLock {
+            orders.requeue(calls)
+            condition.signal()
+        }
     }
 
     fileprivate func requeue(_ purchases: [PendingPurchase], product: Int32) {
@@ -309,6 +362,15 @@ extension PendingPurchase {
     }
 }
 
+extension PendingOrderCall {
+    /// The same call with `deadline` as its deadline.
+    fileprivate func expiring(at deadline: NIODeadline) -> PendingOrderCall {
+        PendingOrderCall(
+            productName: productName, productKey: productKey, key: key, action: action, deadline: deadline,
+            responder: responder)
+    }
+}
+
 /// One consumer thread and its connection: take a batch, one procedure call, answer every purchase of it.
 private final class Consumer: @unchecked Sendable {
     // @unchecked: used by its own thread only after `start`.
@@ -333,18 +395,61 @@ private final class Consumer: @unchecked Sendable {
         }
         // A working connection before taking a batch: no batch waits in a consumer's hand while it reconnects, so
         // none is bought long after its callers gave up (finding 17).
-        while let connection = connectionForWork(), let batch = pool.takeBatch() {
+        while let connection = connectionForWork(), let work = pool.takeWork() {
             guard let epoch, pool.isCurrent(epoch: epoch), connection.isConnected else {
                 // The connection went while this consumer waited for work: the batch goes back, first in line, and
                 // this consumer reconnects (or finds the database gone, which answers it).
                 self.epoch = nil
-                pool.requeue(batch.purchases, product: batch.productKey)
+                switch work {
+                case .purchases(let batch): pool.requeue(batch.purchases, product: batch.productKey)
+                case .orders(let calls): pool.requeue(calls)
+                }
                 continue
             }
-            let live = dropExpired(batch)
-            guard !live.purchases.isEmpty else { continue }
-            process(live, on: connection)
+            switch work {
+            case .purchases(let batch):
+                let live = dropExpired(batch)
+                guard !live.purchases.isEmpty else { continue }
+                process(live, on: connection)
+            case .orders(let calls):
+                let now = NIODeadline.now()
+                let live = calls.filter { call in
+                    guard let deadline = call.deadline, deadline <= now else { return true }
+                    call.responder.fail(PurchasePool.expiredCall)
+                    return false
+                }
+                guard !live.isEmpty else { continue }
+                settle(live, on: connection)
+            }
         }
+    }
+
+    /// One batch of order calls: one `order_batch` call, one transaction, each call answered from its own row. A
+    /// failed call changed nothing (the statement is its own transaction); after a lost connection the commit may
+    /// or may not have happened, and the caller's retry (the calls are idempotent) gets the outcome.
+    private func settle(_ calls: [PendingOrderCall], on connection: PostgresConnection) {
+        var answers: [(responder: RPCResponder<Order>, result: Result<Order, RPCError>)] = []
+        answers.reserveCapacity(calls.count)
+        var releasedProducts: Set<Int32> = []
+        do {
+            let rows = try OrderBatch.rows(count: calls.count, call(OrderBatch.statement, OrderBatch.parameters(calls), on: connection).get())
+            for (call, row) in zip(calls, rows) {
+                let reply = call.action.reply(product: call.productName, row: row)
+                if reply.releasedNow { releasedProducts.insert(call.productKey) }
+                answers.append((call.responder, reply.result))
+            }
+        } catch {
+            logger.error("order batch failed", metadata: ["size": "\(calls.count)", "error": "\(error)"])
+            let code = (error as? PostgresError)?.rpcErrorCode ?? .internal
+            let status = RPCError(code, "the order call failed; retry it (it is idempotent)", cause: error)
+            answers = calls.map { ($0.responder, .failure(status)) }
+        }
+        // The units are back in their slots (committed): the products sell again before anyone hears of it.
+        for product in releasedProducts { pool.stockChanged(product: product) }
+        if !releasedProducts.isEmpty {
+            logger.info("holds released", metadata: ["products": "\(releasedProducts.count)"])
+        }
+        RPCResponder.completeAll(answers)
     }
 
     /// A purchase whose caller gave up is not bought behind its back: it is answered DEADLINE_EXCEEDED unprocessed.
@@ -581,6 +686,8 @@ private final class Consumer: @unchecked Sendable {
     private func answer(_ batch: Batch<PendingPurchase>, _ result: PostgresResult) {
         let purchases = batch.purchases
         let outcomes = PurchaseBatch.outcomes(of: purchases.map(\.requestId), PurchaseBatch.Rows(result))
+        // A new order of a product with a hold time is a hold: the buyer learns its pay-by time with the order.
+        let payBy = result.int64(0, 4) ?? 0
         var replies = Replies(capacity: purchases.count)
         var retry: [PendingPurchase] = []
         var purchased = 0
@@ -593,7 +700,7 @@ private final class Consumer: @unchecked Sendable {
             case .purchased(let order, let edge):
                 purchased += 1
                 replies.succeed(purchase, PurchaseResponse(
-                    outcome: .purchased, orderId: UInt64(order), edgeId: UInt32(truncatingIfNeeded: edge)))
+                    outcome: .purchased, orderId: UInt64(order), edgeId: UInt32(truncatingIfNeeded: edge), payByUnixMs: payBy))
             case .replayed(let order, let edge):
                 replayed += 1
                 replies.succeed(purchase, SoldOutLookup.Order(id: order, edge: edge).replayed)

@@ -120,14 +120,16 @@ public struct PurchaseResponse: ProtoMessage, Equatable {
     public var orderId: UInt64 = 0
     public var replayed: Bool = false
     public var edgeId: UInt32 = 0
+    public var payByUnixMs: Int64 = 0
 
     public init() {}
 
-    public init(outcome: PurchaseOutcome = .init(rawValue: 0), orderId: UInt64 = 0, replayed: Bool = false, edgeId: UInt32 = 0) {
+    public init(outcome: PurchaseOutcome = .init(rawValue: 0), orderId: UInt64 = 0, replayed: Bool = false, edgeId: UInt32 = 0, payByUnixMs: Int64 = 0) {
         self.outcome = outcome
         self.orderId = orderId
         self.replayed = replayed
         self.edgeId = edgeId
+        self.payByUnixMs = payByUnixMs
     }
 }
 
@@ -149,6 +151,7 @@ extension PurchaseResponse: ProtoBridged {
         c.order_id = self.orderId
         c.replayed = (self.replayed ? 1 : 0)
         c.edge_id = self.edgeId
+        c.pay_by_unix_ms = self.payByUnixMs
     }
 
     init(c: UnsafePointer<Flashsale__PurchaseResponse>) {
@@ -157,6 +160,7 @@ extension PurchaseResponse: ProtoBridged {
         self.orderId = c.pointee.order_id
         self.replayed = (c.pointee.replayed != 0)
         self.edgeId = c.pointee.edge_id
+        self.payByUnixMs = c.pointee.pay_by_unix_ms
     }
 }
 

@@ -169,10 +169,16 @@ struct  Flashsale__PurchaseResponse
    * request keeps its quota unit only for an order it made itself.
    */
   uint32_t edge_id;
+  /*
+   * PURCHASED by this call (not replayed) of a product with a hold time: when the hold expires unless paid
+   * (inventory.ConfirmOrder), Unix milliseconds, as inventory.GetOrder shows it. 0 otherwise: an order final at once,
+   * or a replay (inventory.GetOrder tells).
+   */
+  int64_t pay_by_unix_ms;
 };
 #define FLASHSALE__PURCHASE_RESPONSE__INIT \
  { PROTOBUF_C_MESSAGE_INIT (&flashsale__purchase_response__descriptor) \
-    , FLASHSALE__PURCHASE_OUTCOME__OUTCOME_UNSPECIFIED, 0, 0, 0 }
+    , FLASHSALE__PURCHASE_OUTCOME__OUTCOME_UNSPECIFIED, 0, 0, 0, 0 }
 
 
 struct  Flashsale__Product
