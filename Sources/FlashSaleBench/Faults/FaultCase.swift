@@ -91,6 +91,23 @@ struct FaultRow: Sendable {
 /// once a third of the stock is sold, clients retrying in-doubt requests with the same request id, then a sweep
 /// that buys what is left, and the checks. The ground-truth invariant is sampled from the first grant to the end
 /// of the sweep.
+extension FaultCase {
+    /// A case's crowd: mostly distinct buyers (200 per unit), retrying what is in doubt with the same request id, and
+    /// paced to last about `pacedSeconds`, so that the fault lands while most of the sale is still to come.
+    func pacedCrowd(
+        edges: [ServiceEndpoint], products: [String], attempts: Int, stock: Int, seed: UInt64
+    ) -> BuyerSwarm.Configuration {
+        var configuration = BuyerSwarm.Configuration(
+            edges: edges.map { ($0.host, $0.port) }, products: products, attempts: attempts,
+            users: stock * 200, connections: connections, depth: depth, seed: seed)
+        configuration.timeout = .seconds(3)
+        configuration.maxRetries = 60
+        let chains = Int64(connections * depth)
+        configuration.pause = .nanoseconds(fault.pacedSeconds * 1_000_000_000 * chains / Int64(attempts))
+        return configuration
+    }
+}
+
 struct FaultCase {
     let fault: Fault
     let servers: FaultServers
@@ -179,15 +196,9 @@ struct FaultCase {
         // the crowd off edge 3, so that it still holds units when its session can expire: its own buyers probe it.
         let total = Int(row.stock)
         let crowded = fault == .partition ? Array(platform.edges.prefix(2)) : platform.edges
-        var configuration = BuyerSwarm.Configuration(
-            edges: crowded.map { ($0.host, $0.port) }, products: products.map(\.id), attempts: total * 2,
-            users: total * 200, connections: connections, depth: depth, seed: UInt64(fault.hashValue.magnitude))
-        configuration.timeout = .seconds(3)
-        configuration.maxRetries = 60
-        // Paced to last about six seconds (`pacedSeconds`), so that the fault lands while most of the sale is still
-        // to come.
-        let chains = Int64(connections * depth)
-        configuration.pause = .nanoseconds(fault.pacedSeconds * 1_000_000_000 * chains / Int64(configuration.attempts))
+        let configuration = pacedCrowd(
+            edges: crowded, products: products.map(\.id), attempts: total * 2, stock: total,
+            seed: UInt64(fault.hashValue.magnitude))
         let swarm = BuyerSwarm(configuration: configuration, logger: logger)
         let sale = Task { try await swarm.run() }
         try await waitUntil(timeout: .seconds(60), what: "a third of the stock to sell") { swarm.completed >= total / 3 }

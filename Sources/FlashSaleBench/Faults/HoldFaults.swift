@@ -37,13 +37,8 @@ extension FaultCase {
         defer { paying.cancel() }
 
         let total = Int(stock)
-        var configuration = BuyerSwarm.Configuration(
-            edges: platform.edges.map { ($0.host, $0.port) }, products: [product], attempts: total * 3,
-            users: total * 200, connections: connections, depth: depth, seed: 1_414)
-        configuration.timeout = .seconds(3)
-        configuration.maxRetries = 60
-        let chains = Int64(connections * depth)
-        configuration.pause = .nanoseconds(fault.pacedSeconds * 1_000_000_000 * chains / Int64(configuration.attempts))
+        let configuration = pacedCrowd(
+            edges: platform.edges, products: [product], attempts: total * 3, stock: total, seed: 1_414)
         let swarm = BuyerSwarm(configuration: configuration, logger: logger)
         let sale = Task { try await swarm.run() }
         let third = configuration.attempts / 3
