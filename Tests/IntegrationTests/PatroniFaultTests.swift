@@ -7,7 +7,7 @@ import TestSupport
 /// primary's postmaster killed mid-sale (the sale goes on on the promoted standby), the same with the old primary
 /// rejoining mid-sale, Patroni alone killed on the primary (its orphaned PostgreSQL must not hold a purchase past its
 /// deadline), and the standby lost (the primary acknowledges alone). Nothing lost, duplicated, oversold or stranded,
-/// the ground truth held, in each. It runs in the test run's fault lane, beside the other suites (scripts/test.sh).
+/// the ground truth held, in each. It runs in the test run's lane 2, beside the other suites (scripts/test.sh).
 @Suite(.serialized, .timeLimit(.minutes(9)))
 struct PatroniFaultTests {
     @Test func nothingLostDuplicatedOversoldOrStrandedThroughPostgresFailover() async throws {
