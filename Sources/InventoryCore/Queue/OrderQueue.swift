@@ -16,11 +16,6 @@ struct PendingOrderCall: QueuedCall {
     let responder: RPCResponder<Order>
 }
 
-/// What `OrderQueue` needs to know of a call: past its deadline the caller has given up.
-protocol QueuedCall: Sendable {
-    var deadline: NIODeadline? { get }
-}
-
 /// The order calls of one consumer pool, in arrival order. Unlike purchases they share one queue across products: a
 /// batch of order calls may name any products of the database (`order_batch` takes each entry's product), and no
 /// product's calls need a lane of their own (there is no sold-out state to mirror). Pure state: not thread-safe by
@@ -45,7 +40,7 @@ struct OrderQueue<Call: QueuedCall> {
     mutating func admit(_ call: Call) -> Bool {
         guard queue.count < queueLimit else { return false }
         queue.append(call)
-        note(call.deadline)
+        earliestDeadline = earliestDeadline.earlier(call.deadline)
         return true
     }
 
@@ -62,30 +57,15 @@ struct OrderQueue<Call: QueuedCall> {
     mutating func requeue(_ calls: [Call]) {
         for call in calls.reversed() {
             queue.prepend(call)
-            note(call.deadline)
+            earliestDeadline = earliestDeadline.earlier(call.deadline)
         }
-    }
-
-    private mutating func note(_ deadline: NIODeadline?) {
-        guard let deadline else { return }
-        if earliestDeadline.map({ deadline < $0 }) ?? true { earliestDeadline = deadline }
     }
 
     /// Removes every queued call whose deadline is at or before `now`, for the caller to answer.
     mutating func expire(now: NIODeadline) -> [Call] {
         guard let earliest = earliestDeadline, earliest <= now else { return [] }
-        var kept = CircularBuffer<Call>(initialCapacity: queue.count)
         var expired: [Call] = []
-        earliestDeadline = nil
-        for call in queue {
-            if let deadline = call.deadline, deadline <= now {
-                expired.append(call)
-            } else {
-                kept.append(call)
-                note(call.deadline)
-            }
-        }
-        queue = kept
+        earliestDeadline = queue.removeExpired(now: now, into: &expired)
         return expired
     }
 

@@ -3,12 +3,10 @@ import Proto
 import Wire
 
 /// What the lanes need to know of a queued purchase (the rest travels along untouched).
-protocol LaneItem: Sendable {
+protocol LaneItem: QueuedCall {
     var requestId: Int64 { get }
     var userId: Int64 { get }
     var lookupOnly: Bool { get }
-    /// Past it the caller has given up: the item is answered and dropped, never bought.
-    var deadline: NIODeadline? { get }
 }
 
 /// A purchase waiting for its batch; answered through `responder` once its transaction committed (or failed).
@@ -207,8 +205,7 @@ struct PurchaseLanes<Item: LaneItem> {
     }
 
     private mutating func noteDeadline(_ deadline: NIODeadline?) {
-        guard let deadline else { return }
-        if earliestDeadline.map({ deadline < $0 }) ?? true { earliestDeadline = deadline }
+        earliestDeadline = earliestDeadline.earlier(deadline)
     }
 
     /// Removes every queued item whose deadline is at or before `now`, for the caller to answer: a queued purchase is
@@ -219,16 +216,7 @@ struct PurchaseLanes<Item: LaneItem> {
         var expired: [Item] = []
         var earliestLeft: NIODeadline?
         for (_, lane) in lanes where !lane.queue.isEmpty {
-            var kept = CircularBuffer<Item>(initialCapacity: lane.queue.count)
-            for item in lane.queue {
-                if let deadline = item.deadline, deadline <= now {
-                    expired.append(item)
-                } else {
-                    kept.append(item)
-                    if let deadline = item.deadline, earliestLeft.map({ deadline < $0 }) ?? true { earliestLeft = deadline }
-                }
-            }
-            if kept.count != lane.queue.count { lane.queue = kept }
+            earliestLeft = earliestLeft.earlier(lane.queue.removeExpired(now: now, into: &expired))
         }
         earliestDeadline = earliestLeft
         guard !expired.isEmpty else { return [] }
