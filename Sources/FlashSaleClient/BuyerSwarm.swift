@@ -73,6 +73,8 @@ public final class BuyerSwarm: Sendable {
         public var wallSeconds = 0.0
         /// Latency of each attempt from its first send to its outcome, in microseconds.
         public var latency = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+        /// The same, of PURCHASED answers alone: those wait on an inventory batch, every other answer is the edge's.
+        public var purchasedLatency = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
         public var purchases: [Purchase] = []
 
         public init() {}
@@ -95,6 +97,7 @@ public final class BuyerSwarm: Sendable {
                 switch response.outcome {
                 case .purchased:
                     purchased += 1
+                    purchasedLatency.record(micros)
                     purchases.append(.init(
                         requestID: attempt.requestID, userID: attempt.userID, product: attempt.product, orderID: response.orderId))
                 case .soldOut: soldOut += 1
@@ -121,6 +124,7 @@ public final class BuyerSwarm: Sendable {
             retries += other.retries
             errorsByCode.merge(other.errorsByCode, uniquingKeysWith: +)
             latency.add(other.latency)
+            purchasedLatency.add(other.purchasedLatency)
             purchases += other.purchases
             abandoned += other.abandoned
         }

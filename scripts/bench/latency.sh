@@ -4,9 +4,10 @@
 # attempt beside the edges' (one machine runs both). Ends with
 #   RESULT p99_ms_at_100k=X p999_ms_at_100k=X p99_ms_at_200k=X max_rate_p99_under_5ms=N dropped=N lost=N oversold=N
 # (dropped counts attempts not sent or not answered in 2 s). Target: p99_ms_at_100k <= 5.
-#   scripts/bench.sh latency [seconds per rate]
+#   scripts/bench.sh latency [seconds per rate] [flashsale-bench latency flags: --pin, --edge-threads N, --rates ...]
 source "$(dirname "$0")/common.sh"
 SECONDS_PER_RATE=${1:-5}
+shift || true
 bench_build_all
 start_run_servers bench-latency
-"$BIN/flashsale-bench" latency --admin-dsn "$FLASHSALE_PG_DSN" --zookeeper "$FLASHSALE_ZK" --seconds "$SECONDS_PER_RATE"
+"$BIN/flashsale-bench" latency --admin-dsn "$FLASHSALE_PG_DSN" --zookeeper "$FLASHSALE_ZK" --seconds "$SECONDS_PER_RATE" "$@"

@@ -22,6 +22,7 @@ struct LatencyCommand: AsyncParsableCommand {
     @Option(help: "Client connections, spread over the edges.") var connections = 100
     @Option(help: "Event loop threads of the generator.") var threads = 1
     @Option(help: "Event loop threads of each edge (default: the edge's own, one per core).") var edgeThreads: Int?
+    @Flag(help: "Pin the generator to CPU 0 and the edges to CPU 1 (the other servers stay on both).") var pin = false
     @Option var stock: Int64 = 1_000
     @Option var users = 500_000
 
@@ -39,6 +40,11 @@ struct LatencyCommand: AsyncParsableCommand {
         configuration.edges = 2
         if let edgeThreads { configuration.edgeArguments = ["--threads", "\(edgeThreads)"] }
         let platform = try await Platform.start(configuration)
+        if pin {
+            for edge in platform.edges { try await CPUAffinity.pin(pid: edge.process.pid, cpu: 1) }
+            // Before the generator's loops exist: they inherit this process's set.
+            try await CPUAffinity.pin(pid: getpid(), cpu: 0)
+        }
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         do {
             let products = steps.indices.map { step in (1...3).map { "r\(step + 1)p\($0)" } }
@@ -70,6 +76,8 @@ struct LatencyCommand: AsyncParsableCommand {
                 lines.append((rate, result))
                 let attempts = Double(max(1, result.sent))
                 print("rate=\(Int(rate)) due=\(result.due) sent=\(result.sent) achieved_per_s=\(Int(Double(result.sent) / max(result.wallSeconds, 1e-9))) p50_ms=\(format(result.latencyMs(50), decimals: 3)) p99_ms=\(format(result.latencyMs(99), decimals: 3)) p999_ms=\(format(result.latencyMs(99.9), decimals: 3)) max_ms=\(format(result.maxMs, decimals: 3)) dropped=\(result.dropped) timed_out=\(result.timedOut) errors=\(result.errors) purchased=\(result.answers.purchased) sold_out=\(result.answers.soldOut) shed=\(result.answers.shed) client_cpu_us_per_attempt=\(format(clientCPU * 1e6 / attempts)) edges_cpu_us_per_attempt=\(format(edgesCPU * 1e6 / attempts))")
+                let purchasedLatency = result.answers.purchasedLatency
+                print("  purchased answers: p50_ms=\(format(Double(purchasedLatency.valueAtPercentile(50)) / 1000, decimals: 3)) p99_ms=\(format(Double(purchasedLatency.valueAtPercentile(99)) / 1000, decimals: 3)) max_ms=\(format(Double(purchasedLatency.max) / 1000, decimals: 3))")
                 if !result.answers.errorsByCode.isEmpty {
                     print("  errors by code: \(result.answers.errorsByCode.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))")
                 }
