@@ -93,6 +93,8 @@ let package = Package(
             name: "ServiceKit",
             dependencies: [
                 "Addressing", "Wire", "Proto", .product(name: "NIOPosix", package: "swift-nio"),
+                // The metrics port and the inventory replicas, behind the flags that ask for them.
+                "ServiceMetrics", "InventoryDiscovery",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -121,6 +123,7 @@ let package = Package(
                 "InventoryDiscovery",
                 "Addressing",
                 "ServiceKit", "Wire", "Proto", "FlashSaleClient", "ZooKeeperClient",
+                "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -133,7 +136,7 @@ let package = Package(
             dependencies: [
                 "Addressing",
                 .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "PostgresClient", "ZooKeeperClient",
-                "ServiceKit",
+                "ServiceKit", "ServiceMetrics", "InventoryDiscovery",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -256,6 +259,10 @@ let package = Package(
             ],
             swiftSettings: strict),
         .testTarget(name: "SalePageTests", dependencies: ["SalePage"], swiftSettings: strict),
+        .testTarget(
+            name: "ServiceKitTests",
+            dependencies: ["ServiceKit", "Addressing", "FlashSaleClient", .product(name: "NIOCore", package: "swift-nio")],
+            swiftSettings: strict),
         .testTarget(name: "PostgresClientTests", dependencies: ["Addressing", "PostgresClient"], swiftSettings: strict),
         .testTarget(name: "ZooKeeperClientTests", dependencies: ["ZooKeeperClient"], swiftSettings: strict),
         .testTarget(

@@ -14,20 +14,18 @@ public struct ServiceEndpoint: Sendable {
     public let port: Int
     public let process: ManagedProcess
 
-    public var address: String { "\(host):\(port)" }
+    /// `host:port`, an IPv6 host in brackets.
+    public var address: String { HostPort(host: host, port: port).description }
 }
 
 extension ManagedProcess {
-    /// Waits for the service's `READY <service> <host>:<port>` line and returns where it listens.
+    /// Waits for the service's `READY <service> <host>:<port>` line (`AnnouncedLine`) and returns where it listens.
     public func waitForReady(timeout: Duration = .seconds(30)) async throws -> (host: String, port: Int) {
-        try await waitForLine(containing: "READY ", timeout: timeout)
-        for line in log().split(separator: "\n") where line.hasPrefix("READY ") {
-            let fields = line.split(separator: " ")
-            if fields.count >= 3, let address = HostPort(fields[2]) {
-                return (address.host, address.port)
-            }
+        try await waitForLine(containing: AnnouncedLine.Kind.ready.marker, timeout: timeout)
+        guard let ready = AnnouncedLine.first(.ready, in: log()) else {
+            throw ClusterError.commandFailed("\(name) printed a READY line without an address:\n\(tail())")
         }
-        throw ClusterError.commandFailed("\(name) printed a READY line without an address:\n\(tail())")
+        return (ready.address.host, ready.address.port)
     }
 }
 

@@ -1,15 +1,11 @@
 import Addressing
 import ArgumentParser
 import EdgeCore
-import FlashSaleClient
 import Foundation
-import InventoryDiscovery
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import ServiceKit
 import ServiceLifecycle
-import ServiceMetrics
 import Wire
 import ZooKeeperClient
 
@@ -26,16 +22,10 @@ struct EdgeMain: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "Edge", abstract: "The flash sale's public purchase entry.")
 
     @OptionGroup var server: ServerOptions
-    @Option(help: "Address other services reach this edge at (host:port); defaults to the bound address (the operator port's, if any).")
-    var advertise: String?
     @Option(help: "Serve everything but edge.Purchase and Ping on this port instead (0 picks a free one).") var operatorPort: Int?
     @Option(help: "Address the operator port listens on.") var operatorHost = "127.0.0.1"
-    @Option(help: "ZooKeeper connection string (host:port[,host:port...]).") var zookeeper: String
-    @Option(help: "The flash sale's root node in ZooKeeper.") var root = "/flashsale"
-    @Option(help: "InventoryService address (host:port), or replicas (host:port,host:port...); empty with --discover-inventories.")
-    var inventory = ""
-    @Flag(help: "Also use the inventory replicas registered in ZooKeeper (<root>/inventories/), as they come and go.")
-    var discoverInventories = false
+    @OptionGroup var zooKeeper: ZooKeeperOptions
+    @OptionGroup var upstream: InventoryUpstreamOptions
     @Option(help: "Connections to the InventoryService.") var inventoryConnections = 4
     @Option(help: """
         QuotaService address (host:port), or several (a leader and its standbys, comma-separated): a refill goes to \
@@ -52,11 +42,9 @@ struct EdgeMain: AsyncParsableCommand {
     @OptionGroup var metrics: MetricsOptions
 
     func validate() throws {
-        guard let inventories = HostPort.list(inventory), !(HostPort.list(quota, defaultHost: "127.0.0.1") ?? []).isEmpty else {
-            throw ValidationError("--inventory and --quota take host:port[,host:port...]")
-        }
-        guard !inventories.isEmpty || discoverInventories else {
-            throw ValidationError("name the inventory (--inventory host:port[,...]) or --discover-inventories")
+        _ = try zooKeeper.required()
+        guard !(HostPort.list(quota, defaultHost: "127.0.0.1") ?? []).isEmpty else {
+            throw ValidationError("--quota takes host:port[,host:port...]")
         }
     }
 
@@ -69,36 +57,29 @@ struct EdgeMain: AsyncParsableCommand {
         if environment["FLASHSALE_ZK_QUOTA_SECRET"] != nil {
             logger.warning("FLASHSALE_ZK_QUOTA_SECRET is set for an edge: edges need only FLASHSALE_ZK_EDGE_SECRET; ignored")
         }
+        metrics.bootstrap()
+        let zooKeeperHosts = try zooKeeper.required()
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
-        let inventories = InventoryReplicas(
-            listed: HostPort.list(inventory) ?? [],  // checked by validate()
+        let (inventories, directory) = upstream.replicas(
             template: RPCClientConfiguration(
                 port: 0, connections: max(1, inventoryConnections), defaultTimeout: .seconds(5),
                 token: credentials.serviceToken ?? ""),
-            group: group, logger: logger)
-
-        // The agent registers the address the server bound (port 0 picks one), and the server is made after the
-        // purchase path that refills through the agent: the agent finds the server here once it runs.
-        let reachedAt = NIOLockedValueBox<RPCServer?>(nil)
-        let advertise = self.advertise
+            group: group, zooKeeper: zooKeeperHosts, root: zooKeeper.root, logger: logger)
+        // The agent registers the address the server bound, and the server is made after the purchase path that
+        // refills through the agent: the agent finds the server once it runs.
+        let address = server.advertisedAddress()
         let edge = EdgeServiceParts(
             .init(
-                zooKeeper: zookeeper, root: root, quotaService: quota, keepPerMillion: keepPerMillion,
+                zooKeeper: zooKeeperHosts, root: zooKeeper.root, quotaService: quota, keepPerMillion: keepPerMillion,
                 shedSeed: shedSeed ?? UInt64.random(in: .min ... .max), minimumBudget: .milliseconds(Int64(minimumBudgetMs)),
                 maxInDoubt: maxInDoubt, serviceToken: credentials.serviceToken, access: zooKeeperAccess),
-            inventory: inventories,
-            address: {
-                guard let server = reachedAt.withLockedValue({ $0 }) else { throw CancellationError() }
-                let bound = try await server.localAddress()
-                return advertise ?? "\(bound.ipAddress ?? "127.0.0.1"):\(bound.port ?? 0)"
-            },
-            logger: logger)
+            inventory: inventories, address: { try await address.resolve().description }, logger: logger)
 
         var router = RPCRouter(serviceName: "edge")
         var operatorRouter = RPCRouter(serviceName: "edge")
         edge.registerPurchase(into: &router)
         if operatorPort == nil { edge.registerOperatorMethods(into: &router) } else { edge.registerOperatorMethods(into: &operatorRouter) }
-        var serverConfiguration = server.configuration(credentials: credentials, maxFrameSize: 64 * 1024)
+        var serverConfiguration = server.configuration(credentials: credentials, maxFrameSize: EdgeServiceParts.maxFrameSize)
         serverConfiguration.maxCallsInFlightPerConnection = maxCallsInFlight
         let server = RPCServer(configuration: serverConfiguration, router: router, group: group, logger: logger)
         let operatorServer = operatorPort.map { operatorPort in
@@ -106,31 +87,23 @@ struct EdgeMain: AsyncParsableCommand {
             serverConfiguration.port = operatorPort
             return RPCServer(configuration: serverConfiguration, router: operatorRouter, group: group, logger: logger)
         }
-        reachedAt.withLockedValue { $0 = operatorServer ?? server }
+        address.serve(operatorServer ?? server)
 
         // Shut down in reverse order: the server drains its calls in flight first, then the resolver stops, then the
-        // agent reports the final usage and removes the edge's node; the metrics port (if any) goes last.
-        // The directory first: it stops last, after the resolver's final lookups.
-        let directory: [any Service] = discoverInventories
-            ? [InventoryDirectory(zooKeeper: zookeeper, root: root, replicas: inventories, logger: logger)] : []
-        var services = (directory + edge.services + [server] + (operatorServer.map { [$0] } ?? [])).map {
+        // agent reports the final usage and removes the edge's node, then the directory (after the resolver's final
+        // lookups); the metrics port (if any) goes last.
+        let services = metrics.services(service: "edge", group: group, logger: logger) {
+            edge.installMetrics(into: $0, server: server)
+        } + (directory + edge.services + [server] + (operatorServer.map { [$0] } ?? [])).map {
             ServiceGroupConfiguration.ServiceConfiguration(service: $0)
-        }
-        services.append(.init(service: ReadyAnnouncer(service: "edge") {
+        } + [.init(service: ReadyAnnouncer(service: "edge") {
             let id = try await edge.agent.registered()
             logger.info("edge registered", metadata: ["edge": "\(id)", "address": "\(edge.agent.address)"])
             return try await server.localAddress()
-        }))
-        if let metricsPort = metrics.metricsPort {
-            let hooks = ScrapeHooks()
-            ServiceMetrics.bootstrap()
-            edge.installMetrics(into: hooks, server: server)
-            services.insert(.init(service: MetricsServer(
-                service: "edge", host: metrics.metricsHost, port: metricsPort, hooks: hooks, group: group, logger: logger)), at: 0)
-        }
-        let serviceGroup = ServiceGroup(
-            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
-        try await serviceGroup.run()
+        })]
+        try await ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        ).run()
         await inventories.shutdown()
         try await group.shutdownGracefully()
     }

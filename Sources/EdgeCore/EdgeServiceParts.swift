@@ -15,6 +15,10 @@ public struct EdgeServiceParts: Sendable {
     public let purchases: PurchasePath
     let ledger: QuotaLedger
 
+    /// The edge's default frame limit (`--max-frame-size`): a purchase is a few hundred bytes, and a public client
+    /// should not make an edge buffer the other services' 1 MiB per connection.
+    public static let maxFrameSize = 64 * 1024
+
     /// What the parts are made from (the executable's flags).
     public struct Settings: Sendable {
         public var zooKeeper: String

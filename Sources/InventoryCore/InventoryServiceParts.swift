@@ -1,8 +1,13 @@
+import InventoryDiscovery
 import Logging
+import Metrics
 import NIOCore
 import PostgresClient
+import ServiceKit
 import ServiceLifecycle
+import ServiceMetrics
 import Wire
+import ZooKeeperClient
 
 /// The inventory service's logic, put together: every database cluster migrated and checked, the catalog loaded,
 /// the purchase queues and their consumers. The executable adds the server and the group.
@@ -77,6 +82,36 @@ public struct InventoryServiceParts: Sendable {
     /// Purchases waiting in the queues of the cluster `name`.
     public func queuedCount(cluster name: String) -> Int {
         inventory.clusters.first { $0.role.rawValue == name }?.pool.queuedCount ?? 0
+    }
+
+    /// The main database's connection strings without `--dsn`: serve as the login role and migrate as the owner, on
+    /// the local server of `scripts/postgres.sh` (as its `env` prints them), unless the environment names others.
+    public static func defaultDSNs(environment: [String: String]) -> (serving: String, migrate: String) {
+        (environment["FLASHSALE_PG_SERVICE_DSN"] ?? "host=127.0.0.1 port=15432 user=flashsale_app dbname=postgres",
+         environment["FLASHSALE_PG_DSN"] ?? "host=127.0.0.1 port=15432 user=postgres dbname=postgres")
+    }
+
+    /// What a scrape of the metrics port shows besides the pools' own metrics: each cluster's queue depth and the
+    /// server's connections.
+    public func installMetrics(into hooks: ScrapeHooks, server: RPCServer) {
+        let depths = clusterNames.map { ($0, Gauge(label: MetricName.inventoryQueueDepth, dimensions: [("database", $0)])) }
+        let connections = Gauge(label: MetricName.connections, dimensions: [("service", "inventory")])
+        hooks.add {
+            for (name, depth) in depths { depth.record(queuedCount(cluster: name)) }
+            connections.record(server.connectionCount)
+        }
+    }
+
+    /// This replica's registration under `<root>/inventories/` (edges and quota services with
+    /// `--discover-inventories` find it there) when given a ZooKeeper, else none. It presents the services' ZooKeeper
+    /// identity (FLASHSALE_ZK_EDGE_SECRET or _FILE), as an edge registers with. List it after the server, so that
+    /// the group stops it first: the node goes, callers move off, then the server drains.
+    public static func registration(
+        zooKeeper: String?, root: String, environment: [String: String], address: AdvertisedAddress, logger: Logger
+    ) throws -> [any Service] {
+        guard let zooKeeper else { return [] }
+        let access = ZooKeeperAccess(edgeSecret: try Secret.read("FLASHSALE_ZK_EDGE_SECRET", environment: environment))
+        return [InventoryRegistrar(zooKeeper: zooKeeper, root: root, access: access, address: { try await address.resolve() }, logger: logger)]
     }
 
     /// Connects and migrates the main database (creating the default hot one if needed), tries once to bring up each

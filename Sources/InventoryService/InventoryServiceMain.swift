@@ -1,15 +1,9 @@
-import Addressing
 import ArgumentParser
 import Foundation
-import Logging
-import Metrics
 import InventoryCore
-import InventoryDiscovery
 import ServiceKit
 import ServiceLifecycle
-import ServiceMetrics
 import Wire
-import ZooKeeperClient
 
 /// `InventoryService`: the only process that talks to PostgreSQL. Migrates every database cluster, loads the catalog,
 /// serves the inventory methods and prints `READY inventory HOST:PORT`; SIGTERM drains (in-flight batches commit
@@ -99,13 +93,8 @@ struct InventoryServiceMain: AsyncParsableCommand {
     var allowAsynchronousCommit = false
 
     @OptionGroup var metrics: MetricsOptions
-
     // Registration as a replica (optional): edges and the quota service with --discover-inventories find it.
-    @Option(help: "ZooKeeper connection string: register this replica under <root>/inventories/ (none: no registration).")
-    var zookeeper: String?
-    @Option(help: "The flash sale's root node in ZooKeeper.") var root = "/flashsale"
-    @Option(help: "Address registered for the edges and the quota service (host:port); defaults to the bound address.")
-    var advertise: String?
+    @OptionGroup var zooKeeper: ZooKeeperOptions
 
     func validate() throws {
         guard (1...64).contains(consumers), (1...64).contains(hotConsumers) else {
@@ -118,8 +107,6 @@ struct InventoryServiceMain: AsyncParsableCommand {
             throw ValidationError("--statement-timeout-ms must be 100...600000")
         }
         guard (1...3600).contains(maxQueueWait) else { throw ValidationError("--max-queue-wait must be 1...3600") }
-        guard root.hasPrefix("/") else { throw ValidationError("--root must start with /") }
-        guard advertise.map({ HostPort($0) != nil }) ?? true else { throw ValidationError("--advertise must be host:port") }
         guard (patroniZookeeper == nil) == (patroniLeaderPath == nil) else {
             throw ValidationError("--patroni-zookeeper and --patroni-leader-path go together")
         }
@@ -141,8 +128,7 @@ struct InventoryServiceMain: AsyncParsableCommand {
         let logger = ServiceRuntime.makeLogger(label: "inventory", level: server.level)
         let environment = ProcessInfo.processInfo.environment
         let credentials = try ServiceRuntime.credentials(environment: environment, operator: false)
-        // Before the pools exist: their metric handles are made when they are.
-        if metrics.metricsPort != nil { ServiceMetrics.bootstrap() }
+        metrics.bootstrap()  // before the pools exist: their metric handles are made when they are
 
         // Before any connection: they go to the primary it names.
         var patroni: PatroniLeaderWatch?
@@ -151,69 +137,40 @@ struct InventoryServiceMain: AsyncParsableCommand {
                 zooKeeper: patroniZookeeper, leaderPath: patroniLeaderPath,
                 timeout: .seconds(Int64(max(connectTimeout, 10))), logger: logger)
         }
-        // Without --dsn: serve as the login role and migrate as the owner, as `scripts/postgres.sh env` prints them.
-        let clusters = try databaseFlags.clusters(
-            mainDefault: environment["FLASHSALE_PG_SERVICE_DSN"] ?? "host=127.0.0.1 port=15432 user=flashsale_app dbname=postgres",
-            migrateDefault: environment["FLASHSALE_PG_DSN"] ?? "host=127.0.0.1 port=15432 user=postgres dbname=postgres")
+        let defaults = InventoryServiceParts.defaultDSNs(environment: environment)
         let inventory = try await InventoryServiceParts.open(
             .init(
-                clusters: clusters, maxBatch: maxBatch, queueLimit: queueLimit, connectTimeoutSeconds: connectTimeout, statementTimeoutMilliseconds: statementTimeoutMs,
-                maxQueueWait: .seconds(Int64(maxQueueWait)), allowPrivilegedRole: allowPrivilegedRole,
-                allowAsynchronousCommit: allowAsynchronousCommit, primary: patroni?.locator),
+                clusters: try databaseFlags.clusters(mainDefault: defaults.serving, migrateDefault: defaults.migrate),
+                maxBatch: maxBatch, queueLimit: queueLimit, connectTimeoutSeconds: connectTimeout,
+                statementTimeoutMilliseconds: statementTimeoutMs, maxQueueWait: .seconds(Int64(maxQueueWait)),
+                allowPrivilegedRole: allowPrivilegedRole, allowAsynchronousCommit: allowAsynchronousCommit,
+                primary: patroni?.locator),
             logger: logger)
 
         var router = RPCRouter(serviceName: "inventory")
         inventory.register(into: &router)
         let server = RPCServer(configuration: server.configuration(credentials: credentials), router: router, logger: logger)
+        let address = self.server.advertisedAddress()
+        address.serve(server)
 
-        // Shut down last: the consumers draining their batches still need the primary.
-        var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
-        if let patroni { services.append(.init(service: patroni)) }
-        if let metricsPort = metrics.metricsPort {
-            let hooks = ScrapeHooks()
-            let depths = inventory.clusterNames.map {
-                ($0, Gauge(label: MetricName.inventoryQueueDepth, dimensions: [("database", $0)]))
-            }
-            let connections = Gauge(label: MetricName.connections, dimensions: [("service", "inventory")])
-            hooks.add {
-                for (name, depth) in depths { depth.record(inventory.queuedCount(cluster: name)) }
-                connections.record(server.connectionCount)
-            }
-            services.append(.init(service: MetricsServer(
-                service: "inventory", host: metrics.metricsHost, port: metricsPort, hooks: hooks, logger: logger)))
-        }
-        // Shut down in reverse order: the server drains its calls first, then the consumers stop, then the metrics
-        // port (if any) closes.
-        let group = ServiceGroup(
-            configuration: ServiceGroupConfiguration(
-                services: services + [
-                    .init(service: inventory.consumers, successTerminationBehavior: .gracefullyShutdownGroup,
-                          failureTerminationBehavior: .gracefullyShutdownGroup),
-                    .init(service: inventory.catalogRefresh),
-                    // A server that cannot bind ends the process with its error (no READY line).
-                    .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup,
-                          failureTerminationBehavior: .cancelGroup),
-                    .init(service: inventory.clusterStartup, successTerminationBehavior: .ignore),
-                    .init(service: ReadyAnnouncer(service: "inventory") { try await server.localAddress() }),
-                ] + (try registration(server: server, environment: environment, logger: logger)),
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger))
-        try await group.run()
-    }
-
-    /// After the server, so that the group stops it first: the node goes, callers move off, then the server drains.
-    func registration(
-        server: RPCServer, environment: [String: String], logger: Logger
-    ) throws -> [ServiceGroupConfiguration.ServiceConfiguration] {
-        guard let zookeeper else { return [] }
-        // The services' ZooKeeper identity (FLASHSALE_ZK_EDGE_SECRET or _FILE), as an edge registers with.
-        let access = ZooKeeperAccess(edgeSecret: try Secret.read("FLASHSALE_ZK_EDGE_SECRET", environment: environment))
-        let advertise = self.advertise.flatMap { HostPort($0) }
-        let registrar = InventoryRegistrar(zooKeeper: zookeeper, root: root, access: access, address: {
-            if let advertise { return advertise }
-            let bound = try await server.localAddress()
-            return HostPort(host: bound.ipAddress ?? "127.0.0.1", port: bound.port ?? 0)
-        }, logger: logger)
-        return [.init(service: registrar)]
+        // Shut down in reverse order: the registration goes, the server drains its calls, the consumers stop, then
+        // the metrics port (if any) closes, and the Patroni watch last (the consumers draining still need the primary).
+        let services = (patroni.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? [])
+            + metrics.services(service: "inventory", logger: logger) { inventory.installMetrics(into: $0, server: server) }
+            + [
+                .init(service: inventory.consumers, successTerminationBehavior: .gracefullyShutdownGroup,
+                      failureTerminationBehavior: .gracefullyShutdownGroup),
+                .init(service: inventory.catalogRefresh),
+                // A server that cannot bind ends the process with its error (no READY line).
+                .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup, failureTerminationBehavior: .cancelGroup),
+                .init(service: inventory.clusterStartup, successTerminationBehavior: .ignore),
+                .init(service: ReadyAnnouncer(service: "inventory") { try await server.localAddress() }),
+            ]
+            + (try InventoryServiceParts.registration(
+                zooKeeper: zooKeeper.zookeeper, root: zooKeeper.root, environment: environment, address: address, logger: logger
+            )).map { .init(service: $0) }
+        try await ServiceGroup(
+            configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        ).run()
     }
 }

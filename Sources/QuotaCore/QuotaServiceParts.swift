@@ -1,8 +1,10 @@
 import FlashSaleClient
 import InventoryDiscovery
 import Logging
+import Metrics
 import ServiceKit
 import ServiceLifecycle
+import ServiceMetrics
 import Wire
 import ZooKeeperClient
 
@@ -46,6 +48,21 @@ public struct QuotaServiceParts: Sendable {
 
     /// GrantMore calls this process has answered.
     public var grantMoreAnswered: UInt64 { coordinator.grantMoreAnswered.load(ordering: .relaxed) }
+
+    /// What a scrape of the metrics port shows: the server's connections, leadership, GrantMore calls answered and
+    /// the ZooKeeper session.
+    public func installMetrics(into hooks: ScrapeHooks, server: RPCServer) {
+        let connections = Gauge(label: MetricName.connections, dimensions: [("service", "quota")])
+        let leader = Gauge(label: MetricName.quotaLeader)
+        let grantMore = CounterMirror(label: MetricName.quotaGrantMore)
+        let zooKeeper = ZooKeeperMetrics(service: "quota")
+        hooks.add {
+            connections.record(server.connectionCount)
+            leader.record(isLeader ? 1 : 0)
+            grantMore.update(total: grantMoreAnswered)
+            zooKeeper.record(zk.sessionState.name)
+        }
+    }
 
     /// Closes the clients of the edges, once the group has stopped.
     public func shutdown() async { await releaser.shutdown() }

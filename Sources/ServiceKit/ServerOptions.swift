@@ -1,3 +1,4 @@
+import Addressing
 import ArgumentParser
 import Logging
 import Wire
@@ -9,6 +10,12 @@ public struct ServerOptions: ParsableArguments, Sendable {
 
     @Option(help: "Port to listen on; 0 picks a free one (printed on the READY line).")
     public var port = 0
+
+    @Option(help: """
+        Address the other services reach this one at (host:port), as it registers it in ZooKeeper; defaults to the \
+        bound address (an edge's operator port, when it has one).
+        """)
+    public var advertise: String?
 
     @Option(help: "Seconds after which a client connection with nothing read and nothing in flight is closed (0: never).")
     public var idleTimeout: Double = 300
@@ -28,6 +35,12 @@ public struct ServerOptions: ParsableArguments, Sendable {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
         guard Logger.Level(name: logLevel) != nil else { throw ValidationError("unknown --log-level \(logLevel)") }
         if let maxFrameSize, maxFrameSize < 1 { throw ValidationError("--max-frame-size must be positive") }
+        if let advertise, HostPort(advertise) == nil { throw ValidationError("--advertise must be host:port") }
+    }
+
+    /// `--advertise`, or the bound address once the server is named and bound.
+    public func advertisedAddress() -> AdvertisedAddress {
+        AdvertisedAddress(advertise: advertise.flatMap { HostPort($0) })
     }
 
     /// `--log-level`, checked by `validate()`.

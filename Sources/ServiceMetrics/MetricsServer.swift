@@ -1,4 +1,3 @@
-import Foundation
 import Logging
 import NIOCore
 import NIOHTTP1
@@ -9,6 +8,7 @@ import ServiceLifecycle
 /// A tiny HTTP/1.1 server for Prometheus: `GET /metrics` answers the registry in the text exposition format (after
 /// running the scrape hooks), `GET /health` answers `ok`, anything else 404. Run as a `Service`: list it first in the
 /// service group so that it is the last to stop (the other services' final figures stay visible while they drain).
+/// Its `METRICS` line is the executables' to print, with their READY line (ServiceKit's `MetricsOptions.services`).
 public final class MetricsServer: Service, Sendable {
     public let service: String
     private let host: String
@@ -66,8 +66,6 @@ public final class MetricsServer: Service, Sendable {
         let address = channel.localAddress!
         bound.succeed(address)
         logger.info("metrics serving", metadata: ["address": "\(address)"])
-        print("METRICS \(service) \(address.ipAddress ?? host):\(address.port ?? 0)")
-        fflush(nil)
         try? await gracefulShutdown()
         try? await channel.close()
     }

@@ -129,14 +129,13 @@ struct OperatedPlatform: Sendable {
 // MARK: - Metrics
 
 extension ServiceEndpoint {
-    /// Where the service serves its metrics: its `METRICS <service> host:port` line.
+    /// Where the service serves its metrics: its `METRICS <service> host:port` line (`AnnouncedLine`).
     func metricsAddress() async throws -> (host: String, port: Int) {
-        try await process.waitForLine(containing: "METRICS ", timeout: .seconds(10))
-        for line in process.log().split(separator: "\n") where line.hasPrefix("METRICS ") {
-            let fields = line.split(separator: " ")
-            if fields.count >= 3, let address = HostPort(fields[2]) { return (address.host, address.port) }
+        try await process.waitForLine(containing: AnnouncedLine.Kind.metrics.marker, timeout: .seconds(10))
+        guard let metrics = AnnouncedLine.first(.metrics, in: process.log()) else {
+            throw ClusterError.commandFailed("\(name) printed no METRICS address")
         }
-        throw ClusterError.commandFailed("\(name) printed no METRICS address")
+        return (metrics.address.host, metrics.address.port)
     }
 }
 
