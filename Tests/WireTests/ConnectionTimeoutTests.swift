@@ -1,8 +1,8 @@
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import Proto
+import Synchronization
 import Testing
 
 @testable import Wire
@@ -100,10 +100,10 @@ import Testing
     }
 
     @Test func timeTheServerIsNotReadingDoesNotCount() throws {
-        let held = NIOLockedValueBox<[RPCResponder<WirePingResponse>]>([])
+        let held = Mutex<[RPCResponder<WirePingResponse>]>([])
         var router = RPCRouter(serviceName: "svc")
         router.register("Hold") { (_: WirePingRequest, _, responder: RPCResponder<WirePingResponse>) in
-            held.withLockedValue { $0.append(responder) }
+            held.withLock { $0.append(responder) }
         }
         let channel = try makeChannel(frame: .seconds(2), maxCallsInFlight: 1, router: router)
         var burst = ByteBuffer()
@@ -113,7 +113,7 @@ import Testing
         channel.read()  // declined: at the cap
         channel.embeddedEventLoop.advanceTime(by: .seconds(5))
         #expect(channel.isActive, "the client cannot finish its frame while we do not read")
-        held.withLockedValue { $0[0] }.succeed(WirePingResponse())
+        held.withLock { $0[0] }.succeed(WirePingResponse())
         channel.embeddedEventLoop.advanceTime(by: .seconds(3))
         #expect(!channel.isActive, "reading again: the partial frame times out")
     }
@@ -129,10 +129,10 @@ import Testing
     }
 
     @Test func aConnectionWithACallInFlightIsNotIdle() throws {
-        let held = NIOLockedValueBox<[RPCResponder<WirePingResponse>]>([])
+        let held = Mutex<[RPCResponder<WirePingResponse>]>([])
         var router = RPCRouter(serviceName: "svc")
         router.register("Hold") { (_: WirePingRequest, _, responder: RPCResponder<WirePingResponse>) in
-            held.withLockedValue { $0.append(responder) }
+            held.withLock { $0.append(responder) }
         }
         let channel = try makeChannel(idle: .seconds(3), router: router)
         var frame = ByteBuffer()
@@ -140,7 +140,7 @@ import Testing
         try channel.writeInbound(frame)
         channel.embeddedEventLoop.advanceTime(by: .seconds(10))
         #expect(channel.isActive, "a slow call is not an idle connection")
-        held.withLockedValue { $0[0] }.succeed(WirePingResponse())
+        held.withLock { $0[0] }.succeed(WirePingResponse())
         channel.embeddedEventLoop.advanceTime(by: .seconds(3))
         #expect(!channel.isActive, "idle once answered")
     }

@@ -1,8 +1,8 @@
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import Proto
+import Synchronization
 import ServiceLifecycle
 import Testing
 
@@ -31,8 +31,8 @@ struct RunningServer {
     }
 }
 
-/// Test methods: Echo answers at once, Sleep after `data[0]` x 10 ms, Count counts the calls it starts.
-func testRouter(started: NIOLockedValueBox<Int> = NIOLockedValueBox(0)) -> RPCRouter {
+/// Test methods: Echo answers at once, Sleep after `data[0]` x 10 ms, Count calls `counted` as each call starts.
+func testRouter(counted: @escaping @Sendable () -> Void = {}) -> RPCRouter {
     var router = RPCRouter(serviceName: "test")
     router.register("Echo") { (request: WirePingRequest, _: ServerCallContext) async throws -> WirePingResponse in
         WirePingResponse(data: request.data)
@@ -43,7 +43,7 @@ func testRouter(started: NIOLockedValueBox<Int> = NIOLockedValueBox(0)) -> RPCRo
         return WirePingResponse(data: request.data)
     }
     router.register("Count") { (request: WirePingRequest, _: ServerCallContext) async throws -> WirePingResponse in
-        started.withLockedValue { $0 += 1 }
+        counted()
         return WirePingResponse(data: request.data)
     }
     return router
@@ -129,10 +129,11 @@ struct RawPeer {
     }
 
     @Test func callThatExpiresWhileQueuedIsNotStarted() async throws {
-        let started = NIOLockedValueBox(0)
+        let started = Mutex(0)
         var configuration = RPCServerConfiguration()
         configuration.maxCallsInFlightPerConnection = 1
-        let running = try await RunningServer.start(router: testRouter(started: started), configuration: configuration)
+        let running = try await RunningServer.start(
+            router: testRouter { started.withLock { $0 += 1 } }, configuration: configuration)
         let answers = try await RawPeer.with(port: running.port) { inbound, outbound in
             var both = RawPeer.frame(WireRequest(callId: 1, method: "Sleep", payload: WirePingRequest(data: ByteBuffer(bytes: [20])).serializedBuffer()))
             var second = RawPeer.frame(WireRequest(callId: 2, method: "Count", timeoutUs: 50_000, payload: WirePingRequest().serializedBuffer()))
@@ -146,7 +147,7 @@ struct RawPeer {
             return answers
         }
         #expect(answers == [1: .ok, 2: .deadlineExceeded])
-        #expect(started.withLockedValue { $0 } == 0)
+        #expect(started.withLock { $0 } == 0)
         await running.stop()
     }
 

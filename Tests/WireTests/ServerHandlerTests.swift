@@ -1,8 +1,8 @@
 import Logging
-import NIOConcurrencyHelpers
 import NIOCore
 import NIOEmbedded
 import Proto
+import Synchronization
 import Testing
 
 @testable import Wire
@@ -173,10 +173,10 @@ private final class ReadCounter: ChannelOutboundHandler {
     }
 
     @Test func expiredCallIsNotStarted() throws {
-        let started = NIOLockedValueBox(0)
+        let started = Mutex(0)
         var router = RPCRouter(serviceName: "svc")
         router.register("Count") { (_: WirePingRequest, _, responder: RPCResponder<WirePingResponse>) in
-            started.withLockedValue { $0 += 1 }
+            started.withLock { $0 += 1 }
             responder.succeed(WirePingResponse())
         }
         let (channel, _) = try makeChannel(router: router)
@@ -184,19 +184,19 @@ private final class ReadCounter: ChannelOutboundHandler {
         try send(channel, WireRequest(callId: 2, method: "Count", timeoutUs: 5_000_000))
         let answers = try responses(channel)
         #expect(answers.map(\.status) == [.deadlineExceeded, .ok])
-        #expect(started.withLockedValue { $0 } == 1)
+        #expect(started.withLock { $0 } == 1)
     }
 
     @Test func answersInWhateverOrderCallsComplete() throws {
-        let held = NIOLockedValueBox<[RPCResponder<WirePingResponse>]>([])
+        let held = Mutex<[RPCResponder<WirePingResponse>]>([])
         var router = RPCRouter(serviceName: "svc")
         router.register("Hold") { (_: WirePingRequest, _, responder: RPCResponder<WirePingResponse>) in
-            held.withLockedValue { $0.append(responder) }
+            held.withLock { $0.append(responder) }
         }
         let (channel, _) = try makeChannel(router: router)
         for id in 1...3 { try send(channel, WireRequest(callId: UInt64(id), method: "Hold")) }
         #expect(try responses(channel).isEmpty)
-        let responders = held.withLockedValue { $0 }
+        let responders = held.withLock { $0 }
         responders[2].succeed(WirePingResponse(service: "3"))
         responders[0].succeed(WirePingResponse(service: "1"))
         responders[0].succeed(WirePingResponse(service: "1 again"))  // ignored: a call completes once
@@ -207,10 +207,10 @@ private final class ReadCounter: ChannelOutboundHandler {
     }
 
     @Test func stopsReadingAtTheInFlightCapAndResumesBelowIt() throws {
-        let held = NIOLockedValueBox<[RPCResponder<WirePingResponse>]>([])
+        let held = Mutex<[RPCResponder<WirePingResponse>]>([])
         var router = RPCRouter(serviceName: "svc")
         router.register("Hold") { (_: WirePingRequest, _, responder: RPCResponder<WirePingResponse>) in
-            held.withLockedValue { $0.append(responder) }
+            held.withLock { $0.append(responder) }
         }
         var configuration = RPCServerConfiguration()
         configuration.maxCallsInFlightPerConnection = 2
@@ -221,29 +221,29 @@ private final class ReadCounter: ChannelOutboundHandler {
             Framing.writeFrame(into: &burst) { WireRequest(callId: UInt64(id), method: "Hold").serialize(into: &$0) }
         }
         try channel.writeInbound(burst)
-        #expect(held.withLockedValue { $0.count } == 2)
+        #expect(held.withLock { $0.count } == 2)
         let readsBefore = counter.reads
         channel.read()
         #expect(counter.reads == readsBefore, "no read while at the cap")
-        held.withLockedValue { $0[0] }.succeed(WirePingResponse())
-        #expect(held.withLockedValue { $0.count } == 3, "the queued call starts once a slot frees")
-        held.withLockedValue { $0[1] }.succeed(WirePingResponse())
+        held.withLock { $0[0] }.succeed(WirePingResponse())
+        #expect(held.withLock { $0.count } == 3, "the queued call starts once a slot frees")
+        held.withLock { $0[1] }.succeed(WirePingResponse())
         #expect(counter.reads == readsBefore + 1, "the withheld read goes through below the cap")
-        held.withLockedValue { $0[2] }.succeed(WirePingResponse())
+        held.withLock { $0[2] }.succeed(WirePingResponse())
         #expect(try responses(channel).map(\.callId) == [1, 2, 3])
     }
 
     @Test func drainFinishesCallsInFlightThenCloses() throws {
-        let held = NIOLockedValueBox<[RPCResponder<WirePingResponse>]>([])
+        let held = Mutex<[RPCResponder<WirePingResponse>]>([])
         var router = RPCRouter(serviceName: "svc")
         router.register("Hold") { (_: WirePingRequest, _, responder: RPCResponder<WirePingResponse>) in
-            held.withLockedValue { $0.append(responder) }
+            held.withLock { $0.append(responder) }
         }
         let (channel, _) = try makeChannel(router: router)
         try send(channel, WireRequest(callId: 1, method: "Hold"))
         channel.pipeline.triggerUserOutboundEvent(RPCServerHandler.Drain(), promise: nil)
         #expect(channel.isActive)
-        held.withLockedValue { $0[0] }.succeed(WirePingResponse())
+        held.withLock { $0[0] }.succeed(WirePingResponse())
         #expect(try responses(channel).map(\.status) == [.ok])
         #expect(!channel.isActive)
     }
