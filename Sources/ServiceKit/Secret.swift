@@ -1,5 +1,4 @@
 import Foundation
-import Wire
 
 /// The one way a process reads a secret: the variable `NAME`, or the first line of the file named by `NAME_FILE`
 /// (so the secret need not sit in the environment). Never logged.
@@ -10,7 +9,7 @@ public enum Secret {
         if let value = environment[name], !value.isEmpty { return value }
         guard let path = environment[name + "_FILE"], !path.isEmpty else { return nil }
         guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
-            throw RPCError(.failedPrecondition, "cannot read the file named by \(name)_FILE")
+            throw ConfigurationError("cannot read the file named by \(name)_FILE")
         }
         let value = contents.split(separator: "\n").first.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? ""
         return value.isEmpty ? nil : value

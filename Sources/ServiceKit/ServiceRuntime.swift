@@ -29,11 +29,11 @@ public enum ServiceRuntime {
     /// serves operator methods (`operator`). The two must differ, or each would do the other's work.
     public static func credentials(environment: [String: String], operator: Bool) throws -> RPCCredentials {
         guard let service = try serviceToken(environment: environment) else {
-            throw RPCError(.failedPrecondition, "no service token: set FLASHSALE_SERVICE_TOKEN or FLASHSALE_SERVICE_TOKEN_FILE")
+            throw ConfigurationError("no service token: set FLASHSALE_SERVICE_TOKEN or FLASHSALE_SERVICE_TOKEN_FILE")
         }
         let operatorToken = `operator` ? try operatorToken(environment: environment) : nil
         if operatorToken == service {
-            throw RPCError(.failedPrecondition, "the operator and service tokens are the same: give each its own")
+            throw ConfigurationError("the operator and service tokens are the same: give each its own")
         }
         return RPCCredentials(operatorToken: operatorToken, serviceToken: service)
     }
