@@ -134,6 +134,7 @@ let package = Package(
                 "Addressing",
                 .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "PostgresClient", "ZooKeeperClient",
                 "ServiceKit",
+                "ServiceMetrics",  // MetricName: the metric names, written once
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
