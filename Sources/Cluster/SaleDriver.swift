@@ -54,13 +54,14 @@ public enum SaleDriver {
     }
 
     /// The purchases whose order the inventory does not hold (with that order id, for that buyer): each request id
-    /// looked up, buying nothing. UNAVAILABLE is retried (a service reconnecting after a fault).
+    /// looked up, buying nothing; a lookup is a read, so it is asked again while its answer may be unknown (a service
+    /// reconnecting after a fault).
     public static func purchasesWithoutOrder(
         _ purchases: [BuyerSwarm.Purchase], inventory: InventoryClient
     ) async throws -> [BuyerSwarm.Purchase] {
         var missing: [BuyerSwarm.Purchase] = []
         for purchase in purchases {
-            let answer = try await retryingUnavailable {
+            let answer = try await retryingUnavailable(idempotent: true) {
                 try await inventory.purchase(PurchaseRequest(
                     requestId: purchase.requestID, userId: purchase.userID, productId: purchase.product, lookupOnly: true))
             }
@@ -70,19 +71,32 @@ public enum SaleDriver {
     }
 }
 
-/// Runs `call` again while it fails UNAVAILABLE ("try again": a service reconnecting), every `pause`, for at most
-/// `patience`; then its last answer or error stands.
+/// Runs `call` again while it fails with a status worth asking again (`RPCError.mayRetry(idempotent:)`: UNAVAILABLE,
+/// a service reconnecting; any outcome in doubt too when `idempotent`, a read or a change carrying its idempotency
+/// key), after each failure the next of `backoff`'s delays, for at most `patience`; then its last answer or error
+/// stands.
 public func retryingUnavailable<T: Sendable>(
-    patience: Duration = .seconds(10), pause: Duration = .milliseconds(250), _ call: @Sendable () async throws -> T
+    patience: Duration = .seconds(10), backoff: Backoff = Backoff(initial: .milliseconds(250), max: .seconds(1)),
+    idempotent: Bool = false, _ call: @Sendable () async throws -> T
 ) async throws -> T {
     let deadline = ContinuousClock.now + patience
+    var delays = backoff.makeIterator()
     while true {
         do {
             return try await call()
-        } catch let error as RPCError where error.code == .unavailable && ContinuousClock.now < deadline {
-            try await Task.sleep(for: pause)
+        } catch let error as RPCError where error.mayRetry(idempotent: idempotent) && ContinuousClock.now < deadline {
+            // The last try comes at the deadline, not a whole delay after it.
+            try await Task.sleep(for: min(delays.next(), deadline - .now))
         }
     }
+}
+
+/// The same, backing off from `pause`.
+public func retryingUnavailable<T: Sendable>(
+    patience: Duration = .seconds(10), pause: Duration, idempotent: Bool = false, _ call: @Sendable () async throws -> T
+) async throws -> T {
+    try await retryingUnavailable(
+        patience: patience, backoff: Backoff(initial: pause, max: max(pause, .seconds(1))), idempotent: idempotent, call)
 }
 
 extension BuyerSwarm.Following {

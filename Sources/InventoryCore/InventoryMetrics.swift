@@ -1,5 +1,6 @@
 import Metrics
 import Proto
+import ServiceMetrics
 import Synchronization
 
 /// The audit's metrics, set by every audit the inventory serves (`flashsale audit`, the end of a sale, any
@@ -8,9 +9,9 @@ import Synchronization
 /// - `flashsale_inventory_audit_failed_products`: products whose last audit failed. Each audit updates the products it
 ///   read, so a one-product audit that passes leaves another product's failure standing.
 final class AuditMetrics: Sendable {
-    private let clean = Counter(label: "flashsale_inventory_audits_total", dimensions: [("result", "clean")])
-    private let failed = Counter(label: "flashsale_inventory_audits_total", dimensions: [("result", "failed")])
-    private let failing = Gauge(label: "flashsale_inventory_audit_failed_products")
+    private let clean = Counter(label: MetricName.inventoryAudits, dimensions: [("result", "clean")])
+    private let failed = Counter(label: MetricName.inventoryAudits, dimensions: [("result", "failed")])
+    private let failing = Gauge(label: MetricName.inventoryAuditFailedProducts)
     private let failingProducts = Mutex<Set<String>>([])
 
     func record(_ products: [ProductAudit]) {

@@ -1,6 +1,5 @@
 // model: Sources/QuotaCore/Planning/QuotaProtocol.pml (apply(quota:), askForMore -> EDGE_APPLY; edge.ReleaseQuota
 // -> QS_RELEASE, QS_PROBE; fence and reconnect (recoverFromExpiry) -> FENCE, HEAL, vouch). Update both together.
-import Addressing
 import FlashSaleClient
 import Logging
 import NIOCore
@@ -14,8 +13,10 @@ import ZooKeeperClient
 /// The edge's side of the quotas, as a `Service`: registers the edge in ZooKeeper (`edges/edge-NNNNNNNNNN`,
 /// ephemeral, with its address and usage), watches its quota node of every product and `config/shed`, and applies
 /// them to the `QuotaLedger` and the `LoadShedder` live. `EdgeQuotaWatch` decides which call comes next; this is its
-/// driver (the ZooKeeper calls, the ledger, the log), plus the usage reports, the refills (`requestMore`) and the
-/// session guard.
+/// driver (the ZooKeeper calls, the ledger, the log), plus the usage reports, the refills (`requestMore`, through
+/// the quota clients it is given) and the session guard. The guard's decisions are `SessionGuard`'s, and it runs
+/// beside the watch, not as one of its inputs: the watch's driver waits on one ZooKeeper call at a time, and the
+/// guard must suspend the ledger precisely while such a call hangs.
 ///
 /// Cut off from ZooKeeper, the ledger serves what was granted while the node is surely still ours: past the session
 /// timeout minus a margin since ZooKeeper last answered (`SessionGuard`) it is suspended (takes answer UNAVAILABLE,
@@ -54,18 +55,18 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     ///   - root: the flash sale's root node (default `/flashsale`).
     ///   - address: `host:port` where this edge answers (purchases and `edge.ReleaseQuota`); asked for once, when
     ///     `run` starts, so a server bound to port 0 can tell it (`{ try await server.localAddress() ... }`).
-    ///   - quotaService: `host:port` of the quota service.
-    ///   - serviceToken: sent with calls to the quota service (`quota.GrantMore` needs it).
+    ///   - quotas: clients of the quota services this edge asks for more (`quota.GrantMore`; at least one; see
+    ///     `quotaClients`). The agent shuts them down when `run` ends.
     ///   - access: the edges' ZooKeeper identity: with a secret, the edge authenticates, registers with an ACL and
     ///     never creates the layout (the quota service does).
     ///   - sessionTimeout: how long ZooKeeper keeps our node after it last heard from us (a killed edge's units are
     ///     reclaimed after this); 4 s is the least a default server grants.
     public init(
         zooKeeper: String, root: String = QuotaLayout.defaultRoot, address: @escaping @Sendable () async throws -> String,
-        ledger: QuotaLedger,
-        shedder: LoadShedder, quotaService: String, serviceToken: String? = nil, access: ZooKeeperAccess = .open,
+        ledger: QuotaLedger, shedder: LoadShedder, quotas: [QuotaClient], access: ZooKeeperAccess = .open,
         logger: Logger, sessionTimeout: Duration = .seconds(4), reportInterval: Duration = .milliseconds(100)
     ) {
+        precondition(!quotas.isEmpty, "an edge needs a quota service to ask for more")
         self.zooKeeper = zooKeeper
         self.access = access
         self.layout = QuotaLayout(root: root)
@@ -75,16 +76,20 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
         self.logger = logger
         self.sessionTimeout = sessionTimeout
         self.reportInterval = reportInterval
-        let addresses = HostPort.list(quotaService, defaultHost: "127.0.0.1").flatMap { $0.isEmpty ? nil : $0 }
-            ?? [HostPort(host: "127.0.0.1", port: 0)]
-        self.quotas = addresses.map { address in
-            QuotaClient(
-                rpc: RPCClient(
-                    configuration: RPCClientConfiguration(
-                        host: address.host, port: address.port, connectTimeout: .seconds(1), defaultTimeout: .seconds(3),
-                        token: serviceToken ?? ""),
-                    logger: logger))
-        }
+        self.quotas = quotas
+    }
+
+    /// The same, with clients of `quotaService` (`host:port[,host:port...]`: `quotaClients`).
+    public convenience init(
+        zooKeeper: String, root: String = QuotaLayout.defaultRoot, address: @escaping @Sendable () async throws -> String,
+        ledger: QuotaLedger,
+        shedder: LoadShedder, quotaService: String, serviceToken: String? = nil, access: ZooKeeperAccess = .open,
+        logger: Logger, sessionTimeout: Duration = .seconds(4), reportInterval: Duration = .milliseconds(100)
+    ) {
+        self.init(
+            zooKeeper: zooKeeper, root: root, address: address, ledger: ledger, shedder: shedder,
+            quotas: Self.quotaClients(quotaService, serviceToken: serviceToken, logger: logger), access: access,
+            logger: logger, sessionTimeout: sessionTimeout, reportInterval: reportInterval)
     }
 
     /// The same, with an address known up front.

@@ -113,18 +113,12 @@ struct HostileCases {
             let part = await withTaskGroup(of: (Int, PurchaseResponse?).self) { group in
                 for (index, request) in chunk.enumerated() {
                     group.addTask {
-                        for _ in 0..<20 {
-                            do {
-                                return (index, try await inventory.purchase(PurchaseRequest(
-                                    requestId: request.requestID, userId: request.userID, productId: request.product,
-                                    lookupOnly: true), timeout: .seconds(5)))
-                            } catch let error as RPCError where error.code == .unavailable {
-                                try? await Task.sleep(for: .milliseconds(250))
-                            } catch {
-                                return (index, nil)
-                            }
-                        }
-                        return (index, nil)
+                        // A lookup is a read: asked again while its answer may be unknown, for about 5 s.
+                        (index, try? await retryingUnavailable(patience: .seconds(5), pause: .milliseconds(250), idempotent: true) {
+                            try await inventory.purchase(PurchaseRequest(
+                                requestId: request.requestID, userId: request.userID, productId: request.product,
+                                lookupOnly: true), timeout: .seconds(5))
+                        })
                     }
                 }
                 var part = [PurchaseResponse?](repeating: nil, count: chunk.count)

@@ -130,9 +130,8 @@ struct Operator: Sendable {
     static func failure(_ error: any Error, service: String, endpoint: HostPort, product: String?) -> any Error {
         if error is OperatorFailure { return error }
         let rpc = RPCError.wrapping(error)
+        if rpc.code.isUnreachable { return OperatorFailure.unreachable(service, endpoint, rpc) }
         switch rpc.code {
-        case .unavailable, .deadlineExceeded:
-            return OperatorFailure.unreachable(service, endpoint, rpc)
         case .notFound:
             if let product { return OperatorFailure(exitCode: 4, description: "unknown product '\(product)'") }
             return OperatorFailure(exitCode: 4, description: "the \(service) at \(endpoint) found nothing: \(rpc.message)")

@@ -30,7 +30,8 @@ struct ScheduledRaise: Sendable, Equatable {
                     let changeId = StockChangeId.make()
                     let what = "raise \(raise.product) by \(raise.units.grouped)"
                     do {
-                        _ = try await retryingUnavailable {
+                        // The change id makes a repeat a no-op, so an outcome in doubt is asked again too.
+                        _ = try await retryingUnavailable(idempotent: true) {
                             try await quota.raiseStock(productId: raise.product, by: raise.units, changeId: changeId)
                         }
                         sampler?.mark(.action, what)

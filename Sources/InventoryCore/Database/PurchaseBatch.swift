@@ -1,8 +1,9 @@
 import PostgresClient
 
-/// The purchase path's statements and what their answers mean: the one place the calls of `purchase_batch` and
-/// `lookup_batch` and their outcome codes are written in Swift (the procedures: `Schema`, migrations 2 and 4).
-/// Decoding is pure, so its rules are unit-tested without a database.
+/// The purchase path's statements and what their answers mean: the one place the SQL of the consumers (the calls
+/// of `purchase_batch`, `lookup_batch` and `bind_requests`, and the sold-out read) and the procedures' outcome codes
+/// are written in Swift (the procedures: `Schema`, migrations 2 and 4). Parameters and decoding are pure, so their
+/// rules are unit-tested without a database; `run` is the one place a consumer sends a statement.
 enum PurchaseBatch {
     /// Column 4: a hold's pay_by (Unix ms) for the batch's new orders, NULL when the product has no hold time:
     /// `purchase_batch` set it to now() + the hold, and now() is the same in this statement's transaction.
@@ -14,6 +15,86 @@ enum PurchaseBatch {
         """
     static let lookup =
         "SELECT r_requests, r_outcomes, r_orders, r_edges FROM lookup_batch($1::integer, $2::bigint[], $3::bigint[])"
+    /// The hot pool's first step, on the main database: binds the batch's request ids to the product and user, and
+    /// answers those already bound to another (`reused`).
+    static let bind = "SELECT r_reused FROM bind_requests($1::integer, $2::bigint[], $3::bigint[])"
+    /// A sold-out product's settled request ids, orders and closed ids alike (`soldOutLookup`); one row past the
+    /// limit tells that there are more.
+    static let soldOut = "SELECT request_id, user_id, order_id, edge_id FROM requests WHERE product_id = $1 LIMIT $2"
+
+    // MARK: - Parameters
+
+    /// `purchase`'s: the product and the batch's request ids, users and edges, as arrays.
+    static func purchaseParameters<P: PurchaseIdentity>(product: Int32, _ purchases: [P]) -> [String?] {
+        [
+            String(product),
+            PostgresArrays.text(count: purchases.count) { purchases[$0].requestId },
+            PostgresArrays.text(count: purchases.count) { purchases[$0].userId },
+            PostgresArrays.text(count: purchases.count) { Int64(purchases[$0].edgeId) },
+        ]
+    }
+
+    /// `lookup`'s and `bind`'s: the product and the request ids with their users.
+    static func requestParameters<P: PurchaseIdentity>(product: Int32, _ purchases: [P]) -> [String?] {
+        [
+            String(product),
+            PostgresArrays.text(count: purchases.count) { purchases[$0].requestId },
+            PostgresArrays.text(count: purchases.count) { purchases[$0].userId },
+        ]
+    }
+
+    /// `soldOut`'s: the product and one row more than `limit`.
+    static func soldOutParameters(product: Int32, limit: Int) -> [String?] { [String(product), String(limit + 1)] }
+
+    // MARK: - Answers
+
+    /// `purchase`'s column 4: the pay-by time (Unix ms) of the batch's new orders; 0 when the product has no hold time.
+    static func payBy(_ result: PostgresResult) -> Int64 { result.int64(0, 4) ?? 0 }
+
+    /// `bind`'s answer: the request ids bound to another product or user. An answer without the array is an error
+    /// (nothing is known to be bound).
+    static func reused(_ result: PostgresResult) throws -> [Int64] {
+        guard let reused = result.string(0, 0).flatMap(PostgresArrays.integers) else {
+            throw PostgresError(code: "XX000", message: "bind_requests returned no array")
+        }
+        return reused
+    }
+
+    /// `soldOut`'s answer as the product's in-memory lookup; nil when the product has more than `limit` settled
+    /// request ids (too large to mirror: its purchases keep going to the database). A row without a request id or
+    /// user is skipped.
+    static func soldOutLookup(_ result: PostgresResult, limit: Int) -> SoldOutLookup? {
+        guard result.count <= limit else { return nil }
+        var lookup = SoldOutLookup()
+        lookup.byRequest.reserveCapacity(result.count)
+        for row in 0..<result.count {
+            guard let request = result.int64(row, 0), let user = result.int64(row, 1) else { continue }
+            let order = result.int64(row, 2).map { SoldOutLookup.Order(id: $0, edge: result.int64(row, 3) ?? 0) }
+            lookup.byRequest[request] = SoldOutLookup.Settled(user: user, order: order)
+        }
+        return lookup
+    }
+
+    // MARK: - Sending
+
+    /// One statement on a consumer's connection. A deadlock or serialization failure rolled the whole call back:
+    /// running it once more is safe. Any other failure is the answer.
+    static func run(_ statement: String, _ parameters: [String?], on connection: PostgresConnection)
+        -> Result<PostgresResult, PostgresError>
+    {
+        var failure = PostgresError(code: "XX000", message: "not run")
+        for attempt in 1...2 {
+            do {
+                return .success(try connection.query(statement, parameters))
+            } catch let error as PostgresError {
+                failure = error
+                if !(error.isRetryableTransactionFailure && attempt == 1) { break }
+            } catch {
+                return .failure(PostgresError(code: "XX000", message: "\(error)"))
+            }
+        }
+        return .failure(failure)
+    }
 
     /// The procedures' outcome codes.
     enum Code: Int64 {
@@ -129,3 +210,12 @@ enum PurchaseBatch {
         }
     }
 }
+
+/// What the statements send of a purchase: its request id, user and edge.
+protocol PurchaseIdentity {
+    var requestId: Int64 { get }
+    var userId: Int64 { get }
+    var edgeId: Int32 { get }
+}
+
+extension PendingPurchase: PurchaseIdentity {}

@@ -2,6 +2,7 @@ import FlashSaleClient
 import Logging
 import ServiceLifecycle
 import Synchronization
+import Wire
 import ZooKeeperClient
 
 /// The background side of the quota service, as a `Service`: keeps the ZooKeeper session (a new one after an
@@ -20,6 +21,9 @@ final class QuotaSupervisor: Service, Sendable {
     private let edgesChanged = Atomic<Bool>(true)
     private let sessionExpired = Atomic<Bool>(false)
     private let leading = Atomic<Bool>(false)
+    /// After a failed pass (ZooKeeper or the inventory unreachable, say): back off, and start again from the
+    /// first delay after a pass that succeeds.
+    static let retryDelay = Backoff(initial: .milliseconds(200), max: .seconds(2))
 
     init(
         coordinator: QuotaCoordinator, advertisedAddress: @escaping @Sendable () -> String,
@@ -68,6 +72,7 @@ final class QuotaSupervisor: Service, Sendable {
         var knownEdges: Set<String> = []
         var lastSettle = ContinuousClock.now - settleInterval
         var lastAttempt = ContinuousClock.now - .seconds(1)
+        var delays = Self.retryDelay.makeIterator()
         while !Task.isCancelled {
             do {
                 if sessionExpired.exchange(false, ordering: .relaxed) {
@@ -104,11 +109,13 @@ final class QuotaSupervisor: Service, Sendable {
                         await coordinator.releaser.forgetIdle()
                     }
                 }
+                delays = Self.retryDelay.makeIterator()
             } catch is CancellationError {
                 return
             } catch {
-                logger.warning("quota supervision failed; retrying", metadata: ["error": "\(error)"])
-                try? await Task.sleep(for: .milliseconds(200))
+                let delay = delays.next()
+                logger.warning("quota supervision failed; retrying", metadata: ["error": "\(error)", "delay": "\(delay)"])
+                try? await Task.sleep(for: delay)
             }
             try? await Task.sleep(for: .milliseconds(20))
         }

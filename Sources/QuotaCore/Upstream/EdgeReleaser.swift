@@ -46,7 +46,7 @@ final class EdgeReleaser: Sendable {
                 EdgeRPC.ReleaseQuota.self, ReleaseQuotaRequest(productId: product, maxUnits: units, edgeId: edgeID),
                 timeout: timeout)
             return .released(total: response.releasedTotal, session: response.session)
-        } catch let error as RPCError where error.code == .unavailable || error.code == .deadlineExceeded {
+        } catch let error as RPCError where error.code.isUnreachable {
             logger.info("edge unreachable", metadata: ["address": "\(address)", "edge": "\(edgeID)", "error": "\(error)"])
             // Its connection is broken: the next call connects afresh rather than failing at once while this client
             // backs off (an edge started since on that address, or the same one back, must get a real try).

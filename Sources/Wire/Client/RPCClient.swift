@@ -249,10 +249,8 @@ final class ClientConnection: Sendable {
 
     private func scheduleReconnect() {
         self.state.value = .backoff
-        let delay = TimeAmount(self.backoff.value.next())
-        // Jitter keeps a fleet of clients from reconnecting in lock-step after a server restart.
-        let jittered = TimeAmount.nanoseconds(Int64(Double(delay.nanoseconds) * Double.random(in: 0.8...1.2)))
-        self.eventLoop.scheduleTask(in: jittered) {
+        // The backoff's own jitter keeps a fleet of clients from reconnecting in lock-step after a server restart.
+        self.eventLoop.scheduleTask(in: TimeAmount(self.backoff.value.next())) {
             guard case .backoff = self.state.value else { return }
             self.state.value = .connecting(waiting: [])
             self.connect()
