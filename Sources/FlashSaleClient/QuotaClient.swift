@@ -53,15 +53,6 @@ public struct QuotaLayout: Sendable, Hashable {
         }
         return sequence + 1
     }
-
-    /// Product ids become node names: 1-128 bytes of letters, digits, `.`, `_`, `-`, and not `.` or `..`.
-    public static func isValidProductID(_ id: String) -> Bool {
-        guard !id.isEmpty, id.utf8.count <= 128, id != ".", id != ".." else { return false }
-        return id.utf8.allSatisfy { byte in
-            (byte >= 0x30 && byte <= 0x39) || (byte >= 0x41 && byte <= 0x5A) || (byte >= 0x61 && byte <= 0x7A)
-                || byte == 0x2E || byte == 0x5F || byte == 0x2D
-        }
-    }
 }
 
 /// A typed client of the quota service. Errors are thrown as `RPCError` with the service's status

@@ -126,7 +126,7 @@ struct  Flashsale__PurchaseRequest
    */
   uint64_t user_id;
   /*
-   * 1-128 bytes, a product's id (see above)
+   * a product's id (see above)
    */
   char *product_id;
   /*
@@ -233,7 +233,7 @@ struct  Flashsale__CreateProductRequest
 {
   ProtobufCMessage base;
   /*
-   * quota.CreateProduct: 1-128 letters, digits, '.', '_', '-'; inventory: 1-128 bytes
+   * 1-128 letters, digits, '.', '_', '-' (see above)
    */
   char *product_id;
   /*
@@ -455,7 +455,7 @@ typedef enum {
 } Flashsale__OrderRequest__KeyCase;
 
 /*
- * Names one order: the product (1-128 bytes) and either the request id that made it or its order id (non-zero).
+ * Names one order: the product (its id, see above) and either the request id that made it or its order id (non-zero).
  */
 struct  Flashsale__OrderRequest
 {

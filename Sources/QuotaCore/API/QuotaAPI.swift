@@ -10,14 +10,11 @@ import ZooKeeperClient
 struct QuotaAPI: QuotaRPCServer {
     let coordinator: QuotaCoordinator
 
-    /// Far beyond any sale, far below where sums of units could overflow.
-    static let maxUnits: Int64 = 1_000_000_000_000
-
 
     func createProduct(_ request: CreateProductRequest, context: ServerCallContext) async throws -> ProductQuotas {
         try Self.checkProduct(request.productId)
         guard request.totalStock > 0 else { throw RPCError(.invalidArgument, "total_stock must be positive") }
-        guard request.totalStock <= Self.maxUnits else { throw RPCError(.invalidArgument, "total_stock is absurdly large") }
+        guard request.totalStock <= ProductRules.maxStock else { throw RPCError(.invalidArgument, "total_stock is absurdly large") }
         guard request.saleLimit >= 0 else { throw RPCError(.invalidArgument, "sale_limit is negative") }
         let outcome = try await coordinator.createProduct(request)
         return QuotaCoordinator.quotas(request.productId, outcome.balance)
@@ -27,7 +24,7 @@ struct QuotaAPI: QuotaRPCServer {
         try Self.checkProduct(request.productId)
         guard case .raiseBy(let units)? = request.change else { throw RPCError(.invalidArgument, "set raise_by") }
         guard units > 0 else { throw RPCError(.invalidArgument, "raise_by must be positive") }
-        guard units <= Self.maxUnits else { throw RPCError(.invalidArgument, "raise_by is absurdly large") }
+        guard units <= ProductRules.maxStock else { throw RPCError(.invalidArgument, "raise_by is absurdly large") }
         // Passed on to the inventory, which applies a change id once: the operator's retry is safe.
         guard request.changeId != 0 else {
             throw RPCError(.invalidArgument, "change_id is missing (0): choose one per raise and reuse it to retry")
@@ -40,7 +37,7 @@ struct QuotaAPI: QuotaRPCServer {
         try Self.checkProduct(request.productId)
         guard case .saleLimit(let limit)? = request.change else { throw RPCError(.invalidArgument, "set sale_limit") }
         guard limit >= 0 else { throw RPCError(.invalidArgument, "sale_limit is negative") }
-        guard limit <= Self.maxUnits else { throw RPCError(.invalidArgument, "sale_limit is absurdly large") }
+        guard limit <= ProductRules.maxStock else { throw RPCError(.invalidArgument, "sale_limit is absurdly large") }
         let outcome = try await coordinator.adjustStock(request)
         return QuotaCoordinator.quotas(request.productId, outcome.balance)
     }
@@ -65,11 +62,9 @@ struct QuotaAPI: QuotaRPCServer {
         return try await coordinator.status(request.productId)
     }
 
+    /// Product ids become node names (`ProductRules`).
     static func checkProduct(_ id: String) throws {
-        guard !id.isEmpty else { throw RPCError(.invalidArgument, "product_id is empty") }
-        guard QuotaLayout.isValidProductID(id) else {
-            throw RPCError(.invalidArgument, "product_id must be 1-128 letters, digits, '.', '_' or '-'")
-        }
+        if let problem = ProductRules.idProblem(id) { throw RPCError(.invalidArgument, problem.description) }
     }
 }
 
