@@ -67,6 +67,9 @@ let package = Package(
             swiftSettings: strict),
 
         // Typed clients of the three services, for other Swift services, the CLI and the tests.
+        // The quota service's contract beyond RPC: where things live in ZooKeeper and who may write them (the app's
+        // ACL roles and secrets), shared by the quota service, the edges, the inventory's registrar and the tools.
+        .target(name: "QuotaContract", dependencies: ["ZooKeeperClient"], swiftSettings: strict),
         .target(
             name: "FlashSaleClient",
             dependencies: [
@@ -80,7 +83,7 @@ let package = Package(
         .target(
             name: "InventoryDiscovery",
             dependencies: [
-                "Addressing", "Wire", "Proto", "ZooKeeperClient",
+                "QuotaContract", "Addressing", "Wire", "Proto", "ZooKeeperClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -104,7 +107,7 @@ let package = Package(
         .target(
             name: "EdgeCore",
             dependencies: [
-                "InventoryDiscovery",
+                "QuotaContract", "InventoryDiscovery",
                 "Addressing",
                 "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "FlashSaleClient",
                 "ZooKeeperClient",
@@ -118,9 +121,9 @@ let package = Package(
         .target(
             name: "QuotaCore",
             dependencies: [
-                "InventoryDiscovery",
+                "QuotaContract", "InventoryDiscovery",
                 "Addressing",
-                "ServiceKit", "Wire", "Proto", "FlashSaleClient", "ZooKeeperClient",
+                "ServiceKit", "Wire", "Proto", "ZooKeeperClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -145,7 +148,7 @@ let package = Package(
         .executableTarget(
             name: "Edge",
             dependencies: [
-                "InventoryDiscovery",
+                "QuotaContract", "InventoryDiscovery",
                 "Addressing",
                 "EdgeCore", "ServiceKit", "ServiceMetrics", "Wire", "FlashSaleClient", "ZooKeeperClient",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -158,7 +161,7 @@ let package = Package(
         .executableTarget(
             name: "QuotaService",
             dependencies: [
-                "Addressing",
+                "QuotaContract", "Addressing",
                 "InventoryDiscovery",
                 "QuotaCore", "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "FlashSaleClient",
                 "ZooKeeperClient", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -169,7 +172,7 @@ let package = Package(
         .executableTarget(
             name: "InventoryService",
             dependencies: [
-                "InventoryDiscovery",
+                "QuotaContract", "InventoryDiscovery",
                 "Addressing",
                 "InventoryCore", "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire",
                 "ZooKeeperClient", .product(name: "Logging", package: "swift-log"),
@@ -182,7 +185,7 @@ let package = Package(
         .executableTarget(
             name: "FlashSaleCLI",
             dependencies: [
-                "Addressing",
+                "QuotaContract", "Addressing",
                 "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster", "SalePage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -192,7 +195,7 @@ let package = Package(
         .executableTarget(
             name: "FlashSaleBench",
             dependencies: [
-                "Addressing",
+                "QuotaContract", "Addressing",
                 "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -243,7 +246,7 @@ let package = Package(
         .testTarget(
             name: "EdgeTests",
             dependencies: [
-                "EdgeCore", "Proto", "Wire", .product(name: "NIOEmbedded", package: "swift-nio"),
+                "QuotaContract", "EdgeCore", "Proto", "Wire", .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
@@ -251,7 +254,7 @@ let package = Package(
         .testTarget(
             name: "QuotaCoreTests",
             dependencies: [
-                "QuotaCore", "FlashSaleClient", "Proto", "Wire", "ZooKeeperClient", "Cluster",
+                "QuotaContract", "QuotaCore", "FlashSaleClient", "Proto", "Wire", "ZooKeeperClient", "Cluster",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
@@ -275,7 +278,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "Addressing",
+                "QuotaContract", "Addressing",
                 "TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient", "ServiceKit",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],

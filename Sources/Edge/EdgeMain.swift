@@ -7,6 +7,7 @@ import InventoryDiscovery
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import QuotaContract
 import ServiceKit
 import ServiceLifecycle
 import ServiceMetrics

@@ -2,6 +2,7 @@ import FlashSaleClient
 import InventoryDiscovery
 import Logging
 import NIOCore
+import QuotaContract
 import ServiceKit
 import ServiceLifecycle
 import ServiceMetrics

@@ -5,6 +5,7 @@ import Logging
 import Metrics
 import InventoryCore
 import InventoryDiscovery
+import QuotaContract
 import ServiceKit
 import ServiceLifecycle
 import ServiceMetrics

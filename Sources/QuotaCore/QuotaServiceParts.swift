@@ -1,6 +1,6 @@
-import FlashSaleClient
 import InventoryDiscovery
 import Logging
+import QuotaContract
 import ServiceKit
 import ServiceLifecycle
 import Wire

@@ -5,6 +5,7 @@ import Foundation
 import InventoryDiscovery
 import Metrics
 import NIOConcurrencyHelpers
+import QuotaContract
 import QuotaCore
 import ServiceKit
 import ServiceLifecycle

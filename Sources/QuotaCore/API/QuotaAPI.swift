@@ -1,4 +1,3 @@
-import FlashSaleClient
 import Logging
 import Proto
 import Wire
