@@ -67,6 +67,9 @@ let package = Package(
             swiftSettings: strict),
 
         // Typed clients of the three services, for other Swift services, the CLI and the tests.
+        // The quota service's contract beyond RPC: where things live in ZooKeeper and who may write them (the app's
+        // ACL roles and secrets), shared by the quota service, the edges, the inventory's registrar and the tools.
+        .target(name: "QuotaContract", dependencies: ["ZooKeeperClient"], swiftSettings: strict),
         .target(
             name: "FlashSaleClient",
             dependencies: [
@@ -80,7 +83,7 @@ let package = Package(
         .target(
             name: "InventoryDiscovery",
             dependencies: [
-                "Addressing", "Wire", "Proto", "ZooKeeperClient",
+                "QuotaContract", "Addressing", "Wire", "Proto", "ZooKeeperClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -106,7 +109,7 @@ let package = Package(
         .target(
             name: "EdgeCore",
             dependencies: [
-                "InventoryDiscovery",
+                "QuotaContract", "InventoryDiscovery",
                 "Addressing",
                 "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "FlashSaleClient",
                 "ZooKeeperClient",
@@ -120,9 +123,9 @@ let package = Package(
         .target(
             name: "QuotaCore",
             dependencies: [
-                "InventoryDiscovery",
+                "QuotaContract", "InventoryDiscovery",
                 "Addressing",
-                "ServiceKit", "Wire", "Proto", "FlashSaleClient", "ZooKeeperClient",
+                "ServiceKit", "Wire", "Proto", "ZooKeeperClient",
                 "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -136,7 +139,7 @@ let package = Package(
             dependencies: [
                 "Addressing",
                 .product(name: "Metrics", package: "swift-metrics"), "Wire", "Proto", "PostgresClient", "ZooKeeperClient",
-                "ServiceKit", "ServiceMetrics", "InventoryDiscovery",
+                "ServiceKit", "ServiceMetrics", "InventoryDiscovery", "QuotaContract",
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -148,7 +151,7 @@ let package = Package(
         .executableTarget(
             name: "Edge",
             dependencies: [
-                "InventoryDiscovery",
+                "QuotaContract", "InventoryDiscovery",
                 "Addressing",
                 "EdgeCore", "ServiceKit", "ServiceMetrics", "Wire", "FlashSaleClient", "ZooKeeperClient",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -160,7 +163,7 @@ let package = Package(
         .executableTarget(
             name: "QuotaService",
             dependencies: [
-                "Addressing",
+                "QuotaContract", "Addressing",
                 "InventoryDiscovery",
                 "QuotaCore", "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "FlashSaleClient",
                 "ZooKeeperClient",
@@ -171,7 +174,7 @@ let package = Package(
         .executableTarget(
             name: "InventoryService",
             dependencies: [
-                "InventoryDiscovery",
+                "QuotaContract", "InventoryDiscovery",
                 "Addressing",
                 "InventoryCore", "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire",
                 "ZooKeeperClient", .product(name: "Logging", package: "swift-log"),
@@ -184,7 +187,7 @@ let package = Package(
         .executableTarget(
             name: "FlashSaleCLI",
             dependencies: [
-                "Addressing",
+                "QuotaContract", "Addressing",
                 "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster", "SalePage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
@@ -194,7 +197,7 @@ let package = Package(
         .executableTarget(
             name: "FlashSaleBench",
             dependencies: [
-                "Addressing",
+                "QuotaContract", "Addressing",
                 "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -245,7 +248,7 @@ let package = Package(
         .testTarget(
             name: "EdgeTests",
             dependencies: [
-                "EdgeCore", "Proto", "Wire", .product(name: "NIOEmbedded", package: "swift-nio"),
+                "QuotaContract", "EdgeCore", "Proto", "Wire", .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
@@ -253,14 +256,14 @@ let package = Package(
         .testTarget(
             name: "QuotaCoreTests",
             dependencies: [
-                "QuotaCore", "FlashSaleClient", "Proto", "Wire", "ZooKeeperClient", "Cluster",
+                "QuotaContract", "QuotaCore", "FlashSaleClient", "Proto", "Wire", "ZooKeeperClient", "Cluster",
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict),
         .testTarget(name: "SalePageTests", dependencies: ["SalePage"], swiftSettings: strict),
         .testTarget(
             name: "ServiceKitTests",
-            dependencies: ["ServiceKit", "Addressing", "FlashSaleClient", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: ["ServiceKit", "Addressing", "QuotaContract", .product(name: "NIOCore", package: "swift-nio")],
             swiftSettings: strict),
         .testTarget(name: "PostgresClientTests", dependencies: ["Addressing", "PostgresClient"], swiftSettings: strict),
         .testTarget(name: "ZooKeeperClientTests", dependencies: ["ZooKeeperClient"], swiftSettings: strict),
@@ -281,7 +284,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "Addressing",
+                "QuotaContract", "Addressing",
                 "TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient", "ServiceKit",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],

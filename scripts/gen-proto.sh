@@ -3,6 +3,8 @@
 #   Sources/ProtoC            C structs and (un)packers of the message files, by protoc-c (protobuf-c)
 #   Sources/Proto/Generated   Swift value types bridged to them (*.pb.swift) and the method table of the service
 #                             blocks (*.rpc.swift), by scripts/gen-swift-proto.py
+#   Sources/Wire/Generated    per service a server protocol with `register(into:)` and a typed client stub
+#                             (*.stubs.swift), by the same
 #   README.md                 the method table between its markers, by the same
 #   scripts/gen-proto.sh          write the generated files
 #   scripts/gen-proto.sh --check  fail when the committed files differ from what the generators produce
@@ -19,7 +21,7 @@ done
 [[ -n $python ]] || { echo "protobuf for Python missing: apt-get install python3-protobuf" >&2; exit 1; }
 
 out=$(mktemp -d); trap 'rm -rf "$out"' EXIT
-mkdir -p "$out/c/include" "$out/swift"
+mkdir -p "$out/c/include" "$out/swift" "$out/wire"
 set_file=$out/descriptors.pb
 protoc-c --proto_path=proto --proto_path=/usr/include --descriptor_set_out="$set_file" --include_imports \
   --include_source_info proto/*.proto
@@ -28,23 +30,25 @@ read -r -a c_sources <<<"$("$python" scripts/gen-swift-proto.py --c-sources "$se
 protoc-c --proto_path=proto --c_out="$out/c" "${c_sources[@]}"
 mv "$out"/c/*.pb-c.h "$out/c/include/"
 cp README.md "$out/README.md"
-"$python" scripts/gen-swift-proto.py "$set_file" "$out/swift" "$out/README.md"
+"$python" scripts/gen-swift-proto.py "$set_file" "$out/swift" "$out/wire" "$out/README.md"
 
 if [[ "${1:-}" == "--check" ]]; then
   if diff -r "$out/c" Sources/ProtoC >/dev/null && diff -r "$out/swift" Sources/Proto/Generated >/dev/null \
-      && diff "$out/README.md" README.md >/dev/null; then
+      && diff -r "$out/wire" Sources/Wire/Generated >/dev/null && diff "$out/README.md" README.md >/dev/null; then
     echo "generated contract code is up to date"
   else
     diff -r "$out/c" Sources/ProtoC | head -20 >&2 || true
     diff -r "$out/swift" Sources/Proto/Generated | head -20 >&2 || true
+    diff -r "$out/wire" Sources/Wire/Generated | head -20 >&2 || true
     diff "$out/README.md" README.md | head -20 >&2 || true
     echo "generated contract code is stale: run scripts/gen-proto.sh and commit" >&2
     exit 1
   fi
   exit 0
 fi
-rm -rf Sources/ProtoC Sources/Proto/Generated
+rm -rf Sources/ProtoC Sources/Proto/Generated Sources/Wire/Generated
 cp -r "$out/c" Sources/ProtoC
 cp -r "$out/swift" Sources/Proto/Generated
+cp -r "$out/wire" Sources/Wire/Generated
 cp "$out/README.md" README.md
-echo "generated: $(cd "$out" && find c swift -type f | sort | tr '\n' ' ') README.md (method table)"
+echo "generated: $(cd "$out" && find c swift wire -type f | sort | tr '\n' ' ') README.md (method table)"

@@ -4,6 +4,7 @@ import EdgeCore
 import Foundation
 import NIOCore
 import NIOPosix
+import QuotaContract
 import ServiceKit
 import ServiceLifecycle
 import Wire

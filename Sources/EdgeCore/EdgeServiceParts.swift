@@ -2,6 +2,7 @@ import FlashSaleClient
 import InventoryDiscovery
 import Logging
 import NIOCore
+import QuotaContract
 import ServiceKit
 import ServiceLifecycle
 import ServiceMetrics
@@ -70,13 +71,12 @@ public struct EdgeServiceParts: Sendable {
 
     /// `edge.Purchase`, the one public method.
     public func registerPurchase(into router: inout RPCRouter) {
-        purchases.registerPurchase(into: &router)
+        EdgeAPI(purchases: purchases, ledger: ledger).register(into: &router, where: EdgeAPI.isPublic)
     }
 
     /// `edge.Stats`, `edge.ReleaseQuota` and `edge.QuotaUsage`: on the operator port when the edge has one.
     public func registerOperatorMethods(into router: inout RPCRouter) {
-        purchases.registerStats(into: &router)
-        EdgeQuotaAgent.registerMethods(into: &router, ledger: ledger)
+        EdgeAPI(purchases: purchases, ledger: ledger).register(into: &router, where: { !EdgeAPI.isPublic($0) })
     }
 
     /// The agent first, then the resolver: the group stops them in reverse order, so the agent reports the final

@@ -6,6 +6,7 @@ import Histogram
 import Logging
 import NIOCore
 import Proto
+import QuotaContract
 import Wire
 import ZooKeeperClient
 

@@ -6,17 +6,19 @@ import Wire
 
 /// The public purchase API of an edge, for client services, the `flashsale` tool and the tests.
 public struct EdgeClient: Sendable {
-    public let rpc: RPCClient
+    /// The generated stub underneath (proto/services.proto's names and types); this type adds the conveniences.
+    public let calls: EdgeRPCClient
+    public var rpc: RPCClient { calls.rpc }
 
     public init(host: String, port: Int, connections: Int = 1, timeout: TimeAmount = .seconds(10),
                 group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton, logger: Logger) {
-        self.rpc = RPCClient(
+        self.calls = EdgeRPCClient(RPCClient(
             configuration: RPCClientConfiguration(host: host, port: port, connections: connections, defaultTimeout: timeout),
-            group: group, logger: logger)
+            group: group, logger: logger))
     }
 
     public init(rpc: RPCClient) {
-        self.rpc = rpc
+        self.calls = EdgeRPCClient(rpc)
     }
 
     /// One purchase attempt. Retry a request whose outcome never arrived with the same request id and
@@ -30,17 +32,16 @@ public struct EdgeClient: Sendable {
     public func purchaseFuture(
         requestID: UInt64, userID: UInt64, product: String, retry: Bool = false, timeout: TimeAmount? = nil
     ) -> EventLoopFuture<PurchaseResponse> {
-        self.rpc.callFuture(
-            EdgeRPC.Purchase.self, PurchaseRequest(requestId: requestID, userId: userID, productId: product, retry: retry),
-            timeout: timeout)
+        self.calls.purchaseFuture(
+            PurchaseRequest(requestId: requestID, userId: userID, productId: product, retry: retry), timeout: timeout)
     }
 
     public func stats() async throws -> EdgeStatsResponse {
-        try await self.rpc.call(EdgeRPC.Stats.self, EdgeStatsRequest())
+        try await self.calls.stats(EdgeStatsRequest())
     }
 
     public func ping() async throws -> String {
-        try await self.rpc.call(CommonRPC.Ping.self, WirePingRequest()).service
+        try await CommonRPCClient(self.rpc).ping(WirePingRequest()).service
     }
 
     public func shutdown() async {

@@ -6,10 +6,12 @@ import Wire
 /// A typed client of the inventory service: one method per call. Errors are thrown as `RPCError` with the
 /// service's status (NOT_FOUND, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, UNAVAILABLE, ...).
 public struct InventoryClient: Sendable {
-    public let rpc: RPCClient
+    /// The generated stub underneath (proto/services.proto's names and types); this type adds the conveniences.
+    public let calls: InventoryRPCClient
+    public var rpc: RPCClient { calls.rpc }
 
     public init(rpc: RPCClient) {
-        self.rpc = rpc
+        self.calls = InventoryRPCClient(rpc)
     }
 
     /// A pool of `connections` to the service at host:port; `token` is the service token (needed by purchases,
@@ -20,9 +22,9 @@ public struct InventoryClient: Sendable {
     ) {
         let configuration = RPCClientConfiguration(host: host, port: port, connections: connections, token: token)
         if let group {
-            self.rpc = RPCClient(configuration: configuration, group: group, logger: logger)
+            self.calls = InventoryRPCClient(RPCClient(configuration: configuration, group: group, logger: logger))
         } else {
-            self.rpc = RPCClient(configuration: configuration, logger: logger)  // the shared event loops
+            self.calls = InventoryRPCClient(RPCClient(configuration: configuration, logger: logger))  // the shared event loops
         }
     }
 
@@ -31,32 +33,32 @@ public struct InventoryClient: Sendable {
     /// Answered once the order committed (PURCHASED), or with SOLD_OUT / ALREADY_PURCHASED. Retrying with the same
     /// request id returns the first outcome, never a second order.
     public func purchase(_ request: PurchaseRequest, timeout: TimeAmount? = nil) async throws -> PurchaseResponse {
-        try await rpc.call(InventoryRPC.Purchase.self, request, timeout: timeout)
+        try await calls.purchase(request, timeout: timeout)
     }
 
     /// The future form, for callers on an event loop (the edge forwarding purchases).
     public func purchaseFuture(_ request: PurchaseRequest, timeout: TimeAmount? = nil) -> EventLoopFuture<PurchaseResponse> {
-        rpc.callFuture(InventoryRPC.Purchase.self, request, timeout: timeout)
+        calls.purchaseFuture(request, timeout: timeout)
     }
 
     // MARK: - Products and stock
 
     /// Service token. ALREADY_EXISTS when the product id is taken.
     public func createProduct(_ request: CreateProductRequest, timeout: TimeAmount? = nil) async throws -> Product {
-        try await rpc.call(InventoryRPC.CreateProduct.self, request, timeout: timeout)
+        try await calls.createProduct(request, timeout: timeout)
     }
 
     public func getStock(productId: String, timeout: TimeAmount? = nil) async throws -> Product {
-        try await rpc.call(InventoryRPC.GetStock.self, ProductRequest(productId: productId), timeout: timeout)
+        try await calls.getStock(ProductRequest(productId: productId), timeout: timeout)
     }
 
     public func listProducts(timeout: TimeAmount? = nil) async throws -> [Product] {
-        try await rpc.call(InventoryRPC.ListProducts.self, ListProductsRequest(), timeout: timeout).products
+        try await calls.listProducts(ListProductsRequest(), timeout: timeout).products
     }
 
     /// Service token. Returns the product after the change.
     public func adjustStock(_ request: AdjustStockRequest, timeout: TimeAmount? = nil) async throws -> Product {
-        try await rpc.call(InventoryRPC.AdjustStock.self, request, timeout: timeout)
+        try await calls.adjustStock(request, timeout: timeout)
     }
 
     /// Service token. Adds `units` (> 0) to the product's stock, once per `changeId`: a retry with the same change id
@@ -78,12 +80,12 @@ public struct InventoryClient: Sendable {
 
     /// Units sold per product and per forwarding edge; an empty product id means every product.
     public func soldCounts(productId: String = "", timeout: TimeAmount? = nil) async throws -> [ProductSold] {
-        try await rpc.call(InventoryRPC.SoldCounts.self, SoldCountsRequest(productId: productId), timeout: timeout).products
+        try await calls.soldCounts(SoldCountsRequest(productId: productId), timeout: timeout).products
     }
 
     /// Per product: remaining + orders == total stock and no slot negative; an empty product id means every product.
     public func audit(productId: String = "", timeout: TimeAmount? = nil) async throws -> AuditResponse {
-        try await rpc.call(InventoryRPC.Audit.self, AuditRequest(productId: productId), timeout: timeout)
+        try await calls.audit(AuditRequest(productId: productId), timeout: timeout)
     }
 
     public func shutdown() async {

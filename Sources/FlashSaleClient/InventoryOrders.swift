@@ -6,16 +6,16 @@ import Wire
 extension InventoryClient {
     /// Marks the hold paid; FAILED_PRECONDITION when it was released (refund the payment).
     public func confirmOrder(_ request: OrderRequest, timeout: TimeAmount? = nil) async throws -> Order {
-        try await rpc.call(InventoryRPC.ConfirmOrder.self, request, timeout: timeout)
+        try await calls.confirmOrder(request, timeout: timeout)
     }
 
     /// Releases the hold (its unit goes back on sale); FAILED_PRECONDITION when it is paid.
     public func cancelOrder(_ request: OrderRequest, timeout: TimeAmount? = nil) async throws -> Order {
-        try await rpc.call(InventoryRPC.CancelOrder.self, request, timeout: timeout)
+        try await calls.cancelOrder(request, timeout: timeout)
     }
 
     public func getOrder(_ request: OrderRequest, timeout: TimeAmount? = nil) async throws -> Order {
-        try await rpc.call(InventoryRPC.GetOrder.self, request, timeout: timeout)
+        try await calls.getOrder(request, timeout: timeout)
     }
 }
 

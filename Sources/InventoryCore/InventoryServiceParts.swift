@@ -3,6 +3,7 @@ import Logging
 import Metrics
 import NIOCore
 import PostgresClient
+import QuotaContract
 import ServiceKit
 import ServiceLifecycle
 import ServiceMetrics

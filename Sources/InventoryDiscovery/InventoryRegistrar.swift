@@ -1,5 +1,6 @@
 import Addressing
 import Logging
+import QuotaContract
 import ServiceLifecycle
 import Wire
 import ZooKeeperClient

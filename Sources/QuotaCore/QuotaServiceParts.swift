@@ -1,7 +1,7 @@
-import FlashSaleClient
 import InventoryDiscovery
 import Logging
 import Metrics
+import QuotaContract
 import ServiceKit
 import ServiceLifecycle
 import ServiceMetrics

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import QuotaContract
 import QuotaCore
 import ServiceKit
 import ServiceLifecycle

@@ -1,5 +1,6 @@
 import FlashSaleClient
 import Proto
+import QuotaContract
 import Testing
 import Wire
 import ZooKeeperClient

@@ -68,6 +68,8 @@ final class FixedReadings: PurchaseReadings {
             (PurchaseRequest(requestId: 1, userId: 0, productId: "tv"), .missingUserID),
             (PurchaseRequest(requestId: 1, userId: 1, productId: ""), .missingProductID),
             (PurchaseRequest(requestId: 1, userId: 1, productId: String(repeating: "x", count: 129)), .productIDTooLong),
+            (PurchaseRequest(requestId: 1, userId: 1, productId: "../tv"), .productIDNotANodeName),
+            (PurchaseRequest(requestId: 1, userId: 1, productId: "a\u{7}b"), .productIDNotANodeName),
             (PurchaseRequest(requestId: 1, userId: 1, productId: "tv", lookupOnly: true), .lookupOnlyFromClient),
         ]
         for (request, refusal) in cases {

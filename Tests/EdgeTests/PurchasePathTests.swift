@@ -119,7 +119,7 @@ final class Harness: @unchecked Sendable {
             configuration: configuration, logger: Logger(label: "test"))
         self.path = path
         var router = RPCRouter(serviceName: "edge")
-        path.register(into: &router)
+        EdgeAPI(purchases: path, ledger: ledger).register(into: &router)
         let routes = router
         channel = try await NIOAsyncTestingChannel(loop: loop) { channel in
             try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))

@@ -4,6 +4,7 @@ import Foundation
 import Logging
 import PostgresClient
 import Proto
+import QuotaContract
 import Testing
 import TestSupport
 import Wire

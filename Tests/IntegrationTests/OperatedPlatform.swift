@@ -7,6 +7,7 @@ import NIOCore
 import NIOPosix
 import PostgresClient
 import Proto
+import QuotaContract
 import ServiceKit
 import Synchronization
 import TestSupport

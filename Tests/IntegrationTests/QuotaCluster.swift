@@ -2,6 +2,7 @@ import FlashSaleClient
 import Foundation
 import Logging
 import Proto
+import QuotaContract
 import Synchronization
 import TestSupport
 import Testing

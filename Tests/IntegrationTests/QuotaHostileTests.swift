@@ -3,6 +3,7 @@ import FlashSaleClient
 import Foundation
 import Logging
 import Proto
+import QuotaContract
 import TestSupport
 import Testing
 import Wire

@@ -1,5 +1,6 @@
 import FlashSaleClient
 import Proto
+import QuotaContract
 import Wire
 import Testing
 

@@ -1,5 +1,5 @@
 import Addressing
-import FlashSaleClient
+import QuotaContract
 import NIOCore
 import ServiceKit
 import Testing

@@ -28,7 +28,7 @@ import Testing
 
     @Test func theEnvelopesRequiredFields() throws {
         var admission = admission()
-        let v1 = admission.admit(WireRequest(callId: 0, method: "Ping"), arrival: nil, now: at(0))
+        let v1 = admission.admit(WireRequest(callId: 0, method: CommonRPC.Ping.name), arrival: nil, now: at(0))
         let noID = try #require(rejection(v1))
         #expect(noID.0 == 0 && noID.1 == .invalidArgument && noID.2 == "call_id is required")
         let v2 = admission.admit(WireRequest(callId: 3, method: ""), arrival: nil, now: at(0))
@@ -54,26 +54,26 @@ import Testing
         let v6 = admission.admit(WireRequest(callId: 3, method: "op.Do", token: "op"), arrival: nil, now: at(0))
         let call = try #require(started(v6))
         #expect(call.callID == 3 && call.method == "op.Do" && call.deadline == nil)
-        let v7 = admission.admit(WireRequest(callId: 4, method: "Ping", token: "anything"), arrival: nil, now: at(0))
+        let v7 = admission.admit(WireRequest(callId: 4, method: CommonRPC.Ping.name, token: "anything"), arrival: nil, now: at(0))
         #expect(started(v7) != nil)
     }
 
     @Test func theDeadlineCountsFromArrival() throws {
         var admission = admission()
-        let v8 = admission.admit(WireRequest(callId: 1, method: "Ping", timeoutUs: 5_000), arrival: nil, now: at(100))
+        let v8 = admission.admit(WireRequest(callId: 1, method: CommonRPC.Ping.name, timeoutUs: 5_000), arrival: nil, now: at(100))
         let now = try #require(started(v8))
         #expect(now.deadline == at(105))
-        let v9 = admission.admit(WireRequest(callId: 2, method: "Ping", timeoutUs: 5_000), arrival: at(98), now: at(100))
+        let v9 = admission.admit(WireRequest(callId: 2, method: CommonRPC.Ping.name, timeoutUs: 5_000), arrival: at(98), now: at(100))
         let queued = try #require(started(v9))
         #expect(queued.deadline == at(103), "a call that waited in the queue: its budget counts from when it was read")
     }
 
     @Test func aCallPastItsDeadlineIsNotStarted() throws {
         var admission = admission()
-        let v10 = admission.admit(WireRequest(callId: 1, method: "Ping", timeoutUs: -1), arrival: nil, now: at(0))
+        let v10 = admission.admit(WireRequest(callId: 1, method: CommonRPC.Ping.name, timeoutUs: -1), arrival: nil, now: at(0))
         let passed = try #require(rejection(v10))
         #expect(passed.1 == .deadlineExceeded && passed.2 == "deadline already passed")
-        let v11 = admission.admit(WireRequest(callId: 2, method: "Ping", timeoutUs: 1_000), arrival: at(10), now: at(20))
+        let v11 = admission.admit(WireRequest(callId: 2, method: CommonRPC.Ping.name, timeoutUs: 1_000), arrival: at(10), now: at(20))
         let waited = try #require(rejection(v11))
         #expect(waited.0 == 2 && waited.1 == .deadlineExceeded && waited.2 == "deadline passed before the call started")
     }
@@ -82,21 +82,21 @@ import Testing
         var admission = admission()
         var reads = 0
         func now() -> NIODeadline { reads += 1; return at(0) }
-        _ = admission.admit(WireRequest(callId: 1, method: "Ping"), arrival: nil, now: now())
-        _ = admission.admit(WireRequest(callId: 2, method: "Ping"), arrival: nil, now: now())
+        _ = admission.admit(WireRequest(callId: 1, method: CommonRPC.Ping.name), arrival: nil, now: now())
+        _ = admission.admit(WireRequest(callId: 2, method: CommonRPC.Ping.name), arrival: nil, now: now())
         #expect(reads == 0)
-        _ = admission.admit(WireRequest(callId: 3, method: "Ping", timeoutUs: 10), arrival: nil, now: now())
+        _ = admission.admit(WireRequest(callId: 3, method: CommonRPC.Ping.name, timeoutUs: 10), arrival: nil, now: now())
         #expect(reads == 1)
     }
 
     @Test func theRouteCacheFollowsTheMethod() throws {
         var admission = admission(RPCCredentials(operatorToken: "op"))
-        let v12 = admission.admit(WireRequest(callId: 1, method: "Ping"), arrival: nil, now: at(0))
+        let v12 = admission.admit(WireRequest(callId: 1, method: CommonRPC.Ping.name), arrival: nil, now: at(0))
         #expect(started(v12) != nil)
         // The previous route is cached: a different method must not reuse it (op.Do needs a token, Ping does not).
         let v13 = admission.admit(WireRequest(callId: 2, method: "op.Do"), arrival: nil, now: at(0))
         #expect(rejection(v13)?.1 == .unauthenticated)
-        let v14 = admission.admit(WireRequest(callId: 3, method: "Ping"), arrival: nil, now: at(0))
-        #expect(started(v14)?.method == "Ping")
+        let v14 = admission.admit(WireRequest(callId: 3, method: CommonRPC.Ping.name), arrival: nil, now: at(0))
+        #expect(started(v14)?.method == CommonRPC.Ping.name)
     }
 }

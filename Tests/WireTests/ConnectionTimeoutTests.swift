@@ -28,7 +28,7 @@ import Testing
     private func pingFrame(_ callID: UInt64) -> ByteBuffer {
         var buffer = ByteBuffer()
         Framing.writeFrame(into: &buffer) {
-            WireRequest(callId: callID, method: "Ping", payload: WirePingRequest(data: ByteBuffer(bytes: [1, 2, 3])).serializedBuffer())
+            WireRequest(callId: callID, method: CommonRPC.Ping.name, payload: WirePingRequest(data: ByteBuffer(bytes: [1, 2, 3])).serializedBuffer())
                 .serialize(into: &$0)
         }
         return buffer

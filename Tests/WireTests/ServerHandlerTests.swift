@@ -60,7 +60,7 @@ private final class ReadCounter: ChannelOutboundHandler {
     }
 
     private func ping(_ callID: UInt64, _ data: [UInt8] = [1]) -> WireRequest {
-        WireRequest(callId: callID, method: "Ping", payload: WirePingRequest(data: ByteBuffer(bytes: data)).serializedBuffer())
+        WireRequest(callId: callID, method: CommonRPC.Ping.name, payload: WirePingRequest(data: ByteBuffer(bytes: data)).serializedBuffer())
     }
 
     @Test func answersPing() throws {
@@ -89,7 +89,7 @@ private final class ReadCounter: ChannelOutboundHandler {
     @Test func missingFieldsAreInvalidArgument() throws {
         let (channel, _) = try makeChannel(router: RPCRouter(serviceName: "svc"))
         try send(channel, WireRequest(callId: 3, method: ""))
-        try send(channel, WireRequest(callId: 0, method: "Ping"))
+        try send(channel, WireRequest(callId: 0, method: CommonRPC.Ping.name))
         let answers = try responses(channel)
         #expect(answers.map(\.status) == [.invalidArgument, .invalidArgument])
         #expect(answers.map(\.callId) == [3, 0])
@@ -117,7 +117,7 @@ private final class ReadCounter: ChannelOutboundHandler {
 
     @Test func payloadThatIsNotTheMethodsMessageIsInvalidArgument() throws {
         let (channel, _) = try makeChannel(router: RPCRouter(serviceName: "svc"))
-        try send(channel, WireRequest(callId: 4, method: "Ping", payload: ByteBuffer(bytes: [0x0a, 0x7f])))
+        try send(channel, WireRequest(callId: 4, method: CommonRPC.Ping.name, payload: ByteBuffer(bytes: [0x0a, 0x7f])))
         let answers = try responses(channel)
         #expect(answers.first?.status == .invalidArgument)
         #expect(answers.first?.callId == 4)

@@ -30,6 +30,8 @@ struct PurchaseDecision {
     /// Why an attempt is answered with an error; each says once which status it becomes.
     enum Refusal: Error, RPCErrorConvertible, Equatable, CaseIterable {
         case missingRequestID, missingUserID, missingProductID, productIDTooLong, lookupOnlyFromClient
+        /// Not a product id by `ProductRules` (no product can have it: the quota service would not create it).
+        case productIDNotANodeName
         /// Less of the client's budget left than a purchase needs: it could only time out in flight, in doubt.
         case tooLate
         /// The edge's fence too near (or the ledger suspended): cut off from ZooKeeper; retry here later or elsewhere.
@@ -45,7 +47,8 @@ struct PurchaseDecision {
 
         var rpcErrorCode: RPCError.Code {
             switch self {
-            case .missingRequestID, .missingUserID, .missingProductID, .productIDTooLong, .lookupOnlyFromClient:
+            case .missingRequestID, .missingUserID, .missingProductID, .productIDTooLong, .productIDNotANodeName,
+                .lookupOnlyFromClient:
                 .invalidArgument
             case .tooLate: .deadlineExceeded
             case .cutOff, .inFlight, .tooManyInDoubt, .dry, .tooManyLookups: .unavailable
@@ -59,6 +62,7 @@ struct PurchaseDecision {
             case .missingUserID: "user_id is required"
             case .missingProductID: "product_id is required"
             case .productIDTooLong: "product_id is too long"
+            case .productIDNotANodeName: ProductRules.IDProblem.notANodeName.description
             case .lookupOnlyFromClient: "lookup_only is for the edge's own use"
             case .tooLate: "too little time left to buy"
             case .cutOff: "this edge is cut off from ZooKeeper; retry"
@@ -238,13 +242,15 @@ struct PurchaseDecision {
 
     // MARK: - Rules
 
-    static let maxProductIDLength = 128
-
     static func validate(_ request: PurchaseRequest) -> Refusal? {
         if request.requestId == 0 { return .missingRequestID }
         if request.userId == 0 { return .missingUserID }
-        if request.productId.isEmpty { return .missingProductID }
-        if request.productId.utf8.count > maxProductIDLength { return .productIDTooLong }
+        switch ProductRules.idProblem(request.productId) {
+        case .empty?: return .missingProductID
+        case .tooLong?: return .productIDTooLong
+        case .notANodeName?: return .productIDNotANodeName
+        case nil: break
+        }
         if request.lookupOnly { return .lookupOnlyFromClient }
         return nil
     }

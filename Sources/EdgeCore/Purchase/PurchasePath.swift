@@ -99,25 +99,6 @@ public final class PurchasePath: Sendable {
     /// The in-doubt resolver, to run in the edge's service group.
     public var inDoubtResolver: any Service { self.resolver }
 
-    public func register(into router: inout RPCRouter) {
-        self.registerPurchase(into: &router)
-        self.registerStats(into: &router)
-    }
-
-    /// `edge.Purchase`: the one public method of an edge.
-    public func registerPurchase(into router: inout RPCRouter) {
-        router.register(EdgeRPC.Purchase.self, onEventLoop: { (request: PurchaseRequest, context, responder: RPCResponder<PurchaseResponse>) in
-            self.purchase(request, context: context, responder: responder)
-        })
-    }
-
-    /// `edge.Stats`: read-only counters (on the operator port when the edge has one).
-    public func registerStats(into router: inout RPCRouter) {
-        router.register(EdgeRPC.Stats.self) { (_: EdgeStatsRequest, _: ServerCallContext) async throws -> EdgeStatsResponse in
-            self.stats()
-        }
-    }
-
     public func stats() -> EdgeStatsResponse {
         var stats = self.counters.snapshot()
         stats.edgeId = self.edgeID()

@@ -4,6 +4,7 @@ import FlashSaleClient
 import Logging
 import NIOCore
 import Proto
+import QuotaContract
 import ServiceKit
 import ServiceLifecycle
 import Synchronization

@@ -2,6 +2,7 @@
 // Update both together.
 import FlashSaleClient
 import Proto
+import QuotaContract
 import Wire
 import ZooKeeperClient
 

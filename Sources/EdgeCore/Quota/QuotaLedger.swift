@@ -5,6 +5,7 @@
 import Atomics
 import FlashSaleClient
 import NIOCore
+import QuotaContract
 import Synchronization
 
 /// The edge's local quota: per product, the units the quota service granted this edge minus the units it used

@@ -5,6 +5,7 @@ import Logging
 import NIOCore
 import PostgresClient
 import Proto
+import QuotaContract
 import Synchronization
 import Wire
 import ZooKeeperClient

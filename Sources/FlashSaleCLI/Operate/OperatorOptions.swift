@@ -176,8 +176,8 @@ func standardError(_ line: String) {
 
 /// Checks a product id on the command line (the same rule the services apply).
 func validateProductID(_ id: String) throws {
-    guard QuotaLayout.isValidProductID(id) else {
-        throw ValidationError("product id '\(id)' must be 1-128 letters, digits, '.', '_' or '-'")
+    if let problem = ProductRules.idProblem(id) {
+        throw ValidationError("product id '\(id)': \(problem)")
     }
 }
 

@@ -2,87 +2,77 @@ import Logging
 import Proto
 import Wire
 
-/// The service's methods over the wire runtime. Purchases take the event-loop path (no task per call): validate,
-/// resolve the product in memory, queue; the consumer answers after the commit. Everything else is an async handler
-/// on the admin connections.
-struct InventoryAPI: Sendable {
+/// The service's methods (`InventoryRPCServer`, generated from proto/services.proto). Purchases take the event-loop
+/// path (no task per call): validate, resolve the product in memory, queue; the consumer answers after the commit.
+/// Order calls too (queued for a batch like purchases, `OrderQueue`). Everything else is an async handler on the
+/// admin connections.
+struct InventoryAPI: InventoryRPCServer {
     let inventory: Inventory
+    let auditMetrics = AuditMetrics()
 
-    func register(into router: inout RPCRouter) {
+    func purchase(_ request: PurchaseRequest, context: ServerCallContext, responder: RPCResponder<PurchaseResponse>) {
         let inventory = self.inventory
-        router.register(InventoryRPC.Purchase.self, onEventLoop: {
-            (request: PurchaseRequest, context: ServerCallContext, responder: RPCResponder<PurchaseResponse>) in
-            do {
-                try Validation.purchase(request)
-            } catch {
-                responder.fail(RPCError.wrapping(error))
-                return
-            }
-            guard let product = inventory.catalog.entry(named: request.productId) else {
-                // Perhaps created on another replica since this one loaded its catalog: reloaded, then served.
-                inventory.catalogRefresh.resolve(request.productId) { lookup in
-                    switch lookup {
-                    case .found(let product): Self.submit(request, product, context, responder, inventory)
-                    case .unknown: responder.fail(RPCError(.notFound, "unknown product"))
-                    case .unavailable: responder.fail(RPCError(.unavailable, "the catalog cannot be read; retry"))
-                    }
+        do {
+            try Validation.purchase(request)
+        } catch {
+            responder.fail(RPCError.wrapping(error))
+            return
+        }
+        guard let product = inventory.catalog.entry(named: request.productId) else {
+            // Perhaps created on another replica since this one loaded its catalog: reloaded, then served.
+            inventory.catalogRefresh.resolve(request.productId) { lookup in
+                switch lookup {
+                case .found(let product): Self.submit(request, product, context, responder, inventory)
+                case .unknown: responder.fail(RPCError(.notFound, "unknown product"))
+                case .unavailable: responder.fail(RPCError(.unavailable, "the catalog cannot be read; retry"))
                 }
-                return
             }
-            Self.submit(request, product, context, responder, inventory)
-        })
-
-        router.register(InventoryRPC.CreateProduct.self) {
-            (request: CreateProductRequest, _: ServerCallContext) async throws -> Product in
-            let slots = try Validation.createProduct(request)
-            return try await inventory.createProduct(request, slotCount: slots)
+            return
         }
+        Self.submit(request, product, context, responder, inventory)
+    }
 
-        router.register(InventoryRPC.GetStock.self) { (request: ProductRequest, _: ServerCallContext) async throws -> Product in
-            try Validation.productId(request.productId)
-            return try await inventory.product(named: request.productId)
-        }
+    func createProduct(_ request: CreateProductRequest, context: ServerCallContext) async throws -> Product {
+        let slots = try Validation.createProduct(request)
+        return try await inventory.createProduct(request, slotCount: slots)
+    }
 
-        router.register(InventoryRPC.ListProducts.self) {
-            (_: ListProductsRequest, _: ServerCallContext) async throws -> ProductList in
-            ProductList(products: try await inventory.products())
-        }
+    func getStock(_ request: ProductRequest, context: ServerCallContext) async throws -> Product {
+        try Validation.productId(request.productId)
+        return try await inventory.product(named: request.productId)
+    }
 
-        router.register(InventoryRPC.AdjustStock.self) {
-            (request: AdjustStockRequest, _: ServerCallContext) async throws -> Product in
-            let (change, changeId) = try Validation.stockChange(request)
-            return try await inventory.adjustStock(named: request.productId, change, changeId: changeId)
-        }
+    func listProducts(_ request: ListProductsRequest, context: ServerCallContext) async throws -> ProductList {
+        ProductList(products: try await inventory.products())
+    }
 
-        router.register(InventoryRPC.SoldCounts.self) {
-            (request: SoldCountsRequest, _: ServerCallContext) async throws -> SoldCountsResponse in
-            try Validation.optionalProductId(request.productId)
-            return SoldCountsResponse(products: try await inventory.soldCounts(named: request.productId))
-        }
+    func adjustStock(_ request: AdjustStockRequest, context: ServerCallContext) async throws -> Product {
+        let (change, changeId) = try Validation.stockChange(request)
+        return try await inventory.adjustStock(named: request.productId, change, changeId: changeId)
+    }
 
-        // Order calls take the event-loop path too: queued for a batch like purchases (`OrderQueue`).
-        router.register(InventoryRPC.ConfirmOrder.self, onEventLoop: {
-            (request: OrderRequest, context: ServerCallContext, responder: RPCResponder<Order>) in
-            inventory.submitOrder(request, .confirm, context, responder)
-        })
+    func soldCounts(_ request: SoldCountsRequest, context: ServerCallContext) async throws -> SoldCountsResponse {
+        try Validation.optionalProductId(request.productId)
+        return SoldCountsResponse(products: try await inventory.soldCounts(named: request.productId))
+    }
 
-        router.register(InventoryRPC.CancelOrder.self, onEventLoop: {
-            (request: OrderRequest, context: ServerCallContext, responder: RPCResponder<Order>) in
-            inventory.submitOrder(request, .cancel, context, responder)
-        })
+    func audit(_ request: AuditRequest, context: ServerCallContext) async throws -> AuditResponse {
+        try Validation.optionalProductId(request.productId)
+        let products = try await inventory.audit(named: request.productId)
+        auditMetrics.record(products)
+        return AuditResponse(products: products, clean: products.allSatisfy(\.clean))
+    }
 
-        router.register(InventoryRPC.GetOrder.self, onEventLoop: {
-            (request: OrderRequest, context: ServerCallContext, responder: RPCResponder<Order>) in
-            inventory.submitOrder(request, .read, context, responder)
-        })
+    func confirmOrder(_ request: OrderRequest, context: ServerCallContext, responder: RPCResponder<Order>) {
+        inventory.submitOrder(request, .confirm, context, responder)
+    }
 
-        let auditMetrics = AuditMetrics()
-        router.register(InventoryRPC.Audit.self) { (request: AuditRequest, _: ServerCallContext) async throws -> AuditResponse in
-            try Validation.optionalProductId(request.productId)
-            let products = try await inventory.audit(named: request.productId)
-            auditMetrics.record(products)
-            return AuditResponse(products: products, clean: products.allSatisfy(\.clean))
-        }
+    func cancelOrder(_ request: OrderRequest, context: ServerCallContext, responder: RPCResponder<Order>) {
+        inventory.submitOrder(request, .cancel, context, responder)
+    }
+
+    func getOrder(_ request: OrderRequest, context: ServerCallContext, responder: RPCResponder<Order>) {
+        inventory.submitOrder(request, .read, context, responder)
     }
 
     private static func submit(

@@ -3,22 +3,12 @@ import Wire
 
 /// Input checks of the methods: every field a caller sends is checked before it reaches a queue or a statement.
 enum Validation {
-    static let maxProductIdBytes = 128
-    /// Far beyond any sale, far below where sums of bigints could overflow.
-    static let maxStock: Int64 = 1_000_000_000_000
     static let maxSlots: UInt32 = 64
     static let defaultSlots = 8
 
+    /// `ProductRules`, the quota service's rule: no product can have an id it refuses.
     static func productId(_ id: String) throws {
-        guard !id.isEmpty else { throw RPCError(.invalidArgument, "product_id is empty") }
-        guard id.utf8.count <= maxProductIdBytes else {
-            throw RPCError(.invalidArgument, "product_id is longer than \(maxProductIdBytes) bytes")
-        }
-        // Printable ASCII (the usual case) needs no Unicode property lookups.
-        let printableASCII = id.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F }
-        guard printableASCII || !id.unicodeScalars.contains(where: { $0.properties.generalCategory == .control }) else {
-            throw RPCError(.invalidArgument, "product_id contains control characters")
-        }
+        if let problem = ProductRules.idProblem(id) { throw RPCError(.invalidArgument, problem.description) }
     }
 
     /// Request and user ids are any non-zero uint64 (the proto's range); the database keeps their bit pattern in a
@@ -34,10 +24,10 @@ enum Validation {
     static func createProduct(_ request: CreateProductRequest) throws -> Int {
         try productId(request.productId)
         guard request.totalStock > 0 else { throw RPCError(.invalidArgument, "total_stock must be positive") }
-        guard request.totalStock <= maxStock else { throw RPCError(.invalidArgument, "total_stock is absurdly large") }
+        guard request.totalStock <= ProductRules.maxStock else { throw RPCError(.invalidArgument, "total_stock is absurdly large") }
         guard request.slotCount <= maxSlots else { throw RPCError(.invalidArgument, "slot_count is above \(maxSlots)") }
         guard request.saleLimit >= 0 else { throw RPCError(.invalidArgument, "sale_limit is negative") }
-        guard request.saleLimit <= maxStock else { throw RPCError(.invalidArgument, "sale_limit is absurdly large") }
+        guard request.saleLimit <= ProductRules.maxStock else { throw RPCError(.invalidArgument, "sale_limit is absurdly large") }
         try holdSeconds(request.holdSeconds)
         return request.slotCount == 0 ? defaultSlots : Int(request.slotCount)
     }
@@ -49,14 +39,14 @@ enum Validation {
         switch request.change {
         case .raiseBy(let units)?:
             guard units > 0 else { throw RPCError(.invalidArgument, "raise_by must be positive") }
-            guard units <= maxStock else { throw RPCError(.invalidArgument, "raise_by is absurdly large") }
+            guard units <= ProductRules.maxStock else { throw RPCError(.invalidArgument, "raise_by is absurdly large") }
             guard changeId != nil else {
                 throw RPCError(.invalidArgument, "change_id is missing (0): choose one per raise and reuse it to retry")
             }
             return (.raise(units), changeId)
         case .saleLimit(let limit)?:
             guard limit >= 0 else { throw RPCError(.invalidArgument, "sale_limit is negative") }
-            guard limit <= maxStock else { throw RPCError(.invalidArgument, "sale_limit is absurdly large") }
+            guard limit <= ProductRules.maxStock else { throw RPCError(.invalidArgument, "sale_limit is absurdly large") }
             return (.saleLimit(limit), changeId)
         case nil:
             throw RPCError(.invalidArgument, "set raise_by or sale_limit")

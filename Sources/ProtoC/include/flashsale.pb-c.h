@@ -126,7 +126,7 @@ struct  Flashsale__PurchaseRequest
    */
   uint64_t user_id;
   /*
-   * 1-128 bytes, a product's id (see above)
+   * a product's id (see above)
    */
   char *product_id;
   /*
@@ -233,7 +233,7 @@ struct  Flashsale__CreateProductRequest
 {
   ProtobufCMessage base;
   /*
-   * quota.CreateProduct: 1-128 letters, digits, '.', '_', '-'; inventory: 1-128 bytes
+   * 1-128 letters, digits, '.', '_', '-' (see above)
    */
   char *product_id;
   /*
@@ -455,7 +455,7 @@ typedef enum {
 } Flashsale__OrderRequest__KeyCase;
 
 /*
- * Names one order: the product (1-128 bytes) and either the request id that made it or its order id (non-zero).
+ * Names one order: the product (its id, see above) and either the request id that made it or its order id (non-zero).
  */
 struct  Flashsale__OrderRequest
 {
@@ -472,13 +472,31 @@ struct  Flashsale__OrderRequest
     , (char *)protobuf_c_empty_string, FLASHSALE__ORDER_REQUEST__KEY__NOT_SET, {0} }
 
 
+/*
+ * One order as it stands (inventory.ConfirmOrder, CancelOrder and GetOrder answer it).
+ */
 struct  Flashsale__Order
 {
   ProtobufCMessage base;
+  /*
+   * the product it is of
+   */
   char *product_id;
+  /*
+   * the purchase's idempotency key (PurchaseRequest.request_id) that made it
+   */
   uint64_t request_id;
+  /*
+   * the inventory's id of it (PurchaseResponse.order_id): non-zero
+   */
   uint64_t order_id;
+  /*
+   * the buyer (PurchaseRequest.user_id)
+   */
   uint64_t user_id;
+  /*
+   * HELD, PAID or RELEASED (never ORDER_STATE_UNSPECIFIED)
+   */
   Flashsale__OrderState state;
   /*
    * HELD (and a hold that ended): when the hold expires; 0 for an order final at once
@@ -503,14 +521,28 @@ struct  Flashsale__Order
 
 
 /*
- * Data of /flashsale/products/<product>.
+ * Data of /flashsale/products/<product>, as a reader that needs only the product's configuration decodes it: the
+ * quota service writes the whole ProductQuotaState (quota.proto), whose fields 1-4 are these. Copied from the
+ * inventory's Product when the quota service creates or adjusts the product.
  */
 struct  Flashsale__ProductConfig
 {
   ProtobufCMessage base;
+  /*
+   * Product.total_stock: units ever put on sale
+   */
   int64_t total_stock;
+  /*
+   * Product.hot: lives in the hot-item database
+   */
   protobuf_c_boolean hot;
+  /*
+   * Product.database: the cluster its stock lives on
+   */
   char *database;
+  /*
+   * Product.sale_limit: stop after this many sold; 0 = no limit beyond total_stock
+   */
   int64_t sale_limit;
 };
 #define FLASHSALE__PRODUCT_CONFIG__INIT \

@@ -1,8 +1,8 @@
 // model: Sources/QuotaCore/Planning/QuotaProtocol.pml (round -> QS_GRANT, QS_RELEASE, QS_LIMIT_DONE; probe ->
 // QS_PROBE; adjustStock -> OPERATOR). Update both together.
-import FlashSaleClient
 import Logging
 import Proto
+import QuotaContract
 import Synchronization
 import Wire
 import ZooKeeperClient

@@ -1,8 +1,8 @@
 import Addressing
-import FlashSaleClient
 import InventoryDiscovery
 import Logging
 import Proto
+import QuotaContract
 import ServiceKit
 import Wire
 import ZooKeeperClient

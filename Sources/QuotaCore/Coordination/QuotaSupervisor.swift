@@ -1,5 +1,5 @@
-import FlashSaleClient
 import Logging
+import QuotaContract
 import ServiceLifecycle
 import Synchronization
 import Wire

@@ -1,5 +1,5 @@
-import FlashSaleClient
 import Proto
+import QuotaContract
 
 /// Unit counts as the planner uses them: every input is clamped to 0...`QuotaLayout.maxUnits` where it is read and
 /// sums saturate, so no record, registration or count, however forged, can make the planner trap.

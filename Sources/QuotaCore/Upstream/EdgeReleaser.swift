@@ -1,5 +1,4 @@
 import Addressing
-import FlashSaleClient
 import Logging
 import NIOCore
 import Proto

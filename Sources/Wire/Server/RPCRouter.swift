@@ -77,9 +77,7 @@ public struct RPCRouter: Sendable {
     private(set) var routes: [String: Route] = [:]
 
     public init(serviceName: String) {
-        self.register(CommonRPC.Ping.self) { (request: WirePingRequest, _: ServerCallContext, responder: RPCResponder<WirePingResponse>) in
-            responder.succeed(WirePingResponse(data: request.data, service: serviceName))
-        }
+        CommonMethods(serviceName: serviceName).register(into: &self)
     }
 
     public var methods: [String] { routes.keys.sorted() }
@@ -123,5 +121,14 @@ public struct RPCRouter: Sendable {
             raw.complete(.failure(RPCError(.invalidArgument, "payload is not a valid \(Request.self)")))
             return nil
         }
+    }
+}
+
+/// `flashsale.Common`, which every router answers: Ping echoes the data and names the service.
+struct CommonMethods: CommonRPCServer {
+    let serviceName: String
+
+    func ping(_ request: WirePingRequest, context: ServerCallContext, responder: RPCResponder<WirePingResponse>) {
+        responder.succeed(WirePingResponse(data: request.data, service: self.serviceName))
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import ZooKeeperClient
 
 /// Who may write what in the platform's ZooKeeper tree, with digest ACLs: the quota service owns every node (quotas,
 /// products, config, the leader lock) and is the only one that may write them; edges may read, create their own
