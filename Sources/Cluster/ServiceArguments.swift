@@ -19,8 +19,14 @@ public struct InventoryArguments: ServiceArguments {
     public var hotMigrateDSN: String?
     /// More clusters (`--database NAME=DSN`, and `--migrate-database NAME=DSN` when `migrateDSN` is set).
     public var clusters: [(name: String, dsn: String, migrateDSN: String?)] = []
+    /// The purchase pools' sizes (`--hot-consumers`, `--max-batch`, `--queue-limit`); nil: the service's default.
+    public var hotConsumers: Int?
+    public var maxBatch: Int?
+    public var queueLimit: Int?
+    /// Follow Patroni's leader (`--patroni-zookeeper`, `--patroni-leader-path`) instead of the DSNs' hosts alone.
+    public var patroni: (zooKeeper: String, leaderPath: String)?
     public var logLevel = "info"
-    /// More flags, after the ones above (`--queue-limit 5`, `--metrics-port 0`, ...).
+    /// More flags, after the ones above (`--metrics-port 0`, ...).
     public var extra: [String] = []
 
     public init(dsn: String, hotDSN: String? = nil, migrateDSN: String? = nil, hotMigrateDSN: String? = nil) {
@@ -52,6 +58,10 @@ public struct InventoryArguments: ServiceArguments {
             list += ["--database", "\(cluster.name)=\(cluster.dsn)"]
             if let owner = cluster.migrateDSN { list += ["--migrate-database", "\(cluster.name)=\(owner)"] }
         }
+        if let hotConsumers { list += ["--hot-consumers", "\(hotConsumers)"] }
+        if let maxBatch { list += ["--max-batch", "\(maxBatch)"] }
+        if let queueLimit { list += ["--queue-limit", "\(queueLimit)"] }
+        if let patroni { list += ["--patroni-zookeeper", patroni.zooKeeper, "--patroni-leader-path", patroni.leaderPath] }
         return list + ["--log-level", logLevel] + extra
     }
 }

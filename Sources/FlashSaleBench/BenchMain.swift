@@ -14,5 +14,7 @@ struct FlashSaleBench: AsyncParsableCommand {
             QuotaBench.self,
             HostileCommand.self,
             LatencyCommand.self,
+            // The scripts' process starter, not a benchmark.
+            ServeCommand.self,
         ])
 }

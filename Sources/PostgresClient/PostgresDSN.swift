@@ -26,5 +26,20 @@ public enum PostgresDSN {
         return "\(dsn) dbname='\(database)'"
     }
 
+    /// The same server and credentials through another port (a proxy in front of the server).
+    public static func with(port: Int, _ dsn: String) -> String {
+        if isURI(dsn), var parts = URLComponents(string: dsn) {
+            parts.port = port
+            return parts.string ?? dsn
+        }
+        // In key=value form a later keyword wins.
+        return dsn + " port=\(port)"
+    }
+
+    /// The value `dsn` gives `keyword` (either form, as libpq reads it); nil when it gives none or does not parse.
+    public static func value(of keyword: String, in dsn: String) -> String? {
+        (try? PostgresConnection.parse(dsn))?.first { $0.keyword == keyword }?.value
+    }
+
     private static func isURI(_ dsn: String) -> Bool { dsn.hasPrefix("postgres://") || dsn.hasPrefix("postgresql://") }
 }

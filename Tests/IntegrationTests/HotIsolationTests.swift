@@ -96,14 +96,13 @@ struct HotIsolationTests {
         defer { Task { await proxyBox.proxy?.stop() } }
         try await InventoryHarness.with(Self.arguments) { database in
             // The hot database behind a proxy the test can blackhole.
-            let admin = try await PostgresConnection.connect(database.adminDSN)
-            defer { admin.close() }
-            try await admin.exec("CREATE DATABASE \(database.name)_hot")
-            let port = try #require(Self.port(of: database.adminDSN))
+            let hot = database.hotCompanion
+            try await hot.create()
+            let port = try #require(PostgresDSN.value(of: "port", in: database.adminDSN).flatMap { Int($0) })
             let proxy = try await BlackholeProxy.start(port: port, mode: .requests)
             proxyBox.proxy = proxy
             // Served as the restricted role and migrated as the owner, both through the proxy.
-            let hotOwner = "\(database.adminDSN) port=\(proxy.port) dbname=\(database.name)_hot"
+            let hotOwner = PostgresDSN.with(port: proxy.port, hot.dsn)
             return [
                 "--hot-dsn", PostgresDSN.with(user: Platform.defaultServingRole, hotOwner), "--hot-migrate-dsn", hotOwner,
             ]
@@ -205,10 +204,6 @@ struct HotIsolationTests {
         return PurchaseRequest(requestId: id, userId: id, productId: product, edgeId: 1)
     }
 
-    static func port(of dsn: String) -> Int? {
-        dsn.split(separator: " ").last { $0.hasPrefix("port=") }.flatMap { Int($0.dropFirst(5)) }
-    }
-
     /// The status an attempt failed with (nil when it succeeded).
     static func attempt<T: Sendable>(_ body: () async throws -> T) async -> (code: RPCError.Code?, value: T?) {
         do {
@@ -239,7 +234,7 @@ struct HotIsolationTests {
     static func refuseHotConnections(_ harness: InventoryHarness, _ refuse: Bool) async throws {
         let admin = try await PostgresConnection.connect(harness.database.adminDSN)
         defer { admin.close() }
-        let name = harness.database.name + "_hot"
+        let name = harness.database.hotCompanion.name
         try await admin.exec("ALTER DATABASE \(name) ALLOW_CONNECTIONS \(refuse ? "false" : "true")")
         if refuse {
             _ = try await admin.query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", [name])

@@ -9,19 +9,21 @@ import Testing
 import Wire
 import ZooKeeperClient
 
-/// One quota test's platform: the real InventoryService (two fresh databases), one or two QuotaService processes and
-/// Edge processes, under a ZooKeeper root of its own; plus buyers, a monitor of the invariant, and the final checks.
+/// One quota test's platform, a thin test facade over `Platform`: the real InventoryService (two fresh databases), one
+/// or two QuotaService processes and Edge processes, under a ZooKeeper root of its own, with open ZooKeeper nodes
+/// (the test reads them); plus each edge's id, buyers, a monitor of the invariant, and the final checks.
 final class QuotaCluster: Sendable {
     static let token = "quota-test-operator-token"
     /// The services' own token (the edges' purchases, the quota service's stock changes), and the test's inventory client's.
     static let serviceToken = "quota-test-service-token"
-    let zkHosts: String
-    let root: String
+    let platform: Platform
+    var zkHosts: String { platform.configuration.zooKeeperHosts }
+    var root: String { platform.configuration.zooKeeperRoot }
     let layout: QuotaLayout
     let zk: ZooKeeperClient
-    let inventoryEndpoint: ServiceEndpoint
+    var inventoryEndpoint: ServiceEndpoint { platform.inventory }
     let inventory: InventoryClient
-    let quotaEndpoints: [ServiceEndpoint]
+    var quotaEndpoints: [ServiceEndpoint] { platform.quotaServices }
     let monitor: InvariantMonitor
     private let logger: Logger
     private let edgeList = Mutex<[(endpoint: ServiceEndpoint, id: UInt32)]>([])
@@ -31,17 +33,11 @@ final class QuotaCluster: Sendable {
     var edgeIDs: [UInt32] { edgeList.withLock { $0.map(\.id) } }
     var runningEdges: [ServiceEndpoint] { edges.filter { $0.process.isRunning } }
 
-    private init(
-        zkHosts: String, root: String, zk: ZooKeeperClient, inventoryEndpoint: ServiceEndpoint,
-        quotaEndpoints: [ServiceEndpoint], logger: Logger
-    ) {
-        self.zkHosts = zkHosts
-        self.root = root
-        self.layout = QuotaLayout(root: root)
+    private init(platform: Platform, zk: ZooKeeperClient, logger: Logger) {
+        self.platform = platform
+        self.layout = QuotaLayout(root: platform.configuration.zooKeeperRoot)
         self.zk = zk
-        self.inventoryEndpoint = inventoryEndpoint
-        self.inventory = InventoryClient(port: inventoryEndpoint.port, token: Self.serviceToken, logger: logger)
-        self.quotaEndpoints = quotaEndpoints
+        self.inventory = InventoryClient(port: platform.inventory.port, token: Self.serviceToken, logger: logger)
         self.logger = logger
         self.monitor = InvariantMonitor()
     }
@@ -51,50 +47,35 @@ final class QuotaCluster: Sendable {
         edges: Int, quotaServices: Int = 1, zooKeeper: String? = nil, _ body: (QuotaCluster) async throws -> Void
     ) async throws {
         let logger = Logger(label: "quota-test")
-        let zkHosts: String
-        if let zooKeeper { zkHosts = zooKeeper } else { zkHosts = try await TestServers.zooKeeperHosts() }
-        let main = try await TestDatabase.create(prefix: "t_quota")
-        let hot = try await TestDatabase.create(prefix: "t_quota_hot")
-        let root = ZooKeeperRoot.unique("quota-test")
-        let environment = ["FLASHSALE_OPERATOR_TOKEN": token, "FLASHSALE_SERVICE_TOKEN": serviceToken]
-        var started: [ManagedProcess] = []
-        var cluster: QuotaCluster?
-        do {
-            let inventory = try await ServiceEndpoint.start(
-                InventoryArguments.serving(as: Platform.defaultServingRole, main: main.dsn, hot: hot.dsn),
-                environment: environment, name: "inventory")
-            started.append(inventory.process)
-            var quotas: [ServiceEndpoint] = []
-            for i in 0..<quotaServices {
-                var arguments = QuotaArguments(zooKeeper: zkHosts, root: root, inventory: inventory.address)
-                arguments.logLevel = "debug"
-                let quota = try await ServiceEndpoint.start(arguments, environment: environment, name: "quota\(i + 1)")
-                started.append(quota.process)
-                quotas.append(quota)
+        try await Platform.withTestPlatform(prefix: "t_quota", operatorToken: token) { configuration in
+            if let zooKeeper { configuration.zooKeeperHosts = zooKeeper }
+            configuration.zooKeeperSecrets = nil
+            configuration.serviceToken = serviceToken
+            configuration.quotaServices = quotaServices
+            // The edges come one at a time below, each with its id.
+            configuration.edges = 0
+            configuration.logLevel = "debug"
+            configuration.inventoryArguments = ["--log-level", "info"]
+        } _: { platform, _ in
+            let zk = try await ZooKeeperClient.connect(hosts: platform.configuration.zooKeeperHosts, logger: logger)
+            let cluster = QuotaCluster(platform: platform, zk: zk, logger: logger)
+            do {
+                for _ in 0..<edges { try await cluster.addEdge() }
+                cluster.monitor.start(cluster)
+                try await body(cluster)
+            } catch {
+                await cluster.stop()
+                throw error
             }
-            let zk = try await ZooKeeperClient.connect(hosts: zkHosts, logger: logger)
-            let made = QuotaCluster(
-                zkHosts: zkHosts, root: root, zk: zk, inventoryEndpoint: inventory, quotaEndpoints: quotas, logger: logger)
-            cluster = made
-            for _ in 0..<edges { try await made.addEdge() }
-            made.monitor.start(made)
-            try await body(made)
-        } catch {
-            await cluster?.stop(started)
-            if cluster == nil { for process in started.reversed() { await process.terminate() } }
-            try? await main.drop()
-            try? await hot.drop()
-            throw error
+            await cluster.stop()
         }
-        await cluster?.stop(started)
-        try await main.drop()
-        try await hot.drop()
     }
 
-    private func stop(_ services: [ManagedProcess]) async {
+    /// What the platform does not stop: the monitor, the test's clients and ZooKeeper nodes. Edges first, as the
+    /// platform would.
+    private func stop() async {
         await monitor.stop()
-        for edge in edges { await edge.process.terminate() }
-        for process in services.reversed() { await process.terminate() }
+        await platform.stop()
         await inventory.shutdown()
         try? await zk.deleteTree(root)
         await zk.close()
@@ -105,15 +86,13 @@ final class QuotaCluster: Sendable {
     /// calls (proxies the test can cut).
     @discardableResult
     func addEdge(quotaService: Int = 0, port: Int = 0, zooKeeper: String? = nil, advertise: String? = nil) async throws -> ServiceEndpoint {
-        let index = edgeList.withLock { $0.count }
-        var arguments = EdgeArguments(
-            zooKeeper: zooKeeper ?? zkHosts, root: root, inventory: inventoryEndpoint.address,
-            quota: quotaEndpoints[quotaService].address)
-        arguments.port = port
-        arguments.logLevel = "debug"
-        arguments.advertise = advertise
-        let edge = try await ServiceEndpoint.start(
-            arguments, environment: ["FLASHSALE_SERVICE_TOKEN": Self.serviceToken], name: "edge\(index + 1)")
+        let quota = quotaEndpoints[quotaService].address
+        let edge = try await platform.addEdge { arguments in
+            arguments.quota = quota
+            arguments.port = port
+            if let zooKeeper { arguments.zooKeeper = zooKeeper }
+            arguments.advertise = advertise
+        }
         // Its id: the registration node that names its address.
         let deadline = ContinuousClock.now + .seconds(10)
         var id: UInt32 = 0

@@ -98,13 +98,13 @@ struct SmokeTests {
     /// open connection both end within their bounds.
     @Test func postgresConnectAndStatementsEndAgainstABlackholedServer() async throws {
         let dsn = try await TestServers.postgresDSN()
-        let port = try #require(Int(dsn.split(separator: " ").first { $0.hasPrefix("port=") }?.dropFirst(5) ?? ""))
+        let port = try #require(PostgresDSN.value(of: "port", in: dsn).flatMap { Int($0) })
         let proxy = try await BlackholeProxy.start(port: port, mode: .requests)
         defer { Task { await proxy.stop() } }
         var settings = PostgresSettings.standard
         settings.connectTimeoutSeconds = 2
         settings.queryTimeout = .seconds(1)
-        let proxied = dsn + " port=\(proxy.port)"
+        let proxied = PostgresDSN.with(port: proxy.port, dsn)
         let conn = try await PostgresConnection.connect(proxied, settings: settings)
         defer { conn.close() }
         #expect(try await conn.query("SELECT 1").int64(0, 0) == 1)

@@ -1,60 +1,50 @@
 import Foundation
 
-/// The real PostgreSQL and ZooKeeper for integration tests, started through `scripts/` when needed.
+/// The real PostgreSQL and ZooKeeper for integration tests.
 ///
-/// `FLASHSALE_PG_DSN` / `FLASHSALE_ZK` in the environment point tests at servers that are already
-/// running (nothing is started then). Otherwise the scripts start the checkout's servers, or reuse
-/// them when running; the servers are left running for the next test run (the scripts' `stop`
-/// ends them), and `stopStartedServers()` stops only what this process started.
+/// `FLASHSALE_PG_DSN` / `FLASHSALE_ZK` in the environment point tests at servers already running: `scripts/test.sh`
+/// starts the run's own (`scripts/lib/run-servers.sh`) and exports them. Without them (a bare `swift test`), the
+/// first test that needs one starts this process's own `RunServers` (a folder `.data/runs/swift-test-<pid>`, free
+/// ports), so two checkouts or two runs never share a server or a fixed port. Those are stopped by
+/// `stopStartedServers()`, or else by the next bare run, which stops a gone run's servers first.
 public enum TestServers {
     /// libpq connection string of the `postgres` database.
     public static func postgresDSN() async throws -> String {
-        try await registry.postgres()
+        if let given = given("FLASHSALE_PG_DSN") { return given }
+        return try await registry.servers().adminDSN
     }
 
     /// ZooKeeper connection string, `127.0.0.1:PORT`.
     public static func zooKeeperHosts() async throws -> String {
-        try await registry.zooKeeper()
+        if let given = given("FLASHSALE_ZK") { return given }
+        return try await registry.servers().zooKeeper
     }
 
-    /// Stops the servers this process started (not ones that were already running).
+    /// Stops the servers this process started (not ones it was given).
     public static func stopStartedServers() async {
-        await registry.stopStarted()
+        await registry.stop()
+    }
+
+    private static func given(_ key: String) -> String? {
+        ProcessInfo.processInfo.environment[key].flatMap { $0.isEmpty ? nil : $0 }
     }
 
     private static let registry = Registry()
 
     private actor Registry {
-        private var pg: Task<String, any Error>?
-        private var zk: Task<String, any Error>?
-        private var started: [ServerScript] = []
+        private var started: Task<RunServers, any Error>?
 
-        func postgres() async throws -> String {
-            if let pg { return try await pg.value }
-            let task = Task { try await self.ensure(.postgres, envOverride: "FLASHSALE_PG_DSN") }
-            pg = task
+        /// Started once for every test of the process (concurrent callers wait on the same start).
+        func servers() async throws -> RunServers {
+            if let started { return try await started.value }
+            let task = Task { try await RunServers.start("swift-test") }
+            started = task
             return try await task.value
         }
 
-        func zooKeeper() async throws -> String {
-            if let zk { return try await zk.value }
-            let task = Task { try await self.ensure(.zookeeper, envOverride: "FLASHSALE_ZK") }
-            zk = task
-            return try await task.value
-        }
-
-        func stopStarted() async {
-            for server in started { await server.stop() }
-            started.removeAll()
-            pg = nil
-            zk = nil
-        }
-
-        private func ensure(_ server: ServerScript, envOverride: String) async throws -> String {
-            if let given = ProcessInfo.processInfo.environment[envOverride], !given.isEmpty { return given }
-            let (connection, startedHere) = try await server.ensureRunning()
-            if startedHere { started.append(server) }
-            return connection
+        func stop() async {
+            if let servers = try? await started?.value { await servers.stop() }
+            started = nil
         }
     }
 }

@@ -18,21 +18,28 @@ bench_build_all() {
   BIN=$(swift build -c release --show-bin-path)
 }
 
-# Starts a process in the background, waits for its READY line, sets READY_ADDR (host:port) and PIDS.
-PIDS=()
-start_ready() {
-  local log=$1; shift
-  "$@" >"$log" 2>&1 &
-  PIDS+=($!)
-  for _ in $(seq 300); do
-    if grep -q '^READY ' "$log"; then READY_ADDR=$(grep -m1 '^READY ' "$log" | awk '{print $3}'); return 0; fi
-    kill -0 "${PIDS[-1]}" 2>/dev/null || { echo "process died: $*" >&2; cat "$log" >&2; return 1; }
-    sleep 0.1
-  done
-  echo "not ready in 30 s: $*" >&2; return 1
+# `flashsale-bench serve inventory|wire-server ...` (Sources/FlashSaleBench/ServeCommand.swift), the harness's one
+# process starter: typed arguments, databases of its own. Its one line goes to SERVED ("SERVING NAME address=...
+# pid=... log=... [database=... hot_database=...]": read it with `field`). stop_service stops the process and keeps
+# the databases (STOPPED holds "STOPPED NAME status=N"); stop_served, or this script's end however it ends (the
+# coprocess's input closes), stops it and drops them.
+SERVE_JOB=""
+serve() {
+  coproc SERVE { exec "$BIN/flashsale-bench" serve "$@"; }
+  # Bash forgets SERVE and SERVE_PID once the coprocess exits: keep them.
+  SERVE_JOB=$SERVE_PID
+  SERVE_IN=${SERVE[1]}
+  SERVE_OUT=${SERVE[0]}
+  IFS= read -r SERVED <&"$SERVE_OUT" || { echo "flashsale-bench serve $* did not start" >&2; return 1; }
 }
-stop_started() { for pid in "${PIDS[@]:-}"; do [[ -n "$pid" ]] && kill "$pid" 2>/dev/null || true; done; wait 2>/dev/null || true; }
-trap 'stop_started; stop_run_servers' EXIT
+stop_service() { echo stop >&"$SERVE_IN"; IFS= read -r STOPPED <&"$SERVE_OUT"; }
+stop_served() {
+  [[ -n "$SERVE_JOB" ]] || return 0
+  exec {SERVE_IN}>&-
+  wait "$SERVE_JOB" 2>/dev/null || true
+  SERVE_JOB=""
+}
+trap 'stop_served; stop_run_servers' EXIT
 
 # free_port, and this run's own servers (start_run_servers KIND [postgres] [zookeeper]), stopped on exit.
 source scripts/lib/run-servers.sh

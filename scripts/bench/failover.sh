@@ -16,21 +16,15 @@
 source "$(dirname "$0")/common.sh"
 STOCK=${1:-3000}
 SECONDS_PER_RUN=${2:-8}
-PORT=$(free_port "${INVENTORY_BENCH_PORT:-17451}")
-DB=flashsale_failover_$$
 bench_build_all
 export FLASHSALE_SERVICE_TOKEN=${FLASHSALE_SERVICE_TOKEN:-bench-$RANDOM$RANDOM$RANDOM$RANDOM}
 
 echo "== the cluster: a primary and a synchronous standby under Patroni, on this run's ZooKeeper"
 start_run_servers bench-failover zookeeper pg-cluster
-drop_database() { psql -qAtX "$FLASHSALE_PG_DSN" -c "DROP DATABASE IF EXISTS ${DB}_hot WITH (FORCE)" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; }
-trap 'stop_started; drop_database; stop_run_servers' EXIT
-psql -qAtX "$FLASHSALE_PG_DSN" -c "CREATE DATABASE $DB" >&2
-# In key=value form a later keyword wins.
-start_ready /tmp/flashsale-failover-inventory.log "$BIN/InventoryService" --port "$PORT" \
-  --dsn "$FLASHSALE_PG_SERVICE_DSN dbname=$DB" --migrate-dsn "$FLASHSALE_PG_DSN dbname=$DB" \
-  --patroni-zookeeper "$FLASHSALE_ZK" --patroni-leader-path "$FLASHSALE_PG_PATRONI_LEADER" \
-  --hot-consumers 3 --queue-limit 100000 --log-level warning
+# Databases of its own on the cluster, the inventory following Patroni's leader.
+serve inventory --prefix bench_failover --patroni-zookeeper "$FLASHSALE_ZK" \
+  --patroni-leader-path "$FLASHSALE_PG_PATRONI_LEADER" --hot-consumers 3 --queue-limit 100000 --log-level warning
+PORT=$(field "$SERVED" address); PORT=${PORT##*:}
 "$BIN/flashsale-bench" inventory --port "$PORT" --product bench-sync --stock 100000000 --prepare-only >&2
 "$BIN/flashsale-bench" inventory --port "$PORT" --product bench-async --stock 100000000 --prepare-only >&2
 rate() {
@@ -46,8 +40,7 @@ bash scripts/pg-cluster.sh sync off >&2
 echo "== inventory benchmark, asynchronous standby"
 async_rate=$(rate bench-async)
 bash scripts/pg-cluster.sh sync on >&2
-stop_started; PIDS=()
-drop_database
+stop_served
 stop_run_servers
 
 echo "== sale with the primary killed mid-sale: flashsale-bench faults --cases pgfailover --stock $STOCK"

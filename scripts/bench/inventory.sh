@@ -14,22 +14,12 @@ HOT_CONSUMERS=${HOT_CONSUMERS:-3}
 MAX_BATCH=${MAX_BATCH:-1000}
 ANCHOR_SECONDS=${ANCHOR_SECONDS:-8}
 CEILING_SECONDS=${CEILING_SECONDS:-5}
-# Below the ephemeral range (the load's own connections cannot take it), the first one free from there.
-PORT=$(free_port "${INVENTORY_BENCH_PORT:-17431}")
-# A database of this run's own (a benchmark beside it never drops it), dropped at the end.
-DB=flashsale_bench_$$
 
 bench_build
 swift build -c release --product InventoryService >&2
 
 start_run_servers bench-inventory postgres
 PSQL=(psql -qAt -h 127.0.0.1 -p "$FLASHSALE_PG_PORT" -U postgres -v ON_ERROR_STOP=1)
-drop_databases() { "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS ${DB}_hot WITH (FORCE)" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true; }
-trap 'stop_started; drop_databases; stop_run_servers' EXIT
-"${PSQL[@]}" -d postgres -c "CREATE DATABASE $DB" >&2
-# Served as the login role, migrated as the owner (scripts/postgres.sh makes both), as in production.
-DSN="host=127.0.0.1 port=$FLASHSALE_PG_PORT user=postgres dbname=$DB"
-SERVICE_DSN="host=127.0.0.1 port=$FLASHSALE_PG_PORT user=flashsale_app dbname=$DB"
 export FLASHSALE_SERVICE_TOKEN=${FLASHSALE_SERVICE_TOKEN:-bench-$RANDOM$RANDOM$RANDOM$RANDOM}
 
 echo "== anchors: scripts/anchors/pg-anchors.sh $ANCHOR_SECONDS 16"
@@ -39,10 +29,11 @@ anchor() { grep "^$1 " <<<"$anchors" | sed 's/.*orders_per_s=//'; }
 naive=$(anchor naive); proc=$(anchor proc); slot4=$(anchor slot4)
 
 echo "== service: InventoryService --hot-consumers $HOT_CONSUMERS --max-batch $MAX_BATCH"
-SERVICE_LOG=/tmp/flashsale-inventory-bench.log
-start_ready "$SERVICE_LOG" "$BIN/InventoryService" --port "$PORT" --dsn "$SERVICE_DSN" --migrate-dsn "$DSN" \
-  --hot-consumers "$HOT_CONSUMERS" --max-batch "$MAX_BATCH" --queue-limit 100000 --log-level info
-SERVICE_PID=${PIDS[-1]}
+# Databases of its own (a benchmark beside it never drops them), served as the login role and migrated as the owner.
+serve inventory --prefix bench_inventory --hot-consumers "$HOT_CONSUMERS" --max-batch "$MAX_BATCH" --queue-limit 100000
+PORT=$(field "$SERVED" address); PORT=${PORT##*:}
+SERVICE_LOG=$(field "$SERVED" log)
+HOT_DB=$(field "$SERVED" hot_database)
 "$BIN/flashsale-bench" inventory --port "$PORT" --product bench-ceiling --stock 1000000000 --prepare-only >&2
 "$BIN/flashsale-bench" inventory --port "$PORT" --product bench-hot --stock 10000000 --prepare-only >&2
 # Best of two runs, as for the ceiling below: other work on a shared machine only ever lowers a figure.
@@ -55,7 +46,7 @@ for round in 1 2; do
   best=$(field "$(grep '^BENCH' <<<"$load")" orders_per_s 2>/dev/null || true)
   if [[ -z "$load" || "$this" -gt "${best:-0}" ]]; then load=$run; fi
 done
-kill -TERM "$SERVICE_PID"; wait "$SERVICE_PID" || true
+stop_service
 pool=$(grep 'pool=hot' "$SERVICE_LOG" | grep 'consumer pool stopped' | tail -1)
 echo "service hot pool: $pool"
 mean_batch=$(tr ' ' '\n' <<<"$pool" | grep '^mean_batch=' | cut -d= -f2)
@@ -63,9 +54,9 @@ mean_batch=$(tr ' ' '\n' <<<"$pool" | grep '^mean_batch=' | cut -d= -f2)
 
 # The ceiling: the database doing exactly the service's work (same procedure, same schema, same batch size,
 # as many sessions as the service has hot consumers), and nothing else.
-ceiling_key=$("${PSQL[@]}" -d "${DB}_hot" -c "SELECT id FROM products WHERE name = 'bench-ceiling'")
+ceiling_key=$("${PSQL[@]}" -d "$HOT_DB" -c "SELECT id FROM products WHERE name = 'bench-ceiling'")
 ceiling() {
-  local batch=$1 script=/tmp/flashsale-inventory-ceiling-$1.sql
+  local batch=$1 script=$RUN/ceiling-$1.sql
   cat >"$script" <<SQL
 \set base random(1, 9000000000000)
 SELECT count(*) FROM purchase_batch($ceiling_key,
@@ -74,10 +65,10 @@ SELECT count(*) FROM purchase_batch($ceiling_key,
   array_fill(1, ARRAY[$batch]));
 SQL
   local before after
-  before=$("${PSQL[@]}" -d "${DB}_hot" -c "SELECT count(*) FROM orders WHERE product_id = $ceiling_key")
+  before=$("${PSQL[@]}" -d "$HOT_DB" -c "SELECT count(*) FROM orders WHERE product_id = $ceiling_key")
   pgbench -n -h 127.0.0.1 -p "$FLASHSALE_PG_PORT" -U postgres -f "$script" -c "$HOT_CONSUMERS" -j 2 \
-    -T "$CEILING_SECONDS" "${DB}_hot" >/tmp/flashsale-inventory-ceiling.out 2>&1
-  after=$("${PSQL[@]}" -d "${DB}_hot" -c "SELECT count(*) FROM orders WHERE product_id = $ceiling_key")
+    -T "$CEILING_SECONDS" "$HOT_DB" >"$RUN/ceiling.out" 2>&1
+  after=$("${PSQL[@]}" -d "$HOT_DB" -c "SELECT count(*) FROM orders WHERE product_id = $ceiling_key")
   echo $(( (after - before) / CEILING_SECONDS ))
 }
 echo "== own ceiling: pgbench -> purchase_batch, batches of $mean_batch (the service's mean), $HOT_CONSUMERS clients, best of 3"
@@ -91,7 +82,7 @@ if [[ "$mean_batch" != "$MAX_BATCH" ]]; then
   echo "own_ceiling batch=$MAX_BATCH (the service's maximum) orders_per_s=$(ceiling "$MAX_BATCH")"
 fi
 
-audit=$("${PSQL[@]}" -d "${DB}_hot" -c "
+audit=$("${PSQL[@]}" -d "$HOT_DB" -c "
   SELECT bool_and(p.total_stock = coalesce(s.remaining, 0) + coalesce(o.n, 0))
   FROM products p
   LEFT JOIN (SELECT product_id, sum(remaining) AS remaining FROM stock_slot GROUP BY 1) s ON s.product_id = p.id

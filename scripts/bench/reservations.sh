@@ -11,5 +11,5 @@ bench_build_all
 start_run_servers bench-reservations
 echo "== sale with holds: 3 x 1,000 units, $ATTEMPTS attempts, hold ${HOLD} s, ${SHARE} of winners pay"
 "$BIN/flashsale" sale --products 3 --stock 1000 --attempts "$ATTEMPTS" --connections 200 --depth 8 \
-  --hold "$HOLD" --pay-share "$SHARE" --json /tmp/flashsale-reservations.json | tee /tmp/flashsale-reservations.txt
-grep '^RESULT ' /tmp/flashsale-reservations.txt | tail -1
+  --hold "$HOLD" --pay-share "$SHARE" --json "$RUN/reservations.json" | tee "$RUN/reservations.txt"
+grep '^RESULT ' "$RUN/reservations.txt" | tail -1

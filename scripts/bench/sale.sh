@@ -19,10 +19,10 @@ redis=$(bash "$ROOT/scripts/anchors/redis-anchor.sh" 1000000 || true)
 grep -q 'pipeline=16 requests_per_s=[0-9]' <<<"$redis" || { sleep 2; redis=$(bash "$ROOT/scripts/anchors/redis-anchor.sh" 1000000); }
 echo "$redis"
 echo "== reference sale: 3 x 1,000 units, $ATTEMPTS attempts, 1,000 connections x 16"
-"$BIN/flashsale" sale --products 3 --stock 1000 --attempts "$ATTEMPTS" --connections 1000 --depth 16 --json /tmp/flashsale-sale-p16.json
+"$BIN/flashsale" sale --products 3 --stock 1000 --attempts "$ATTEMPTS" --connections 1000 --depth 16 --json "$RUN/sale-p16.json"
 echo "== the same at 1,000 connections x 1"
-"$BIN/flashsale" sale --products 3 --stock 1000 --attempts $((ATTEMPTS / 4)) --connections 1000 --depth 1 --json /tmp/flashsale-sale-p1.json >/tmp/flashsale-sale-p1.txt
-grep -E "wall time|throughput|latency|audit" /tmp/flashsale-sale-p1.txt
+"$BIN/flashsale" sale --products 3 --stock 1000 --attempts $((ATTEMPTS / 4)) --connections 1000 --depth 1 --json "$RUN/sale-p1.json" >"$RUN/sale-p1.txt"
+grep -E "wall time|throughput|latency|audit" "$RUN/sale-p1.txt"
 echo "== edge memory with 10,000 connections"
 rss=$("$BIN/flashsale-bench" edge-rss --zookeeper "$FLASHSALE_ZK" --connections 10000)
 echo "$rss"
@@ -30,10 +30,10 @@ redis_p1=$(grep 'pipeline=1 ' <<<"$redis" | sed 's/.*requests_per_s=//')
 redis_p16=$(grep 'pipeline=16 ' <<<"$redis" | sed 's/.*requests_per_s=//')
 
 read -r orders audit wall rate p99 < <(python3 -c '
-import json; r = json.load(open("/tmp/flashsale-sale-p16.json"))
+import json, sys; r = json.load(open(sys.argv[1]))
 print(sum(p["orders"] for p in r["products"]), "clean" if r["auditClean"] else "failed",
-      round(r["wallSeconds"], 2), int(r["attemptsPerSecond"]), round(r["latency"]["p99Ms"], 2))')
-rate_p1=$(python3 -c 'import json; print(int(json.load(open("/tmp/flashsale-sale-p1.json"))["attemptsPerSecond"]))')
+      round(r["wallSeconds"], 2), int(r["attemptsPerSecond"]), round(r["latency"]["p99Ms"], 2))' "$RUN/sale-p16.json")
+rate_p1=$(python3 -c 'import json, sys; print(int(json.load(open(sys.argv[1]))["attemptsPerSecond"]))' "$RUN/sale-p1.json")
 rss10k=$(field "$rss" edge_rss_mib)
 echo
 printf '%-30s %14s %14s\n' "" "1 in flight" "16 in flight"

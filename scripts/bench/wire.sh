@@ -23,16 +23,16 @@ redis=$(bash "$ROOT/scripts/anchors/redis-anchor.sh" 1000000 || true)
 grep -q 'pipeline=16 requests_per_s=[0-9]' <<<"$redis" || { sleep 2; redis=$(bash "$ROOT/scripts/anchors/redis-anchor.sh" 1000000); }
 echo "$redis"
 
-start_ready /tmp/flashsale-wire-server.log "$BIN/flashsale-bench" wire-server --port 0 --threads "$SERVER_THREADS"
-PORT=${READY_ADDR##*:}
-SERVER_PID=${PIDS[-1]}
+serve wire-server --threads "$SERVER_THREADS"
+PORT=$(field "$SERVED" address); PORT=${PORT##*:}
+SERVER_PID=$(field "$SERVED" pid)
 echo "== wire runtime: Ping, server on port $PORT ($SERVER_THREADS event loops), load generator $CLIENT_THREADS event loops"
 load() { "$BIN/flashsale-bench" wire --port "$PORT" --connections 1000 --depth "$1" --seconds "$SECONDS_PER_RUN" --threads "$CLIENT_THREADS" --server-pid "$SERVER_PID"; }
 p1=$(load 1)
 echo "$p1"
 p16=$(load 16)
 echo "$p16"
-stop_started
+stop_served
 
 redis_p1=$(grep 'pipeline=1 ' <<<"$redis" | sed 's/.*requests_per_s=//')
 redis_p16=$(grep 'pipeline=16 ' <<<"$redis" | sed 's/.*requests_per_s=//')

@@ -6,8 +6,18 @@
 #   stop_run_servers, e.g. on EXIT. pg-cluster (scripts/pg-cluster.sh: a primary and a synchronous standby under
 #   Patroni, on this run's ZooKeeper, so name zookeeper before it) exports the same FLASHSALE_PG_DSN and
 #   FLASHSALE_PG_SERVICE_DSN as postgres does, and FLASHSALE_PG_PATRONI / FLASHSALE_PG_PATRONI_LEADER.
+#
+# Cluster/RunServers.swift is the same fixture for Swift (tests without scripts/test.sh, `flashsale sale`): same
+# folders (.data/runs/KIND-PID, /tmp/flashsale-runs past 48 characters), same cleanup of a gone run's folder, the
+# same server scripts doing the work. They stay two because a shell must hold the exports itself (a child process
+# cannot set them), the folder is named after the process that owns the servers (this shell, whose PID a Swift helper
+# that exits at once does not have), and pg-cluster lives only here; a `flashsale-bench run-servers` printing
+# exports for `eval`, with an owner PID, is the way to make them one.
 listening() { timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1" 2>/dev/null; }
 free_port() { local port=$1; while listening "$port"; do port=$((port + 1)); done; echo "$port"; }
+# Where the search for a free port starts unless one is given: a random one in 20000..31999 (below the ephemeral range,
+# as RunServers.swift picks), so runs beside each other rarely race for the same first free port.
+random_port() { echo $((20000 + RANDOM % 12000)); }
 
 RUNS="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.data/runs"
 # PostgreSQL's socket path must stay short.
@@ -34,7 +44,7 @@ start_run_servers() {
   local s
   for s in "${servers[@]}"; do
     if [[ $s == postgres ]]; then
-      export FLASHSALE_PG_PORT=$(free_port "${FLASHSALE_PG_PORT:-15432}")
+      export FLASHSALE_PG_PORT=$(free_port "${FLASHSALE_PG_PORT:-$(random_port)}")
       bash scripts/postgres.sh start >&2
       eval "$(bash scripts/postgres.sh env)"
       export FLASHSALE_PG_DSN FLASHSALE_PG_SERVICE_DSN
@@ -43,7 +53,7 @@ start_run_servers() {
       eval "$(bash scripts/pg-cluster.sh env)"
       export FLASHSALE_PG_DSN FLASHSALE_PG_SERVICE_DSN FLASHSALE_PG_PATRONI FLASHSALE_PG_PATRONI_LEADER
     else
-      export FLASHSALE_ZK_PORT=$(free_port "${FLASHSALE_ZK_PORT:-12181}")
+      export FLASHSALE_ZK_PORT=$(free_port "${FLASHSALE_ZK_PORT:-$(random_port)}")
       bash scripts/zookeeper.sh start >&2
       eval "$(bash scripts/zookeeper.sh env)"
       export FLASHSALE_ZK
