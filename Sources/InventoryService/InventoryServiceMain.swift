@@ -84,13 +84,22 @@ struct InventoryServiceMain: AsyncParsableCommand {
         ZooKeeper (host:port[,...]) of the Patroni cluster that serves the databases: every database connection goes \
         to the primary Patroni's leader key names, and leaves a server that is no longer it (an orphaned primary whose \
         Patroni died), rather than to the first writable host of the connection string. Needs \
-        --patroni-leader-path; the hot database must be on the same cluster (shards: their own connection strings). \
-        Default: none (the connection strings alone decide). scripts/pg-cluster.sh env prints both.
+        --patroni-leader-path or --patroni-cluster. Default: none (the connection strings alone decide). \
+        scripts/pg-cluster.sh env prints both.
         """)
     var patroniZookeeper: String?
 
-    @Option(help: "Patroni's leader key in that ZooKeeper: /NAMESPACE/SCOPE/leader ($FLASHSALE_PG_PATRONI_LEADER).")
+    @Option(help: """
+        Patroni's leader key in that ZooKeeper, /NAMESPACE/SCOPE/leader ($FLASHSALE_PG_PATRONI_LEADER), of the main \
+        cluster; the hot database follows it too unless --patroni-cluster names hot's own.
+        """)
     var patroniLeaderPath: String?
+
+    @Option(parsing: .singleValue, help: """
+        NAME=LEADERPATH: database cluster NAME (hot, or a shard of --database) follows the Patroni cluster whose \
+        leader key is LEADERPATH, in the same ZooKeeper. Repeatable, one per cluster.
+        """)
+    var patroniCluster: [String] = []
 
     @Flag(help: "Serve even if a serving role is a superuser, owns the tables or may write them (a developer's server).")
     var allowPrivilegedRole = false
@@ -120,8 +129,13 @@ struct InventoryServiceMain: AsyncParsableCommand {
         guard (1...3600).contains(maxQueueWait) else { throw ValidationError("--max-queue-wait must be 1...3600") }
         guard root.hasPrefix("/") else { throw ValidationError("--root must start with /") }
         guard advertise.map({ HostPort($0) != nil }) ?? true else { throw ValidationError("--advertise must be host:port") }
-        guard (patroniZookeeper == nil) == (patroniLeaderPath == nil) else {
-            throw ValidationError("--patroni-zookeeper and --patroni-leader-path go together")
+        guard (patroniZookeeper == nil) == (patroniLeaderPath == nil && patroniCluster.isEmpty) else {
+            throw ValidationError("--patroni-zookeeper goes with --patroni-leader-path or --patroni-cluster")
+        }
+        do {
+            _ = try PatroniLeaders(mainLeaderPath: patroniLeaderPath, clusters: patroniCluster)
+        } catch let invalid as DatabaseFlags.Invalid {
+            throw ValidationError(invalid.description)
         }
         do {
             _ = try databaseFlags.clusters(mainDefault: "", migrateDefault: "")
@@ -145,11 +159,11 @@ struct InventoryServiceMain: AsyncParsableCommand {
         if metrics.metricsPort != nil { ServiceMetrics.bootstrap() }
 
         // Before any connection: they go to the primary it names.
-        var patroni: PatroniLeaderWatch?
-        if let patroniZookeeper, let patroniLeaderPath {
-            patroni = try await PatroniLeaderWatch.start(
-                zooKeeper: patroniZookeeper, leaderPath: patroniLeaderPath,
-                timeout: .seconds(Int64(max(connectTimeout, 10))), logger: logger)
+        var patroni = PatroniLeaders.Watches.none
+        if let patroniZookeeper {
+            let leaders = try PatroniLeaders(mainLeaderPath: patroniLeaderPath, clusters: patroniCluster)
+            patroni = try await leaders.watch(
+                zooKeeper: patroniZookeeper, timeout: .seconds(Int64(max(connectTimeout, 10))), logger: logger)
         }
         // Without --dsn: serve as the login role and migrate as the owner, as `scripts/postgres.sh env` prints them.
         let clusters = try databaseFlags.clusters(
@@ -159,7 +173,7 @@ struct InventoryServiceMain: AsyncParsableCommand {
             .init(
                 clusters: clusters, maxBatch: maxBatch, queueLimit: queueLimit, connectTimeoutSeconds: connectTimeout, statementTimeoutMilliseconds: statementTimeoutMs,
                 maxQueueWait: .seconds(Int64(maxQueueWait)), allowPrivilegedRole: allowPrivilegedRole,
-                allowAsynchronousCommit: allowAsynchronousCommit, primary: patroni?.locator),
+                allowAsynchronousCommit: allowAsynchronousCommit, primaries: patroni.locators),
             logger: logger)
 
         var router = RPCRouter(serviceName: "inventory")
@@ -168,7 +182,7 @@ struct InventoryServiceMain: AsyncParsableCommand {
 
         // Shut down last: the consumers draining their batches still need the primary.
         var services: [ServiceGroupConfiguration.ServiceConfiguration] = []
-        if let patroni { services.append(.init(service: patroni)) }
+        for watch in patroni.services { services.append(.init(service: watch)) }
         if let metricsPort = metrics.metricsPort {
             let hooks = ScrapeHooks()
             let depths = inventory.clusterNames.map {
