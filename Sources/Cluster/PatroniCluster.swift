@@ -37,9 +37,11 @@ public struct PatroniCluster: Sendable {
         _ = try? await runCommand(script, ["stop"], environment: ["FLASHSALE_PGC_BASE": path], timeout: .seconds(90))
     }
 
-    /// The inventory's flags that make it follow Patroni's leader.
-    public var inventoryArguments: [String] {
+    /// The inventory's flags that make its main cluster (with hot) follow Patroni's leader, and `shards` too (each a
+    /// cluster of the inventory's `--database NAME=DSN` whose database is on this Patroni cluster).
+    public func inventoryArguments(following shards: [String] = []) -> [String] {
         ["--patroni-zookeeper", zooKeeper, "--patroni-leader-path", leaderPath]
+            + shards.flatMap { ["--patroni-cluster", "\($0)=\(leaderPath)"] }
     }
 
     /// Both nodes running again (a node that was killed rejoins as a standby through pg_rewind, an orphaned primary

@@ -69,6 +69,9 @@ public final class BuyerSwarm: Sendable {
         public var alreadyPurchased = 0
         public var errors = 0
         public var retries = 0
+        /// Of `retries`, how many followed each error (its code), e.g. `deadlineExceeded`: an attempt held to its
+        /// deadline, where `unavailable` was answered at once.
+        public var retriesByCode: [String: Int] = [:]
         public var errorsByCode: [String: Int] = [:]
         public var wallSeconds = 0.0
         /// Latency of each attempt from its first send to its outcome, in microseconds.
@@ -122,6 +125,7 @@ public final class BuyerSwarm: Sendable {
             alreadyPurchased += other.alreadyPurchased
             errors += other.errors
             retries += other.retries
+            retriesByCode.merge(other.retriesByCode, uniquingKeysWith: +)
             errorsByCode.merge(other.errorsByCode, uniquingKeysWith: +)
             latency.add(other.latency)
             purchasedLatency.add(other.purchasedLatency)
@@ -274,6 +278,7 @@ fileprivate final class Lane: Sendable {
                 if case .failure(let error) = outcome, BuyerSwarm.inDoubt(error), tries < self.swarm.maxRetries {
                     // In doubt: ask again with the same request id; it can only ever make one order.
                     self.state.value.result.retries += 1
+                    self.state.value.result.retriesByCode[(error as? RPCError).map { "\($0.code)" } ?? "\(error)", default: 0] += 1
                     var later = delays
                     let delay = TimeAmount(later.next())
                     client.rpc.eventLoop.scheduleTask(in: delay) { [later] in

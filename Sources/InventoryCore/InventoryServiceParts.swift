@@ -27,16 +27,14 @@ public struct InventoryServiceParts: Sendable {
         public var maxQueueWait: TimeAmount
         public var allowPrivilegedRole: Bool
         public var allowAsynchronousCommit: Bool
-        /// Where the main cluster's primary is (Patroni's leader: `PatroniLeaderWatch`); the hot database must then
-        /// be on the same cluster (its default server is). Shards are reached through their own connection strings
-        /// (a multi-host one with `target_session_attrs=read-write` for a Patroni cluster). Nil: the connection
-        /// strings alone decide.
-        public var primary: PostgresPrimaryLocator?
+        /// Where each cluster's primary is, by cluster name (Patroni's leader: `PatroniLeaders`); hot follows main's
+        /// unless it has its own. A cluster without one is reached through its connection string alone.
+        public var primaries: [String: PostgresPrimaryLocator]
 
         public init(
             clusters: [ClusterSettings], maxBatch: Int, queueLimit: Int, connectTimeoutSeconds: Int,
             statementTimeoutMilliseconds: Int, maxQueueWait: TimeAmount, allowPrivilegedRole: Bool,
-            allowAsynchronousCommit: Bool, primary: PostgresPrimaryLocator? = nil
+            allowAsynchronousCommit: Bool, primaries: [String: PostgresPrimaryLocator] = [:]
         ) {
             self.clusters = clusters
             self.maxBatch = maxBatch
@@ -46,7 +44,7 @@ public struct InventoryServiceParts: Sendable {
             self.maxQueueWait = maxQueueWait
             self.allowPrivilegedRole = allowPrivilegedRole
             self.allowAsynchronousCommit = allowAsynchronousCommit
-            self.primary = primary
+            self.primaries = primaries
         }
     }
 
@@ -54,8 +52,8 @@ public struct InventoryServiceParts: Sendable {
         let (inventory, startup) = try await openInventory(
             clusters: settings.clusters, maxBatch: settings.maxBatch, queueLimit: settings.queueLimit,
             timeouts: DatabaseTimeouts(
-                connectSeconds: settings.connectTimeoutSeconds, statementMilliseconds: settings.statementTimeoutMilliseconds,
-                primary: settings.primary),
+                connectSeconds: settings.connectTimeoutSeconds, statementMilliseconds: settings.statementTimeoutMilliseconds),
+            primaries: settings.primaries,
             maxQueueWait: settings.maxQueueWait,
             allow: ServingCheck.Allowances(
                 privilegedRole: settings.allowPrivilegedRole, asynchronousCommit: settings.allowAsynchronousCommit),
@@ -121,8 +119,14 @@ public struct InventoryServiceParts: Sendable {
     /// succeeds. Blocking libpq work runs on each cluster's own thread, bounded by `timeouts`.
     static func openInventory(
         clusters settings: [ClusterSettings], maxBatch: Int, queueLimit: Int, timeouts: DatabaseTimeouts,
-        maxQueueWait: TimeAmount, allow: ServingCheck.Allowances = .init(), logger: Logger
+        primaries: [String: PostgresPrimaryLocator] = [:], maxQueueWait: TimeAmount, allow: ServingCheck.Allowances = .init(), logger: Logger
     ) async throws -> (Inventory, ClusterStartup) {
+        // Each cluster goes to the primary its Patroni leader names, if it has one (hot: main's, unless its own).
+        func bounds(_ role: DatabaseRole) -> DatabaseTimeouts {
+            var bounds = timeouts
+            bounds.primary = primaries[role.rawValue] ?? (role == .hot ? primaries[DatabaseRole.main.rawValue] : nil)
+            return bounds
+        }
         var roles: [DatabaseRole] = []
         for cluster in settings {
             guard let role = DatabaseRole(rawValue: cluster.name), !roles.contains(role) else {
@@ -134,13 +138,13 @@ public struct InventoryServiceParts: Sendable {
             throw DatabaseFlags.Invalid("the main cluster comes first, with a connection string")
         }
         let migrateDSN = mainSettings.migrateDSN
-        let main = ProductDatabase(role: .main, dsn: mainDSN, settings: timeouts.serving, ready: true, logger: logger)
+        let main = ProductDatabase(role: .main, dsn: mainDSN, settings: bounds(.main).serving, ready: true, logger: logger)
         let threads = main.threadPool
-        let mainAdmin = try await PostgresConnection.connect(mainDSN, settings: timeouts.serving, threadPool: threads, logger: logger)
+        let mainAdmin = try await PostgresConnection.connect(mainDSN, settings: bounds(.main).serving, threadPool: threads, logger: logger)
         defer { mainAdmin.close() }
         // The owner migrates (and creates the hot database); the serving connections may be a restricted role.
         let mainOwner = try await PostgresConnection.connect(
-            migrateDSN ?? mainDSN, settings: timeouts.owner, threadPool: threads, logger: logger)
+            migrateDSN ?? mainDSN, settings: bounds(.main).owner, threadPool: threads, logger: logger)
         defer { mainOwner.close() }
         try await threads.runIfActive {
             try Migrator.migrate(mainOwner, logger: logger)
@@ -167,13 +171,6 @@ public struct InventoryServiceParts: Sendable {
         }
         try await ServingCheck.require(mainAdmin, database: .main, allow: allow, logger: logger)
 
-        // Patroni's leader names main's primary (and the hot database's, on the same cluster); a shard is found by
-        // its own connection string.
-        func bounds(_ role: DatabaseRole) -> DatabaseTimeouts {
-            var bounds = timeouts
-            if role != .main && role != .hot { bounds.primary = nil }
-            return bounds
-        }
         // Tried all at once: a cluster that is down costs one connect timeout, not one per cluster.
         let databases = try await withThrowingTaskGroup(of: (Int, ProductDatabase).self) { group in
             for (index, cluster) in others.enumerated() {

@@ -78,13 +78,22 @@ struct InventoryServiceMain: AsyncParsableCommand {
         ZooKeeper (host:port[,...]) of the Patroni cluster that serves the databases: every database connection goes \
         to the primary Patroni's leader key names, and leaves a server that is no longer it (an orphaned primary whose \
         Patroni died), rather than to the first writable host of the connection string. Needs \
-        --patroni-leader-path; the hot database must be on the same cluster (shards: their own connection strings). \
-        Default: none (the connection strings alone decide). scripts/pg-cluster.sh env prints both.
+        --patroni-leader-path or --patroni-cluster. Default: none (the connection strings alone decide). \
+        scripts/pg-cluster.sh env prints both.
         """)
     var patroniZookeeper: String?
 
-    @Option(help: "Patroni's leader key in that ZooKeeper: /NAMESPACE/SCOPE/leader ($FLASHSALE_PG_PATRONI_LEADER).")
+    @Option(help: """
+        Patroni's leader key in that ZooKeeper, /NAMESPACE/SCOPE/leader ($FLASHSALE_PG_PATRONI_LEADER), of the main \
+        cluster; the hot database follows it too unless --patroni-cluster names hot's own.
+        """)
     var patroniLeaderPath: String?
+
+    @Option(parsing: .singleValue, help: """
+        NAME=LEADERPATH: database cluster NAME (hot, or a shard of --database) follows the Patroni cluster whose \
+        leader key is LEADERPATH, in the same ZooKeeper. Repeatable, one per cluster.
+        """)
+    var patroniCluster: [String] = []
 
     @Flag(help: "Serve even if a serving role is a superuser, owns the tables or may write them (a developer's server).")
     var allowPrivilegedRole = false
@@ -107,8 +116,13 @@ struct InventoryServiceMain: AsyncParsableCommand {
             throw ValidationError("--statement-timeout-ms must be 100...600000")
         }
         guard (1...3600).contains(maxQueueWait) else { throw ValidationError("--max-queue-wait must be 1...3600") }
-        guard (patroniZookeeper == nil) == (patroniLeaderPath == nil) else {
-            throw ValidationError("--patroni-zookeeper and --patroni-leader-path go together")
+        guard (patroniZookeeper == nil) == (patroniLeaderPath == nil && patroniCluster.isEmpty) else {
+            throw ValidationError("--patroni-zookeeper goes with --patroni-leader-path or --patroni-cluster")
+        }
+        do {
+            _ = try PatroniLeaders(mainLeaderPath: patroniLeaderPath, clusters: patroniCluster)
+        } catch let invalid as DatabaseFlags.Invalid {
+            throw ValidationError(invalid.description)
         }
         do {
             _ = try databaseFlags.clusters(mainDefault: "", migrateDefault: "")
@@ -131,11 +145,11 @@ struct InventoryServiceMain: AsyncParsableCommand {
         metrics.bootstrap()  // before the pools exist: their metric handles are made when they are
 
         // Before any connection: they go to the primary it names.
-        var patroni: PatroniLeaderWatch?
-        if let patroniZookeeper, let patroniLeaderPath {
-            patroni = try await PatroniLeaderWatch.start(
-                zooKeeper: patroniZookeeper, leaderPath: patroniLeaderPath,
-                timeout: .seconds(Int64(max(connectTimeout, 10))), logger: logger)
+        var patroni = PatroniLeaders.Watches.none
+        if let patroniZookeeper {
+            let leaders = try PatroniLeaders(mainLeaderPath: patroniLeaderPath, clusters: patroniCluster)
+            patroni = try await leaders.watch(
+                zooKeeper: patroniZookeeper, timeout: .seconds(Int64(max(connectTimeout, 10))), logger: logger)
         }
         let defaults = InventoryServiceParts.defaultDSNs(environment: environment)
         let inventory = try await InventoryServiceParts.open(
@@ -144,7 +158,7 @@ struct InventoryServiceMain: AsyncParsableCommand {
                 maxBatch: maxBatch, queueLimit: queueLimit, connectTimeoutSeconds: connectTimeout,
                 statementTimeoutMilliseconds: statementTimeoutMs, maxQueueWait: .seconds(Int64(maxQueueWait)),
                 allowPrivilegedRole: allowPrivilegedRole, allowAsynchronousCommit: allowAsynchronousCommit,
-                primary: patroni?.locator),
+                primaries: patroni.locators),
             logger: logger)
 
         var router = RPCRouter(serviceName: "inventory")
@@ -155,7 +169,7 @@ struct InventoryServiceMain: AsyncParsableCommand {
 
         // Shut down in reverse order: the registration goes, the server drains its calls, the consumers stop, then
         // the metrics port (if any) closes, and the Patroni watch last (the consumers draining still need the primary).
-        let services = (patroni.map { [ServiceGroupConfiguration.ServiceConfiguration(service: $0)] } ?? [])
+        let services = patroni.services.map { ServiceGroupConfiguration.ServiceConfiguration(service: $0) }
             + metrics.services(service: "inventory", logger: logger) { inventory.installMetrics(into: $0, server: server) }
             + [
                 .init(service: inventory.consumers, successTerminationBehavior: .gracefullyShutdownGroup,

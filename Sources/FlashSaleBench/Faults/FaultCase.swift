@@ -25,7 +25,7 @@ enum Fault: String, CaseIterable, Sendable {
     case quotaleader   // kill -9 the leader of two quota services; the standby takes over
     case pgfailover    // PostgreSQL under Patroni: kill -9 of the primary's postmaster, the standby promoted
     case pgrejoin      // the same, and the old primary restarted mid-sale: it rejoins as the standby
-    case pgorphan      // kill -9 of Patroni alone on the primary: its PostgreSQL lives on, orphaned
+    case pgorphan      // kill -9 of Patroni alone on the primary: its PostgreSQL (main, hot and a shard) lives on, orphaned
     case pgstandby     // the standby lost: the primary acknowledges alone (non-strict synchronous mode)
     case sharddown     // one shard cluster refuses connections while products on the others sell
     case holds         // a sale with a hold time and abandoned carts; kill -9 of the inventory mid-expiry
@@ -45,6 +45,8 @@ enum Fault: String, CaseIterable, Sendable {
         case .reuse: [SaleProduct(id: "f1"), SaleProduct(id: "f2"), SaleProduct(id: "h1", hot: true)]
         case .hotdown: [SaleProduct(id: "f1"), SaleProduct(id: "h1", hot: true)]
         case .sharddown: Fault.shardDownProducts
+        // Least-loaded placement: f1 on main, s2 on shard-2 (checked as the fault lands).
+        case .pgorphan: [SaleProduct(id: "f1"), SaleProduct(id: "s2")]
         default: [SaleProduct(id: "f1")]
         }
     }
@@ -237,6 +239,10 @@ struct FaultCase {
         let audit = try await retryingUnavailable { try await inventory.audit() }
         row.attempts = result.attempts
         row.retries = result.retries + sweep.retries
+        let retriesByCode = result.retriesByCode.merging(sweep.retriesByCode, uniquingKeysWith: +)
+        if !retriesByCode.isEmpty {
+            row.notes.append("retries by code: " + retriesByCode.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))
+        }
         row.errors = result.errors + sweep.errors
         row.auditClean = audit.clean
         for product in products {

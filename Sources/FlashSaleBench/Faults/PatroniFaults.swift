@@ -41,7 +41,7 @@ extension FaultServers {
         guard fault.needsPatroni else { return try await createDatabases(prefix: prefix, shards: fault.shards) }
         let patroni = try cluster(fault)
         try await patroni.restore()
-        let databases = try await RunDatabases.create(adminDSN: patroni.adminDSN, prefix: prefix)
+        let databases = try await RunDatabases.create(adminDSN: patroni.adminDSN, prefix: prefix, shards: fault.shards)
         patroniDatabases.current.withLock { $0 = databases }
         return databases
     }
@@ -50,7 +50,7 @@ extension FaultServers {
     func configuration(for fault: Fault, _ configuration: Platform.Configuration) -> Platform.Configuration {
         guard fault.needsPatroni, let patroni else { return configuration }
         var configuration = configuration
-        configuration.inventoryArguments += patroni.inventoryArguments
+        configuration.inventoryArguments += patroni.inventoryArguments(following: configuration.clusters.map(\.name))
         return configuration
     }
 
@@ -68,6 +68,7 @@ extension FaultServers {
             // The orphan stays read-write and first in the multi-host DSN; the standby is promoted once the leader
             // key expires. Left so for a while mid-sale, then fenced (as a watchdog would), so that the suite's own
             // statements (dropping the case's databases) cannot wait on it; the next case's restore rejoins it.
+            try await requirePlacement(product: "s2", on: "shard-2")
             let orphan = try await patroni.primaryNode()
             try await patroni.killPatroni()
             try await waitUntil(timeout: .seconds(30), what: "the standby to be promoted past the orphan") {
@@ -84,6 +85,17 @@ extension FaultServers {
         default:
             break
         }
+    }
+
+    /// The orphan case's shard product must live on its shard, or the case would not show the shard fenced.
+    private func requirePlacement(product: String, on cluster: String) async throws {
+        guard let databases = patroniDatabases.current.withLock({ $0 }) else {
+            throw ClusterError.notFound("the databases of the case under way")
+        }
+        let connection = try await PostgresConnection.connect(databases.main.dsn)
+        defer { connection.close() }
+        let placed = try await connection.query("SELECT database FROM products WHERE name = $1", [product]).string(0, 0)
+        guard placed == cluster else { throw ClusterError.notFound("\(product) on \(cluster) (it is on \(placed ?? "no cluster"))") }
     }
 
     /// `failover_s=X unavailable_s=X`, from the case's orders on the new primary: the kill to the first order made

@@ -6,8 +6,15 @@ import Proto
 import Wire
 
 extension Fault {
-    /// Shard clusters the case's inventory is given (`RunDatabases` shards: `shard-2`, `shard-3`, ...).
-    var shards: Int { self == .sharddown ? 2 : 0 }
+    /// Shard clusters the case's inventory is given (`RunDatabases` shards: `shard-2`, `shard-3`, ...). The orphan
+    /// case has one on the Patroni cluster, following its leader as main does (`--patroni-cluster`).
+    var shards: Int {
+        switch self {
+        case .sharddown: 2
+        case .pgorphan: 1
+        default: 0
+        }
+    }
 
     /// Created in this order, so the least-loaded placement puts f1 on main, s2 on shard-2 and s3 on shard-3 (h1 is
     /// hot): the case checks that it did.
