@@ -74,7 +74,7 @@ let package = Package(
             name: "FlashSaleClient",
             dependencies: [
                 "Wire", "Proto", .product(name: "NIOCore", package: "swift-nio"), .product(name: "Logging", package: "swift-log"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict),
 
@@ -95,7 +95,7 @@ let package = Package(
         .target(
             name: "ServiceKit",
             dependencies: [
-                "Addressing", "Wire", "Proto", .product(name: "NIOPosix", package: "swift-nio"),
+                "Addressing", "Wire", .product(name: "NIOPosix", package: "swift-nio"),
                 // The metrics port and the inventory replicas, behind the flags that ask for them.
                 "ServiceMetrics", "InventoryDiscovery",
                 .product(name: "NIOCore", package: "swift-nio"),
@@ -151,9 +151,9 @@ let package = Package(
         .executableTarget(
             name: "Edge",
             dependencies: [
-                "QuotaContract", "InventoryDiscovery",
+                "QuotaContract",
                 "Addressing",
-                "EdgeCore", "ServiceKit", "ServiceMetrics", "Wire", "FlashSaleClient", "ZooKeeperClient",
+                "EdgeCore", "ServiceKit", "Wire", "ZooKeeperClient",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
@@ -163,9 +163,8 @@ let package = Package(
         .executableTarget(
             name: "QuotaService",
             dependencies: [
-                "QuotaContract", "Addressing",
-                "InventoryDiscovery",
-                "QuotaCore", "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire", "FlashSaleClient",
+                "QuotaContract",
+                "QuotaCore", "ServiceKit", "Wire",
                 "ZooKeeperClient",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -174,10 +173,7 @@ let package = Package(
         .executableTarget(
             name: "InventoryService",
             dependencies: [
-                "QuotaContract", "InventoryDiscovery",
-                "Addressing",
-                "InventoryCore", "ServiceKit", "ServiceMetrics", .product(name: "Metrics", package: "swift-metrics"), "Wire",
-                "ZooKeeperClient", .product(name: "Logging", package: "swift-log"),
+                "InventoryCore", "ServiceKit", "Wire", .product(name: "Logging", package: "swift-log"),
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
@@ -189,7 +185,7 @@ let package = Package(
             dependencies: [
                 "QuotaContract", "Addressing",
                 "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster", "SalePage",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
             ],
             swiftSettings: strict),
 
@@ -200,7 +196,7 @@ let package = Package(
                 "QuotaContract", "Addressing",
                 "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
 
@@ -227,14 +223,15 @@ let package = Package(
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), .product(name: "CoreMetrics", package: "swift-metrics"),
             ],
             swiftSettings: strict),
 
         // Shared by the test targets: the real servers and executables, per-test databases.
         .target(
             name: "TestSupport",
-            dependencies: ["Cluster", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient"],
+            "Cluster", "PostgresClient",
+        ],
             path: "Tests/TestSupport",
             swiftSettings: strict),
         .testTarget(
@@ -242,14 +239,14 @@ let package = Package(
             dependencies: [
                 "Wire", "Proto", "TestSupport",
                 .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "NIOTestUtils", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"), .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
         .testTarget(
             name: "EdgeTests",
             dependencies: [
                 "QuotaContract", "EdgeCore", "Proto", "Wire", .product(name: "NIOEmbedded", package: "swift-nio"),
-                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"), "FlashSaleClient", .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"), "ZooKeeperClient",
             ],
             swiftSettings: strict),
         // The cores' pure decisions: no servers, no processes (they may run in parallel).
