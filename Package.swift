@@ -230,8 +230,7 @@ let package = Package(
         // Shared by the test targets: the real servers and executables, per-test databases.
         .target(
             name: "TestSupport",
-            "Cluster", "PostgresClient",
-        ],
+            dependencies: ["Cluster", "PostgresClient"],
             path: "Tests/TestSupport",
             swiftSettings: strict),
         .testTarget(
