@@ -37,11 +37,10 @@ public struct PatroniCluster: Sendable {
         _ = try? await runCommand(script, ["stop"], environment: ["FLASHSALE_PGC_BASE": path], timeout: .seconds(90))
     }
 
-    /// The inventory's flags that make its main cluster (with hot) follow Patroni's leader, and `shards` too (each a
-    /// cluster of the inventory's `--database NAME=DSN` whose database is on this Patroni cluster).
-    public func inventoryArguments(following shards: [String] = []) -> [String] {
-        ["--patroni-zookeeper", zooKeeper, "--patroni-leader-path", leaderPath]
-            + shards.flatMap { ["--patroni-cluster", "\($0)=\(leaderPath)"] }
+    /// What makes the inventory's main cluster (with hot) follow this cluster's leader, and `shards` too (clusters of
+    /// the inventory's `--database NAME=DSN` whose databases are on this Patroni cluster).
+    public func following(shards: [String] = []) -> PatroniFollowing {
+        PatroniFollowing(zooKeeper: zooKeeper, leaderPath: leaderPath, shards: shards)
     }
 
     /// Both nodes running again (a node that was killed rejoins as a standby through pg_rewind, an orphaned primary

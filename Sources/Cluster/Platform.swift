@@ -62,6 +62,8 @@ public final class Platform: Sendable {
         public var serviceToken: String = Platform.newSecret()
         public var logLevel: String = "warning"
         public var inventoryArguments: [String] = []
+        /// The inventory follows a Patroni cluster's leader (`PatroniCluster.following`); nil: its DSNs alone decide.
+        public var patroni: PatroniFollowing?
         public var quotaArguments: [String] = []
         public var edgeArguments: [String] = []
         /// Added to each service's environment, over what the platform gives it.
@@ -269,6 +271,7 @@ public final class Platform: Sendable {
         arguments.port = port
         arguments.logLevel = configuration.logLevel
         arguments.extra = configuration.inventoryArguments
+        arguments.patroni = configuration.patroni
         if configuration.discoverInventories {
             arguments.extra += ["--zookeeper", configuration.zooKeeperHosts, "--root", configuration.zooKeeperRoot]
         }

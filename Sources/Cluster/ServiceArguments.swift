@@ -23,8 +23,8 @@ public struct InventoryArguments: ServiceArguments {
     public var hotConsumers: Int?
     public var maxBatch: Int?
     public var queueLimit: Int?
-    /// Follow Patroni's leader (`--patroni-zookeeper`, `--patroni-leader-path`) instead of the DSNs' hosts alone.
-    public var patroni: (zooKeeper: String, leaderPath: String)?
+    /// Follow Patroni's leader instead of the DSNs' hosts alone.
+    public var patroni: PatroniFollowing?
     public var logLevel = "info"
     /// More flags, after the ones above (`--metrics-port 0`, ...).
     public var extra: [String] = []
@@ -61,8 +61,27 @@ public struct InventoryArguments: ServiceArguments {
         if let hotConsumers { list += ["--hot-consumers", "\(hotConsumers)"] }
         if let maxBatch { list += ["--max-batch", "\(maxBatch)"] }
         if let queueLimit { list += ["--queue-limit", "\(queueLimit)"] }
-        if let patroni { list += ["--patroni-zookeeper", patroni.zooKeeper, "--patroni-leader-path", patroni.leaderPath] }
+        if let patroni { list += patroni.list }
         return list + ["--log-level", logLevel] + extra
+    }
+}
+
+/// The inventory's clusters on one Patroni cluster follow its leader key: main (and hot) through
+/// `--patroni-leader-path`, each shard named here through `--patroni-cluster NAME=LEADERPATH`.
+public struct PatroniFollowing: Sendable {
+    public var zooKeeper: String
+    public var leaderPath: String
+    public var shards: [String]
+
+    public init(zooKeeper: String, leaderPath: String, shards: [String] = []) {
+        self.zooKeeper = zooKeeper
+        self.leaderPath = leaderPath
+        self.shards = shards
+    }
+
+    public var list: [String] {
+        ["--patroni-zookeeper", zooKeeper, "--patroni-leader-path", leaderPath]
+            + shards.flatMap { ["--patroni-cluster", "\($0)=\(leaderPath)"] }
     }
 }
 

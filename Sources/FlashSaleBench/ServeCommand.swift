@@ -52,7 +52,7 @@ struct ServeInventory: AsyncParsableCommand {
             arguments.hotConsumers = hotConsumers
             arguments.maxBatch = maxBatch
             arguments.queueLimit = queueLimit
-            arguments.patroni = patroniZookeeper.map { ($0, patroniLeaderPath) }
+            arguments.patroni = patroniZookeeper.map { PatroniFollowing(zooKeeper: $0, leaderPath: patroniLeaderPath) }
             arguments.logLevel = logLevel
             // The service token comes from this process's environment (FLASHSALE_SERVICE_TOKEN), as the load's does.
             let endpoint = try await ServiceEndpoint.start(arguments, environment: [:], name: "inventory")

@@ -50,7 +50,7 @@ extension FaultServers {
     func configuration(for fault: Fault, _ configuration: Platform.Configuration) -> Platform.Configuration {
         guard fault.needsPatroni, let patroni else { return configuration }
         var configuration = configuration
-        configuration.inventoryArguments += patroni.inventoryArguments(following: configuration.clusters.map(\.name))
+        configuration.patroni = patroni.following(shards: configuration.clusters.map(\.name))
         return configuration
     }
 

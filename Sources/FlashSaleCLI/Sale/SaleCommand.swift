@@ -111,7 +111,7 @@ struct SaleCommand: AsyncParsableCommand {
             if let patroni {
                 platformConfiguration.inventories = 2
                 platformConfiguration.quotaServices = 2
-                platformConfiguration.inventoryArguments += patroni.inventoryArguments(following: platformConfiguration.clusters.map(\.name))
+                platformConfiguration.patroni = patroni.following(shards: platformConfiguration.clusters.map(\.name))
                 say("starting 2 inventory replicas, a quota leader and its standby, and \(edges) edges...")
             } else {
                 say("starting the inventory service, the quota service and \(edges) edges...")
