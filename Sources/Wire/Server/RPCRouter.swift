@@ -95,10 +95,20 @@ public struct RPCRouter: Sendable {
                 do {
                     raw.succeed(try await handler(request, context))
                 } catch {
-                    raw.complete(.failure(RPCError.wrapping(error)))
+                    raw.complete(.failure(Self.status(of: error, deadline: context.deadline)))
                 }
             }
         }
+    }
+
+    /// A handler's error as its call's status. A handler cancelled at its call's deadline (`ConnectionCalls`) throws
+    /// whatever its await throws, typically CancellationError: that is DEADLINE_EXCEEDED, as the client would say
+    /// itself, not INTERNAL (a loaded client whose own timer fires late saw INTERNAL first).
+    static func status(of error: any Error, deadline: NIODeadline?, now: NIODeadline = .now()) -> RPCError {
+        if !(error is RPCError), let deadline, deadline <= now {
+            return RPCError(.deadlineExceeded, "deadline exceeded while the call ran", cause: error)
+        }
+        return RPCError.wrapping(error)
     }
 
     /// A handler called on the connection's event loop, for hot paths where a task hop per call costs too much
