@@ -112,9 +112,13 @@ public final class BuyerSwarm: Sendable {
                 }
             case .failure(let error):
                 errors += 1
-                let code = (error as? RPCError).map { "\($0.code)" } ?? "\(error)"
-                errorsByCode[code, default: 0] += 1
+                errorsByCode[Self.name(of: error), default: 0] += 1
             }
+        }
+
+        /// How `errorsByCode` and `retriesByCode` name an error: its status code, or the error itself.
+        static func name(of error: any Error) -> String {
+            (error as? RPCError).map { "\($0.code)" } ?? "\(error)"
         }
 
         public mutating func merge(_ other: Result) {
@@ -278,7 +282,7 @@ fileprivate final class Lane: Sendable {
                 if case .failure(let error) = outcome, BuyerSwarm.inDoubt(error), tries < self.swarm.maxRetries {
                     // In doubt: ask again with the same request id; it can only ever make one order.
                     self.state.value.result.retries += 1
-                    self.state.value.result.retriesByCode[(error as? RPCError).map { "\($0.code)" } ?? "\(error)", default: 0] += 1
+                    self.state.value.result.retriesByCode[BuyerSwarm.Result.name(of: error), default: 0] += 1
                     var later = delays
                     let delay = TimeAmount(later.next())
                     client.rpc.eventLoop.scheduleTask(in: delay) { [later] in
