@@ -281,7 +281,7 @@ let package = Package(
             name: "IntegrationTests",
             dependencies: [
                 "QuotaContract", "Addressing",
-                "TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient", "ServiceKit",
+                "TestSupport", "FlashSaleClient", "Proto", "Wire", "PostgresClient", "ZooKeeperClient", "ServiceKit", "Cluster",
                 .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
             ],
             swiftSettings: strict),

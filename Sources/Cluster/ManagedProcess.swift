@@ -266,10 +266,11 @@ public func withTimeout<T: Sendable>(
     }
 }
 
-/// Resident memory of process `pid` (VmRSS in /proc), in MiB; nil when it cannot be read (the process is gone).
-public func residentMiB(pid: pid_t) -> Double? {
+/// Resident memory of process `pid` in MiB (`field` of /proc/PID/status: VmRSS in all, or its parts RssAnon, the
+/// heap and stacks, and RssFile, the mapped binaries); nil when it cannot be read (the process is gone).
+public func residentMiB(pid: pid_t, field: String = "VmRSS") -> Double? {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("VmRSS:") }),
+          let line = status.split(separator: "\n").first(where: { $0.hasPrefix("\(field):") }),
           let kib = Double(line.split(separator: " ").dropFirst().first ?? "")
     else { return nil }
     return kib / 1024

@@ -1,7 +1,7 @@
 import Addressing
 import ArgumentParser
 import EdgeCore
-import Foundation
+import FoundationEssentials
 import NIOCore
 import NIOPosix
 import QuotaContract

@@ -25,6 +25,7 @@ struct EdgeMemoryCommand: AsyncParsableCommand {
         defer { Task { await edge.terminate() } }
         let (host, port) = (endpoint.host, endpoint.port)
         let idle = try Self.resident(edge)
+        let idleParts = Self.parts(edge)
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let clients = (0..<connections).map { _ in EdgeClient(host: host, port: port, group: group, logger: logger) }
@@ -38,10 +39,17 @@ struct EdgeMemoryCommand: AsyncParsableCommand {
         }
         try await Task.sleep(for: .milliseconds(500))
         let loaded = try Self.resident(edge)
+        print("edge-rss idle: \(idleParts); with the connections: \(Self.parts(edge))")
         print("edge-rss connections=\(connections) edge_rss_mib_idle=\(format(idle, decimals: 1)) edge_rss_mib=\(format(loaded, decimals: 1)) per_connection_kib=\(format((loaded - idle) * 1024 / Double(connections), decimals: 2))")
         for client in clients { await client.shutdown() }
         await edge.terminate()
         try await group.shutdownGracefully()
+    }
+
+    /// The anonymous (heap, stacks) and file-backed (binaries' pages) parts of the RSS, for the report.
+    static func parts(_ edge: ManagedProcess) -> String {
+        ["RssAnon", "RssFile"].map { "\($0)=\(residentMiB(pid: edge.pid, field: $0).map { format($0, decimals: 1) } ?? "?")MiB" }
+            .joined(separator: " ")
     }
 
     static func resident(_ edge: ManagedProcess) throws -> Double {

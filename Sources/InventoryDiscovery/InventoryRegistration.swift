@@ -1,5 +1,5 @@
 import Addressing
-import Foundation
+import FoundationEssentials
 
 /// Where inventory replicas register in ZooKeeper and what their nodes hold: `<root>/inventories/inventory-NNNNNNNNNN`,
 /// ephemeral sequential, made by the replica's own session (it vanishes with the process), its data the address the

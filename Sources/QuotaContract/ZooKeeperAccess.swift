@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import ZooKeeperClient
 
 /// Who may write what in the platform's ZooKeeper tree, with digest ACLs: the quota service owns every node (quotas,

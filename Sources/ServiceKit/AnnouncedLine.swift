@@ -1,5 +1,5 @@
 import Addressing
-import Foundation
+import Glibc
 import NIOCore
 
 extension HostPort {

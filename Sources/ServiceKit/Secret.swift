@@ -1,4 +1,5 @@
-import Foundation
+import Addressing
+import FoundationEssentials
 
 /// The one way a process reads a secret: the variable `NAME`, or the first line of the file named by `NAME_FILE`
 /// (so the secret need not sit in the environment). Never logged.
@@ -11,7 +12,7 @@ public enum Secret {
         guard let contents = try? String(contentsOfFile: path, encoding: .utf8) else {
             throw ConfigurationError("cannot read the file named by \(name)_FILE")
         }
-        let value = contents.split(separator: "\n").first.map(String.init)?.trimmingCharacters(in: .whitespaces) ?? ""
+        let value = contents.split(separator: "\n").first?.trimmingWhitespace ?? ""
         return value.isEmpty ? nil : value
     }
 }

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 /// A failure of a ZooKeeper call: the C client's error code, its text, and the path involved.
 public struct ZooKeeperError: Error, Sendable, Equatable, CustomStringConvertible {
