@@ -30,6 +30,9 @@ struct SaleCommand: AsyncParsableCommand {
     @Option(help: "Shard clusters (shard-2, ...) beside main and hot, each a database of its own; products go to the least loaded.")
     var shards = 0
     @Option(help: "Number of edges.") var edges = 2
+    @Option(help: "Event loop threads of each edge (default: the edge's own, one per core).") var edgeThreads: Int?
+    @Flag(help: "Pin the buyers (this process) to CPU 0 and the edges to CPU 1 once the platform runs (the other servers stay on both): client and server costs apart, as `scripts/bench.sh sale` measures them.")
+    var pin = false
     @Option(help: "Seed of the buyers' choices.") var seed: UInt64 = 20_261_124
     @Option(help: "Write the report as JSON to this file as well.") var json: String?
     @Option(help: "Write the report as one self-contained HTML page with charts (sampled every 200 ms) to this file as well.")
@@ -107,6 +110,7 @@ struct SaleCommand: AsyncParsableCommand {
             platformConfiguration.clusters = databases!.shardClusters
             platformConfiguration.zooKeeperRoot = "/\(runID)"
             platformConfiguration.edges = edges
+            if let edgeThreads { platformConfiguration.edgeArguments = ["--threads", "\(edgeThreads)"] }
             platformConfiguration.logLevel = logLevel
             if let patroni {
                 platformConfiguration.inventories = 2
@@ -117,6 +121,10 @@ struct SaleCommand: AsyncParsableCommand {
                 say("starting the inventory service, the quota service and \(edges) edges...")
             }
             platform = try await Platform.start(platformConfiguration)
+            if pin {
+                for edge in platform!.edges { try await CPUAffinity.pin(pid: edge.process.pid, cpu: 1) }
+                try await CPUAffinity.pin(pid: getpid(), cpu: 0)
+            }
             (report, timeline) = try await runSale(
                 platform: platform!, dsns: databases!.allDSNs, logger: logger, say: say)
         } catch {
