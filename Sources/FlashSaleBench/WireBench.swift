@@ -166,7 +166,7 @@ final class PingDriver: Sendable {
         }
         let measuring = current == .measuring
         let start = measuring ? NIODeadline.now() : .uptimeNanoseconds(0)
-        self.client.callFuture(CommonRPC.Ping.self, WirePingRequest()).whenComplete { result in
+        self.client.call(CommonRPC.Ping.self, WirePingRequest()) { result in
             if measuring {
                 switch result {
                 case .success:

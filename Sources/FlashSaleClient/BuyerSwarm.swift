@@ -277,29 +277,29 @@ fileprivate final class Lane: Sendable {
     ) {
         // Every other retry goes to the next edge: a dead edge must not keep a request in doubt forever.
         let client = clients[(tries / 2) % clients.count]
-        client.purchaseFuture(requestID: attempt.requestID, userID: attempt.userID, product: attempt.product, retry: retry)
-            .whenComplete { outcome in
-                if case .failure(let error) = outcome, BuyerSwarm.inDoubt(error), tries < self.swarm.maxRetries {
-                    // In doubt: ask again with the same request id; it can only ever make one order.
-                    self.state.value.result.retries += 1
-                    self.state.value.result.retriesByCode[BuyerSwarm.Result.name(of: error), default: 0] += 1
-                    var later = delays
-                    let delay = TimeAmount(later.next())
-                    client.rpc.eventLoop.scheduleTask(in: delay) { [later] in
-                        self.send(attempt, retry: true, tries: tries + 1, started: started, delays: later)
-                    }
-                    return
+        client.purchase(requestID: attempt.requestID, userID: attempt.userID, product: attempt.product, retry: retry) { answer in
+            let outcome = answer.mapError { $0 as any Error }
+            if case .failure(let error) = outcome, BuyerSwarm.inDoubt(error), tries < self.swarm.maxRetries {
+                // In doubt: ask again with the same request id; it can only ever make one order.
+                self.state.value.result.retries += 1
+                self.state.value.result.retriesByCode[BuyerSwarm.Result.name(of: error), default: 0] += 1
+                var later = delays
+                let delay = TimeAmount(later.next())
+                client.rpc.eventLoop.scheduleTask(in: delay) { [later] in
+                    self.send(attempt, retry: true, tries: tries + 1, started: started, delays: later)
                 }
-                let micros = UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000))
-                self.state.value.result.record(outcome, of: attempt, micros: micros)
-                self.swarm.latencyWindow?.record(micros, lane: self.shard)
-                self.swarm.attemptFinished()
-                if let pause = self.swarm.pause {
-                    client.rpc.eventLoop.scheduleTask(in: pause) { self.next() }
-                } else {
-                    self.next()
-                }
+                return
             }
+            let micros = UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000))
+            self.state.value.result.record(outcome, of: attempt, micros: micros)
+            self.swarm.latencyWindow?.record(micros, lane: self.shard)
+            self.swarm.attemptFinished()
+            if let pause = self.swarm.pause {
+                client.rpc.eventLoop.scheduleTask(in: pause) { self.next() }
+            } else {
+                self.next()
+            }
+        }
     }
 
 }

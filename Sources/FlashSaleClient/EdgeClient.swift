@@ -36,6 +36,16 @@ public struct EdgeClient: Sendable {
             PurchaseRequest(requestId: requestID, userId: userID, productId: product, retry: retry), timeout: timeout)
     }
 
+    /// The callback form, for load generators on the client's event loop (see `RPCClient.call(_:_:timeout:token:completion:)`).
+    public func purchase(
+        requestID: UInt64, userID: UInt64, product: String, retry: Bool = false, timeout: TimeAmount? = nil,
+        completion: @escaping @Sendable (Result<PurchaseResponse, RPCError>) -> Void
+    ) {
+        self.rpc.call(
+            EdgeRPC.Purchase.self, PurchaseRequest(requestId: requestID, userId: userID, productId: product, retry: retry),
+            timeout: timeout, completion: completion)
+    }
+
     public func stats() async throws -> EdgeStatsResponse {
         try await self.calls.stats(EdgeStatsRequest())
     }

@@ -116,6 +116,34 @@ struct RawPeer {
         await running.stop()
     }
 
+    @Test func theCallbackFormAnswersOnTheConnectionsLoopWithTheResponseOrTheError() async throws {
+        let running = try await RunningServer.start(router: testRouter())
+        let client = client(port: running.port)
+        let loop = client.eventLoop
+        let outcomes = try await withThrowingTaskGroup(of: (method: String, onLoop: Bool, result: Result<WirePingResponse, RPCError>).self) { group in
+            for method in ["Echo", "NoSuchMethod"] {
+                group.addTask {
+                    await withCheckedContinuation { continuation in
+                        client.call(method, WirePingRequest(data: ByteBuffer(bytes: [7])), as: WirePingResponse.self) { result in
+                            continuation.resume(returning: (method, loop.inEventLoop, result))
+                        }
+                    }
+                }
+            }
+            return try await group.reduce(into: [:]) { $0[$1.method] = ($1.onLoop, $1.result) }
+        }
+        #expect(outcomes["Echo"]?.0 == true)
+        #expect(try outcomes["Echo"]?.1.get().data == ByteBuffer(bytes: [7]))
+        #expect(outcomes["NoSuchMethod"]?.0 == true)
+        if case .failure(let error)? = outcomes["NoSuchMethod"]?.1 {
+            #expect(error.code == .unimplemented)
+        } else {
+            Issue.record("an unknown method was answered: \(String(describing: outcomes["NoSuchMethod"]))")
+        }
+        await client.shutdown()
+        await running.stop()
+    }
+
     @Test func clientDeadlineFailsTheCallWithDeadlineExceeded() async throws {
         let running = try await RunningServer.start(router: testRouter())
         let client = client(port: running.port)

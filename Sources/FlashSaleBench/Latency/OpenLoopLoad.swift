@@ -201,7 +201,8 @@ private final class Pacer: Sendable {
         let user = 1 + draw % UInt64(max(1, configuration.users))
         let product = configuration.products[index % configuration.products.count]
         let requestID = configuration.requestIDBase &+ UInt64(index)
-        clients[connection].purchaseFuture(requestID: requestID, userID: user, product: product).whenComplete { outcome in
+        clients[connection].purchase(requestID: requestID, userID: user, product: product) { answer in
+            let outcome = answer.mapError { $0 as any Error }
             let micros = UInt64(max(0, (NIODeadline.now() - intended).nanoseconds / 1000))
             self.state.value.outstanding[connection] -= 1
             self.state.value.answered += 1

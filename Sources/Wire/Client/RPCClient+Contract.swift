@@ -16,4 +16,12 @@ extension RPCClient {
     ) -> EventLoopFuture<M.Output> {
         self.callFuture(M.name, request, as: M.Output.self, timeout: timeout, token: token)
     }
+
+    /// The callback form (see `RPCClient.call(_:_:as:timeout:token:completion:)`), for load generators.
+    public func call<M: RPCMethod>(
+        _ method: M.Type, _ request: M.Input, timeout: TimeAmount? = nil, token: String? = nil,
+        completion: @escaping @Sendable (Result<M.Output, RPCError>) -> Void
+    ) {
+        self.call(M.name, request, as: M.Output.self, timeout: timeout, token: token, completion: completion)
+    }
 }

@@ -8,7 +8,7 @@ enum CallOutcome {
     case failure(RPCError)
 }
 
-/// Completes one call with its outcome; built by `RPCClient.callFuture`, which decodes the response type there.
+/// Completes one call with its outcome; built by `RPCClient.call`, which decodes the response type there.
 typealias CallCompletion = @Sendable (CallOutcome) -> Void
 
 /// One call on its way out from another thread (or before the connection is up): its payload is serialized
