@@ -90,8 +90,8 @@ extension PurchaseRequest: ProtoBridged {
     static func packedSizeC(_ message: UnsafePointer<Flashsale__PurchaseRequest>) -> Int { flashsale__purchase_request__get_packed_size(message) }
     static func packC(_ message: UnsafePointer<Flashsale__PurchaseRequest>, _ out: UnsafeMutablePointer<UInt8>) -> Int { flashsale__purchase_request__pack(message, out) }
 
-    public func serialize(into buffer: inout ByteBuffer) { ProtoRuntime.serialize(self, into: &buffer) }
-    public init(decoding bytes: UnsafeRawBufferPointer) throws { self = try ProtoRuntime.decode(bytes) }
+    public func serialize(into buffer: inout ByteBuffer) { HotMessageCodec.serialize(self, into: &buffer) }
+    public init(decoding bytes: UnsafeRawBufferPointer) throws { self = try HotMessageCodec.decode(bytes) }
 
     func fill(_ c: inout Flashsale__PurchaseRequest, arena: ProtoArena) {
         flashsale__purchase_request__init(&c)
@@ -142,8 +142,8 @@ extension PurchaseResponse: ProtoBridged {
     static func packedSizeC(_ message: UnsafePointer<Flashsale__PurchaseResponse>) -> Int { flashsale__purchase_response__get_packed_size(message) }
     static func packC(_ message: UnsafePointer<Flashsale__PurchaseResponse>, _ out: UnsafeMutablePointer<UInt8>) -> Int { flashsale__purchase_response__pack(message, out) }
 
-    public func serialize(into buffer: inout ByteBuffer) { ProtoRuntime.serialize(self, into: &buffer) }
-    public init(decoding bytes: UnsafeRawBufferPointer) throws { self = try ProtoRuntime.decode(bytes) }
+    public func serialize(into buffer: inout ByteBuffer) { HotMessageCodec.serialize(self, into: &buffer) }
+    public init(decoding bytes: UnsafeRawBufferPointer) throws { self = try HotMessageCodec.decode(bytes) }
 
     func fill(_ c: inout Flashsale__PurchaseResponse, arena: ProtoArena) {
         flashsale__purchase_response__init(&c)
