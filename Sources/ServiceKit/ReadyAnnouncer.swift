@@ -20,7 +20,14 @@ public struct ReadyAnnouncer: Service {
     }
 
     public func run() async throws {
-        let address = try await serving()
+        let address: SocketAddress
+        do {
+            // The first service the group stops: waiting here for a dependency that never came (ZooKeeper down while
+            // the edge registers) would hold every other service's shutdown, and SIGTERM with it.
+            address = try await cancelWhenGracefulShutdown { try await self.serving() }
+        } catch where Task.isShuttingDownGracefully {
+            return  // stopped before it served: nothing to announce
+        }
         AnnouncedLine(kind, service: service, address: HostPort(address)).announce()
         try? await gracefulShutdown()
     }
