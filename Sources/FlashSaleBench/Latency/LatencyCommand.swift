@@ -22,6 +22,7 @@ struct LatencyCommand: AsyncParsableCommand {
     @Option(help: "Client connections, spread over the edges.") var connections = 100
     @Option(help: "Event loop threads of the generator.") var threads = 1
     @Option(help: "Event loop threads of each edge (default: the edge's own, one per core).") var edgeThreads: Int?
+    @Option(help: "Consumers of the inventory's main database (default: the inventory's own).") var inventoryConsumers: Int?
     @Flag(help: "Pin the generator to CPU 0 and the edges to CPU 1 (the other servers stay on both).") var pin = false
     @Option var stock: Int64 = 1_000
     @Option var users = 500_000
@@ -39,6 +40,7 @@ struct LatencyCommand: AsyncParsableCommand {
         configuration.zooKeeperRoot = ZooKeeperRoot.unique("latency")
         configuration.edges = 2
         if let edgeThreads { configuration.edgeArguments = ["--threads", "\(edgeThreads)"] }
+        if let inventoryConsumers { configuration.inventoryArguments = ["--consumers", "\(inventoryConsumers)"] }
         let platform = try await Platform.start(configuration)
         if pin {
             for edge in platform.edges { try await CPUAffinity.pin(pid: edge.process.pid, cpu: 1) }
