@@ -41,18 +41,10 @@ import Testing
     }
 
     @Test func decodesAndRefusesExactlyWhatProtobufCDoes() {
-        var random = Random(seed: 12)
         var accepted = 0, refused = 0
-        for round in 0..<16000 {
-            var input: [UInt8]
-            switch round % 4 {
-            case 0: input = Array(Self.request(&random).serializedBuffer().readableBytesView)
-            case 1: input = Array(Self.response(&random).serializedBuffer().readableBytesView)
-            case 2: input = Gen.noisyFields(&random)
-            default: input = (0..<Int.random(in: 0..<24, using: &random)).map { _ in UInt8.random(in: 0...255, using: &random) }
-            }
-            for _ in 0..<Int.random(in: 0..<3, using: &random) { input = Gen.mutate(input, &random) }
-
+        let inputs = Gen.decoderInputs(
+            count: 16000, seed: 12, valid: [{ Self.request(&$0).serializedBuffer() }, { Self.response(&$0).serializedBuffer() }])
+        for input in inputs {
             input.withUnsafeBytes { bytes in
                 let referenceRequest: PurchaseRequest? = try? ProtoRuntime.decode(bytes)
                 let ourRequest = try? PurchaseRequest(decoding: bytes)
