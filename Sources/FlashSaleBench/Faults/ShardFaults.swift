@@ -79,6 +79,7 @@ extension HostileCases {
         var stockLatencies: [Duration] = []
         var warmUps: [(OwnRequest, Result<PurchaseResponse, any Error>)] = []
         var k = 0
+        var retriedProbes = 0
         func probe(for span: Duration) async {
             let until = ContinuousClock.now + span
             while ContinuousClock.now < until {
@@ -87,9 +88,21 @@ extension HostileCases {
                 let request = OwnRequest(requestID: id.request, userID: id.user, product: product)
                 let client = clients[k % clients.count]
                 k += 1
-                let sent = ContinuousClock.now
-                let answer = await capture {
+                var sent = ContinuousClock.now
+                var answer = await capture {
                     try await client.purchase(requestID: id.request, userID: id.user, product: product, timeout: .seconds(3))
+                }
+                // Near sell-out an edge whose counter is dry answers UNAVAILABLE while another edge still holds the
+                // last units (they come back within one release round), whichever cluster is away: a careful
+                // client asks once more, with the same request id. The outage's own failure would last.
+                if case .failure(let error) = answer, (error as? RPCError)?.code == .unavailable {
+                    retriedProbes += 1
+                    try? await Task.sleep(for: .milliseconds(300))
+                    sent = ContinuousClock.now
+                    answer = await capture {
+                        try await client.purchase(
+                            requestID: id.request, userID: id.user, product: product, retry: true, timeout: .seconds(3))
+                    }
                 }
                 probes.append((request, answer, ContinuousClock.now - sent))
                 let asked = ContinuousClock.now
@@ -158,7 +171,7 @@ extension HostileCases {
         findings.expect(slowStock == 0, "\(slowStock) of \(stockLatencies.count) GetStock calls over 1 s while \(outage.name) was away")
         findings.notes.append(
             "\(outage.name) away \(Self.seconds(away)): probes of \(outage.probed.joined(separator: ", ")) \(answers), slowest "
-                + Self.seconds(probes.map { $0.2 }.max() ?? .zero))
+                + Self.seconds(probes.map { $0.2 }.max() ?? .zero) + (retriedProbes > 0 ? ", \(retriedProbes) asked again after UNAVAILABLE" : ""))
         var injection = HostileInjection(findings: findings)
         let purchased = (bought.map { ($0.0, $0.1) } + warmUps).compactMap { probe, answer in
             (try? answer.get()).flatMap { $0.outcome == .purchased ? (probe, $0.orderId) : nil }
