@@ -88,24 +88,41 @@ public final class ZooKeeperClient: Sendable {
     /// Fault injection for tests: makes the server expire this session, as it does when a client stays
     /// partitioned longer than the session timeout. A second connection takes the session over and closes
     /// it; this client then sees `.session(.expired)` and its calls fail with `sessionExpired`.
-    public func expireSessionForTesting(timeout: Duration = .seconds(10)) async throws {
+    ///
+    /// The takeover races this client's own reconnect: the server drops this client's connection when the second
+    /// one arrives, and if this client gets back before the second one's close, the close goes nowhere and the session
+    /// lives on (a loaded CI machine lost that race). So it returns only once this client's handle is expired,
+    /// taking over again as often as it must.
+    public func expireSessionForTesting(timeout: Duration = .seconds(20)) async throws {
         guard let session = state.withLock({ st in st.handle.flatMap { zoo_client_id($0.zh)?.pointee } }) else {
             throw ZooKeeperError(code: .closing, message: "client closed")
         }
         let hosts = self.hosts
         let timeoutMs = Self.milliseconds(sessionTimeout)
         let deadline = ContinuousClock.now + timeout
-        try await NIOThreadPool.singleton.runIfActive {
-            var id = session
-            guard let zh = zookeeper_init(hosts, { _, _, _, _, _ in }, timeoutMs, &id, nil, 0) else {
-                throw ZooKeeperError(code: .badArguments, message: "zookeeper_init failed for \(hosts)")
-            }
-            defer { zookeeper_close(zh) }
-            while zoo_state(zh) != cz_connected_state() {
-                if ContinuousClock.now >= deadline {
-                    throw ZooKeeperError(code: .connectTimeout, message: "could not take over the session")
+        while true {
+            try await NIOThreadPool.singleton.runIfActive {
+                var id = session
+                guard let zh = zookeeper_init(hosts, { _, _, _, _, _ in }, timeoutMs, &id, nil, 0) else {
+                    throw ZooKeeperError(code: .badArguments, message: "zookeeper_init failed for \(hosts)")
                 }
-                usleep(5_000)
+                defer { zookeeper_close(zh) }
+                // Expired: an earlier takeover's close did end the session, and this client has yet to hear it.
+                while zoo_state(zh) != cz_connected_state() && zoo_state(zh) != cz_expired_session_state() {
+                    if ContinuousClock.now >= deadline {
+                        throw ZooKeeperError(code: .connectTimeout, message: "could not take over the session")
+                    }
+                    usleep(5_000)
+                }
+            }
+            let settle = min(ContinuousClock.now + .seconds(3), deadline)
+            while ContinuousClock.now < settle {
+                if sessionState == .expired { return }
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            if sessionState == .expired { return }
+            if ContinuousClock.now >= deadline {
+                throw ZooKeeperError(code: .connectTimeout, message: "the session outlived its takeover")
             }
         }
     }

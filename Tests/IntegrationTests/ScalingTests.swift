@@ -64,15 +64,16 @@ extension OperatingTests {
                 try await waitUntil(timeout: .seconds(60), what: "the sale to sell out") {
                     try await ops.inventory.getStock(productId: "p1").remaining == 0
                 }
-                // A few more attempts after the last unit: they are refused SOLD_OUT.
-                let sold = crowd.purchased
+                // A few more attempts after the last unit: they are refused SOLD_OUT. (The crowd's count is no witness
+                // of the sell-out's moment: the last PURCHASED replies may still be on their way when the stock reads
+                // 0, as CI once saw with 2,999 of 3,000. The audit and the orders below are.)
                 try await waitUntil(timeout: .seconds(10), what: "SOLD_OUT answers") { crowd.result.soldOut >= 10 }
                 crowd.stop()
                 _ = await buying.value
 
                 let result = crowd.result
                 #expect(result.errors == 0, "\(result.errorsByCode)")
-                #expect(crowd.purchased == sold, "nothing sold after the sell-out")
+                #expect(result.purchases.count <= Int(Self.stock), "nothing sold past the stock")
                 let audit = try await ops.inventory.audit(productId: "p1")
                 #expect(audit.clean, "\(audit)")
                 #expect(audit.products.first?.orders == Self.stock, "sold exactly the stock")
