@@ -273,7 +273,7 @@ import ZooKeeperClient
         #expect(RefillOutcome(grant: GrantMoreResponse(granted: 8), before: usage(granted: 8, available: 0),
                               after: usage(granted: 8, available: 2)) == .granted, "the watch applied it first; units are there")
         #expect(RefillOutcome(grant: GrantMoreResponse(granted: 5, soldOut: true), before: none, after: none) == .soldOut)
-        #expect(RefillOutcome(grant: GrantMoreResponse(granted: 5), before: none, after: none) == .unavailable)
-        #expect(RefillOutcome(grant: GrantMoreResponse(granted: 0), before: nil, after: nil) == .unavailable)
+        #expect(RefillOutcome(grant: GrantMoreResponse(granted: 5), before: none, after: none) == .nothingNow)
+        #expect(RefillOutcome(grant: GrantMoreResponse(granted: 0), before: nil, after: nil) == .nothingNow)
     }
 }

@@ -215,12 +215,53 @@ final class FixedReadings: PurchaseReadings {
         #expect(PurchaseDecision.Refusal.dry.rpcErrorCode == .unavailable, "not SOLD_OUT: stock may remain elsewhere")
     }
 
+    /// Near sell-out a refill may answer nothing while the last units are in flight or on other edges: the attempt
+    /// asks again (the ask after the hold-off) twice, budget allowing, and only then answers UNAVAILABLE.
+    @Test func aRefillAnsweredNothingIsAskedAgainWhileTheBudgetOutlastsAHoldOff() {
+        let readings = FixedReadings()
+        var decision = atTake(readings)
+        #expect(decision.took(.dry, readings) == .refill)
+        #expect(decision.refilled(.nothingNow, readings) == .refill)
+        #expect(decision.refilled(.nothingNow, readings) == .refill)
+        #expect(decision.refilled(.nothingNow, readings) == .answer(.refused(.dry)))
+
+        // The asks again are the attempt's, not each refill's: after a grant and a dry counter, none is left.
+        var granted = atTake(readings)
+        _ = granted.took(.dry, readings)
+        #expect(granted.refilled(.nothingNow, readings) == .refill)
+        #expect(granted.refilled(.granted, readings) == .take)
+        #expect(granted.took(.dry, readings) == .refill)
+        #expect(granted.refilled(.nothingNow, readings) == .refill)
+        #expect(granted.refilled(.nothingNow, readings) == .answer(.refused(.dry)))
+
+        // Too little budget to wait out a hold-off and still buy: UNAVAILABLE at once.
+        for budget in [Self.minimum, Self.minimum + RefillSharing.holdOff - .milliseconds(1)] {
+            let short = FixedReadings(budget: .seconds(5))
+            var decision = atTake(short)
+            _ = decision.took(.dry, short)
+            short.budget = budget
+            #expect(decision.refilled(.nothingNow, short) == .answer(.refused(.dry)), "budget \(budget)")
+        }
+        let enough = FixedReadings(budget: .seconds(5))
+        var last = atTake(enough)
+        _ = last.took(.dry, enough)
+        enough.budget = Self.minimum + RefillSharing.holdOff
+        #expect(last.refilled(.nothingNow, enough) == .refill)
+
+        // No answer at all (unreachable, failing, past its deadline): asking again would only wait out another.
+        var unanswered = atTake(readings)
+        _ = unanswered.took(.dry, readings)
+        #expect(unanswered.refilled(.unavailable, readings) == .answer(.refused(.dry)))
+    }
+
     @Test func aRefillsOutcome() {
         for (retry, outcome, expected) in [
             (false, RefillOutcome.soldOut, Action.answer(.outcome(.soldOut))),
             (true, .soldOut, .lookUp(timeout: .seconds(5), otherwise: .outcome(.soldOut))),
             (false, .unavailable, .answer(.refused(.dry))),
             (true, .unavailable, .answer(.refused(.dry))),
+            (false, .nothingNow, .refill),
+            (true, .nothingNow, .refill),
             (false, .granted, .take),
         ] {
             let readings = FixedReadings()
@@ -305,7 +346,7 @@ final class FixedReadings: PurchaseReadings {
         let claims: [InDoubtTable.Claim] = [.none, .inFlight, .claimed(generation: 1)]
         let takes: [QuotaLedger.Take] = [.taken, .dry, .soldOut, .unavailable, .unknownProduct]
         let reserves: [InDoubtTable.Reserve] = [.reserved(generation: 2), .claimed(generation: 1), .inFlight, .full]
-        let refills: [RefillOutcome] = [.granted, .soldOut, .unavailable]
+        let refills: [RefillOutcome] = [.granted, .soldOut, .nothingNow, .unavailable]
         let budgets: [TimeAmount] = [.milliseconds(10), .seconds(1)]
         let fences: [TimeAmount?] = [nil, .milliseconds(10), .seconds(1)]
         var paths = 0

@@ -71,13 +71,33 @@ final class ScriptedInventory: PurchaseForwarder, Sendable {
     }
 }
 
-/// The quota service as the purchase path sees it: `units` more per refill, or `otherwise` when none.
-struct Refill: QuotaRefiller {
+/// The quota service as the purchase path sees it: the `first` answers in turn, then `units` more per refill, or
+/// `otherwise` when none.
+final class Refill: QuotaRefiller {
     let ledger: QuotaLedger
     let units: Int64
-    var otherwise: RefillOutcome = .unavailable
+    let otherwise: RefillOutcome
+    private let script: Mutex<(first: [RefillOutcome], asked: Int)>
+
+    init(ledger: QuotaLedger, units: Int64, otherwise: RefillOutcome, first: [RefillOutcome] = []) {
+        self.ledger = ledger
+        self.units = units
+        self.otherwise = otherwise
+        self.script = Mutex((first, 0))
+    }
+
+    /// Refills asked for so far.
+    var asked: Int { script.withLock { $0.asked } }
 
     func requestMore(product: String, on eventLoop: any EventLoop) -> EventLoopFuture<RefillOutcome> {
+        let scripted = script.withLock { script -> RefillOutcome? in
+            script.asked += 1
+            return script.first.isEmpty ? nil : script.first.removeFirst()
+        }
+        if let scripted, scripted != .granted {
+            if scripted == .soldOut { ledger.markSoldOut(product) }
+            return eventLoop.makeSucceededFuture(scripted)
+        }
         if units > 0 {
             let granted = ledger.usage(of: product)?.granted ?? 0
             ledger.applyGrant(product, granted: granted + units)
@@ -96,13 +116,14 @@ final class Harness: @unchecked Sendable {
     let ledger: QuotaLedger
     let shedder: LoadShedder
     let inventory: ScriptedInventory
+    let refill: Refill
     let path: PurchasePath
     private var nextCall: UInt64 = 1
     private var answers: [UInt64: Result<PurchaseResponse, RPCError>] = [:]
     private var inbox = ByteBuffer()
 
     private init(
-        keepPerMillion: UInt32, refillUnits: Int64, otherwise: RefillOutcome,
+        keepPerMillion: UInt32, refillUnits: Int64, otherwise: RefillOutcome, refillsFirst: [RefillOutcome],
         configure: (inout PurchasePath.Configuration) -> Void
     ) async throws {
         let loop = NIOAsyncTestingEventLoop()
@@ -113,9 +134,9 @@ final class Harness: @unchecked Sendable {
         configuration.inDoubtSettleDelay = .milliseconds(1)
         configuration.resolverTick = .milliseconds(1)
         configure(&configuration)
+        refill = Refill(ledger: ledger, units: refillUnits, otherwise: otherwise, first: refillsFirst)
         let path = PurchasePath(
-            ledger: ledger, shedder: shedder, forwarder: inventory,
-            refiller: Refill(ledger: ledger, units: refillUnits, otherwise: otherwise), edgeID: { 7 },
+            ledger: ledger, shedder: shedder, forwarder: inventory, refiller: refill, edgeID: { 7 },
             configuration: configuration, logger: Logger(label: "test"))
         self.path = path
         var router = RPCRouter(serviceName: "edge")
@@ -132,11 +153,12 @@ final class Harness: @unchecked Sendable {
     /// A harness for `body`, its resolver running meanwhile; every held forward is failed at the end.
     static func with(
         keepPerMillion: UInt32 = LoadShedder.million, refillUnits: Int64 = 0, otherwise: RefillOutcome = .unavailable,
-        configure: (inout PurchasePath.Configuration) -> Void = { _ in },
+        refillsFirst: [RefillOutcome] = [], configure: (inout PurchasePath.Configuration) -> Void = { _ in },
         _ body: (Harness) async throws -> Void
     ) async throws {
         let harness = try await Harness(
-            keepPerMillion: keepPerMillion, refillUnits: refillUnits, otherwise: otherwise, configure: configure)
+            keepPerMillion: keepPerMillion, refillUnits: refillUnits, otherwise: otherwise, refillsFirst: refillsFirst,
+            configure: configure)
         try await withThrowingTaskGroup(of: Void.self) { group in
             group.addTask { try await harness.path.resolver.run() }
             do {
@@ -317,6 +339,32 @@ func code(_ result: Result<PurchaseResponse, RPCError>) -> RPCError.Code? {
             harness.ledger.applyGrant("tv", granted: 0)
             #expect(try await harness.purchase(buy(1)).response.outcome == .purchased)
             #expect(harness.ledger.usage(of: "tv")?.granted == 2)
+        }
+    }
+
+    /// Near sell-out the last units are in flight or on other edges, and a refill answers nothing: the attempt asks
+    /// again and answers what the next refill says (SOLD_OUT, or a unit that came back), UNAVAILABLE only after
+    /// `PurchaseDecision.maxAsksAgain` asks again of nothing.
+    @Test func aDryEdgeAsksAgainAfterARefillOfNothing() async throws {
+        try await Harness.with(refillsFirst: [.nothingNow, .soldOut]) { (harness: Harness) async throws in
+            harness.ledger.applyGrant("tv", granted: 0)
+            #expect(try await harness.purchase(buy(1)).response.outcome == .soldOut)
+            #expect(harness.refill.asked == 2)
+        }
+        try await Harness.with(refillUnits: 1, refillsFirst: [.nothingNow, .nothingNow]) { (harness: Harness) async throws in
+            harness.ledger.applyGrant("tv", granted: 0)
+            #expect(try await harness.purchase(buy(2)).response.outcome == .purchased)
+            #expect(harness.refill.asked == 3)
+        }
+        try await Harness.with(refillsFirst: [.nothingNow, .nothingNow, .nothingNow, .soldOut]) { (harness: Harness) async throws in
+            harness.ledger.applyGrant("tv", granted: 0)
+            guard case .failure(let error) = try await harness.purchase(buy(3)) else {
+                Issue.record("three refills of nothing: UNAVAILABLE")
+                return
+            }
+            #expect(error.code == .unavailable)
+            #expect(harness.refill.asked == 3)
+            #expect(harness.inventory.received.isEmpty)
         }
     }
 }

@@ -26,6 +26,12 @@ protocol PurchaseReadings {
 struct PurchaseDecision {
     /// Dry counters an attempt asks to refill at most before it answers UNAVAILABLE.
     static let maxRefills = 2
+    /// Refills answered nothing for now an attempt asks again after (each waits for the ask that follows the
+    /// hold-off, `RefillSharing`), budget allowing, before it answers UNAVAILABLE. Near sell-out the last units are in
+    /// flight or on other edges; a moment later they are sold or back in the pool, and the attempt hears SOLD_OUT or
+    /// buys (the fault suite's probes saw UNAVAILABLE there). A refill that got no answer is not asked again: that
+    /// would only wait out another deadline of an unreachable or hung quota service.
+    static let maxAsksAgain = 2
 
     /// Why an attempt is answered with an error; each says once which status it becomes.
     enum Refusal: Error, RPCErrorConvertible, Equatable, CaseIterable {
@@ -134,6 +140,7 @@ struct PurchaseDecision {
 
     private var state = State.initial
     private var refills = 0
+    private var asksAgain = 0
     private let retry: Bool
     private let minimumBudget: TimeAmount
 
@@ -226,7 +233,8 @@ struct PurchaseDecision {
     }
 
     /// A refill's outcome (a failed call is `.unavailable`). Granted: the budget is checked again (the wait may
-    /// have used it up), then the counter is tried again.
+    /// have used it up), then the counter is tried again. Nothing for now: asked again while the budget outlasts a
+    /// hold-off.
     mutating func refilled(_ outcome: RefillOutcome, _ readings: some PurchaseReadings) -> Action {
         precondition(state == .refilling, "refilled: \(state)")
         switch outcome {
@@ -235,7 +243,11 @@ struct PurchaseDecision {
             return beforeTake(readings)
         case .soldOut:
             return withoutUnit(.outcome(.soldOut), readings)
-        case .unavailable:
+        case .nothingNow where asksAgain < Self.maxAsksAgain
+            && readings.clientBudget() >= minimumBudget + RefillSharing.holdOff:
+            asksAgain += 1
+            return .refill
+        case .nothingNow, .unavailable:
             return finish(.answer(.refused(.dry)))
         }
     }

@@ -19,7 +19,10 @@ public enum RefillOutcome: Sendable, Equatable {
     case granted
     /// The quota service says the database has nothing left to sell (the ledger is marked so).
     case soldOut
-    /// Nothing now (the quota service unreachable, or every unit held elsewhere or in doubt): try again later.
+    /// The quota service answered nothing for now: every unit is on other edges or in flight, and a moment later
+    /// may be sold or back in the pool.
+    case nothingNow
+    /// No answer: the quota service unreachable, failing or too slow (its call's deadline).
     case unavailable
 }
 

@@ -45,7 +45,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     /// Our node's name once registered. Kept for the life of the process: see `register`.
     private let name = Mutex<String?>(nil)
     private let registration = Settled<UInt32>()
-    private let refills = Mutex<[String: EventLoopFuture<RefillOutcome>]>([:])
+    private let refills = Mutex<[String: Refill]>([:])
     /// The ZooKeeper client of the running session, for the metrics' session state.
     private let client = Mutex<ZooKeeperClient?>(nil)
     /// When a call that ZooKeeper answered was sent: the server heard from our session at or after it.
@@ -260,33 +260,62 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
 
     // MARK: - Refills
 
-    /// Asks the quota service for more units of `product`. One request per product is in flight at a time:
-    /// concurrent callers share its outcome (a burst of dry attempts costs one call, and no task each). When the
-    /// quota service says the product is sold out everywhere, the ledger is marked so (until the next grant).
+    /// The refills of one product: `RefillSharing` decides, `promise` is the ask its callers wait for (in flight, or
+    /// while holding off the one that follows).
+    private struct Refill {
+        var sharing = RefillSharing()
+        var promise: EventLoopPromise<RefillOutcome>
+    }
+
+    /// Asks the quota service for more units of `product`, as `RefillSharing` decides: concurrent callers share one
+    /// request (a burst of dry attempts costs one call, and no task each), and after an answer of nothing those who
+    /// ask during the hold-off share the next one. When the quota service says the product is sold out everywhere,
+    /// the ledger is marked so (until the next grant).
     public func requestMore(product: String, on eventLoop: any EventLoop) -> EventLoopFuture<RefillOutcome> {
         let (future, starts) = refills.withLock { refills -> (EventLoopFuture<RefillOutcome>, EventLoopPromise<RefillOutcome>?) in
-            if let running = refills[product] { return (running, nil) }
-            let promise = quota.rpc.eventLoop.makePromise(of: RefillOutcome.self)
-            refills[product] = promise.futureResult
-            return (promise.futureResult, promise)
+            var refill = refills[product] ?? Refill(promise: quota.rpc.eventLoop.makePromise())
+            let onAsk = refill.sharing.asked()
+            refills[product] = refill
+            return (refill.promise.futureResult, onAsk == .start ? refill.promise : nil)
         }
-        if let starts {
-            askForMore(product).whenComplete { result in
-                guard case .success(let outcome) = result, outcome != .unavailable else {
-                    // Nothing to be had just now (or no quota service): dry attempts in the next moment share this
-                    // answer instead of each asking again.
-                    starts.completeWith(result)
-                    self.quota.rpc.eventLoop.scheduleTask(in: Self.refillHoldOff) { self.refills.withLock { $0[product] = nil } }
-                    return
-                }
-                self.refills.withLock { $0[product] = nil }
-                starts.completeWith(result)
-            }
-        }
+        if let starts { ask(product, completing: starts) }
         return future.hop(to: eventLoop)
     }
 
-    private static let refillHoldOff = TimeAmount.milliseconds(50)
+    private func ask(_ product: String, completing promise: EventLoopPromise<RefillOutcome>) {
+        askForMore(product).whenComplete { result in
+            let outcome = (try? result.get()) ?? .unavailable
+            let holdsOff = self.refills.withLock { refills -> Bool in
+                guard var refill = refills[product] else { return false }
+                switch refill.sharing.answered(outcome) {
+                case .done:
+                    refills[product] = nil
+                    return false
+                case .holdOff:
+                    refill.promise = self.quota.rpc.eventLoop.makePromise()
+                    refills[product] = refill
+                    return true
+                }
+            }
+            promise.succeed(outcome)
+            // The quota clients' loops are the process's singleton group, never shut down: the timer always fires.
+            if holdsOff { self.quota.rpc.eventLoop.scheduleTask(in: RefillSharing.holdOff) { self.holdOffEnded(product) } }
+        }
+    }
+
+    private func holdOffEnded(_ product: String) {
+        let (onEnd, promise) = refills.withLock { refills -> (RefillSharing.OnHoldOffEnd, EventLoopPromise<RefillOutcome>?) in
+            guard var refill = refills[product] else { return (.done, nil) }
+            let onEnd = refill.sharing.holdOffEnded()
+            refills[product] = onEnd == .done ? nil : refill
+            return (onEnd, refill.promise)
+        }
+        guard let promise else { return }
+        switch onEnd {
+        case .askForTheJoined: ask(product, completing: promise)
+        case .done: promise.succeed(.unavailable)  // nobody joined: nobody hears it
+        }
+    }
 
     /// Between attempts to reach ZooKeeper, register, or open a new session (it may be restarting).
     static let retryDelay = Backoff(initial: .milliseconds(50), max: .seconds(1))
@@ -462,7 +491,7 @@ extension RefillOutcome {
         if (after?.granted ?? 0) > (before?.granted ?? 0) || (after?.available ?? 0) > 0 {
             self = .granted
         } else {
-            self = grant.soldOut ? .soldOut : .unavailable
+            self = grant.soldOut ? .soldOut : .nothingNow
         }
     }
 }
