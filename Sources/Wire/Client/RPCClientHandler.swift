@@ -31,9 +31,8 @@ final class RPCClientHandler: ChannelInboundHandler {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    /// Calls in flight by call id.
-    private var pending: [UInt64: CallCompletion] = [:]
-    private var nextCallID: UInt64 = 1
+    /// Calls in flight by call id (it numbers them).
+    private var pending = PendingCalls<CallCompletion>()
     private let logger: Logger
     private var context: ChannelHandlerContext?
     private var loopBoundSelf: NIOLoopBound<RPCClientHandler>?
@@ -92,9 +91,7 @@ final class RPCClientHandler: ChannelInboundHandler {
             timeoutUs = max(1, timeout.nanoseconds / 1000)
             deadline = .now() + timeout
         }
-        let callID = self.nextCallID
-        self.nextCallID &+= 1
-        self.pending[callID] = complete
+        let callID = self.pending.add(complete)
         if let deadline { self.track(deadline, callID: callID) }
 
         let (output, scheduleFlush) = self.outbound.append(allocator: context.channel.allocator) { buffer in
@@ -132,7 +129,7 @@ final class RPCClientHandler: ChannelInboundHandler {
         }
         // Answered calls are dropped lazily; keep the queue within a constant factor of the calls in flight.
         if self.deadlines.count > 2 * self.pending.count + 64 {
-            self.deadlines.removeAll { self.pending[$0.callID] == nil }
+            self.deadlines.removeAll { !self.pending.contains($0.callID) }
         }
         if self.timerDeadline.map({ deadline < $0 }) ?? true {
             self.armTimer(at: deadline)
@@ -153,7 +150,7 @@ final class RPCClientHandler: ChannelInboundHandler {
         self.timerDeadline = nil
         let now = NIODeadline.now()
         while let first = self.deadlines.first {
-            guard self.pending[first.callID] != nil else {
+            guard self.pending.contains(first.callID) else {
                 self.deadlines.removeFirst()  // answered already
                 continue
             }
@@ -161,7 +158,7 @@ final class RPCClientHandler: ChannelInboundHandler {
             // Out of both tables before the caller hears of it (it may send again from its callback).
             // A late response for this id is dropped: the caller has its answer already.
             self.deadlines.removeFirst()
-            let complete = self.pending.removeValue(forKey: first.callID)!
+            let complete = self.pending.remove(first.callID)!
             complete(.failure(RPCError(.deadlineExceeded, "deadline exceeded")))
         }
         if let next = self.deadlines.first {
@@ -181,7 +178,7 @@ final class RPCClientHandler: ChannelInboundHandler {
             context.close(promise: nil)
             return
         }
-        guard let complete = self.pending.removeValue(forKey: response.callId) else {
+        guard let complete = self.pending.remove(response.callId) else {
             if response.callId == 0 {
                 self.logger.warning("peer refused a request", metadata: ["status": "\(response.status)", "message": "\(response.message)"])
             }
@@ -211,9 +208,7 @@ final class RPCClientHandler: ChannelInboundHandler {
         self.timerDeadline = nil
         self.deadlines.removeAll()
         self.outbound.discard()
-        let calls = self.pending
-        self.pending.removeAll()
-        for (_, complete) in calls {
+        for complete in self.pending.removeAll() {
             complete(.failure(RPCError(.unavailable, "connection closed with the call in flight")))
         }
     }
