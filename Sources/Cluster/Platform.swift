@@ -66,6 +66,8 @@ public final class Platform: Sendable {
         public var patroni: PatroniFollowing?
         public var quotaArguments: [String] = []
         public var edgeArguments: [String] = []
+        /// Event loop threads of each edge; nil: the edge's own default (one per core).
+        public var edgeThreads: Int?
         /// Added to each service's environment, over what the platform gives it.
         public var inventoryEnvironment: [String: String] = [:]
         public var quotaEnvironment: [String: String] = [:]
@@ -217,6 +219,7 @@ public final class Platform: Sendable {
             zooKeeper: configuration.zooKeeperHosts, root: configuration.zooKeeperRoot,
             inventory: Self.inventoryList(inventories), quota: quotaServices.map(\.address).joined(separator: ","))
         arguments.logLevel = configuration.logLevel
+        arguments.threads = configuration.edgeThreads
         arguments.extra = (configuration.discoverInventories ? ["--discover-inventories"] : [])
             + configuration.edgeArguments + extraArguments
         configure(&arguments)

@@ -118,6 +118,8 @@ public struct EdgeArguments: ServiceArguments {
     public var logLevel = "info"
     /// The address it registers (a proxy in front of it), instead of where it listens.
     public var advertise: String?
+    /// Event loop threads; nil: the edge's own default (one per core).
+    public var threads: Int?
     public var extra: [String] = []
 
     public init(zooKeeper: String, root: String, inventory: String, quota: String) {
@@ -135,7 +137,8 @@ public struct EdgeArguments: ServiceArguments {
 
     public var list: [String] {
         ["--port", "\(port)", "--zookeeper", zooKeeper, "--root", root, "--inventory", inventory, "--quota", quota,
-         "--log-level", logLevel] + (advertise.map { ["--advertise", $0] } ?? []) + extra
+         "--log-level", logLevel] + (advertise.map { ["--advertise", $0] } ?? []) + (threads.map { ["--threads", "\($0)"] } ?? [])
+            + extra
     }
 }
 

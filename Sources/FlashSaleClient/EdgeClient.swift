@@ -32,8 +32,7 @@ public struct EdgeClient: Sendable {
     public func purchaseFuture(
         requestID: UInt64, userID: UInt64, product: String, retry: Bool = false, timeout: TimeAmount? = nil
     ) -> EventLoopFuture<PurchaseResponse> {
-        self.calls.purchaseFuture(
-            PurchaseRequest(requestId: requestID, userId: userID, productId: product, retry: retry), timeout: timeout)
+        self.calls.purchaseFuture(Self.request(requestID, userID, product, retry), timeout: timeout)
     }
 
     /// The callback form, for load generators on the client's event loop (see `RPCClient.call(_:_:timeout:token:completion:)`).
@@ -41,9 +40,11 @@ public struct EdgeClient: Sendable {
         requestID: UInt64, userID: UInt64, product: String, retry: Bool = false, timeout: TimeAmount? = nil,
         completion: @escaping @Sendable (Result<PurchaseResponse, RPCError>) -> Void
     ) {
-        self.rpc.call(
-            EdgeRPC.Purchase.self, PurchaseRequest(requestId: requestID, userId: userID, productId: product, retry: retry),
-            timeout: timeout, completion: completion)
+        self.rpc.call(EdgeRPC.Purchase.self, Self.request(requestID, userID, product, retry), timeout: timeout, completion: completion)
+    }
+
+    private static func request(_ requestID: UInt64, _ userID: UInt64, _ product: String, _ retry: Bool) -> PurchaseRequest {
+        PurchaseRequest(requestId: requestID, userId: userID, productId: product, retry: retry)
     }
 
     public func stats() async throws -> EdgeStatsResponse {

@@ -47,7 +47,8 @@ struct HostileCommand: AsyncParsableCommand {
     func run() async throws {
         var arguments = EdgeArguments.standalone(zooKeeper: zookeeper, root: ZooKeeperRoot.unique("hostile"))
         arguments.logLevel = "error"
-        arguments.extra = ["--idle-timeout", "\(idleTimeout)", "--frame-timeout", "\(frameTimeout)", "--threads", "\(edgeThreads)"]
+        arguments.threads = edgeThreads
+        arguments.extra = ["--idle-timeout", "\(idleTimeout)", "--frame-timeout", "\(frameTimeout)"]
         let endpoint = try await ServiceEndpoint.start(
             arguments, environment: ["FLASHSALE_SERVICE_TOKEN": Platform.newSecret()], name: "edge-hostile")
         let edge = endpoint.process

@@ -39,7 +39,7 @@ struct LatencyCommand: AsyncParsableCommand {
             operatorToken: Platform.newSecret())
         configuration.zooKeeperRoot = ZooKeeperRoot.unique("latency")
         configuration.edges = 2
-        if let edgeThreads { configuration.edgeArguments = ["--threads", "\(edgeThreads)"] }
+        configuration.edgeThreads = edgeThreads
         if let inventoryConsumers { configuration.inventoryArguments = ["--consumers", "\(inventoryConsumers)"] }
         let platform = try await Platform.start(configuration)
         if pin {

@@ -110,7 +110,7 @@ struct SaleCommand: AsyncParsableCommand {
             platformConfiguration.clusters = databases!.shardClusters
             platformConfiguration.zooKeeperRoot = "/\(runID)"
             platformConfiguration.edges = edges
-            if let edgeThreads { platformConfiguration.edgeArguments = ["--threads", "\(edgeThreads)"] }
+            platformConfiguration.edgeThreads = edgeThreads
             platformConfiguration.logLevel = logLevel
             if let patroni {
                 platformConfiguration.inventories = 2
