@@ -58,7 +58,8 @@
  *   - One product: the quota math, the ledger and the orders are per product.
  *   - The lottery, and what a client is told (SOLD_OUT, UNAVAILABLE, SHED): they decide whether an attempt is
  *     made, and every attempt the model allows may also not be made. A request id belongs to one (product, user)
- *     (contract 1): a reused one is refused before it takes a unit.
+ *     (contract 1): a reused one is refused before it takes a unit. A dry attempt that asks the quota service again
+ *     (PurchaseDecision.maxAsksAgain) is an EDGE_APPLY, then an EDGE_FORWARD: steps the model interleaves already.
  *   - The planner (fair shares, favoured edges, the spread of a raise) is over-approximated: any grant of one unit
  *     of a positive pool to any live edge, any release of one unit while the pool is negative; every plan
  *     QuotaBalance makes is a sequence of these. A round is one atomic step: a sale through a live edge lowers
