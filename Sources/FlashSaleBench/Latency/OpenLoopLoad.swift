@@ -39,6 +39,31 @@ final class OpenLoopLoad: Sendable {
         /// Of `answers.errors`, those that hit the attempt's timeout.
         var timedOut = 0
         var wallSeconds = 0.0
+        /// Every answer's intended send time and latency, for `phases()`.
+        var timeline: [Answered] = []
+
+        struct Answered: Sendable {
+            var intended: NIODeadline
+            var micros: UInt32
+            var purchased: Bool
+        }
+
+        /// Latency (microseconds) of the attempts meant for while the stock still sold (up to the last PURCHASED
+        /// attempt's intended time) and of those after: the selling phase shares the machine with the inventory's
+        /// batches and PostgreSQL's commits, the sold-out phase is the edges' counters alone.
+        func phases() -> (selling: Histogram<UInt64>, soldOut: Histogram<UInt64>, sellingSeconds: Double) {
+            var selling = Histogram<UInt64>(highestTrackableValue: 120_000_000, numberOfSignificantValueDigits: .three)
+            var soldOut = selling
+            let first = timeline.lazy.map(\.intended).min()
+            guard let first, let lastSale = timeline.lazy.filter(\.purchased).map(\.intended).max() else {
+                for answer in timeline { _ = selling.record(UInt64(answer.micros)) }
+                return (selling, soldOut, 0)
+            }
+            for answer in timeline {
+                if answer.intended <= lastSale { _ = selling.record(UInt64(answer.micros)) } else { _ = soldOut.record(UInt64(answer.micros)) }
+            }
+            return (selling, soldOut, Double((lastSale - first).nanoseconds) / 1e9)
+        }
 
         var purchases: [BuyerSwarm.Purchase] { answers.purchases }
         /// Errors other than timeouts.
@@ -52,6 +77,7 @@ final class OpenLoopLoad: Sendable {
             dropped += other.dropped
             timedOut += other.timedOut
             answers.merge(other.answers)
+            timeline += other.timeline
         }
     }
 
@@ -160,6 +186,7 @@ private final class Pacer: Sendable {
             self.loop.execute {
                 self.state.value = State(outstanding: Array(repeating: 0, count: self.clients.count))
                 self.state.value.plan = plan
+                self.state.value.result.timeline.reserveCapacity((plan.total + plan.lanes - 1) / plan.lanes)
                 self.state.value.continuation = continuation
                 self.loop.scheduleTask(deadline: plan.start) { self.tick() }
             }
@@ -207,6 +234,8 @@ private final class Pacer: Sendable {
             self.state.value.outstanding[connection] -= 1
             self.state.value.answered += 1
             self.state.value.result.answers.record(outcome, of: (requestID, user, product), micros: micros)
+            let purchased = if case .success(let response) = answer { response.outcome == .purchased } else { false }
+            self.state.value.result.timeline.append(.init(intended: intended, micros: UInt32(min(micros, UInt64(UInt32.max))), purchased: purchased))
             if case .failure(let error) = outcome, (error as? RPCError)?.code == .deadlineExceeded {
                 self.state.value.result.timedOut += 1
             }
