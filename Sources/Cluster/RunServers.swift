@@ -47,7 +47,10 @@ public struct RunServers: Sendable {
     public let zooKeeper: String
 
     /// `cleanUp` stops whatever else the run keeps in its folder (a ZooKeeper ensemble), for a killed run's folder.
-    public static func start(_ name: String, cleanUp: @Sendable (RunFolder) async -> Void = { _ in }) async throws -> RunServers {
+    /// Once `owner` (this process by default) is gone the servers are stopped (`stopWhenGone`).
+    public static func start(
+        _ name: String, owner: pid_t = getpid(), cleanUp: @Sendable (RunFolder) async -> Void = { _ in }
+    ) async throws -> RunServers {
         for old in RunFolder.abandoned(name) {
             await cleanUp(old)
             await ServerScript.zookeeper.stop(environment: ["FLASHSALE_ZK_BASE": old.path("zookeeper")])
@@ -61,6 +64,8 @@ public struct RunServers: Sendable {
         while zooKeeperPort == postgresPort { zooKeeperPort = LocalPorts.free() }
         let postgres = ["FLASHSALE_PG_PORT": "\(postgresPort)", "FLASHSALE_PG_BASE": folder.path("postgres")]
         let zooKeeper = ["FLASHSALE_ZK_PORT": "\(zooKeeperPort)", "FLASHSALE_ZK_BASE": folder.path("zookeeper")]
+        // Before the servers start, so that nothing of them outlives this process, however it ends.
+        await stopWhenGone(owner: owner, folder: folder)
         do {
             let (dsn, _) = try await ServerScript.postgres.ensureRunning(environment: postgres)
             let (hosts, _) = try await ServerScript.zookeeper.ensureRunning(environment: zooKeeper)
@@ -72,6 +77,26 @@ public struct RunServers: Sendable {
             folder.remove()
             throw error
         }
+    }
+
+    /// Stops the folder's servers and removes it once `owner` is gone, however it went: a bare `swift test` has no
+    /// hook at its end and a kill -9 runs none, and servers left running cost whoever comes next (a benchmark above
+    /// all) until the next run of the same name stops them (`abandoned`). A shell in a session of its own (so a
+    /// Ctrl-C of the owner's terminal spares it) polls the owner every 2 s; stopping what is already stopped, after
+    /// a clean `stop()`, does nothing.
+    static func stopWhenGone(owner: pid_t, folder: RunFolder) async {
+        func quoted(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'" }
+        let script = """
+            while kill -0 \(owner) 2>/dev/null; do sleep 2; done
+            FLASHSALE_ZK_BASE=\(quoted(folder.path("zookeeper"))) bash \(quoted(ServerScript.zookeeper.path)) stop
+            FLASHSALE_PG_BASE=\(quoted(folder.path("postgres"))) bash \(quoted(ServerScript.postgres.path)) stop
+            rm -rf \(quoted(folder.url.path))
+            """
+        guard let setsid = try? ManagedProcess.start(
+            URL(fileURLWithPath: "/usr/bin/setsid"), arguments: ["-f", "/bin/sh", "-c", script], name: "run-watchdog")
+        else { return }
+        // `setsid -f` forks the shell and exits at once: reap it (the shell lives on, reparented).
+        _ = try? await setsid.waitForExit(timeout: .seconds(10))
     }
 
     /// Stops both servers and removes the folder.

@@ -6,7 +6,7 @@ import Foundation
 /// starts the run's own (`scripts/lib/run-servers.sh`) and exports them. Without them (a bare `swift test`), the
 /// first test that needs one starts this process's own `RunServers` (a folder `.data/runs/swift-test-<pid>`, free
 /// ports), so two checkouts or two runs never share a server or a fixed port. Those are stopped by
-/// `stopStartedServers()`, or else by the next bare run, which stops a gone run's servers first.
+/// `stopStartedServers()`, or else within seconds of the process's end (`RunServers.stopWhenGone`).
 public enum TestServers {
     /// libpq connection string of the `postgres` database.
     public static func postgresDSN() async throws -> String {
