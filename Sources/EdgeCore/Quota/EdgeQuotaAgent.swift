@@ -45,7 +45,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
     /// Our node's name once registered. Kept for the life of the process: see `register`.
     private let name = Mutex<String?>(nil)
     private let registration = Settled<UInt32>()
-    private let refills = Mutex<[String: Refill]>([:])
+    private let sharedRefills: SharedRefills
     /// The ZooKeeper client of the running session, for the metrics' session state.
     private let client = Mutex<ZooKeeperClient?>(nil)
     /// When a call that ZooKeeper answered was sent: the server heard from our session at or after it.
@@ -78,6 +78,7 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
         self.sessionTimeout = sessionTimeout
         self.reportInterval = reportInterval
         self.quotas = quotas
+        self.sharedRefills = SharedRefills(eventLoop: quotas[0].rpc.eventLoop)
     }
 
     /// The same, with clients of `quotaService` (`host:port[,host:port...]`: `quotaClients`).
@@ -260,61 +261,12 @@ public final class EdgeQuotaAgent: Service, QuotaRefiller, Sendable {
 
     // MARK: - Refills
 
-    /// The refills of one product: `RefillSharing` decides, `promise` is the ask its callers wait for (in flight, or
-    /// while holding off the one that follows).
-    private struct Refill {
-        var sharing = RefillSharing()
-        var promise: EventLoopPromise<RefillOutcome>
-    }
-
-    /// Asks the quota service for more units of `product`, as `RefillSharing` decides: concurrent callers share one
-    /// request (a burst of dry attempts costs one call, and no task each), and after an answer of nothing those who
-    /// ask during the hold-off share the next one. When the quota service says the product is sold out everywhere,
-    /// the ledger is marked so (until the next grant).
+    /// Asks the quota service for more units of `product`, as `RefillSharing` decides (`SharedRefills`): concurrent
+    /// callers share one request (a burst of dry attempts costs one call, and no task each), and after an answer of
+    /// nothing those who ask during the hold-off share the next one. When the quota service says the product is sold
+    /// out everywhere, the ledger is marked so (until the next grant).
     public func requestMore(product: String, on eventLoop: any EventLoop) -> EventLoopFuture<RefillOutcome> {
-        let (future, starts) = refills.withLock { refills -> (EventLoopFuture<RefillOutcome>, EventLoopPromise<RefillOutcome>?) in
-            var refill = refills[product] ?? Refill(promise: quota.rpc.eventLoop.makePromise())
-            let onAsk = refill.sharing.asked()
-            refills[product] = refill
-            return (refill.promise.futureResult, onAsk == .start ? refill.promise : nil)
-        }
-        if let starts { ask(product, completing: starts) }
-        return future.hop(to: eventLoop)
-    }
-
-    private func ask(_ product: String, completing promise: EventLoopPromise<RefillOutcome>) {
-        askForMore(product).whenComplete { result in
-            let outcome = (try? result.get()) ?? .unavailable
-            let holdsOff = self.refills.withLock { refills -> Bool in
-                guard var refill = refills[product] else { return false }
-                switch refill.sharing.answered(outcome) {
-                case .done:
-                    refills[product] = nil
-                    return false
-                case .holdOff:
-                    refill.promise = self.quota.rpc.eventLoop.makePromise()
-                    refills[product] = refill
-                    return true
-                }
-            }
-            promise.succeed(outcome)
-            // The quota clients' loops are the process's singleton group, never shut down: the timer always fires.
-            if holdsOff { self.quota.rpc.eventLoop.scheduleTask(in: RefillSharing.holdOff) { self.holdOffEnded(product) } }
-        }
-    }
-
-    private func holdOffEnded(_ product: String) {
-        let (onEnd, promise) = refills.withLock { refills -> (RefillSharing.OnHoldOffEnd, EventLoopPromise<RefillOutcome>?) in
-            guard var refill = refills[product] else { return (.done, nil) }
-            let onEnd = refill.sharing.holdOffEnded()
-            refills[product] = onEnd == .done ? nil : refill
-            return (onEnd, refill.promise)
-        }
-        guard let promise else { return }
-        switch onEnd {
-        case .askForTheJoined: ask(product, completing: promise)
-        case .done: promise.succeed(.unavailable)  // nobody joined: nobody hears it
-        }
+        sharedRefills.request(product) { self.askForMore(product) }.hop(to: eventLoop)
     }
 
     /// Between attempts to reach ZooKeeper, register, or open a new session (it may be restarting).

@@ -1,4 +1,5 @@
 import NIOCore
+import Synchronization
 
 /// The refills of one product, decided without I/O (`EdgeQuotaAgent.requestMore` is the driver): one GrantMore in
 /// flight at a time, its outcome shared by every dry attempt that asks meanwhile; after an answer of nothing (or no
@@ -72,5 +73,77 @@ struct RefillSharing: Equatable {
         guard case .holdingOff(let joined) = phase else { preconditionFailure("holdOffEnded: \(phase)") }
         phase = joined ? .asking : .idle
         return joined ? .askForTheJoined : .done
+    }
+}
+
+/// `RefillSharing`'s driver for every product of one edge: the promises its callers wait on, and the hold-off's timer
+/// on `eventLoop`. The agent (`EdgeQuotaAgent.requestMore`) gives it the ask; tests give it one they answer by hand.
+final class SharedRefills: Sendable {
+    private struct Refill {
+        var sharing = RefillSharing()
+        /// The ask the callers wait for: in flight, or while holding off the one that follows.
+        var promise: EventLoopPromise<RefillOutcome>
+        var ask: @Sendable () -> EventLoopFuture<RefillOutcome>
+    }
+
+    private let refills = Mutex<[String: Refill]>([:])
+    /// Where the promises and the hold-off's timer live (for the agent: a quota client's, of the process's singleton
+    /// group, never shut down, so a timer always fires and no promise is left unfulfilled).
+    private let eventLoop: any EventLoop
+
+    init(eventLoop: any EventLoop) {
+        self.eventLoop = eventLoop
+    }
+
+    /// More units of `product`: the answer of the ask in flight, or of the one after the hold-off, or of a new one
+    /// made with `ask`.
+    func request(
+        _ product: String, ask: @escaping @Sendable () -> EventLoopFuture<RefillOutcome>
+    ) -> EventLoopFuture<RefillOutcome> {
+        let (future, starts) = refills.withLock { refills -> (EventLoopFuture<RefillOutcome>, EventLoopPromise<RefillOutcome>?) in
+            var refill = refills[product] ?? Refill(promise: eventLoop.makePromise(), ask: ask)
+            let onAsk = refill.sharing.asked()
+            refills[product] = refill
+            return (refill.promise.futureResult, onAsk == .start ? refill.promise : nil)
+        }
+        if let starts { self.ask(product, ask, completing: starts) }
+        return future
+    }
+
+    private func ask(
+        _ product: String, _ ask: @escaping @Sendable () -> EventLoopFuture<RefillOutcome>,
+        completing promise: EventLoopPromise<RefillOutcome>
+    ) {
+        ask().whenComplete { result in
+            let outcome = (try? result.get()) ?? .unavailable
+            let holdsOff = self.refills.withLock { refills -> Bool in
+                guard var refill = refills[product] else { return false }
+                switch refill.sharing.answered(outcome) {
+                case .done:
+                    refills[product] = nil
+                    return false
+                case .holdOff:
+                    refill.promise = self.eventLoop.makePromise()
+                    refills[product] = refill
+                    return true
+                }
+            }
+            promise.succeed(outcome)
+            if holdsOff { self.eventLoop.scheduleTask(in: RefillSharing.holdOff) { self.holdOffEnded(product) } }
+        }
+    }
+
+    private func holdOffEnded(_ product: String) {
+        let ended = refills.withLock { refills -> (RefillSharing.OnHoldOffEnd, Refill)? in
+            guard var refill = refills[product] else { return nil }
+            let onEnd = refill.sharing.holdOffEnded()
+            refills[product] = onEnd == .done ? nil : refill
+            return (onEnd, refill)
+        }
+        guard let (onEnd, refill) = ended else { return }
+        switch onEnd {
+        case .askForTheJoined: ask(product, refill.ask, completing: refill.promise)
+        case .done: refill.promise.succeed(.unavailable)  // nobody joined: nobody hears it
+        }
     }
 }
