@@ -83,11 +83,12 @@ public struct RunServers: Sendable {
     /// hook at its end and a kill -9 runs none, and servers left running cost whoever comes next (a benchmark above
     /// all) until the next run of the same name stops them (`abandoned`). A shell in a session of its own (so a
     /// Ctrl-C of the owner's terminal spares it) polls the owner every 2 s; stopping what is already stopped, after
-    /// a clean `stop()`, does nothing.
+    /// a clean `stop()`, does nothing; `keep()` spares them.
     static func stopWhenGone(owner: pid_t, folder: RunFolder) async {
         func quoted(_ text: String) -> String { "'" + text.replacingOccurrences(of: "'", with: "'\\''") + "'" }
         let script = """
             while kill -0 \(owner) 2>/dev/null; do sleep 2; done
+            [ -e \(quoted(folder.path(keepMarker))) ] && exit 0
             FLASHSALE_ZK_BASE=\(quoted(folder.path("zookeeper"))) bash \(quoted(ServerScript.zookeeper.path)) stop
             FLASHSALE_PG_BASE=\(quoted(folder.path("postgres"))) bash \(quoted(ServerScript.postgres.path)) stop
             rm -rf \(quoted(folder.url.path))
@@ -97,6 +98,15 @@ public struct RunServers: Sendable {
         else { return }
         // `setsid -f` forks the shell and exits at once: reap it (the shell lives on, reparented).
         _ = try? await setsid.waitForExit(timeout: .seconds(10))
+    }
+
+    /// In the folder, it says the servers are to outlive their owner (`keep`).
+    static let keepMarker = "keep"
+
+    /// The servers outlive this process (`flashsale sale --keep-data`): the owner's end does not stop them; the next
+    /// run of the same name does (`abandoned`).
+    public func keep() {
+        _ = FileManager.default.createFile(atPath: folder.path(Self.keepMarker), contents: nil)
     }
 
     /// Stops both servers and removes the folder.

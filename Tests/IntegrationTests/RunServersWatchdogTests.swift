@@ -24,6 +24,19 @@ struct RunServersWatchdogTests {
         }
     }
 
+    /// `flashsale sale --keep-data`: kept servers outlive their owner (until the next run of the name stops them).
+    @Test func keptServersOutliveTheirOwner() async throws {
+        let owner = try ManagedProcess.start(URL(fileURLWithPath: "/bin/sleep"), arguments: ["600"], name: "owner")
+        let servers = try await RunServers.start("watchdog-kept", owner: owner.pid)
+        servers.keep()
+        await owner.kill9()
+        try await Task.sleep(for: .seconds(5))  // the watchdog looks every 2 s
+        let folder = servers.folder.url.path
+        let running = Self.processes(mentioning: folder)
+        await servers.stop()
+        #expect(running >= 2, "PostgreSQL and ZooKeeper still run")
+    }
+
     /// Processes whose command line names `path` (the servers' data folders are on theirs).
     static func processes(mentioning path: String) -> Int {
         let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []

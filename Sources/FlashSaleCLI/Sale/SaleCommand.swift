@@ -133,7 +133,10 @@ struct SaleCommand: AsyncParsableCommand {
         say("stopping...")
         await platform?.stop()
         if keepData {
-            if let servers { say("the sale's servers keep running, data in \(servers.folder.url.path)") }
+            if let servers {
+                servers.keep()
+                say("the sale's servers keep running, data in \(servers.folder.url.path)")
+            }
         } else {
             await databases?.drop()
             await patroni?.stop()
