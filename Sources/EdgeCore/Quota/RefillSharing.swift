@@ -1,7 +1,7 @@
 import NIOCore
 import Synchronization
 
-/// The refills of one product, decided without I/O (`EdgeQuotaAgent.requestMore` is the driver): one GrantMore in
+/// The refills of one product, decided without I/O (`SharedRefills` is the driver): one GrantMore in
 /// flight at a time, its outcome shared by every dry attempt that asks meanwhile; after an answer of nothing (or no
 /// answer), a hold-off, and the attempts that ask during it wait together for the one ask that follows it.
 ///

@@ -57,7 +57,8 @@ struct LatencyCommand: AsyncParsableCommand {
                 edges: platform.edges, logger: logger)
             await quota.shutdown()
             let inventory = platform.inventoryClient(logger: logger)
-            var lines: [(rate: Double, result: OpenLoopLoad.Result)] = []
+            // Each rate's result, and the p99 of its sold-out phase (`OpenLoopLoad.Result.phases`), in ms.
+            var lines: [(rate: Double, result: OpenLoopLoad.Result, soldOutP99Ms: Double)] = []
             var lost = 0
             var oversold = 0
             for (step, rate) in steps.enumerated() {
@@ -76,26 +77,25 @@ struct LatencyCommand: AsyncParsableCommand {
                 await load.shutdown()
                 lost += try await SaleDriver.purchasesWithoutOrder(result.purchases, inventory: inventory).count
                 oversold += max(0, result.answers.purchased - Int(stock) * products[step].count)
-                lines.append((rate, result))
+                let (selling, soldOut, sellingSeconds) = result.phases()
+                lines.append((rate, result, Self.ms(soldOut, 99)))
                 let attempts = Double(max(1, result.sent))
                 print("rate=\(Int(rate)) due=\(result.due) sent=\(result.sent) achieved_per_s=\(Int(Double(result.sent) / max(result.wallSeconds, 1e-9))) p50_ms=\(format(result.latencyMs(50), decimals: 3)) p99_ms=\(format(result.latencyMs(99), decimals: 3)) p999_ms=\(format(result.latencyMs(99.9), decimals: 3)) max_ms=\(format(result.maxMs, decimals: 3)) dropped=\(result.dropped) timed_out=\(result.timedOut) errors=\(result.errors) purchased=\(result.answers.purchased) sold_out=\(result.answers.soldOut) shed=\(result.answers.shed) client_cpu_us_per_attempt=\(format(clientCPU * 1e6 / attempts)) edges_cpu_us_per_attempt=\(format(edgesCPU * 1e6 / attempts))")
                 let purchasedLatency = result.answers.purchasedLatency
-                print("  purchased answers: p50_ms=\(format(Double(purchasedLatency.valueAtPercentile(50)) / 1000, decimals: 3)) p99_ms=\(format(Double(purchasedLatency.valueAtPercentile(99)) / 1000, decimals: 3)) max_ms=\(format(Double(purchasedLatency.max) / 1000, decimals: 3))")
-                let (selling, soldOut, sellingSeconds) = result.phases()
-                func ms(_ histogram: Histogram<UInt64>, _ percentile: Double) -> String {
-                    format(Double(histogram.valueAtPercentile(percentile)) / 1000, decimals: 3)
-                }
+                func ms(_ histogram: Histogram<UInt64>, _ percentile: Double) -> String { format(Self.ms(histogram, percentile), decimals: 3) }
+                print("  purchased answers: p50_ms=\(ms(purchasedLatency, 50)) p99_ms=\(ms(purchasedLatency, 99)) max_ms=\(format(Double(purchasedLatency.max) / 1000, decimals: 3))")
                 print("  while selling (first \(format(sellingSeconds, decimals: 2)) s, \(selling.totalCount) attempts): p50_ms=\(ms(selling, 50)) p99_ms=\(ms(selling, 99)); sold out (\(soldOut.totalCount) attempts): p50_ms=\(ms(soldOut, 50)) p99_ms=\(ms(soldOut, 99)) p999_ms=\(ms(soldOut, 99.9))")
                 if !result.answers.errorsByCode.isEmpty {
                     print("  errors by code: \(result.answers.errorsByCode.sorted { $0.key < $1.key }.map { "\($0.key)=\($0.value)" }.joined(separator: " "))")
                 }
             }
             await inventory.shutdown()
-            func at(_ rate: Double) -> OpenLoopLoad.Result? { lines.first { $0.rate == rate }?.result }
+            func line(_ rate: Double) -> (rate: Double, result: OpenLoopLoad.Result, soldOutP99Ms: Double)? { lines.first { $0.rate == rate } }
+            func at(_ rate: Double) -> OpenLoopLoad.Result? { line(rate)?.result }
             let underTarget = lines.filter { $0.result.latencyMs(99) <= 5 && $0.result.dropped == 0 && $0.result.timedOut == 0 }
             let dropped = lines.reduce(0) { $0 + $1.result.dropped + $1.result.timedOut }
             let missing = "n/a"
-            let soldOutP99At100k = at(100_000).map { format(Double($0.phases().soldOut.valueAtPercentile(99)) / 1000, decimals: 3) } ?? missing
+            let soldOutP99At100k = line(100_000).map { format($0.soldOutP99Ms, decimals: 3) } ?? missing
             print("RESULT p99_ms_at_100k=\(at(100_000).map { format($0.latencyMs(99), decimals: 3) } ?? missing) p999_ms_at_100k=\(at(100_000).map { format($0.latencyMs(99.9), decimals: 3) } ?? missing) p99_ms_at_200k=\(at(200_000).map { format($0.latencyMs(99), decimals: 3) } ?? missing) max_rate_p99_under_5ms=\(Int(underTarget.map(\.rate).max() ?? 0)) dropped=\(dropped) lost=\(lost) oversold=\(oversold) sold_out_p99_ms_at_100k=\(soldOutP99At100k)")
         } catch {
             await platform.stop()
@@ -106,5 +106,10 @@ struct LatencyCommand: AsyncParsableCommand {
         await platform.stop()
         try await group.shutdownGracefully()
         await databases.drop()
+    }
+
+    /// A latency histogram's percentile (recorded in microseconds), in milliseconds.
+    private static func ms(_ histogram: Histogram<UInt64>, _ percentile: Double) -> Double {
+        Double(histogram.valueAtPercentile(percentile)) / 1000
     }
 }

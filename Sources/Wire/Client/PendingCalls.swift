@@ -45,9 +45,7 @@ struct PendingCalls<Value> {
 
     func contains(_ id: UInt64) -> Bool {
         guard id >= self.first else { return self.stragglers[id] != nil }
-        let offset = id - self.first
-        guard offset < UInt64(self.ring.count) else { return false }
-        return self.ring[self.ring.index(self.ring.startIndex, offsetBy: Int(offset))] != nil
+        return self.ringIndex(of: id).map { self.ring[$0] != nil } ?? false
     }
 
     /// The call `id`, out of the table; nil if it is not in flight (answered, failed, or never sent).
@@ -57,10 +55,7 @@ struct PendingCalls<Value> {
             self.count -= 1
             return value
         }
-        let offset = id - self.first
-        guard offset < UInt64(self.ring.count) else { return nil }
-        let index = self.ring.index(self.ring.startIndex, offsetBy: Int(offset))
-        guard let value = self.ring[index] else { return nil }
+        guard let index = self.ringIndex(of: id), let value = self.ring[index] else { return nil }
         self.ring[index] = nil
         self.count -= 1
         self.dropAnsweredFront()
@@ -76,6 +71,13 @@ struct PendingCalls<Value> {
         self.stragglers.removeAll()
         self.count = 0
         return all
+    }
+
+    /// Where call `id` (not below `first`) sits in the ring; nil past its end (an id not handed out yet).
+    private func ringIndex(of id: UInt64) -> CircularBuffer<Value?>.Index? {
+        let offset = id - self.first
+        guard offset < UInt64(self.ring.count) else { return nil }
+        return self.ring.index(self.ring.startIndex, offsetBy: Int(offset))
     }
 
     private mutating func dropAnsweredFront() {
