@@ -53,7 +53,7 @@ import Testing
         #expect(other.1 == .permissionDenied)
         let v6 = admission.admit(WireRequest(callId: 3, method: "op.Do", token: "op"), arrival: nil, now: at(0))
         let call = try #require(started(v6))
-        #expect(call.callID == 3 && call.method == "op.Do" && call.deadline == nil)
+        #expect(call.callID == 3 && call.method == "op.Do" && call.deadline == nil && call.admittedAt == nil)
         let v7 = admission.admit(WireRequest(callId: 4, method: CommonRPC.Ping.name, token: "anything"), arrival: nil, now: at(0))
         #expect(started(v7) != nil)
     }
@@ -63,9 +63,11 @@ import Testing
         let v8 = admission.admit(WireRequest(callId: 1, method: CommonRPC.Ping.name, timeoutUs: 5_000), arrival: nil, now: at(100))
         let now = try #require(started(v8))
         #expect(now.deadline == at(105))
+        #expect(now.admittedAt == at(100), "the clock as read for the deadline, for the handler's first budget check")
         let v9 = admission.admit(WireRequest(callId: 2, method: CommonRPC.Ping.name, timeoutUs: 5_000), arrival: at(98), now: at(100))
         let queued = try #require(started(v9))
         #expect(queued.deadline == at(103), "a call that waited in the queue: its budget counts from when it was read")
+        #expect(queued.admittedAt == at(100))
     }
 
     @Test func aCallPastItsDeadlineIsNotStarted() throws {

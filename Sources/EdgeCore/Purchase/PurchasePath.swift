@@ -121,24 +121,28 @@ public final class PurchasePath: Sendable {
     }
 
     /// What the decision reads, read when it asks: the clock for the client's budget only when the call has a
-    /// deadline, the fence (one atomic load and a clock read) only where the attempt may forward.
+    /// deadline, the fence (one atomic load and a clock read) only where the attempt may forward. `now` is the
+    /// call's admission instant for the decision's first step (the budget check every attempt makes, in the same
+    /// event-loop turn as the admission), so a shed or sold-out attempt reads the clock once, not twice; later
+    /// steps read the clock.
     private struct Readings: PurchaseReadings {
         let deadline: NIODeadline?
+        let now: NIODeadline?
         let budget: TimeAmount
         let ledger: QuotaLedger
         let resolver: InDoubtResolver
 
         func clientBudget() -> TimeAmount {
             guard let deadline else { return budget }
-            return deadline - .now()
+            return deadline - (now ?? .now())
         }
 
         func timeToFence() -> TimeAmount? { ledger.timeToFence() }
         var inDoubtFull: Bool { resolver.isFull }
     }
 
-    private func readings(_ attempt: Attempt) -> Readings {
-        Readings(deadline: attempt.context.deadline, budget: attempt.budget, ledger: ledger, resolver: resolver)
+    private func readings(_ attempt: Attempt, now: NIODeadline? = nil) -> Readings {
+        Readings(deadline: attempt.context.deadline, now: now, budget: attempt.budget, ledger: ledger, resolver: resolver)
     }
 
     func purchase(_ request: PurchaseRequest, context: ServerCallContext, responder: RPCResponder<PurchaseResponse>) {
@@ -150,7 +154,7 @@ public final class PurchasePath: Sendable {
             request: outgoing, context: context, responder: responder,
             budget: context.deadline == nil ? self.configuration.defaultTimeout : .zero,
             decision: PurchaseDecision(retry: request.retry, minimumBudget: self.configuration.minimumBudget))
-        let action = attempt.decision.start(request, self.readings(attempt))
+        let action = attempt.decision.start(request, self.readings(attempt, now: context.admittedAt))
         self.run(action, &attempt)
     }
 

@@ -15,6 +15,9 @@ struct CallAdmission {
         let method: String
         /// Set when the caller sent a budget.
         let deadline: NIODeadline?
+        /// The clock as read for the deadline (nil without one): the handler's first look at its budget uses it
+        /// instead of reading the clock again.
+        let admittedAt: NIODeadline?
     }
 
     private let routes: [String: RPCRouter.Route]
@@ -50,6 +53,7 @@ struct CallAdmission {
             return .reject(callID: request.callId, refusal)
         }
         var deadline: NIODeadline?
+        var admittedAt: NIODeadline?
         if request.timeoutUs < 0 {
             return .reject(callID: request.callId, RPCError(.deadlineExceeded, "deadline already passed"))
         } else if request.timeoutUs > 0 {
@@ -59,7 +63,8 @@ struct CallAdmission {
                 return .reject(callID: request.callId, RPCError(.deadlineExceeded, "deadline passed before the call started"))
             }
             deadline = expiry
+            admittedAt = now
         }
-        return .start(Call(route: route, callID: request.callId, method: request.method, deadline: deadline))
+        return .start(Call(route: route, callID: request.callId, method: request.method, deadline: deadline, admittedAt: admittedAt))
     }
 }

@@ -8,6 +8,9 @@ public struct ServerCallContext: Sendable {
     public let callID: UInt64
     /// Set when the caller sent a budget; handlers that queue work check it before starting.
     public let deadline: NIODeadline?
+    /// When the call was admitted, as read for its deadline (nil without one). A handler that looks at its budget as
+    /// it starts, on the call's event loop, reads it here: the same instant as a clock read, without the read.
+    public let admittedAt: NIODeadline?
     public let eventLoop: any EventLoop
     /// The server's logger, with the caller's address as metadata `peer`.
     public var logger: Logger { self.connectionLogger.logger }

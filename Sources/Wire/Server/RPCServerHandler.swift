@@ -200,7 +200,7 @@ final class RPCServerHandler: ChannelDuplexHandler {
             guard let context = self.context, let loopBoundSelf = self.loopBoundSelf else { return }
             let serial = self.state.callStarted(callID: call.callID)
             let callContext = ServerCallContext(
-                method: call.method, callID: call.callID, deadline: call.deadline,
+                method: call.method, callID: call.callID, deadline: call.deadline, admittedAt: call.admittedAt,
                 eventLoop: context.eventLoop, connectionLogger: self.logger, calls: self.calls)
             call.route.invoke(request.payload, callContext, RawResponder(handler: loopBoundSelf, serial: serial))
         }
