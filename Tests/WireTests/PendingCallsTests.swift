@@ -2,7 +2,7 @@ import Testing
 
 @testable import Wire
 
-/// The client's table of calls in flight, against a dictionary doing the same.
+/// The table of calls in flight (the client's by call id, the server's by serial), against a dictionary doing the same.
 @Suite struct PendingCallsTests {
     @Test func idsCountFromOneAndAnswersComeInAnyOrder() {
         var calls = PendingCalls<String>()
@@ -17,6 +17,16 @@ import Testing
         #expect(calls.remove(3) == "c")
         #expect(calls.count == 0 && calls.ringSlots == 0)
         #expect(calls.add("d") == 4)
+    }
+
+    /// The server's tables start with one slot (one per connection, most idle) and grow as calls pile up.
+    @Test func aRingOfOneSlotGrowsWithTheCallsInFlight() {
+        var calls = PendingCalls<UInt64>(initialCapacity: 1)
+        let ids = (0..<40).map { calls.add(UInt64($0)) }
+        #expect(ids == Array(1...40) && calls.count == 40 && calls.ringSlots == 40)
+        for (value, id) in ids.enumerated().reversed() { #expect(calls.remove(id) == UInt64(value)) }
+        #expect(calls.count == 0 && calls.ringSlots == 0)
+        #expect(calls.add(7) == 41)
     }
 
     @Test func idsThatWereNeverHandedOutAreNotFound() {

@@ -43,8 +43,7 @@ struct ServerConnectionStateMachine {
 
     private let configuration: Configuration
     /// Calls started and not yet answered, by server-side serial (call ids are the client's and may repeat).
-    private var inFlight: [UInt64: UInt64] = [:]
-    private var nextSerial: UInt64 = 0
+    private var inFlight = PendingCalls<UInt64>(initialCapacity: 1)
     /// Requests decoded while at the cap: at most what one read produced, since reading stops at the cap. Made at
     /// the first: an empty `CircularBuffer` still allocates 16 slots, 1.6 KiB on every connection.
     private var queued: CircularBuffer<Queued>?
@@ -71,7 +70,7 @@ struct ServerConnectionStateMachine {
         self.inFlight.count + self.callsQueued < self.configuration.maxCallsInFlight && !self.draining && self.writable
     }
 
-    private var isIdle: Bool { self.inFlight.isEmpty && self.queued?.isEmpty ?? true }
+    private var isIdle: Bool { self.inFlight.count == 0 && self.queued?.isEmpty ?? true }
 
     // MARK: the channel
 
@@ -129,16 +128,13 @@ struct ServerConnectionStateMachine {
 
     /// An admitted call starts: its serial names it until it is answered.
     mutating func callStarted(callID: UInt64) -> UInt64 {
-        let serial = self.nextSerial
-        self.nextSerial &+= 1
-        self.inFlight[serial] = callID
-        return serial
+        self.inFlight.add(callID)
     }
 
     /// A call's answer: its call id, or nil when it was answered already (a call completes once).
     /// Then take `nextQueued` until nil, then `callsSettled`.
     mutating func callFinished(serial: UInt64) -> UInt64? {
-        self.inFlight.removeValue(forKey: serial)
+        self.inFlight.remove(serial)
     }
 
     /// The next waiting request, while there is a free slot. Admission may refuse it without taking the slot, so
