@@ -14,7 +14,7 @@ import NIOCore
 /// of stragglers, so the ring stays within `window` slots whatever the peer does.
 struct PendingCalls<Value> {
     private var ring: CircularBuffer<Value?>
-    /// The call id of the ring's first slot.
+    /// The id (client call id or server serial) of the ring's first slot.
     private var first: UInt64 = 1
     private var stragglers: [UInt64: Value] = [:]
     /// Calls in flight.
