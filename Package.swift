@@ -189,7 +189,7 @@ let package = Package(
         .executableTarget(
             name: "FlashSaleCLI",
             dependencies: [
-                "QuotaContract", "Addressing",
+                "QuotaContract", "Addressing", "EdgeCore",
                 "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster", "SalePage",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"), .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"),
             ],
@@ -199,10 +199,10 @@ let package = Package(
         .executableTarget(
             name: "FlashSaleBench",
             dependencies: [
-                "QuotaContract", "Addressing",
+                "QuotaContract", "Addressing", "EdgeCore",
                 "ServiceKit", "Wire", "Proto", "FlashSaleClient", "PostgresClient", "ZooKeeperClient", "Cluster",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
-                .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"), .product(name: "Logging", package: "swift-log"), .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"), .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ],
             swiftSettings: strict),
 

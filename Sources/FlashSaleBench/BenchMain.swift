@@ -14,6 +14,7 @@ struct FlashSaleBench: AsyncParsableCommand {
             QuotaBench.self,
             HostileCommand.self,
             LatencyCommand.self,
+            CallCostCommand.self,
             // The scripts' process starter, not a benchmark.
             ServeCommand.self,
         ])

@@ -111,13 +111,30 @@ public final class RPCServer: Service, Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let calls = ConnectionCalls(spawn: spawn)
                     channel.closeFuture.whenComplete { _ in calls.finish() }
-                    let sync = channel.pipeline.syncOperations
-                    try sync.addHandler(ByteToMessageHandler(FrameDecoder(
-                        maxFrameSize: configuration.maxFrameSize, reportsPartialFrames: configuration.frameTimeout != nil)))
-                    try sync.addHandler(RPCServerHandler(router: router, configuration: configuration, logger: logger, calls: calls))
+                    try Self.addConnectionHandlers(
+                        to: channel, router: router, configuration: configuration, logger: logger, calls: calls)
                     return channel
                 }
             }
+    }
+
+    /// A server connection's handlers, on `channel`'s event loop: the frame decoder, then the calls. Every accepted
+    /// connection gets them; `flashsale-bench calls` puts them on an embedded channel, to cost a call without sockets
+    /// (its async handlers, having no connection task group, run in tasks of their own).
+    public static func addConnectionHandlers(
+        to channel: any Channel, router: RPCRouter, configuration: RPCServerConfiguration, logger: Logger
+    ) throws {
+        try addConnectionHandlers(to: channel, router: router, configuration: configuration, logger: logger, calls: .unowned)
+    }
+
+    static func addConnectionHandlers(
+        to channel: any Channel, router: RPCRouter, configuration: RPCServerConfiguration, logger: Logger,
+        calls: ConnectionCalls
+    ) throws {
+        let sync = channel.pipeline.syncOperations
+        try sync.addHandler(ByteToMessageHandler(FrameDecoder(
+            maxFrameSize: configuration.maxFrameSize, reportsPartialFrames: configuration.frameTimeout != nil)))
+        try sync.addHandler(RPCServerHandler(router: router, configuration: configuration, logger: logger, calls: calls))
     }
 
     /// An accepted connection, once its pipeline exists: counted until it closes, and drained at once if the
