@@ -11,12 +11,13 @@ public struct ServerCallContext: Sendable {
     /// When the call was admitted, as read for its deadline (nil without one). A handler that looks at its budget as
     /// it starts, on the call's event loop, reads it here: the same instant as a clock read, without the read.
     public let admittedAt: NIODeadline?
-    public let eventLoop: any EventLoop
+    let connection: ServerConnection
+
+    public var eventLoop: any EventLoop { self.connection.eventLoop }
     /// The server's logger, with the caller's address as metadata `peer`.
-    public var logger: Logger { self.connectionLogger.logger }
-    let connectionLogger: ConnectionLogger
+    public var logger: Logger { self.connection.logger.logger }
     /// Where the connection runs its async handlers.
-    let calls: ConnectionCalls
+    var calls: ConnectionCalls { self.connection.calls }
 
     public var isExpired: Bool {
         guard let deadline else { return false }
@@ -52,7 +53,7 @@ extension RPCResponder {
         var byLoop: [ObjectIdentifier: (loop: any EventLoop, answers: [(RawResponder, Result<Response, RPCError>)])] = [:]
         for answer in answers {
             let raw = answer.responder.raw
-            let loop = raw.handler.eventLoop
+            let loop = raw.connection.eventLoop
             byLoop[ObjectIdentifier(loop), default: (loop, [])].answers.append((raw, answer.result))
         }
         for (_, group) in byLoop {
@@ -61,7 +62,7 @@ extension RPCResponder {
                 // On the loop now: group by connection handler, then one batch (and one flush) per connection.
                 var byHandler: [ObjectIdentifier: (handler: RPCServerHandler, answers: [(serial: UInt64, result: Result<Response, RPCError>)])] = [:]
                 for (raw, result) in answers {
-                    let handler = raw.handler.value
+                    let handler = raw.connection.handler.value
                     byHandler[ObjectIdentifier(handler), default: (handler, [])].answers.append((raw.serial, result))
                 }
                 for (_, entry) in byHandler { entry.handler.completeBatch(entry.answers) }
