@@ -23,6 +23,8 @@ struct CallCostCommand: ParsableCommand {
     @Option(help: "Calls per round.") var calls = 100_000
     @Option(help: "Rounds per scenario; the fastest is reported.") var rounds = 15
     @Option(help: "Frames per read (the sale's 16 in flight arrive together).") var burst = 16
+    @Option(help: "Connections the bursts go round (the sale's 1,000 do not fit in the caches, one does).")
+    var connections = 1
 
     enum Scenario: String, CaseIterable {
         case ping
@@ -31,7 +33,7 @@ struct CallCostCommand: ParsableCommand {
     }
 
     func run() throws {
-        let loops = try Scenario.allCases.map { try ServerCallLoop(scenario: $0, burst: burst) }
+        let loops = try Scenario.allCases.map { try ServerCallLoop(scenario: $0, burst: burst, connections: connections) }
         for loop in loops { try loop.verifyOneBurst() }
         // Rounds interleave the scenarios, so that a slow spell of the machine falls on all of them alike.
         var perCall = [[Double]](repeating: [], count: loops.count)
@@ -42,9 +44,9 @@ struct CallCostCommand: ParsableCommand {
         for (index, loop) in loops.enumerated() {
             let sorted = perCall[index].sorted()
             figures[loop.scenario] = sorted[0]
-            print(String(format: "%@ %7.0f ns/call (fastest of %d rounds of %d calls; median %.0f, slowest %.0f)",
+            print(String(format: "%@ %7.0f ns/call (fastest of %d rounds of %d calls, %d a burst, %d connections; median %.0f, slowest %.0f)",
                          loop.scenario.rawValue.padding(toLength: 18, withPad: " ", startingAt: 0), sorted[0], rounds,
-                         calls, sorted[sorted.count / 2], sorted[sorted.count - 1]))
+                         calls, burst, connections, sorted[sorted.count / 2], sorted[sorted.count - 1]))
         }
         let ping = figures[.ping]!
         let shed = figures[.purchaseShed]!
@@ -54,14 +56,14 @@ struct CallCostCommand: ParsableCommand {
     }
 }
 
-/// One server connection on an embedded channel, fed one pre-encoded burst of requests at a time.
+/// Server connections on embedded channels, fed one pre-encoded burst of requests at a time, each in turn.
 private final class ServerCallLoop {
-    let channel = EmbeddedChannel()
+    let channels: [EmbeddedChannel]
     let scenario: CallCostCommand.Scenario
     let burst: ByteBuffer
     let framesPerBurst: Int
 
-    init(scenario: CallCostCommand.Scenario, burst framesPerBurst: Int) throws {
+    init(scenario: CallCostCommand.Scenario, burst framesPerBurst: Int, connections: Int) throws {
         self.scenario = scenario
         self.framesPerBurst = framesPerBurst
         let logger = Logger(label: "calls", factory: { _ in SwiftLogNoOpLogHandler() })
@@ -90,13 +92,21 @@ private final class ServerCallLoop {
             }
         }
         self.burst = burst
-        try RPCServer.addConnectionHandlers(
-            to: channel, router: router, configuration: RPCServerConfiguration(idleTimeout: nil), logger: logger)
-        try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+        self.channels = try (0..<max(1, connections)).map { _ in
+            let channel = EmbeddedChannel()
+            try RPCServer.addConnectionHandlers(
+                to: channel, router: router, configuration: RPCServerConfiguration(idleTimeout: nil), logger: logger)
+            try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
+            return channel
+        }
     }
 
     /// Runs one burst and checks every answer is the scenario's, so the loop cannot time a path it did not mean to.
     func verifyOneBurst() throws {
+        for channel in channels { try verifyOneBurst(on: channel) }
+    }
+
+    private func verifyOneBurst(on channel: EmbeddedChannel) throws {
         try channel.writeInbound(burst)
         var answers = 0
         while var bytes = try channel.readOutbound(as: ByteBuffer.self) {
@@ -117,7 +127,8 @@ private final class ServerCallLoop {
     /// This thread's CPU time for `calls` calls.
     func cpuNanos(calls: Int) throws -> Double {
         let start = Self.threadCPUNanos()
-        for _ in 0..<(calls / framesPerBurst) {
+        for index in 0..<(calls / framesPerBurst) {
+            let channel = channels[index % channels.count]
             try channel.writeInbound(burst)
             while try channel.readOutbound(as: ByteBuffer.self) != nil {}
         }
