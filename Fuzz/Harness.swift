@@ -50,18 +50,17 @@ func fuzzStream(_ bytes: UnsafeRawBufferPointer, seed: UInt64) {
     }
 }
 
-/// Feeds `bytes` to a FrameDecoder the way ByteToMessageHandler does: append what arrived, take every whole frame.
+/// Feeds `bytes` to the connections' FrameReader as reads arrive: append what arrived, take every whole frame.
 func decodeFrames(_ bytes: UnsafeRawBufferPointer, chunk: (Int) -> Int) -> StreamOutcome {
-    var decoder = FrameDecoder(maxFrameSize: maxFrameSize)
-    var buffered = ByteBuffer()
+    var reader = FrameReader(maxFrameSize: maxFrameSize)
     var outcome = StreamOutcome()
     var offset = 0
     while offset < bytes.count {
         let count = chunk(bytes.count - offset)
-        buffered.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)]))
+        reader.append(ByteBuffer(bytes: UnsafeRawBufferPointer(rebasing: bytes[offset..<(offset + count)])))
         offset += count
         do {
-            while let frame = try decoder.nextFrame(&buffered) {
+            while let frame = try reader.next() {
                 guard frame.readableBytes <= maxFrameSize else { fatalError("frame over the limit delivered") }
                 outcome.frames.append(frame)
             }
@@ -71,7 +70,6 @@ func decodeFrames(_ bytes: UnsafeRawBufferPointer, chunk: (Int) -> Int) -> Strea
         } catch {
             fatalError("unexpected error \(error)")
         }
-        buffered.discardReadBytes()
     }
     return outcome
 }

@@ -143,9 +143,8 @@ final class Harness: @unchecked Sendable {
         EdgeAPI(purchases: path, ledger: ledger).register(into: &router)
         let routes = router
         channel = try await NIOAsyncTestingChannel(loop: loop) { channel in
-            try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
-            try channel.pipeline.syncOperations.addHandler(
-                RPCServerHandler(router: routes, configuration: RPCServerConfiguration(), logger: Logger(label: "test")))
+            try RPCServer.addConnectionHandlers(
+                to: channel, router: routes, configuration: RPCServerConfiguration(), logger: Logger(label: "test"))
         }
         try await channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).get()
     }

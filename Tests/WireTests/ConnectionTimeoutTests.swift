@@ -11,16 +11,14 @@ import Testing
 @Suite struct ConnectionTimeoutTests {
     let logger = Logger(label: "test")
 
-    /// The server's pipeline as RPCServer builds it (a decoder that reports partial frames, the handler).
+    /// The server's pipeline as RPCServer builds it.
     private func makeChannel(
         idle: TimeAmount? = nil, frame: TimeAmount? = .seconds(2), maxCallsInFlight: Int = 1024, router: RPCRouter = RPCRouter(serviceName: "svc")
     ) throws -> EmbeddedChannel {
         let configuration = RPCServerConfiguration(
             maxCallsInFlightPerConnection: maxCallsInFlight, idleTimeout: idle, frameTimeout: frame)
         let channel = EmbeddedChannel()
-        let sync = channel.pipeline.syncOperations
-        try sync.addHandler(ByteToMessageHandler(FrameDecoder(reportsPartialFrames: frame != nil)))
-        try sync.addHandler(RPCServerHandler(router: router, configuration: configuration, logger: logger))
+        try RPCServer.addConnectionHandlers(to: channel, router: router, configuration: configuration, logger: logger)
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()
         return channel
     }

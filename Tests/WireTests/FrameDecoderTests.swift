@@ -55,6 +55,58 @@ import Testing
         #expect(try channel.readInbound(as: ByteBuffer.self) == nil, "and never as a frame")
     }
 
+    /// The reader the connections use: the same frames at every cut of the stream, and nothing held once they are
+    /// all out.
+    @Test func theReaderCutsTheSameFramesAtEveryCut() throws {
+        var stream = ByteBuffer()
+        for payload: [UInt8] in [[1, 2, 3], [], Array(repeating: 7, count: 300), [42]] {
+            stream.writeImmutableBuffer(frame(payload))
+        }
+        for cut in 0...stream.readableBytes {
+            var reader = FrameReader(maxFrameSize: 1024)
+            var frames: [[UInt8]] = []
+            for part in [stream.getSlice(at: 0, length: cut)!, stream.getSlice(at: cut, length: stream.readableBytes - cut)!] {
+                reader.append(part)
+                while let frame = try reader.next() { frames.append(Array(frame.readableBytesView)) }
+            }
+            #expect(frames == [[1, 2, 3], [], Array(repeating: 7, count: 300), [42]], "cut at \(cut)")
+            #expect(!reader.holdsPartialFrame && reader.bufferedBytes == 0)
+        }
+    }
+
+    @Test func theReaderRefusesAnOversizedFrameFromItsHeaderAlone() {
+        var reader = FrameReader(maxFrameSize: 16)
+        var header = ByteBuffer()
+        header.writeInteger(UInt32(17))
+        reader.append(header)
+        #expect(throws: FrameError.frameTooLarge(length: 17, limit: 16)) { try reader.next() }
+    }
+
+    @Test func theReaderHoldsOnlyAnIncompleteFrame() throws {
+        var reader = FrameReader(maxFrameSize: 1024)
+        var bytes = frame([1, 2])
+        bytes.writeInteger(UInt32(5))
+        bytes.writeBytes([9])
+        reader.append(bytes)
+        #expect(try reader.next().map { Array($0.readableBytesView) } == [1, 2])
+        #expect(try reader.next() == nil)
+        #expect(reader.holdsPartialFrame && reader.bufferedBytes == 5, "the next frame's header and first byte")
+        reader.append(ByteBuffer(bytes: [8, 7, 6, 5]))
+        #expect(try reader.next().map { Array($0.readableBytesView) } == [9, 8, 7, 6, 5])
+        #expect(!reader.holdsPartialFrame)
+    }
+
+    /// Once a read's frames are all out (and handled), the reader holds no reference to the read's buffer: the
+    /// channel reuses its receive buffer only when nobody else holds it.
+    @Test func theReaderLetsGoOfAReadOnceItsFramesAreOut() throws {
+        var reader = FrameReader(maxFrameSize: 1024)
+        var received = ByteBuffer()
+        received.writeImmutableBuffer(frame([1, 2, 3]))
+        reader.append(received)
+        while try reader.next() != nil {}
+        #expect(received.modifyIfUniquelyOwned { _ in true } == true)
+    }
+
     @Test func writesFramesWithTheirLength() {
         var buffer = ByteBuffer()
         Framing.writeFrame(into: &buffer) { $0.writeBytes([9, 8, 7]) }

@@ -163,7 +163,7 @@ import Testing
 
     @Test func aPartialFrameHeldPastTheFrameTimeoutCloses() {
         var m = machine(frame: .seconds(2))
-        let v40 = m.partialFrameStarted(now: at(1))
+        let v40 = m.partialFrameHeld(now: at(1))
         #expect(v40 == .armFrameTimer(at: at(3)))
         let v41 = m.frameTimerFired(now: at(3))
         #expect(v41 == .close(.partialFrameTimeout))
@@ -171,24 +171,34 @@ import Testing
 
     @Test func aFrameThatCompletesStopsTheClockAndTheNextStartsItAgain() {
         var m = machine(frame: .seconds(2))
-        let v42 = m.partialFrameStarted(now: at(0))
+        let v42 = m.partialFrameHeld(now: at(0))
         #expect(v42 == .armFrameTimer(at: at(2)))
         m.frameReceived()
-        let v43 = m.partialFrameStarted(now: at(1.5))
+        let v43 = m.partialFrameHeld(now: at(1.5))
         #expect(v43 == .none, "one timer per connection: armed already")
         let v44 = m.frameTimerFired(now: at(2))
         #expect(v44 == .armFrameTimer(at: at(3.5)), "re-armed for the frame held now")
         m.frameReceived()
         let v45 = m.frameTimerFired(now: at(3.5))
         #expect(v45 == .none, "nothing partial: the timer stops")
-        let v46 = m.partialFrameStarted(now: at(4))
+        let v46 = m.partialFrameHeld(now: at(4))
         #expect(v46 == .armFrameTimer(at: at(6)))
+    }
+
+    @Test func aFrameTricklingInKeepsItsFirstStart() {
+        var m = machine(frame: .seconds(2))
+        let first = m.partialFrameHeld(now: at(0))
+        #expect(first == .armFrameTimer(at: at(2)))
+        let again = m.partialFrameHeld(now: at(1.5))
+        #expect(again == .none, "a byte more of the same frame")
+        let fired = m.frameTimerFired(now: at(2))
+        #expect(fired == .close(.partialFrameTimeout), "counted from its first byte, not its last")
     }
 
     @Test func timeTheServerIsNotReadingDoesNotCount() {
         var m = machine(cap: 1, frame: .seconds(2))
         let serial = m.callStarted(callID: 1)
-        let v47 = m.partialFrameStarted(now: at(0))
+        let v47 = m.partialFrameHeld(now: at(0))
         #expect(v47 == .armFrameTimer(at: at(2)))
         let v48 = m.readRequested()
         #expect(v48 == .none)
@@ -205,7 +215,7 @@ import Testing
 
     @Test func noFrameTimeoutMeansNoTimer() {
         var m = machine(frame: nil)
-        let v53 = m.partialFrameStarted(now: at(0))
+        let v53 = m.partialFrameHeld(now: at(0))
         #expect(v53 == .none)
         let v54 = m.frameTimerFired(now: at(100))
         #expect(v54 == .none)

@@ -27,7 +27,6 @@ private final class ReadCounter: ChannelOutboundHandler {
         let channel = EmbeddedChannel()
         let counter = ReadCounter()
         try channel.pipeline.syncOperations.addHandler(counter)
-        try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize)))
         try channel.pipeline.syncOperations.addHandler(
             RPCServerHandler(router: router, configuration: configuration, logger: logger))
         try channel.connect(to: SocketAddress(ipAddress: "127.0.0.1", port: 1)).wait()

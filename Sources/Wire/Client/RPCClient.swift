@@ -228,8 +228,7 @@ final class ClientConnection: Sendable {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
-                        ByteToMessageHandler(FrameDecoder(maxFrameSize: configuration.maxFrameSize)))
-                    try channel.pipeline.syncOperations.addHandler(RPCClientHandler(logger: logger))
+                        RPCClientHandler(maxFrameSize: configuration.maxFrameSize, logger: logger))
                 }
             }
             .connect(host: configuration.host, port: configuration.port)

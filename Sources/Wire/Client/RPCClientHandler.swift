@@ -21,7 +21,8 @@ struct OutgoingCall: Sendable {
     var complete: CallCompletion
 }
 
-/// The client side of one connection: numbers the calls, matches responses to them by call id (in any order),
+/// The client side of one connection: numbers the calls, cuts the byte stream into response frames and matches
+/// them to the calls by call id (in any order),
 /// fails a call at its deadline, and fails every call in flight with UNAVAILABLE when the connection drops.
 ///
 /// Calls reach it through `send`, called directly by the connection on this event loop (not through the
@@ -39,6 +40,7 @@ final class RPCClientHandler: ChannelInboundHandler {
 
     /// Requests not yet handed to the channel.
     private var outbound = OutboundBatcher()
+    private var frames: FrameReader
 
     /// Deadlines without a timer each. One `scheduleTask` per call cost an allocation of the task and its
     /// promise, and each cancellation (on every answer) is a linear search of the event loop's timer heap:
@@ -50,7 +52,8 @@ final class RPCClientHandler: ChannelInboundHandler {
     private var timer: Scheduled<Void>?
     private var timerDeadline: NIODeadline?
 
-    init(logger: Logger) {
+    init(maxFrameSize: Int, logger: Logger) {
+        self.frames = FrameReader(maxFrameSize: maxFrameSize)
         self.logger = logger
     }
 
@@ -170,21 +173,41 @@ final class RPCClientHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.outbound.beginBurst()
+        self.frames.append(Self.unwrapInboundIn(data))
+        while true {
+            let frame: ByteBuffer
+            do {
+                guard let next = try self.frames.next() else { return }
+                frame = next
+            } catch {
+                self.frames.discard()
+                self.logger.debug("closing connection after stream error", metadata: ["error": "\(error)"])
+                context.close(promise: nil)
+                return
+            }
+            guard self.responseReceived(frame, context: context) else { return }
+        }
+    }
+
+    /// False when the connection closes over it.
+    private func responseReceived(_ frame: ByteBuffer, context: ChannelHandlerContext) -> Bool {
         let response: WireResponse
         do {
-            response = try WireEnvelope.decodeResponse(Self.unwrapInboundIn(data))
+            response = try WireEnvelope.decodeResponse(frame)
         } catch {
+            self.frames.discard()
             self.logger.warning("closing connection: peer sent a malformed response envelope")
             context.close(promise: nil)
-            return
+            return false
         }
         guard let complete = self.pending.remove(response.callId) else {
             if response.callId == 0 {
                 self.logger.warning("peer refused a request", metadata: ["status": "\(response.status)", "message": "\(response.message)"])
             }
-            return  // expired already
+            return true  // expired already
         }
         complete(.response(response))
+        return true
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -198,6 +221,7 @@ final class RPCClientHandler: ChannelInboundHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        self.frames.discard()
         self.failAll()
         context.fireChannelInactive()
     }

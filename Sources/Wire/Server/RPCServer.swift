@@ -118,7 +118,7 @@ public final class RPCServer: Service, Sendable {
             }
     }
 
-    /// A server connection's handlers, on `channel`'s event loop: the frame decoder, then the calls. Every accepted
+    /// A server connection's handler, on `channel`'s event loop (it cuts its own frames). Every accepted
     /// connection gets them; `flashsale-bench calls` puts them on an embedded channel, to cost a call without sockets
     /// (its async handlers, having no connection task group, run in tasks of their own).
     public static func addConnectionHandlers(
@@ -131,10 +131,8 @@ public final class RPCServer: Service, Sendable {
         to channel: any Channel, router: RPCRouter, configuration: RPCServerConfiguration, logger: Logger,
         calls: ConnectionCalls
     ) throws {
-        let sync = channel.pipeline.syncOperations
-        try sync.addHandler(ByteToMessageHandler(FrameDecoder(
-            maxFrameSize: configuration.maxFrameSize, reportsPartialFrames: configuration.frameTimeout != nil)))
-        try sync.addHandler(RPCServerHandler(router: router, configuration: configuration, logger: logger, calls: calls))
+        try channel.pipeline.syncOperations.addHandler(
+            RPCServerHandler(router: router, configuration: configuration, logger: logger, calls: calls))
     }
 
     /// An accepted connection, once its pipeline exists: counted until it closes, and drained at once if the

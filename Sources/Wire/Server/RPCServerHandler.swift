@@ -47,8 +47,8 @@ struct RawResponder: Sendable {
     }
 }
 
-/// The server side of one connection: decodes request envelopes, dispatches them to the router, writes the
-/// responses in whatever order they complete. It only translates channel events into inputs of its
+/// The server side of one connection: cuts the byte stream into frames, decodes request envelopes, dispatches them
+/// to the router, writes the responses in whatever order they complete. It only translates channel events into inputs of its
 /// `ServerConnectionStateMachine` (back-pressure, timers, drain) and `CallAdmission`, and runs what they return.
 final class RPCServerHandler: ChannelDuplexHandler {
     typealias InboundIn = ByteBuffer
@@ -67,6 +67,7 @@ final class RPCServerHandler: ChannelDuplexHandler {
 
     private var state: ServerConnectionStateMachine
     private var admission: CallAdmission
+    private var frames: FrameReader
     private var outbound = OutboundBatcher()
     /// The connection's one idle timer and one frame timer, armed by the state machine.
     private var idleTimer: Scheduled<Void>?
@@ -81,6 +82,7 @@ final class RPCServerHandler: ChannelDuplexHandler {
             maxCallsInFlight: configuration.maxCallsInFlightPerConnection,
             idleTimeout: configuration.idleTimeout, frameTimeout: configuration.frameTimeout))
         self.admission = CallAdmission(router: router, credentials: configuration.credentials)
+        self.frames = FrameReader(maxFrameSize: configuration.maxFrameSize)
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -150,10 +152,31 @@ final class RPCServerHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.outbound.beginBurst()
+        self.frames.append(Self.unwrapInboundIn(data))
+        while true {
+            let frame: ByteBuffer
+            do {
+                guard let next = try self.frames.next() else { break }
+                frame = next
+            } catch {
+                // Framing errors break the stream: nothing after them can be trusted, so the connection closes.
+                self.frames.discard()
+                self.logger.debug("closing connection after stream error", metadata: ["error": "\(error)"])
+                context.close(promise: nil)
+                return
+            }
+            self.frameReceived(frame)
+        }
+        if self.frames.holdsPartialFrame {
+            self.run(self.state.partialFrameHeld(now: context.eventLoop.now))
+        }
+    }
+
+    private func frameReceived(_ frame: ByteBuffer) {
         self.state.frameReceived()
         let request: WireRequest
         do {
-            request = try WireEnvelope.decodeRequest(Self.unwrapInboundIn(data))
+            request = try WireEnvelope.decodeRequest(frame)
         } catch {
             // The frame boundary is intact, so the stream is still usable: answer with call id 0.
             self.writeResponse(callID: 0, .failure(RPCError(.invalidArgument, "frame is not a valid request envelope")))
@@ -171,23 +194,15 @@ final class RPCServerHandler: ChannelDuplexHandler {
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // Framing errors break the stream: nothing after them can be trusted, so the connection closes.
-        self.logger.debug("closing connection after stream error", metadata: ["error": "\(error)"])
+        self.logger.debug("closing connection after error", metadata: ["error": "\(error)"])
         context.close(promise: nil)
     }
 
     func channelInactive(context: ChannelHandlerContext) {
         self.state.closed()
         self.outbound.discard()
+        self.frames.discard()
         context.fireChannelInactive()
-    }
-
-    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is FrameDecoder.PartialFrameStarted {
-            self.run(self.state.partialFrameStarted(now: context.eventLoop.now))
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
     }
 
     func channelWritabilityChanged(context: ChannelHandlerContext) {

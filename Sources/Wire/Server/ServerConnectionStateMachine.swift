@@ -158,9 +158,12 @@ struct ServerConnectionStateMachine {
 
     // MARK: timers
 
-    /// The decoder started holding part of a frame it cannot deliver yet.
-    mutating func partialFrameStarted(now: NIODeadline) -> Action {
-        guard let timeout = self.configuration.frameTimeout else { return .none }
+    /// A read ended with part of a frame held. Its clock starts at the first such read after a whole frame (or
+    /// ever): a frame still incomplete from an earlier read keeps its start, however many bytes trickle in.
+    /// `now` is read only when the clock starts.
+    mutating func partialFrameHeld(now: @autoclosure () -> NIODeadline) -> Action {
+        guard let timeout = self.configuration.frameTimeout, self.partialFrameSince == nil else { return .none }
+        let now = now()
         self.partialFrameSince = now
         guard !self.frameTimerArmed else { return .none }
         self.frameTimerArmed = true
