@@ -52,7 +52,7 @@ func fuzzStream(_ bytes: UnsafeRawBufferPointer, seed: UInt64) {
 
 /// Feeds `bytes` to the connections' FrameReader as reads arrive: append what arrived, take every whole frame.
 func decodeFrames(_ bytes: UnsafeRawBufferPointer, chunk: (Int) -> Int) -> StreamOutcome {
-    var reader = FrameReader(maxFrameSize: maxFrameSize)
+    let reader = FrameReader(maxFrameSize: maxFrameSize)
     var outcome = StreamOutcome()
     var offset = 0
     while offset < bytes.count {

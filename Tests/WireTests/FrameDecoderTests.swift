@@ -63,7 +63,7 @@ import Testing
             stream.writeImmutableBuffer(frame(payload))
         }
         for cut in 0...stream.readableBytes {
-            var reader = FrameReader(maxFrameSize: 1024)
+            let reader = FrameReader(maxFrameSize: 1024)
             var frames: [[UInt8]] = []
             for part in [stream.getSlice(at: 0, length: cut)!, stream.getSlice(at: cut, length: stream.readableBytes - cut)!] {
                 reader.append(part)
@@ -75,7 +75,7 @@ import Testing
     }
 
     @Test func theReaderRefusesAnOversizedFrameFromItsHeaderAlone() {
-        var reader = FrameReader(maxFrameSize: 16)
+        let reader = FrameReader(maxFrameSize: 16)
         var header = ByteBuffer()
         header.writeInteger(UInt32(17))
         reader.append(header)
@@ -83,7 +83,7 @@ import Testing
     }
 
     @Test func theReaderHoldsOnlyAnIncompleteFrame() throws {
-        var reader = FrameReader(maxFrameSize: 1024)
+        let reader = FrameReader(maxFrameSize: 1024)
         var bytes = frame([1, 2])
         bytes.writeInteger(UInt32(5))
         bytes.writeBytes([9])
@@ -99,12 +99,43 @@ import Testing
     /// Once a read's frames are all out (and handled), the reader holds no reference to the read's buffer: the
     /// channel reuses its receive buffer only when nobody else holds it.
     @Test func theReaderLetsGoOfAReadOnceItsFramesAreOut() throws {
-        var reader = FrameReader(maxFrameSize: 1024)
+        let reader = FrameReader(maxFrameSize: 1024)
         var received = ByteBuffer()
         received.writeImmutableBuffer(frame([1, 2, 3]))
         reader.append(received)
         while try reader.next() != nil {}
         #expect(received.modifyIfUniquelyOwned { _ in true } == true)
+    }
+
+    /// A frame's handler may close the connection (which drops what the reader holds) in the middle of a read.
+    @Test func aReadStopsWhereItsHandlerClosesTheConnection() throws {
+        let reader = FrameReader(maxFrameSize: 1024)
+        var bytes = frame([1])
+        bytes.writeImmutableBuffer(frame([2]))
+        bytes.writeInteger(UInt32(9))
+        var handed: [[UInt8]] = []
+        try reader.read(bytes) { frame in
+            handed.append(Array(frame.readableBytesView))
+            reader.discard()  // as channelInactive does
+            return false
+        }
+        #expect(handed == [[1]])
+        #expect(!reader.holdsPartialFrame)
+    }
+
+    @Test func aReadThatBreaksTheStreamThrowsAndHoldsNothing() {
+        let reader = FrameReader(maxFrameSize: 16)
+        var bytes = frame([1])
+        bytes.writeInteger(UInt32(17))
+        var handed = 0
+        #expect(throws: FrameError.frameTooLarge(length: 17, limit: 16)) {
+            try reader.read(bytes) { _ in
+                handed += 1
+                return true
+            }
+        }
+        #expect(handed == 1, "the whole frame before the bad header")
+        #expect(!reader.holdsPartialFrame)
     }
 
     @Test func writesFramesWithTheirLength() {

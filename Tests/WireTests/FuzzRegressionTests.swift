@@ -45,7 +45,7 @@ import Testing
         var stream = ByteBuffer()
         for payload in payloads { Framing.writeFrame(into: &stream) { $0.writeBytes(payload) } }
 
-        var reader = FrameReader(maxFrameSize: 1024)
+        let reader = FrameReader(maxFrameSize: 1024)
         var received: [[UInt8]] = []
         while stream.readableBytes > 0 {
             let cut = Int(random.next() % UInt64(min(stream.readableBytes, 300))) + 1

@@ -40,7 +40,7 @@ final class RPCClientHandler: ChannelInboundHandler {
 
     /// Requests not yet handed to the channel.
     private var outbound = OutboundBatcher()
-    private var frames: FrameReader
+    private let frames: FrameReader
 
     /// Deadlines without a timer each. One `scheduleTask` per call cost an allocation of the task and its
     /// promise, and each cancellation (on every answer) is a linear search of the event loop's timer heap:
@@ -173,19 +173,11 @@ final class RPCClientHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.outbound.beginBurst()
-        self.frames.append(Self.unwrapInboundIn(data))
-        while true {
-            let frame: ByteBuffer
-            do {
-                guard let next = try self.frames.next() else { return }
-                frame = next
-            } catch {
-                self.frames.discard()
-                self.logger.debug("closing connection after stream error", metadata: ["error": "\(error)"])
-                context.close(promise: nil)
-                return
-            }
-            guard self.responseReceived(frame, context: context) else { return }
+        do {
+            try self.frames.read(Self.unwrapInboundIn(data)) { self.responseReceived($0, context: context) }
+        } catch {
+            self.logger.debug("closing connection after stream error", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
         }
     }
 

@@ -67,7 +67,7 @@ final class RPCServerHandler: ChannelDuplexHandler {
 
     private var state: ServerConnectionStateMachine
     private var admission: CallAdmission
-    private var frames: FrameReader
+    private let frames: FrameReader
     private var outbound = OutboundBatcher()
     /// The connection's one idle timer and one frame timer, armed by the state machine.
     private var idleTimer: Scheduled<Void>?
@@ -152,20 +152,16 @@ final class RPCServerHandler: ChannelDuplexHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.outbound.beginBurst()
-        self.frames.append(Self.unwrapInboundIn(data))
-        while true {
-            let frame: ByteBuffer
-            do {
-                guard let next = try self.frames.next() else { break }
-                frame = next
-            } catch {
-                // Framing errors break the stream: nothing after them can be trusted, so the connection closes.
-                self.frames.discard()
-                self.logger.debug("closing connection after stream error", metadata: ["error": "\(error)"])
-                context.close(promise: nil)
-                return
+        do {
+            try self.frames.read(Self.unwrapInboundIn(data)) { frame in
+                self.frameReceived(frame)
+                return true
             }
-            self.frameReceived(frame)
+        } catch {
+            // Framing errors break the stream: nothing after them can be trusted, so the connection closes.
+            self.logger.debug("closing connection after stream error", metadata: ["error": "\(error)"])
+            context.close(promise: nil)
+            return
         }
         if self.frames.holdsPartialFrame {
             self.run(self.state.partialFrameHeld(now: context.eventLoop.now))
