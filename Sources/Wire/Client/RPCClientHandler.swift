@@ -187,7 +187,7 @@ final class RPCClientHandler: ChannelInboundHandler {
         do {
             response = try WireEnvelope.decodeResponse(frame)
         } catch {
-            self.frames.discard()
+            // Closing drops what the reader holds (channelInactive); false stops the read here.
             self.logger.warning("closing connection: peer sent a malformed response envelope")
             context.close(promise: nil)
             return false
