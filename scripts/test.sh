@@ -45,12 +45,24 @@ echo "unit tests: exit $units_status"
 # servers of their own (PostgreSQL, ZooKeeper, an ensemble, Patroni) and spend most of their time waiting on paced
 # sales, session timeouts and failovers, then the fuzzer, which needs no server: on a clean clone that balanced the
 # lanes at about 8 minutes each, where one serial run took 12. Lane 2's lines are prefixed.
+# Each lane's output is also kept, so that a failure's lines can be said again at the very end, where a reader of
+# only the run's tail (CI) sees them.
+lane_logs="$(mktemp -d)"
 ( set -o pipefail
-  "$TESTS" --testing-library swift-testing --no-parallel --filter "$LANE2_SUITES" 2>&1 | sed -u 's/^/[lane 2] /' ) &
+  "$TESTS" --testing-library swift-testing --no-parallel --filter "$LANE2_SUITES" 2>&1 | sed -u 's/^/[lane 2] /' |
+    tee "$lane_logs/lane2" ) &
 lane2=$!
 lane1_status=0
-"$TESTS" --testing-library swift-testing --no-parallel --skip "^($UNIT_TARGETS)\.|$LANE2_SUITES" || lane1_status=$?
+( set -o pipefail
+  "$TESTS" --testing-library swift-testing --no-parallel --skip "^($UNIT_TARGETS)\.|$LANE2_SUITES" 2>&1 |
+    tee "$lane_logs/lane1" ) || lane1_status=$?
 lane2_status=0
 wait "$lane2" || lane2_status=$?
 echo "test lanes: lane 1 exit $lane1_status, lane 2 exit $lane2_status"
+if ((lane1_status || lane2_status)); then
+  # swift-testing's failed issues (✘), and the fault and hostile suites' own failed rows and expectations.
+  echo "what failed, again:"
+  grep -hE '✘|FAILED|case failed to run| FAIL ' "$lane_logs"/lane1 "$lane_logs"/lane2 | cut -c1-400 | head -80 || true
+fi
+rm -rf "$lane_logs"
 ((lane1_status == 0 && lane2_status == 0))
