@@ -281,7 +281,8 @@ fileprivate final class Lane: Sendable {
         }
     }
 
-    private func next() {
+    /// `now`: when the previous attempt of this chain ended, if that was just now (one clock read per attempt).
+    private func next(now: NIODeadline? = nil) {
         guard let attempt = swarm.claimAttempt() else {
             state.value.chainsRunning -= 1
             if state.value.chainsRunning == 0, let continuation = state.value.continuation {
@@ -290,7 +291,7 @@ fileprivate final class Lane: Sendable {
             }
             return
         }
-        send(attempt, retry: false, tries: 0, started: .now())
+        send(attempt, retry: false, tries: 0, started: now ?? .now())
     }
 
     private func send(
@@ -314,14 +315,15 @@ fileprivate final class Lane: Sendable {
                 }
                 return
             }
-            let micros = UInt64(max(0, (NIODeadline.now() - started).nanoseconds / 1000))
+            let now = NIODeadline.now()
+            let micros = UInt64(max(0, (now - started).nanoseconds / 1000))
             self.tally.result.value.record(outcome, of: attempt, micros: micros)
             self.swarm.latencyWindow?.record(micros, lane: self.shard)
             self.swarm.attemptFinished()
             if let pause = self.swarm.pause {
                 client.rpc.eventLoop.scheduleTask(in: pause) { self.next() }
             } else {
-                self.next()
+                self.next(now: now)
             }
         }
     }
