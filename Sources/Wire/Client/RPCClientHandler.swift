@@ -41,6 +41,9 @@ final class RPCClientHandler: ChannelInboundHandler {
     /// Requests not yet handed to the channel.
     private var outbound = OutboundBatcher()
     private let frames: FrameReader
+    /// The channel's, kept here as on the server (`RPCServerHandler.allocator`): no retain of the channel per call.
+    private var allocator = ByteBufferAllocator()
+    private var isActive = false
 
     /// Deadlines without a timer each. One `scheduleTask` per call cost an allocation of the task and its
     /// promise, and each cancellation (on every answer) is a linear search of the event loop's timer heap:
@@ -67,6 +70,8 @@ final class RPCClientHandler: ChannelInboundHandler {
 
     func handlerAdded(context: ChannelHandlerContext) {
         self.context = context
+        self.allocator = context.channel.allocator
+        self.isActive = context.channel.isActive
         self.loopBoundSelf = NIOLoopBound(self, eventLoop: context.eventLoop)
     }
 
@@ -83,7 +88,7 @@ final class RPCClientHandler: ChannelInboundHandler {
         method: String, timeout: TimeAmount?, token: String, complete: @escaping CallCompletion,
         writePayload: (inout ByteBuffer) -> Void
     ) {
-        guard let context = self.context, context.channel.isActive else {
+        guard let context = self.context, self.isActive || self.becameActive(context) else {
             // Failed on the next tick, not from inside the call: a caller that retries at once must not recurse.
             let eventLoop = self.context?.eventLoop
             let failure = RPCError.notSent(.unavailable, "connection closed before the call was sent")
@@ -103,7 +108,7 @@ final class RPCClientHandler: ChannelInboundHandler {
         let callID = self.pending.add(complete)
         if let deadline { self.track(deadline, callID: callID) }
 
-        let (output, scheduleFlush) = self.outbound.append(allocator: context.channel.allocator) { buffer in
+        let (output, scheduleFlush) = self.outbound.append(allocator: self.allocator) { buffer in
             Framing.writeFrame(into: &buffer) {
                 WireEnvelope.writeRequest(
                     into: &$0, callID: callID, method: method, timeoutUs: timeoutUs, token: token, payload: writePayload)
@@ -229,7 +234,20 @@ final class RPCClientHandler: ChannelInboundHandler {
         context.close(promise: nil)
     }
 
+    func channelActive(context: ChannelHandlerContext) {
+        self.isActive = true
+        context.fireChannelActive()
+    }
+
+    /// NIO completes the connect promise before it fires `channelActive`, and calls waiting for the connection are
+    /// sent from that promise's callback: until then the channel is asked.
+    private func becameActive(_ context: ChannelHandlerContext) -> Bool {
+        self.isActive = context.channel.isActive
+        return self.isActive
+    }
+
     func channelInactive(context: ChannelHandlerContext) {
+        self.isActive = false
         self.frames.discard()
         self.failAll()
         context.fireChannelInactive()
