@@ -59,7 +59,6 @@ final class RPCClientHandler: ChannelInboundHandler {
     /// reading the clock per call was ~2 % of its CPU at 16 in flight (`__vdso_clock_gettime`, `perf`); a deadline
     /// at most one burst (microseconds) early is harmless.
     private var burstClock: NIODeadline?
-    private var inReadBurst = false
 
     init(maxFrameSize: Int, logger: Logger) {
         self.frames = FrameReader(maxFrameSize: maxFrameSize)
@@ -133,7 +132,7 @@ final class RPCClientHandler: ChannelInboundHandler {
     // MARK: deadlines
 
     private func now() -> NIODeadline {
-        guard self.inReadBurst else { return .now() }
+        guard self.outbound.isInBurst else { return .now() }
         if let clock = self.burstClock { return clock }
         let clock = NIODeadline.now()
         self.burstClock = clock
@@ -192,7 +191,6 @@ final class RPCClientHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         self.outbound.beginBurst()
-        self.inReadBurst = true
         do {
             try self.frames.read(Self.unwrapInboundIn(data)) { self.responseReceived($0, context: context) }
         } catch {
@@ -223,7 +221,6 @@ final class RPCClientHandler: ChannelInboundHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        self.inReadBurst = false
         self.burstClock = nil
         context.write(batched: self.outbound.endBurst())
         context.fireChannelReadComplete()

@@ -39,6 +39,9 @@ struct OutboundBatcher {
         return (output, true)
     }
 
+    /// Between `beginBurst` and `endBurst`.
+    var isInBurst: Bool { self.inReadBurst }
+
     /// A read burst (or a batch of answers) starts: its frames are flushed once, at `endBurst`. Returns whether
     /// one was under way already (then the caller does not end it).
     @discardableResult
