@@ -68,16 +68,16 @@ final class InDoubtResolver: Service, Sendable {
         update { $0.reserve(request) }
     }
 
-    /// A forward of `request` (as sent) ended with `fate`; returns the fate to apply (the caller gives the unit back
-    /// if that says so; see `InDoubtTable.forwardEnded`).
-    func forwardEnded(_ request: PurchaseRequest, generation: UInt64, fate: UnitFate) -> UnitFate {
-        let (wasIdle, settled) = update { table -> (Bool, UnitFate) in
+    /// A forward of `request` (as sent) ended with `fate`; gives the unit back if the table says so (see
+    /// `InDoubtTable.forwardEnded`), under the lock like a lookup's answer, so the counts never run ahead of it.
+    func forwardEnded(_ request: PurchaseRequest, generation: UInt64, fate: UnitFate) {
+        let wasIdle = update { table -> Bool in
             let before = table.heldCount
             let settled = table.forwardEnded(request, generation: generation, fate: fate, now: .now)
-            return (before == 0 && table.heldCount > 0, settled)
+            if settled == .giveBack { self.ledger.giveBack(request.productId) }
+            return before == 0 && table.heldCount > 0
         }
         if wasIdle { idle.wake() }
-        return settled
     }
 
     // MARK: - Service
@@ -113,12 +113,14 @@ final class InDoubtResolver: Service, Sendable {
         forwarder.forward(request, timeout: lookupTimeout).whenComplete { result in
             let answer = result.mapError(RPCError.wrapping)
             let fate = InDoubtTable.fate(ofLookup: answer, edgeID: lookup.request.edgeId)
-            let end = self.update {
-                $0.lookupAnswered(lookup.key, generation: lookup.generation, fate: fate, now: .now)
+            // The unit goes back under the lock, before the held count drops: whoever reads no purchase in doubt
+            // (stats, a test) also reads the unit back. `giveBack` is two atomics and never calls back here.
+            let end = self.update { table in
+                let end = table.lookupAnswered(lookup.key, generation: lookup.generation, fate: fate, now: .now)
+                if case .resolved(.giveBack) = end { self.ledger.giveBack(lookup.key.productID) }
+                return end
             }
             switch end {
-            case .resolved(.giveBack):
-                self.ledger.giveBack(lookup.key.productID)
             case .resolved:
                 break
             case .later:

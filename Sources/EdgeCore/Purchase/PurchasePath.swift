@@ -189,7 +189,7 @@ public final class PurchasePath: Sendable {
                 self.ledger.giveBack(attempt.request.productId)
                 return self.finish(answer.result, attempt.responder)
             case .holdInDoubtAndAnswer(let generation, let answer):
-                _ = self.resolver.forwardEnded(attempt.request, generation: generation, fate: .inDoubt)
+                self.resolver.forwardEnded(attempt.request, generation: generation, fate: .inDoubt)
                 return self.finish(answer.result, attempt.responder)
             }
         }
@@ -230,8 +230,7 @@ public final class PurchasePath: Sendable {
         self.forwarder.forward(request, timeout: forward.timeout).hop(to: attempt.context.eventLoop).whenComplete { result in
             let result = result.mapError(RPCError.wrapping)
             let fate = InDoubtTable.fate(ofForward: result, carriesInDoubtUnit: forward.carriesInDoubtUnit, edgeID: request.edgeId)
-            let settled = self.resolver.forwardEnded(request, generation: forward.generation, fate: fate)
-            if settled == .giveBack { self.ledger.giveBack(request.productId) }
+            self.resolver.forwardEnded(request, generation: forward.generation, fate: fate)
             if case .success(let response) = result, PurchaseDecision.marksSoldOut(response) {
                 self.ledger.markSoldOut(request.productId)
             }
