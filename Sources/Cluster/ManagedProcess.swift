@@ -1,4 +1,5 @@
 import Foundation
+import ServiceKit
 import Synchronization
 
 #if canImport(Glibc)
@@ -16,11 +17,15 @@ public final class ManagedProcess: Sendable {
     public let pid: pid_t
     /// nil while running; then the exit code, or 128 + signal number when killed by a signal.
     private let exit = Mutex<Int32?>(nil)
+    /// This end of the child's lifeline (`ParentLifeline`), if it has one: closed by the kernel when this process
+    /// ends however it ends, and then the child shuts down.
+    private let lifeline: Mutex<CInt?>
 
-    private init(name: String, pid: pid_t, logURL: URL) {
+    private init(name: String, pid: pid_t, logURL: URL, lifeline: CInt?) {
         self.name = name
         self.pid = pid
         self.logURL = logURL
+        self.lifeline = Mutex(lifeline)
     }
 
     deinit {
@@ -29,11 +34,26 @@ public final class ManagedProcess: Sendable {
             var status: Int32 = 0
             _ = waitpid(pid, &status, 0)
         }
+        releaseLifeline()
     }
 
-    /// Starts `executable` with `arguments`; `environment` is added to this process's environment.
+    /// Closes this end of the child's lifeline, as this process's end would: the child shuts down gracefully.
+    public func releaseLifeline() {
+        lifeline.withLock { descriptor in
+            if let open = descriptor { close(open) }
+            descriptor = nil
+        }
+    }
+
+    /// The descriptor a child with a lifeline reads it on (`ParentLifeline.environmentKey` names it).
+    static let lifelineDescriptor: CInt = 3
+
+    /// Starts `executable` with `arguments`; `environment` is added to this process's environment. With `lifeline`
+    /// (a service of the platform, which reads it with `ParentLifeline`), the child ends when this process ends: a
+    /// harness killed -9 leaves no service behind.
     public static func start(
-        _ executable: URL, arguments: [String] = [], environment: [String: String] = [:], name: String? = nil
+        _ executable: URL, arguments: [String] = [], environment: [String: String] = [:], name: String? = nil,
+        lifeline: Bool = false
     ) throws -> ManagedProcess {
         let name = name ?? executable.lastPathComponent
         let serial = counter.add(1, ordering: .relaxed).newValue
@@ -48,9 +68,20 @@ public final class ManagedProcess: Sendable {
         posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
         posix_spawn_file_actions_adddup2(&actions, logFD, 1)
         posix_spawn_file_actions_adddup2(&actions, logFD, 2)
-        if let closeFrom = addCloseFrom { _ = closeFrom(&actions, 3) }
+        // Both ends close-on-exec here: only the child's copy of the read end (dup2 clears the flag) outlives exec.
+        var pipeEnds: [CInt] = [-1, -1]
+        if lifeline {
+            // pipe2 is a GNU extension the Glibc module hides; a descriptor another thread's spawn inherits in the
+            // moment before fcntl is closed in that child by closefrom.
+            guard pipe(&pipeEnds) == 0 else { throw ClusterError.commandFailed("cannot make a lifeline pipe") }
+            for end in pipeEnds { _ = fcntl(end, F_SETFD, FD_CLOEXEC) }
+            posix_spawn_file_actions_adddup2(&actions, pipeEnds[0], lifelineDescriptor)
+        }
+        defer { if lifeline { close(pipeEnds[0]) } }
+        if let closeFrom = addCloseFrom { _ = closeFrom(&actions, lifeline ? lifelineDescriptor + 1 : 3) }
 
-        let env = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        var env = ProcessInfo.processInfo.environment.merging(environment) { _, new in new }
+        env[ParentLifeline.environmentKey] = lifeline ? "\(lifelineDescriptor)" : nil
         let argv = ([executable.path] + arguments).map { strdup($0) } + [nil]
         let envp = env.map { strdup("\($0.key)=\($0.value)") } + [nil]
         defer {
@@ -73,9 +104,10 @@ public final class ManagedProcess: Sendable {
         var pid: pid_t = 0
         let rc = posix_spawn(&pid, executable.path, &actions, &attributes, argv, envp)
         guard rc == 0 else {
+            if lifeline { close(pipeEnds[1]) }
             throw ClusterError.commandFailed("cannot start \(executable.path): \(String(cString: strerror(rc)))")
         }
-        return ManagedProcess(name: name, pid: pid, logURL: logURL)
+        return ManagedProcess(name: name, pid: pid, logURL: logURL, lifeline: lifeline ? pipeEnds[1] : nil)
     }
 
     /// Starts a built executable of this package by name (see `RepoPaths.executable`).

@@ -151,7 +151,7 @@ extension ServiceEndpoint {
     ) async throws -> ServiceEndpoint {
         let process = try ManagedProcess.start(
             try executable ?? RepoPaths.executable(type(of: arguments).product), arguments: arguments.list,
-            environment: environment, name: name)
+            environment: environment, name: name, lifeline: true)
         do {
             let (host, port) = try await process.waitForReady(timeout: timeout)
             return ServiceEndpoint(name: name, host: host, port: port, process: process)

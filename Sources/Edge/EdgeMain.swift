@@ -101,7 +101,7 @@ struct EdgeMain: AsyncParsableCommand {
             let id = try await edge.agent.registered()
             logger.info("edge registered", metadata: ["edge": "\(id)", "address": "\(edge.agent.address)"])
             return try await server.localAddress()
-        })]
+        })] + ParentLifeline.services(environment: environment, group: group, logger: logger)
         try await ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         ).run()

@@ -56,6 +56,7 @@ struct InventoryServiceMain: AsyncParsableCommand {
             + (try InventoryServiceParts.registration(
                 zooKeeper: zooKeeper.zookeeper, root: zooKeeper.root, environment: environment, address: address, logger: logger
             )).map { .init(service: $0) }
+            + ParentLifeline.services(environment: environment, logger: logger)
         try await ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         ).run()

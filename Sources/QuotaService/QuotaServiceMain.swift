@@ -64,6 +64,7 @@ struct QuotaServiceMain: AsyncParsableCommand {
                     return try await server.localAddress()
                 }),
             ]
+            + ParentLifeline.services(environment: environment, logger: logger)
         try await ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         ).run()
