@@ -5,7 +5,11 @@
 #   RESULT p99_ms_at_100k=X p999_ms_at_100k=X p99_ms_at_200k=X max_rate_p99_under_5ms=N dropped=N lost=N oversold=N
 #          sold_out_p99_ms_at_100k=X (the p99 of the attempts after the last PURCHASED one: the edges' counters alone)
 # (dropped counts attempts not sent or not answered in 2 s). Target: p99_ms_at_100k <= 5.
-#   scripts/bench.sh latency [seconds per rate] [flashsale-bench latency flags: --pin, --edge-threads N, --rates ...]
+# The generator's 100 connections stand for callers that multiplex their users' requests: the attempts due in one
+# 100 us tick go out together on one connection (`--spread tick`); `--spread attempt` sends each on the next
+# connection instead, a write and a read per attempt on each side.
+#   scripts/bench.sh latency [seconds per rate] [flashsale-bench latency flags: --pin, --edge-threads N, --rates ...,
+#                                                 --spread tick|attempt]
 source "$(dirname "$0")/common.sh"
 SECONDS_PER_RATE=${1:-5}
 shift || true

@@ -22,6 +22,8 @@ struct LatencyCommand: AsyncParsableCommand {
     @Option(help: "Seconds of load per rate.") var seconds = 5.0
     @Option(help: "Client connections, spread over the edges.") var connections = 100
     @Option(help: "Event loop threads of the generator.") var threads = 1
+    @Option(help: "How attempts go round the connections: tick (those due in one 100 µs tick together on one connection, as a multiplexing caller sends) or attempt (each on the next).")
+    var spread = OpenLoopLoad.Spread.tick
     @Option(help: "Event loop threads of each edge (default: the edge's own, one per core).") var edgeThreads: Int?
     @Option(help: "Consumers of the inventory's main database (default: the inventory's own).") var inventoryConsumers: Int?
     @Flag(help: "Pin the generator to CPU 0 and the edges to CPU 1 (the other servers stay on both).") var pin = false
@@ -65,7 +67,7 @@ struct LatencyCommand: AsyncParsableCommand {
                 let load = try await OpenLoopLoad.connect(
                     .init(
                         edges: platform.edges.map { ($0.host, $0.port) }, products: products[step], users: users,
-                        rate: rate, duration: .nanoseconds(Int64(seconds * 1e9)), connections: connections,
+                        rate: rate, duration: .nanoseconds(Int64(seconds * 1e9)), connections: connections, spread: spread,
                         requestIDBase: UInt64(step + 1) << 40 | (UInt64.random(in: 1...0x7FFF) << 48),
                         seed: 20_261_124 &+ UInt64(step)),
                     group: group, logger: logger)
@@ -113,3 +115,5 @@ struct LatencyCommand: AsyncParsableCommand {
         Double(histogram.valueAtPercentile(percentile)) / 1000
     }
 }
+
+extension OpenLoopLoad.Spread: ExpressibleByArgument {}

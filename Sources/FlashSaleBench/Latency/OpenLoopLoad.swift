@@ -26,9 +26,25 @@ final class OpenLoopLoad: Sendable {
         /// Past this many unanswered attempts on one connection a due attempt is dropped (counted, never sent).
         var maxOutstandingPerConnection = 2_000
         var tick: TimeAmount = .microseconds(100)
+        var spread: Spread = .tick
         var requestIDBase: UInt64
         var seed: UInt64
     }
+
+    /// How a loop's attempts go round its connections.
+    enum Spread: String, Sendable, CaseIterable {
+        /// The attempts due in one tick go out together on the loop's next connection (`perConnection` at most,
+        /// then the next), as a caller that multiplexes its users' requests on a few connections (a gateway, an
+        /// internal service's client) sends what arrived together: one write for them, and the edge reads them in
+        /// one burst. The cap spreads the catch-up after a late tick instead of piling it on one connection.
+        case tick
+        /// Each attempt on the next connection: at these rates, one write and one read per attempt on every side.
+        case attempt
+    }
+
+    /// With `Spread.tick`: attempts of one tick on one connection, at most. A tick at 200k/s holds 20; a tick late
+    /// by 10 ms, 2,000, which on one connection would pass `maxOutstandingPerConnection` and be dropped.
+    static let perConnection = 64
 
     struct Result: Sendable {
         var due = 0
@@ -197,10 +213,17 @@ private final class Pacer: Sendable {
         guard let plan = state.value.plan else { return }
         let now = NIODeadline.now()
         let due = plan.dueCount(by: now)
+        let perConnection = configuration.spread == .tick ? OpenLoopLoad.perConnection : 1
+        var onThisConnection = perConnection
         while state.value.dueSoFar < due {
             let k = state.value.dueSoFar
             state.value.dueSoFar += 1
-            send(k, plan: plan)
+            if onThisConnection == perConnection {
+                _ = nextConnection()
+                onThisConnection = 0
+            }
+            onThisConnection += 1
+            send(k, plan: plan, on: state.value.next)
         }
         let laneTotal = (plan.total - plan.lane + plan.lanes - 1) / plan.lanes
         if state.value.dueSoFar < laneTotal {
@@ -211,10 +234,14 @@ private final class Pacer: Sendable {
         }
     }
 
-    private func send(_ k: Int, plan: Plan) {
+    /// The connection after the last one used.
+    private func nextConnection() -> Int {
+        state.value.next = (state.value.next + 1) % clients.count
+        return state.value.next
+    }
+
+    private func send(_ k: Int, plan: Plan, on connection: Int) {
         state.value.result.due += 1
-        let connection = state.value.next
-        state.value.next = (connection + 1) % clients.count
         guard state.value.outstanding[connection] < configuration.maxOutstandingPerConnection else {
             state.value.result.dropped += 1
             return
