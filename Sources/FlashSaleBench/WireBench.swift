@@ -123,6 +123,19 @@ enum CPUTime {
         guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
         return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
     }
+
+    /// Every running process of that name on this machine (`/proc/PID/comm`), summed: PostgreSQL's postmaster and
+    /// backends (a benchmark runs alone). A backend that ends within a span takes its CPU with it: the span's
+    /// figure can only be low.
+    static func ofProcesses(named name: String) -> Double {
+        let entries = (try? FileManager.default.contentsOfDirectory(atPath: "/proc")) ?? []
+        return entries.reduce(0) { total, entry in
+            guard let pid = Int(entry),
+                  let comm = try? String(contentsOfFile: "/proc/\(pid)/comm", encoding: .utf8),
+                  comm.trimmingCharacters(in: .newlines) == name else { return total }
+            return total + (ofProcess(pid) ?? 0)
+        }
+    }
 }
 
 /// Keeps `depth` Ping calls in flight on one client until the phase is `stopped`. Its state belongs to the

@@ -72,17 +72,21 @@ struct LatencyCommand: AsyncParsableCommand {
                         seed: 20_261_124 &+ UInt64(step)),
                     group: group, logger: logger)
                 let edgesBefore = platform.edges.compactMap { CPUTime.ofProcess(Int($0.process.pid)) }.reduce(0, +)
+                let inventoryBefore = CPUTime.ofProcess(Int(platform.inventory.process.pid)) ?? 0
+                let postgresBefore = CPUTime.ofProcesses(named: "postgres")
                 let clientBefore = CPUTime.ofThisProcess()
                 let result = await load.run()
                 let clientCPU = CPUTime.ofThisProcess() - clientBefore
                 let edgesCPU = platform.edges.compactMap { CPUTime.ofProcess(Int($0.process.pid)) }.reduce(0, +) - edgesBefore
+                let inventoryCPU = (CPUTime.ofProcess(Int(platform.inventory.process.pid)) ?? 0) - inventoryBefore
+                let postgresCPU = CPUTime.ofProcesses(named: "postgres") - postgresBefore
                 await load.shutdown()
                 lost += try await SaleDriver.purchasesWithoutOrder(result.purchases, inventory: inventory).count
                 oversold += max(0, result.answers.purchased - Int(stock) * products[step].count)
                 let (selling, soldOut, sellingSeconds) = result.phases()
                 lines.append((rate, result, Self.ms(soldOut, 99)))
                 let attempts = Double(max(1, result.sent))
-                print("rate=\(Int(rate)) due=\(result.due) sent=\(result.sent) achieved_per_s=\(Int(Double(result.sent) / max(result.wallSeconds, 1e-9))) p50_ms=\(format(result.latencyMs(50), decimals: 3)) p99_ms=\(format(result.latencyMs(99), decimals: 3)) p999_ms=\(format(result.latencyMs(99.9), decimals: 3)) max_ms=\(format(result.maxMs, decimals: 3)) dropped=\(result.dropped) timed_out=\(result.timedOut) errors=\(result.errors) purchased=\(result.answers.purchased) sold_out=\(result.answers.soldOut) shed=\(result.answers.shed) client_cpu_us_per_attempt=\(format(clientCPU * 1e6 / attempts)) edges_cpu_us_per_attempt=\(format(edgesCPU * 1e6 / attempts))")
+                print("rate=\(Int(rate)) due=\(result.due) sent=\(result.sent) achieved_per_s=\(Int(Double(result.sent) / max(result.wallSeconds, 1e-9))) p50_ms=\(format(result.latencyMs(50), decimals: 3)) p99_ms=\(format(result.latencyMs(99), decimals: 3)) p999_ms=\(format(result.latencyMs(99.9), decimals: 3)) max_ms=\(format(result.maxMs, decimals: 3)) dropped=\(result.dropped) timed_out=\(result.timedOut) errors=\(result.errors) purchased=\(result.answers.purchased) sold_out=\(result.answers.soldOut) shed=\(result.answers.shed) client_cpu_us_per_attempt=\(format(clientCPU * 1e6 / attempts)) edges_cpu_us_per_attempt=\(format(edgesCPU * 1e6 / attempts)) inventory_cpu_us_per_attempt=\(format(inventoryCPU * 1e6 / attempts)) postgres_cpu_us_per_attempt=\(format(postgresCPU * 1e6 / attempts))")
                 let purchasedLatency = result.answers.purchasedLatency
                 func ms(_ histogram: Histogram<UInt64>, _ percentile: Double) -> String { format(Self.ms(histogram, percentile), decimals: 3) }
                 print("  purchased answers: p50_ms=\(ms(purchasedLatency, 50)) p99_ms=\(ms(purchasedLatency, 99)) max_ms=\(format(Double(purchasedLatency.max) / 1000, decimals: 3))")
