@@ -52,6 +52,7 @@ struct EdgeMain: AsyncParsableCommand {
     func run() async throws {
         let logger = ServiceRuntime.makeLogger(label: "edge", level: server.level)
         let environment = ProcessInfo.processInfo.environment
+        await ParentLifeline.watch(environment: environment, logger: logger)
         let credentials = try ServiceRuntime.credentials(environment: environment, operator: false)
         // The edges' ZooKeeper identity (FLASHSALE_ZK_EDGE_SECRET or _FILE): read quotas, register, nothing more.
         let zooKeeperAccess = ZooKeeperAccess(edgeSecret: try Secret.read("FLASHSALE_ZK_EDGE_SECRET", environment: environment))
@@ -101,7 +102,7 @@ struct EdgeMain: AsyncParsableCommand {
             let id = try await edge.agent.registered()
             logger.info("edge registered", metadata: ["edge": "\(id)", "address": "\(edge.agent.address)"])
             return try await server.localAddress()
-        })] + ParentLifeline.services(environment: environment, group: group, logger: logger)
+        })]
         try await ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         ).run()

@@ -26,6 +26,7 @@ struct InventoryServiceMain: AsyncParsableCommand {
     func run() async throws {
         let logger = ServiceRuntime.makeLogger(label: "inventory", level: server.level)
         let environment = ProcessInfo.processInfo.environment
+        await ParentLifeline.watch(environment: environment, logger: logger)
         let credentials = try ServiceRuntime.credentials(environment: environment, operator: false)
         metrics.bootstrap()  // before the pools exist: their metric handles are made when they are
 
@@ -56,7 +57,6 @@ struct InventoryServiceMain: AsyncParsableCommand {
             + (try InventoryServiceParts.registration(
                 zooKeeper: zooKeeper.zookeeper, root: zooKeeper.root, environment: environment, address: address, logger: logger
             )).map { .init(service: $0) }
-            + ParentLifeline.services(environment: environment, logger: logger)
         try await ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         ).run()

@@ -28,6 +28,7 @@ struct QuotaServiceMain: AsyncParsableCommand {
         // The operator's methods need the operator token; the edges' GrantMore, and this service's own calls (the
         // edges' ReleaseQuota, the inventory's CreateProduct and AdjustStock), the service token.
         let environment = ProcessInfo.processInfo.environment
+        await ParentLifeline.watch(environment: environment, logger: logger)
         let credentials = try ServiceRuntime.credentials(environment: environment, operator: true)
         if credentials.operatorToken == nil { logger.warning("no operator token: operator methods are refused") }
         metrics.bootstrap()
@@ -64,7 +65,6 @@ struct QuotaServiceMain: AsyncParsableCommand {
                     return try await server.localAddress()
                 }),
             ]
-            + ParentLifeline.services(environment: environment, logger: logger)
         try await ServiceGroup(
             configuration: .init(services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
         ).run()

@@ -5,7 +5,6 @@ import Cluster
 import Foundation
 import Logging
 import ServiceKit
-import ServiceLifecycle
 import Synchronization
 import Testing
 import TestSupport
@@ -50,31 +49,29 @@ struct ServiceLifelineTests {
         }
     }
 
-    @Test func theGroupShutsDownWhenTheStartersEndCloses() async throws {
+    @Test func theStartersEndClosingRunsTheAction() async throws {
         var ends: [CInt] = [-1, -1]
         #expect(pipe(&ends) == 0)
-        let services = ParentLifeline.services(environment: [ParentLifeline.environmentKey: "\(ends[0])"], logger: Self.logger)
-        let group = ServiceGroup(configuration: .init(services: services + [.init(service: UntilShutdown())], logger: Self.logger))
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            try await Task.sleep(for: .milliseconds(100))
-            close(ends[1])  // as the kernel does when the starter ends
-            try await tasks.next()  // the group returns: the other service was shut down gracefully
+        let gone = Atomic<Int>(0)
+        await ParentLifeline.watch(environment: [ParentLifeline.environmentKey: "\(ends[0])"], logger: Self.logger) {
+            gone.add(1, ordering: .relaxed)
         }
+        try await Task.sleep(for: .milliseconds(100))
+        #expect(gone.load(ordering: .relaxed) == 0, "nothing before the end")
+        close(ends[1])  // as the kernel does when the starter ends
+        try await waitUntil(timeout: .seconds(10), what: "the lifeline's action") { gone.load(ordering: .relaxed) == 1 }
     }
 
-    @Test func aDescriptorThatIsNoPipeIsNotWatchedAndEndsNothing() async throws {
+    @Test func aDescriptorThatIsNoPipeIsNotWatched() async throws {
         let file = open("/dev/null", O_RDONLY)
         defer { close(file) }
-        let services = ParentLifeline.services(environment: [ParentLifeline.environmentKey: "\(file)"], logger: Self.logger)
-        let group = ServiceGroup(configuration: .init(services: services + [.init(service: UntilShutdown())], logger: Self.logger))
-        try await withThrowingTaskGroup(of: Void.self) { tasks in
-            tasks.addTask { try await group.run() }
-            try await Task.sleep(for: .milliseconds(300))
-            #expect(fcntl(file, F_GETFD) >= 0, "the descriptor is left alone")
-            await group.triggerGracefulShutdown()
-            try await tasks.next()
+        let gone = Atomic<Int>(0)
+        await ParentLifeline.watch(environment: [ParentLifeline.environmentKey: "\(file)"], logger: Self.logger) {
+            gone.add(1, ordering: .relaxed)
         }
+        try await Task.sleep(for: .milliseconds(300))
+        #expect(gone.load(ordering: .relaxed) == 0)
+        #expect(fcntl(file, F_GETFD) >= 0, "the descriptor is left alone")
     }
 
     static let logger = Logger(label: "lifeline-test")
@@ -101,9 +98,4 @@ struct ServiceLifelineTests {
         guard let end = text.lastIndex(of: ")") else { return nil }
         return text[text.index(after: end)...].split(separator: " ").map(String.init)
     }
-}
-
-/// Runs until the group shuts down.
-private struct UntilShutdown: Service {
-    func run() async throws { try? await gracefulShutdown() }
 }
