@@ -219,7 +219,7 @@ private final class Pacer: Sendable {
             let k = state.value.dueSoFar
             state.value.dueSoFar += 1
             if onThisConnection == perConnection {
-                _ = nextConnection()
+                moveToNextConnection()
                 onThisConnection = 0
             }
             onThisConnection += 1
@@ -234,10 +234,9 @@ private final class Pacer: Sendable {
         }
     }
 
-    /// The connection after the last one used.
-    private func nextConnection() -> Int {
+    /// `state.next` becomes the connection after the last one used.
+    private func moveToNextConnection() {
         state.value.next = (state.value.next + 1) % clients.count
-        return state.value.next
     }
 
     private func send(_ k: Int, plan: Plan, on connection: Int) {
